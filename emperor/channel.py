@@ -1,0 +1,86 @@
+"""The emperor <-> vassal channel: one message enum, one framing, imported by both sides.
+
+The channel is an inherited ``socketpair(AF_UNIX, SOCK_SEQPACKET)``; the vassal finds its
+end in the environment variable ``EMPEROR_FD``. SEQPACKET keeps message boundaries, so a
+message is one ``send``: one type byte followed by an optional ASCII payload (at most
+``MAX_PAYLOAD`` bytes). EOF on either side means the peer is gone.
+
+Exit statuses of a vassal are here too: the emperor reads them to tell "cannot boot"
+(do not respawn until the file changes) from "crashed" (respawn with backoff).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+
+ENV_FD = "EMPEROR_FD"
+ENV_NAME = "EMPEROR_VASSAL_NAME"
+MAX_PAYLOAD = 512
+
+
+class Msg(enum.IntEnum):
+    # vassal -> emperor
+    READY = 1  # workers are accepting (sent after every (re)load)
+    LOYAL = 17  # the vassal has served a request since its last (re)load
+    HEARTBEAT = 26
+    SOS = 30  # payload: the backlog figure, decimal
+    IDLE = 22  # payload: seconds idle; a die-on-idle zerg asks to be stopped
+    BYE = 9  # the vassal is exiting on purpose; payload: reason
+    # emperor -> vassal
+    STOP = 100  # graceful stop
+    RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets
+    KILL = 102  # fast stop
+
+
+class Exit(enum.IntEnum):
+    """Vassal exit statuses the emperor interprets."""
+
+    OK = 0
+    CRASH = 1
+    APP_LOAD = 22  # need-app: the application could not be imported (uWSGI uses 22 too)
+    CONFIG = 78  # EX_CONFIG: the ini is invalid; retrying before it changes is pointless
+    SOCKET = 75  # EX_TEMPFAIL: a socket could not be bound (address in use, ...)
+
+
+def encode(msg: Msg, payload: str = "") -> bytes:
+    data = payload.encode("ascii", "replace")[:MAX_PAYLOAD]
+    return bytes((int(msg),)) + data
+
+
+def decode(packet: bytes) -> tuple[Msg, str] | None:
+    """Return (message, payload), or None for an empty or unknown packet (logged by the caller)."""
+    if not packet:
+        return None
+    try:
+        msg = Msg(packet[0])
+    except ValueError:
+        return None
+    return msg, packet[1 : 1 + MAX_PAYLOAD].decode("ascii", "replace")
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """(emperor end, vassal end). The vassal end must be passed with ``pass_fds``."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return a, b
+
+
+def from_env() -> socket.socket | None:
+    """The vassal's end of the channel, if this process was started by an emperor."""
+    raw = os.environ.pop(ENV_FD, None)
+    if raw is None or not raw.isdigit():
+        return None
+    try:
+        return socket.socket(fileno=int(raw))
+    except OSError:
+        return None
+
+
+def send(sock: socket.socket, msg: Msg, payload: str = "") -> bool:
+    """Send without blocking; a full or closed channel is reported as False, never raised."""
+    try:
+        sock.send(encode(msg, payload), socket.MSG_DONTWAIT)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,169 @@
+"""The option table: every option is declared here once.
+
+The ini validation (``emperor.config``), the command line (``emperor.cli``) and the
+reference page ``docs/reference/options.md`` (``emperor.reference``) are all derived
+from ``OPTIONS``. Names and meanings follow uWSGI wherever uWSGI has the option; every
+deliberate difference is stated in the option's help and in docs/.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emperor import validators as v
+
+
+class Scope(enum.Flag):
+    """Where an option may appear: the emperor's ini, a vassal's ini, a vassal's [zerg] section."""
+
+    EMPEROR = enum.auto()
+    VASSAL = enum.auto()
+    ZERG = enum.auto()
+    APP = VASSAL | ZERG
+    ANY = EMPEROR | VASSAL | ZERG
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    convert: Callable[[str], Any]
+    default: Any
+    help: str
+    scope: Scope = Scope.APP
+    group: str = "general"
+    multi: bool = False
+    aliases: tuple[str, ...] = ()
+    short: str | None = None
+    flag: bool = False  # a bare key (or --flag without a value) means true
+    metavar: str = "VALUE"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _opt(*args: Any, **kwargs: Any) -> Option:
+    return Option(*args, **kwargs)
+
+
+BUFFER_MAX = 65535
+
+OPTIONS: tuple[Option, ...] = (
+    # ---- configuration loading (handled by the reader, listed here for the CLI and the docs)
+    _opt("ini", v.nonempty, None, "Load an ini file (``file.ini`` or ``file.ini:section``; default "
+         "section ``[uwsgi]``). Repeatable; applied in order at the place it appears.",
+         scope=Scope.ANY, group="config", multi=True, metavar="FILE[:SECTION]"),
+    _opt("strict", v.boolean, False, "Treat unknown keys as errors even when nothing refers to them "
+         "as a placeholder. (Unknown, unreferenced keys are already errors; see docs/configuration.md.)",
+         scope=Scope.ANY, group="config", flag=True),
+    _opt("set-placeholder", v.text, None, "Define a placeholder ``name=value`` usable as ``%(name)``.",
+         scope=Scope.ANY, group="config", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),
+    # ---- sockets
+    _opt("socket", v.nonempty, None, "Listen for the uwsgi protocol on this address: a Unix path, "
+         "``host:port``, ``:port`` (every interface, warned), ``[::1]:port`` or ``@abstract``. Repeatable.",
+         group="sockets", multi=True, aliases=("uwsgi-socket",), short="s", metavar="ADDR"),
+    _opt("listen", v.integer(1, 1 << 20), 1024, "Listen queue (backlog) size. uWSGI uses 100, but a full "
+         "Unix-socket queue makes nginx answer 502 at once, so the default is 1024. A value above "
+         "net.core.somaxconn is capped by the kernel and logged as a warning.",
+         group="sockets", short="l", metavar="N"),
+    _opt("chmod-socket", v.octal_mode, None, "Mode of Unix sockets, set before the socket listens (so no "
+         "client can connect earlier). Unset: the umask decides. A bare key means 666, as in uWSGI, "
+         "and is warned about.", group="sockets", metavar="MODE"),
+    _opt("vacuum", v.boolean, False, "Remove our own Unix sockets and pidfile at exit (only if the inode "
+         "is still the one we created).", group="sockets", flag=True),
+    _opt("buffer-size", v.integer(64, BUFFER_MAX), BUFFER_MAX, "Largest uwsgi vars block accepted, in "
+         "bytes. uWSGI's default (4096) makes big cookies and JWTs fail with a bare 502, so the default "
+         "is the protocol's maximum, 65535.", group="sockets", short="b", metavar="BYTES"),
+    _opt("socket-timeout", v.seconds, 4.0, "Seconds a peer may take to send the request (header, vars "
+         "and each read of the body) or to accept each write of the response.",
+         group="sockets", metavar="SECONDS"),
+    _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
+         "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
+    _opt("no-defer-accept", v.boolean, False, "Do not set TCP_DEFER_ACCEPT on TCP sockets.",
+         group="sockets", flag=True),
+    # ---- application
+    _opt("module", v.python_callable_ref, None, "The WSGI application: ``pkg.mod`` or ``pkg.mod:callable``.",
+         group="app", aliases=("wsgi",), short="w", metavar="MODULE[:CALLABLE]"),
+    _opt("callable", v.nonempty, "application", "Name of the WSGI callable when ``module`` or "
+         "``wsgi-file`` does not give one.", group="app", metavar="NAME"),
+    _opt("wsgi-file", v.nonempty, None, "Load the WSGI application from this Python file.",
+         group="app", aliases=("file",), metavar="PATH"),
+    _opt("chdir", v.nonempty, None, "Change to this directory before loading the application.",
+         group="app", metavar="DIR"),
+    _opt("pythonpath", v.nonempty, None, "Add this directory to sys.path (repeatable; globs allowed).",
+         group="app", multi=True, aliases=("python-path", "pp"), metavar="DIR"),
+    _opt("env", v.env_assignment, None, "Set an environment variable ``KEY=VALUE`` before loading the "
+         "application (repeatable).", group="app", multi=True, metavar="KEY=VALUE"),
+    _opt("lazy-apps", v.boolean, False, "Import the application in each worker after the fork, instead "
+         "of once in the master.", group="app", flag=True),
+    _opt("need-app", v.boolean, True, "Exit (status 22) when the application cannot be loaded. On by "
+         "default, as in uWSGI 2.1; ``need-app = false`` serves 500s instead.", group="app", flag=True),
+    # ---- processes
+    _opt("master", v.boolean, True, "Accepted for compatibility: emperor always runs a master process.",
+         group="processes", flag=True),
+    _opt("processes", v.integer(1, 4096), 1, "Number of worker processes.", group="processes",
+         aliases=("workers",), short="p", metavar="N"),
+    _opt("threads", v.integer(1, 1024), 1, "Threads per worker: each worker serves this many requests at "
+         "once from a thread pool.", group="processes", metavar="N"),
+    _opt("max-requests", v.integer(0), 0, "Recycle a worker after it has served this many requests "
+         "(0 = never).", group="processes", short="R", metavar="N"),
+    _opt("max-requests-delta", v.integer(0), None, "Jitter added to max-requests, different for each "
+         "worker so they do not all recycle together. Default: 10%% of max-requests.",
+         group="processes", metavar="N"),
+    _opt("harakiri", v.integer(0), 0, "Kill a worker (and its process group) that has been on one request "
+         "for this many seconds, log the request and respawn the worker (0 = off).",
+         group="processes", short="t", metavar="SECONDS"),
+    _opt("reload-on-rss", v.integer(0), 0, "Recycle a worker after the response that took its resident "
+         "memory over this many MB (0 = off).", group="processes", metavar="MB"),
+    _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
+         "before SIGKILL.", group="processes", aliases=("worker-reload-mercy",), metavar="SECONDS"),
+    _opt("die-on-term", v.boolean, False, "Accepted for compatibility: SIGTERM is always a graceful stop "
+         "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True),
+    # ---- logging and files
+    _opt("pidfile", v.nonempty, None, "Write the master's pid to this file.", scope=Scope.ANY,
+         group="logging", metavar="PATH"),
+    _opt("logto", v.nonempty, None, "Append the log to this file instead of stderr.",
+         scope=Scope.ANY, group="logging", metavar="PATH"),
+    _opt("daemonize", v.nonempty, None, "Detach into the background and log to this file. Under an "
+         "emperor it only means ``logto``.", scope=Scope.ANY, group="logging", metavar="LOGFILE"),
+    _opt("disable-logging", v.boolean, False, "Do not log one line per request.", group="logging",
+         short="L", flag=True),
+    _opt("procname-prefix", v.text, "", "Prefix for the process titles.", scope=Scope.ANY,
+         group="logging", metavar="TEXT"),
+)
+
+
+# uWSGI options users copy that emperor does not implement: a clear error, never a silent no-op.
+UNSUPPORTED: dict[str, str] = {
+    "http-socket": "emperor speaks only the uwsgi protocol; put nginx (uwsgi_pass) in front",
+    "http": "emperor has no HTTP router; put nginx (uwsgi_pass) in front",
+    "https": "emperor has no HTTPS router; terminate TLS in nginx",
+    "fastcgi-socket": "emperor speaks only the uwsgi protocol",
+    "post-buffering": "bodies are streamed to wsgi.input; nginx already buffers request bodies",
+    "virtualenv": "run emperor from the application's virtualenv instead",
+    "home": "run emperor from the application's virtualenv instead",
+    "lazy": "use lazy-apps",
+    "cheaper": "adaptive worker counts are not implemented",
+}
+# Keys accepted and ignored, because they only select features emperor always has.
+IGNORED: dict[str, str] = {
+    "plugin": "emperor is Python-only; plugin lines are ignored",
+    "plugins": "emperor is Python-only; plugin lines are ignored",
+    "enable-threads": "Python threads are always enabled in emperor",
+    "single-interpreter": "emperor always runs one interpreter per worker",
+}
+
+BY_NAME: dict[str, Option] = {}
+for _o in OPTIONS:
+    for _n in (_o.name, *_o.aliases):
+        assert _n not in BY_NAME, f"option {_n} declared twice"
+        BY_NAME[_n] = _o
+
+
+def lookup(name: str) -> Option | None:
+    """Find an option by its name or an alias (``uwsgi-socket`` -> ``socket``)."""
+    return BY_NAME.get(name)
