@@ -28,6 +28,7 @@ class Msg(enum.IntEnum):
     SOS = 30  # payload: the backlog figure, decimal
     IDLE = 22  # payload: seconds idle; a die-on-idle zerg asks to be stopped
     BYE = 9  # the vassal is exiting on purpose; payload: reason
+    CONFIG_ERROR = 40  # a reload found the ini invalid; the old config keeps running. payload: the error
     # emperor -> vassal
     STOP = 100  # graceful stop
     RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets
