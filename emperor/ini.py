@@ -1,0 +1,525 @@
+"""The uWSGI ini dialect, read the way uWSGI reads it, with hard limits.
+
+uWSGI's ini files are not Python ``configparser``/``configobj`` files: keys repeat and every
+repeat counts, a bare key means "true", there are no inline comments, ``%X`` magic variables
+refer to the file being read, and ``ini =`` splices another file in place. Expansion of
+``$(ENV)`` and ``%(placeholder)`` happens later (:func:`expand`), after the command line has
+been appended, because forward references and first-wins lookups need the whole tree.
+
+Config files can be hostile (tyrant mode), so every step is bounded: file size, include depth
+and count, number of entries, and the length of an expanded value. Placeholder chains are
+resolved iteratively, so a 10 000-deep chain cannot raise ``RecursionError``. The only
+exception this module raises on bad input is :class:`IniError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+from emperor import __version__
+
+DEFAULT_SECTION = "uwsgi"
+MAX_FILE_SIZE = 1 << 20  # bytes per file
+MAX_INCLUDE_DEPTH = 16  # nested ini/include levels
+MAX_FILES = 256  # files opened by one load()
+MAX_ENTRIES = 100_000  # entries produced by one load(), for-loops included
+MAX_VALUE_LEN = 64 << 10  # characters in one value after expansion
+
+INCLUDE_KEYS = frozenset({"ini", "include"})
+PLACEHOLDER_KEYS = frozenset({"set-placeholder", "set-ph"})
+_END_KEYS = frozenset({"end", "endfor", "end-for", "endif", "end-if"})
+_IF_KEYS = frozenset({"if-env", "if-not-env", "if-exists", "if-not-exists", "if-file", "if-not-file",
+                      "if-dir", "if-not-dir"})
+_FOR_KEYS = frozenset({"for", "for-times"})
+# Reader-level directives uWSGI knows and emperor refuses loudly instead of mis-reading.
+_REFUSED: dict[str, str] = {
+    "inherit": "inherit is not supported; use ini = file.ini (spliced in place)",
+    "xml": "only ini files are read",
+    "yaml": "only ini files are read",
+    "yml": "only ini files are read",
+    "json": "only ini files are read",
+    "js": "only ini files are read",
+    "config": "only ini files are read; use ini = file.ini",
+    "for-glob": "for-glob blocks are not supported (for and for-times are)",
+    "for-readline": "for-readline blocks are not supported (for and for-times are)",
+    "if-opt": "if-opt blocks are not supported",
+    "if-not-opt": "if-not-opt blocks are not supported",
+    "if-reload": "if-reload blocks are not supported",
+    "if-not-reload": "if-not-reload blocks are not supported",
+    "if-hostname": "if-hostname blocks are not supported",
+    "if-not-hostname": "if-not-hostname blocks are not supported",
+}
+_NOT_INI_EXT = (".xml", ".yaml", ".yml", ".json", ".js")
+
+_TOP_FILE_MAGIC = frozenset("OPSNEDCXIJ")  # %N etc.: the same as %n for the first file loaded
+_MAGIC_RE = re.compile(r"%(.)", re.DOTALL)
+_ENV_RE = re.compile(r"\$\(([^)]*)\)")
+_PH_RE = re.compile(r"%\(([^)]*)\)")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ``key = value`` in application order; ``line`` is 1-based, 0 for the command line."""
+
+    key: str
+    value: str
+    file: str
+    line: int
+
+
+class IniError(Exception):
+    """A reader problem, located like a compiler error: ``file:line: key: message``."""
+
+    def __init__(self, message: str, file: str = "", line: int = 0, key: str = "") -> None:
+        self.message, self.file, self.line, self.key = message, file, line, key
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{key + ': ' if key else ''}{message}")
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    """``file.ini:section`` -> (file, section). The last ``:`` counts unless a ``/`` follows it."""
+    colon = spec.rfind(":")
+    if colon >= 0 and "/" not in spec[colon + 1:]:
+        path, section = spec[:colon], spec[colon + 1:] or DEFAULT_SECTION
+    else:
+        path, section = spec, DEFAULT_SECTION
+    if not path:
+        raise IniError(f"{spec!r}: no file name (':section' alone, meaning 'the last file', is not "
+                       "supported)")
+    return path, section
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_bytes(path: str) -> bytes:
+    """Read a regular file of at most MAX_FILE_SIZE bytes; never block on a FIFO or open a device.
+
+    ``stat`` first so that devices are not even opened, then ``O_NONBLOCK`` + ``fstat`` on the
+    descriptor, because the path may be swapped between the two calls. Raises ``_ReadError``.
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _ReadError(f"refusing to read {_kind(st.st_mode)}")
+        if st.st_size > MAX_FILE_SIZE:
+            raise _ReadError(f"file too large ({st.st_size} bytes, limit {MAX_FILE_SIZE})")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _ReadError(f"refusing to read {_kind(st.st_mode)}")
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_FILE_SIZE:
+                chunk = os.read(fd, MAX_FILE_SIZE + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > MAX_FILE_SIZE:
+                raise _ReadError(f"file too large (over {MAX_FILE_SIZE} bytes)")
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _ReadError(f"cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. "embedded null byte" in the path
+        raise _ReadError(f"cannot read: {exc}") from None
+
+
+class _ReadError(Exception):
+    """Internal: why a file could not be read; the caller decides where to attribute it."""
+
+
+def _decode(data: bytes, path: str) -> list[str]:
+    """Strict UTF-8 (a mis-encoded config is a mistake worth reporting), BOM dropped, no NULs."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise IniError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x})", path, line) from None
+    if "\0" in text:
+        raise IniError("NUL byte in file", path, text.count("\n", 0, text.index("\0")) + 1)
+    return text.split("\n")
+
+
+# ----------------------------------------------------------------------------------- magic variables
+
+def _djb33x(text: str) -> str:
+    """uWSGI's djb33x hash (bytes taken as signed chars, like its C code), as 8 hex digits."""
+    h = 5381
+    for b in os.fsencode(text):
+        h = (((h << 5) + h) ^ (b - 256 if b > 127 else b)) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def _file_magic(given: str, path: str, section: str) -> dict[str, str]:
+    """The per-file magic variables. ``path`` is absolute and deliberately not resolved, so a
+    symlinked vassal gets the link's own name in ``%n`` (the "one skel, many links" pattern)."""
+    d, s = path.rsplit("/", 1)
+    d += "/"
+    n, dot, e = s.rpartition(".")
+    if not dot:
+        n, e = s, ""
+    parts = [p for p in d.split("/") if p]
+    try:
+        inode = str(os.lstat(path).st_ino)
+    except (OSError, ValueError):
+        inode = ""
+    table = {"o": given, "p": path, "s": s, "n": n, "e": e, "d": d, "c": parts[-1] if parts else "",
+             "x": section, "i": inode, "j": _djb33x(path)}
+    for i in range(10):
+        table[str(i)] = parts[i] if i < len(parts) else ""
+    return table
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _global_magic(cwd: str, start: float) -> dict[str, Callable[[], str]]:
+    """Process-wide magic variables, computed only when a file uses them."""
+    return {
+        "v": lambda: cwd, "h": socket.gethostname, "V": lambda: __version__,
+        "k": lambda: str(os.cpu_count() or 1), "u": lambda: str(os.getuid()),
+        "U": lambda: _user_name(os.getuid()), "g": lambda: str(os.getgid()),
+        "G": lambda: _group_name(os.getgid()), "t": lambda: str(int(start)),
+        "T": lambda: str(int(start * 1_000_000)), "b": lambda: sys.executable or "",
+        "[": lambda: "\x1b", "%": lambda: "%",
+    }
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+class _Loader:
+    """One ``load()`` call: the include stack, the limits, and the output list."""
+
+    def __init__(self, environ: Mapping[str, str], cwd: str) -> None:
+        self.environ, self.cwd = environ, cwd
+        self.out: list[Entry] = []
+        self.stack: list[tuple[str, str]] = []
+        self.files = 0
+        self.top: dict[str, str] = {}
+        self.glob = _global_magic(cwd, time.time())
+        self.glob_cache: dict[str, str] = {}
+
+    def magic(self, table: dict[str, str]) -> Callable[[re.Match[str]], str]:
+        def sub(m: re.Match[str]) -> str:
+            c = m.group(1)
+            if c == "(":
+                return "%("  # a placeholder, expanded later
+            if c in table:
+                return table[c]
+            if c in _TOP_FILE_MAGIC and self.top:
+                return self.top[c.lower()]  # %N etc.: the first (top-level) file
+            if c in self.glob:
+                if c not in self.glob_cache:
+                    self.glob_cache[c] = self.glob[c]()
+                return self.glob_cache[c]
+            return ""  # unknown magic variables vanish, as in uWSGI
+        return sub
+
+    def load_file(self, given: str, path: str, section: str, origin: tuple[str, int, str] | None) -> None:
+        ofile, oline, okey = origin or (path, 0, "")
+        names = [f"{p}:{s}" if s != DEFAULT_SECTION else p for p, s in self.stack]
+        me = f"{path}:{section}" if section != DEFAULT_SECTION else path
+        if (path, section) in self.stack:
+            raise IniError("include loop: " + " -> ".join([*names, me]), ofile, oline, okey)
+        if len(self.stack) >= MAX_INCLUDE_DEPTH:
+            raise IniError(f"includes nested more than {MAX_INCLUDE_DEPTH} deep (include loop?): "
+                           + " -> ".join([*names, me]), ofile, oline, okey)
+        self.files += 1
+        if self.files > MAX_FILES:
+            raise IniError(f"more than {MAX_FILES} files included", ofile, oline, okey)
+        try:
+            data = _read_bytes(path)
+        except _ReadError as exc:
+            if origin is None:
+                raise IniError(str(exc), path) from None
+            raise IniError(f"cannot include {path}: {exc}", ofile, oline, okey) from None
+        table = _file_magic(given, path, section)
+        if not self.top:
+            self.top = table
+        lines = self.section_lines(_decode(data, path), path, section, self.magic(table))
+        self.stack.append((path, section))
+        try:
+            self.run(lines, path)
+        finally:
+            self.stack.pop()
+
+    @staticmethod
+    def section_lines(raw: list[str], path: str, section: str,
+                      magic: Callable[[re.Match[str]], str]) -> list[tuple[int, str, str]]:
+        """The ``(line, key, value)`` triples of the requested section, magic variables applied."""
+        current: str | None = None
+        found = False
+        lines: list[tuple[int, str, str]] = []
+        for number, text in enumerate(raw, 1):
+            line = _MAGIC_RE.sub(magic, text).strip(" \t\r")
+            if not line or line[0] in ";#":
+                continue
+            if line[0] == "[":
+                if len(line) < 2 or line[-1] != "]":
+                    raise IniError(f"section header without closing ']': {line[:80]!r}", path, number)
+                current = line[1:-1].strip(" \t")
+                found = found or current == section
+                continue
+            if current != section:
+                continue
+            key, _, value = line.partition("=")
+            key = key.rstrip(" \t\r")
+            if not key:
+                raise IniError("'=' with no key before it", path, number)
+            lines.append((number, key, value.strip(" \t\r")))
+        if not found:
+            raise IniError(f"section [{section}] not found", path)
+        return lines
+
+    def run(self, lines: list[tuple[int, str, str]], path: str) -> None:
+        """Apply for/if blocks (one level, like uWSGI) and emit or splice each line."""
+        block: tuple[int, str, str] | None = None
+        body: list[tuple[int, str, str]] = []
+        for number, key, value in lines:
+            if key in _END_KEYS:
+                if block is None:
+                    raise IniError("no open for/if block to end", path, number, key)
+                for token in self.block_tokens(block, path):
+                    for n, k, v in body:
+                        self.emit(path, n, k, v.replace("%(_)", token))
+                block, body = None, []
+            elif block is not None:
+                if key in _FOR_KEYS or key in _IF_KEYS:
+                    raise IniError(f"nested block inside '{block[1]}' (line {block[0]}) is not supported",
+                                   path, number, key)
+                body.append((number, key, value))
+            elif key in _FOR_KEYS or key in _IF_KEYS:
+                block = (number, key, value)
+            else:
+                self.emit(path, number, key, value)
+        if block is not None:
+            raise IniError("block is never closed (missing endfor/endif)", path, block[0], block[1])
+
+    def block_tokens(self, block: tuple[int, str, str], path: str) -> list[str]:
+        """The values of ``%(_)`` for each repetition of the block body (none = skip it)."""
+        number, key, value = block
+        value = _env_sub(value, self.environ)
+        if key == "for":
+            return value.split()
+        if key == "for-times":
+            if not value.isdigit() or int(value) > MAX_ENTRIES:
+                raise IniError(f"needs a count from 0 to {MAX_ENTRIES}, got {value!r}", path, number, key)
+            return [str(i) for i in range(1, int(value) + 1)]
+        negate = key.startswith("if-not-")
+        kind = key.removeprefix("if-not-") if negate else key.removeprefix("if-")
+        if kind == "env":
+            name, eq, want = value.partition("=")
+            have = self.environ.get(name)
+            ok, token = (have == want if eq else have is not None), have or ""
+        else:
+            target = os.path.join(os.path.dirname(path), value)
+            try:
+                ok = {"exists": os.path.lexists, "file": os.path.isfile, "dir": os.path.isdir}[kind](target)
+            except ValueError:
+                ok = False
+            token = value
+        return [token] if ok != negate else []
+
+    def emit(self, path: str, number: int, key: str, value: str) -> None:
+        if key in INCLUDE_KEYS:
+            self.include(path, number, key, value)
+            return
+        if key in _REFUSED:
+            raise IniError(f"not supported by emperor: {_REFUSED[key]}", path, number, key)
+        if len(self.out) >= MAX_ENTRIES:
+            raise IniError(f"more than {MAX_ENTRIES} entries", path, number, key)
+        self.out.append(Entry(key, value, path, number))
+
+    def include(self, path: str, number: int, key: str, value: str) -> None:
+        """Splice ``ini = other.ini[:section]`` here; relative to the including file's directory."""
+        spec = _env_sub(value, self.environ)
+        if "%(" in spec:
+            raise IniError(f"placeholders are not expanded in include paths ({spec!r}): they are "
+                           "resolved only after every file is read", path, number, key)
+        if not spec:
+            raise IniError("needs a file name", path, number, key)
+        try:
+            given, section = _split_spec(spec)
+        except IniError as exc:
+            raise IniError(exc.message, path, number, key) from None
+        if key == "include" and given.lower().endswith(_NOT_INI_EXT):
+            raise IniError(f"not supported by emperor: only ini files are read ({given})", path, number, key)
+        target = os.path.abspath(os.path.join(os.path.dirname(path), given))
+        self.load_file(given, target, section, (path, number, key))
+
+
+def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None = None) -> list[Entry]:
+    """Read ``path.ini`` or ``path.ini:section`` (default ``[uwsgi]``) into ordered entries.
+
+    Magic variables are applied per file; ``ini``/``include`` lines are replaced by the included
+    entries; for/if blocks are unrolled. ``$(ENV)`` and ``%(name)`` in ordinary values are left
+    for :func:`expand`. ``environ`` serves ``$(VAR)`` in include paths and ``if-env``; ``cwd``
+    (default: the process's) anchors a relative ``spec`` and is ``%v``.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        base = os.getcwd() if cwd is None else cwd
+    except OSError as exc:
+        raise IniError(f"cannot determine the current directory: {exc.strerror}") from None
+    given, section = _split_spec(spec)
+    loader = _Loader(env, base)
+    try:
+        path = os.path.abspath(os.path.join(base, given))
+    except ValueError as exc:
+        raise IniError(f"bad file name: {exc}") from None
+    loader.load_file(given, path, section, None)
+    return loader.out
+
+
+# ----------------------------------------------------------------------------------------- expansion
+
+def _env_sub(value: str, environ: Mapping[str, str]) -> str:
+    """``$(VAR)``, ``$(VAR:-default)`` (unset or empty), ``$(VAR-default)`` (unset); else literal."""
+    if "$(" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in environ:
+            return environ[name]
+        var, sep, default = name.partition(":-")
+        if sep:
+            return environ.get(var) or default
+        var, sep, default = name.partition("-")
+        if sep:
+            return environ.get(var, default)
+        return m.group(0)
+
+    return _ENV_RE.sub(sub, value)
+
+
+def _refs(text: str) -> Iterator[str]:
+    for m in _PH_RE.finditer(text):
+        yield m.group(1)
+
+
+def _too_long(e: Entry) -> IniError:
+    return IniError(f"value longer than {MAX_VALUE_LEN} characters after expansion", e.file, e.line, e.key)
+
+
+def _substitute(text: str, resolved: Mapping[str, str], e: Entry) -> str:
+    """Replace each defined ``%(name)`` by its resolved value, stopping at MAX_VALUE_LEN."""
+    if "%(" not in text:
+        return text
+    parts: list[str] = []
+    size = pos = 0
+    for m in _PH_RE.finditer(text):
+        piece = resolved.get(m.group(1), m.group(0))
+        parts += (text[pos:m.start()], piece)
+        size += m.start() - pos + len(piece)
+        pos = m.end()
+        if size > MAX_VALUE_LEN:
+            raise _too_long(e)
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def expand(entries: list[Entry], environ: Mapping[str, str] | None = None) -> tuple[list[Entry], set[str]]:
+    """Apply ``$(VAR)`` then ``%(name)`` to every value, after the whole tree is assembled.
+
+    ``%(name)`` takes the fully expanded value of the *first* entry called ``name`` (or the first
+    ``set-placeholder = name=value``), which is why forward references work. Unresolved
+    references stay literal. Chains are resolved with an explicit stack: loops are an IniError,
+    depth is limited only by the number of entries. ``set = k=v`` becomes the entry ``k = v``.
+    Returns the new entries and every name used as ``%(name)``.
+    """
+    env = os.environ if environ is None else environ
+    step: list[Entry] = []
+    for e in entries:
+        if e.key == "set":
+            k, sep, v = e.value.partition("=")
+            if not sep or not k.strip():
+                raise IniError("needs name=value", e.file, e.line, e.key)
+            e = Entry(k.strip(), v.strip(), e.file, e.line)
+        value = _env_sub(e.value, env)
+        if len(value) > MAX_VALUE_LEN:
+            raise _too_long(e)
+        step.append(replace(e, value=value) if value is not e.value else e)
+
+    defs: dict[str, tuple[str, Entry]] = {}
+    referenced: set[str] = set()
+    for e in step:
+        if e.key in PLACEHOLDER_KEYS:
+            name, sep, value = e.value.partition("=")
+            if not sep or not name.strip():
+                raise IniError("needs name=value", e.file, e.line, e.key)
+            defs.setdefault(name.strip(), (value.strip(), e))
+        defs.setdefault(e.key, (e.value, e))
+        if "%(" in e.value:
+            referenced.update(_refs(e.value))
+
+    resolved: dict[str, str] = {}
+
+    def resolve(root: str) -> None:
+        # Iterative depth-first walk; a name is resolved once all the names it uses are.
+        path, onpath = [root], {root}
+        todo = [_refs(defs[root][0])]
+        while path:
+            dep = next(todo[-1], None)
+            if dep is None:
+                name = path.pop()
+                todo.pop()
+                onpath.discard(name)
+                text, origin = defs[name]
+                resolved[name] = _substitute(text, resolved, origin)
+            elif dep in resolved or dep not in defs:
+                continue
+            elif dep in onpath:
+                cycle = [*path[path.index(dep):], dep]
+                origin = defs[cycle[0]][1]
+                raise IniError("placeholder loop: " + " -> ".join(cycle),
+                               origin.file, origin.line, origin.key)
+            else:
+                path.append(dep)
+                onpath.add(dep)
+                todo.append(_refs(defs[dep][0]))
+
+    out: list[Entry] = []
+    for e in step:
+        if "%(" not in e.value:
+            out.append(e)
+            continue
+        for name in _refs(e.value):
+            if name in defs and name not in resolved:
+                resolve(name)
+        out.append(replace(e, value=_substitute(e.value, resolved, e)))
+    return out, referenced
