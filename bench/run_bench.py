@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+"""Interleaved throughput / latency / CPU-per-request / memory / startup
+benchmark of WSGI backends behind one nginx on loopback (and direct).
+
+Every run starts the backend fresh (time to first 200 is measured), checks one
+response of the workload, warms up with wrk, samples the CPU time of the
+backend's whole process tree (and of nginx), measures with wrk --latency,
+samples CPU again, records memory (RSS/PSS/USS of the process tree), then
+stops the backend by its PID.  Configurations are interleaved (round r starts
+at offset r in the list) and medians over rounds are reported, with the
+project's targets from issue #2 as ratios against uWSGI and gunicorn measured
+in the same run.
+
+Built-in configurations (WORKERS=2 worker processes each):
+  emperor+nginx        {python} -m emperor.vassal --socket SOCK ... <- nginx uwsgi_pass unix:SOCK
+                       ({python}: --emperor-python, default the bench venv's python, which
+                       has the project installed editable by setup.sh)
+  uwsgi+nginx          uwsgi --master --processes 2 --socket SOCK  <- nginx uwsgi_pass unix:SOCK
+  gunicorn+nginx       gunicorn -w 2 (sync) --bind unix:SOCK  <- nginx proxy_pass http://unix:SOCK
+  uwsgi-emperor+nginx  uwsgi --emperor DIR, one vassal ini (same options)  <- nginx uwsgi_pass
+  uwsgi-direct         uwsgi --master --processes 2 --http-socket 127.0.0.1:PORT
+  gunicorn-direct      gunicorn -w 2 --bind 127.0.0.1:PORT
+
+Another backend:
+  --config 'NAME|FRONT|COMMAND TEMPLATE'
+  FRONT: nginx-uwsgi (nginx uwsgi_pass unix:{sock}), nginx-uwsgi-tcp (uwsgi_pass
+  127.0.0.1:{port}), nginx-http (proxy_pass to unix:{sock}), direct (HTTP on
+  127.0.0.1:{port}).  Placeholders: {sock} {port} {workers} {wsgi_file}
+  {module} {callable} {apps} {rundir} {venv_bin} {python}.
+
+Workloads: hello (plain WSGI, 13 bytes), flask-json (45 bytes), flask-payload
+(64 KiB), flask-echo (POST 1 MiB, echoed).
+
+Examples:
+  run_bench.py --rounds 3 --only emperor+nginx,uwsgi+nginx,gunicorn+nginx   # issue #2 (~9 min)
+  run_bench.py --only uwsgi+nginx,gunicorn+nginx --workloads hello --rounds 1 --duration 3
+Results: results.jsonl (one line per run), summary.json, summary.md in --out
+(default: bench/results/<timestamp>/, gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B
+
+
+@dataclass(frozen=True)
+class Workload:
+    wsgi_file: str
+    module: str  # module:callable
+    path: str
+    method: str
+    body: int  # request body bytes
+    ready: str  # path polled for readiness
+    flask: bool
+
+
+WORKLOADS: dict[str, Workload] = {
+    "hello": Workload("hello.py", "hello:application", "/", "GET", 0, "/", False),
+    "flask-json": Workload("flaskapp.py", "flaskapp:app", "/", "GET", 0, "/", True),
+    "flask-payload": Workload("flaskapp.py", "flaskapp:app", "/payload", "GET", 0, "/", True),
+    "flask-echo": Workload("flaskapp.py", "flaskapp:app", "/echo", "POST", 1 << 20, "/", True),
+}
+
+SUBJECT = "emperor+nginx"
+UWSGI = "uwsgi+nginx"
+GUNICORN = "gunicorn+nginx"
+
+EMPEROR_VASSAL_CMD = ("{python} -m emperor.vassal --socket {sock} --chmod-socket 666 --processes {workers} "
+                      "--module {module} --chdir {apps} --disable-logging")
+UWSGI_COMMON = ("--master --processes {workers} --wsgi-file {wsgi_file} --callable {callable} "
+                "--chdir {apps} --disable-logging")
+BUILTIN: list[tuple[str, str, str]] = [
+    (SUBJECT, "nginx-uwsgi", EMPEROR_VASSAL_CMD),
+    (UWSGI, "nginx-uwsgi", "{venv_bin}/uwsgi " + UWSGI_COMMON + " --socket {sock} --chmod-socket=666"),
+    (GUNICORN, "nginx-http",
+     "{venv_bin}/gunicorn --workers {workers} --worker-class sync --bind unix:{sock} "
+     "--chdir {apps} {module}"),
+    ("uwsgi-emperor+nginx", "nginx-uwsgi", "@emperor"),
+    ("uwsgi-direct", "direct",
+     "{venv_bin}/uwsgi " + UWSGI_COMMON + " --http-socket 127.0.0.1:{port} "
+     "--add-header 'Connection: close'"),
+    ("gunicorn-direct", "direct",
+     "{venv_bin}/gunicorn --workers {workers} --worker-class sync --bind 127.0.0.1:{port} "
+     "--chdir {apps} {module}"),
+]
+
+UWSGI_EMPEROR_VASSAL = """[uwsgi]
+master = true
+processes = {workers}
+socket = {sock}
+chmod-socket = 666
+wsgi-file = {wsgi_file}
+callable = {callable}
+chdir = {apps}
+disable-logging = true
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of issue #2's targets: SUBJECT/baseline ratio of a metric."""
+    metric: str  # key into the per-config summary
+    label: str
+    baseline: str
+    workloads: tuple[str, ...]
+    op: str  # ">=" or "<="
+    value: float
+
+
+ALL = tuple(WORKLOADS)
+FLASK = tuple(w for w, d in WORKLOADS.items() if d.flask)
+TARGETS: list[Target] = [
+    Target("rps", "req/s", UWSGI, ("hello",), ">=", 0.90),
+    Target("rps", "req/s", UWSGI, ("flask-json", "flask-payload", "flask-echo"), ">=", 0.95),
+    Target("rps", "req/s", GUNICORN, ALL, ">=", 2.0),
+    Target("cpu_us", "CPU/req", UWSGI, ("hello",), "<=", 1.3),
+    Target("cpu_us", "CPU/req", UWSGI, ("flask-json",), "<=", 1.1),
+    Target("p99_ms", "p99", UWSGI, ALL, "<=", 1.2),
+    Target("pss_mib", "PSS", UWSGI, FLASK, "<=", 1.1),
+]
+# ratios printed without a target (context)
+INFO: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("cpu_us", "CPU/req", UWSGI, ("flask-payload", "flask-echo")),
+    ("pss_mib", "PSS", UWSGI, ("hello",)),
+    ("cpu_us", "CPU/req", GUNICORN, ALL),
+]
+
+
+@dataclass
+class Config:
+    name: str
+    front: str
+    template: str
+    stop_signal: int = signal.SIGINT
+    sock: str = ""
+    port: int = 0
+    nginx_port: int = 0
+    safe: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.safe = "".join(c if c.isalnum() else "_" for c in self.name)
+
+
+def build_nginx(rundir: str, configs: list[Config]) -> B.Nginx | None:
+    servers = []
+    os.makedirs(os.path.join(rundir, "sock"), exist_ok=True)
+    for c in configs:
+        c.sock = os.path.join(rundir, "sock", c.safe + ".sock")
+        c.port = B.free_port()
+        if c.front == "direct":
+            continue
+        c.nginx_port = B.free_port()
+        if c.front == "nginx-uwsgi":
+            loc = B.uwsgi_location("unix:" + c.sock)
+        elif c.front == "nginx-uwsgi-tcp":
+            loc = B.uwsgi_location(f"127.0.0.1:{c.port}")
+        elif c.front == "nginx-http":
+            loc = B.proxy_location("unix:" + c.sock)
+        else:
+            raise SystemExit(f"unknown front {c.front!r}")
+        servers.append(B.nginx_server(c.nginx_port, loc))
+    if not servers:
+        return None
+    return B.Nginx(rundir, servers).start()
+
+
+def fill(template: str, c: Config, wl: str, rundir: str, workers: int, python: str) -> str:
+    w = WORKLOADS[wl]
+    return template.format(
+        sock=c.sock, port=c.port, workers=workers,
+        wsgi_file=os.path.join(B.APPS, w.wsgi_file), module=w.module,
+        callable=w.module.split(":")[1], apps=B.APPS, rundir=rundir,
+        venv_bin=B.venv_bindir(), python=python)
+
+
+def start_backend(c: Config, wl: str, rundir: str, a: argparse.Namespace, logdir: str) -> tuple[B.Proc, str]:
+    if os.path.exists(c.sock):
+        os.unlink(c.sock)
+    logf = os.path.join(logdir, f"{c.safe}-{wl}.log")
+    if c.template == "@emperor":
+        vdir = os.path.join(rundir, "vassals-" + c.safe)
+        os.makedirs(vdir, exist_ok=True)
+        for f in os.listdir(vdir):
+            os.unlink(os.path.join(vdir, f))
+        with open(os.path.join(vdir, "app.ini"), "w") as fh:
+            fh.write(fill(UWSGI_EMPEROR_VASSAL, c, wl, rundir, a.workers, a.emperor_python))
+        cmd = f"{B.venv_bin('uwsgi')} --emperor {vdir}"
+    else:
+        cmd = fill(c.template, c, wl, rundir, a.workers, a.emperor_python)
+    return B.Proc(cmd, logf, cwd=B.APPS, stop_signal=c.stop_signal), cmd
+
+
+def front_port(c: Config) -> int:
+    return c.port if c.front == "direct" else c.nginx_port
+
+
+def url_for(c: Config, path: str) -> str:
+    return f"http://127.0.0.1:{front_port(c)}{path}"
+
+
+def http_request(port: int, method: str, path: str, body: bytes = b"",
+                 timeout: float = 5.0) -> tuple[int | None, bytes]:
+    """One HTTP/1.0 request with an optional body; (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        head = f"{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/octet-stream\r\n"
+        s.sendall(head.encode() + b"\r\n" + body)
+        chunks = []
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                break
+            chunks.append(d)
+    raw = b"".join(chunks)
+    m = re.match(rb"HTTP/\d\.\d (\d{3})", raw)
+    return (int(m.group(1)) if m else None), raw.partition(b"\r\n\r\n")[2]
+
+
+def check_response(c: Config, wl: str) -> str:
+    """'ok' if one request of the workload returns what the app returns."""
+    w = WORKLOADS[wl]
+    body = b"a" * w.body
+    try:
+        st, got = http_request(front_port(c), w.method, w.path, body)
+    except OSError as e:
+        return f"error: {e}"
+    if st != 200:
+        return f"status {st}"
+    if wl == "hello":
+        ok = got == b"Hello, World!"
+    elif wl == "flask-json":
+        try:
+            ok = json.loads(got) == {"message": "Hello, World!", "ok": True, "n": 42}
+        except ValueError:
+            ok = False
+    elif wl == "flask-payload":
+        ok = got == bytes(range(256)) * 256
+    else:
+        ok = got == body
+    return "ok" if ok else f"unexpected body ({len(got)} bytes: {got[:40]!r})"
+
+
+def one_run(c: Config, wl: str, rundir: str, a: argparse.Namespace, logdir: str,
+            nginx: B.Nginx | None) -> dict[str, Any]:
+    w = WORKLOADS[wl]
+    proc, cmd = start_backend(c, wl, rundir, a, logdir)
+    port = front_port(c)
+    startup = B.wait_200(lambda: B.http_status("127.0.0.1", port, w.ready, 1.0), proc.t0,
+                         timeout=a.startup_timeout)
+    rec: dict[str, Any] = {"config": c.name, "workload": wl, "cmd": cmd, "startup_s": startup}
+    if startup is None:
+        rec["error"] = f"no 200 within {a.startup_timeout}s"
+        rec["log_tail"] = _tail(proc.logfile)
+        proc.stop()
+        return rec
+    time.sleep(0.5)
+    rec["mem_idle"] = B.mem_tree(proc.pid)  # after startup, before any load
+    rec["check"] = check_response(c, wl)
+    script = B.wrk_script(rundir, w.method, w.body)
+    url = url_for(c, w.path)
+    if a.warmup:
+        B.run_wrk(url, a.threads, a.conns, a.warmup, script)
+    ng_pid = nginx.pid if nginx and c.front != "direct" else None
+    sys0, wrk0 = B.system_cpu(), B.children_cpu()
+    cpu0 = B.cpu_tree(proc.pid)
+    ng0 = B.cpu_tree(ng_pid) if ng_pid else None
+    res = B.run_wrk(url, a.threads, a.conns, a.duration, script)
+    cpu1 = B.cpu_tree(proc.pid)
+    ng1 = B.cpu_tree(ng_pid) if ng_pid else None
+    sys1, wrk1 = B.system_cpu(), B.children_cpu()
+    rec.update({k: v for k, v in res.items() if k != "raw"})
+    rec["cpu"] = B.cpu_delta(cpu0, cpu1, res["requests"])
+    if ng0 and ng1:
+        rec["nginx_cpu"] = B.cpu_delta(ng0, ng1, res["requests"])
+    # Machine-wide busy CPU in the window not spent by the backend, nginx or wrk: other
+    # processes on the machine (interference), plus softirq/kernel work not charged to them.
+    busy = sys1["busy_s"] - sys0["busy_s"]
+    ours = rec["cpu"]["cpu_s"] + (rec.get("nginx_cpu") or {}).get("cpu_s", 0.0) + (wrk1 - wrk0)
+    rec["machine"] = {"busy_s": round(busy, 3), "total_s": round(sys1["total_s"] - sys0["total_s"], 3),
+                      "wrk_cpu_s": round(wrk1 - wrk0, 3), "other_cpu_s": round(busy - ours, 3),
+                      "loadavg": os.getloadavg()[0]}
+    rec["wrk_tail"] = res["raw"][-700:]
+    rec["mem"] = B.mem_tree(proc.pid)
+    rec["stop_s"] = proc.stop()
+    rec["exit_code"] = proc.p.returncode
+    rec["leftovers_killed"] = proc.leftovers_killed
+    return rec
+
+
+def _tail(path: str, n: int = 1500) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - n))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------ summary
+def _med(rs: list[dict[str, Any]], *keys: str) -> float | None:
+    vals = []
+    for r in rs:
+        v: Any = r
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        vals.append(v)
+    return B.median(vals)
+
+
+def aggregate(recs: list[dict[str, Any]], configs: list[Config], workloads: list[str]) -> dict[str, Any]:
+    """{workload: {config: medians...}} over the rounds that produced wrk numbers."""
+    out: dict[str, Any] = {}
+    for wl in workloads:
+        out[wl] = {}
+        for c in configs:
+            all_rs = [r for r in recs if r["config"] == c.name and r["workload"] == wl]
+            rs = [r for r in all_rs if r.get("rps") is not None]
+            if not all_rs:
+                continue
+            rps = [r["rps"] for r in rs]
+            cpus = [r["cpu"]["us_per_req"] for r in rs if r["cpu"]["us_per_req"]]
+            pss = _med(rs, "mem", "pss_kib")
+            rss = _med(rs, "mem", "rss_kib")
+            out[wl][c.name] = {
+                "n": len(rs), "failed_runs": len(all_rs) - len(rs),
+                "rps": B.median(rps), "rps_min": min(rps) if rps else None,
+                "rps_max": max(rps) if rps else None,
+                "p50_ms": _med(rs, "p50_ms"), "p99_ms": _med(rs, "p99_ms"),
+                "cpu_us": _med(rs, "cpu", "us_per_req"),
+                "cpu_us_min": min(cpus, default=None),
+                "cpu_us_max": max(cpus, default=None),
+                "user_share": B.median([r["cpu"]["user_s"] / r["cpu"]["cpu_s"] for r in rs
+                                        if r["cpu"]["cpu_s"]]),
+                "nginx_cpu_us": _med(rs, "nginx_cpu", "us_per_req"),
+                "pss_mib": pss / 1024 if pss is not None else None,
+                "rss_mib": rss / 1024 if rss is not None else None,
+                "idle_pss_mib": (_med(rs, "mem_idle", "pss_kib") or 0) / 1024,
+                "procs": _med(rs, "mem", "procs"),
+                "other_cpu_pct": B.median([100 * r["machine"]["other_cpu_s"] / r["machine"]["total_s"]
+                                           for r in rs if r["machine"]["total_s"]]),
+                "startup_s": _med(rs, "startup_s"),
+                "non2xx": sum(r.get("non2xx") or 0 for r in rs),
+                "sock_errs": sum(sum(r.get("sock_err", {}).values()) for r in rs),
+                "requests": sum(r.get("requests") or 0 for r in rs),
+                "checks": sorted({r.get("check", r.get("error", "?")) for r in all_rs}),
+                "tree_changed": sum(1 for r in rs if r["cpu"]["tree_changed"]),
+                "leftovers_killed": sum(r.get("leftovers_killed", 0) for r in all_rs),
+            }
+    return out
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def table_md(agg: dict[str, Any], configs: list[Config]) -> str:
+    lines = []
+    for wl, per in agg.items():
+        lines += [f"### {wl}", "",
+                  "| config | req/s | req/s min..max | p50 ms | p99 ms | CPU µs/req | CPU min..max "
+                  "| nginx µs/req | PSS MiB | RSS MiB | procs | startup s | non-2xx | sock errs "
+                  "| other CPU % | check | n |",
+                  "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for c in configs:
+            s = per.get(c.name)
+            if not s:
+                continue
+            note = "" if not s["failed_runs"] else f" ({s['failed_runs']} failed)"
+            lines.append(
+                f"| {c.name} | {_f(s['rps'], '.0f')} | {_f(s['rps_min'], '.0f')}..{_f(s['rps_max'], '.0f')} "
+                f"| {_f(s['p50_ms'], '.2f')} | {_f(s['p99_ms'], '.2f')} | {_f(s['cpu_us'], '.1f')} "
+                f"| {_f(s['cpu_us_min'], '.1f')}..{_f(s['cpu_us_max'], '.1f')} "
+                f"| {_f(s['nginx_cpu_us'], '.1f')} | {_f(s['pss_mib'], '.1f')} | {_f(s['rss_mib'], '.1f')} "
+                f"| {_f(s['procs'], '.0f')} | {_f(s['startup_s'], '.2f')} | {s['non2xx']} | {s['sock_errs']} "
+                f"| {_f(s['other_cpu_pct'], '.0f')} | {','.join(s['checks'])} | {s['n']}{note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    return name.replace("+nginx", "")
+
+
+def ratios(agg: dict[str, Any], subject: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Ratio lines (targets with PASS/MISS, then context ratios) and their records."""
+    lines: list[str] = []
+    recs: list[dict[str, Any]] = []
+    width = max((len(w) for w in agg), default=5)
+
+    def ratio(wl: str, metric: str, base: str) -> float | None:
+        s, b = agg.get(wl, {}).get(subject), agg.get(wl, {}).get(base)
+        if not s or not b or s.get(metric) is None or not b.get(metric):
+            return None
+        return float(s[metric]) / float(b[metric])
+
+    for wl in agg:
+        for t in TARGETS:
+            if wl not in t.workloads:
+                continue
+            r = ratio(wl, t.metric, t.baseline)
+            head = f"{wl:<{width}}  {t.label:<7}  {_short(subject)}/{_short(t.baseline)}"
+            if r is None:
+                verdict = "N/A"
+                lines.append(f"{head} = n/a (target {t.op} {t.value:.2f}x) N/A")
+            else:
+                ok = r >= t.value if t.op == ">=" else r <= t.value
+                verdict = "PASS" if ok else "MISS"
+                lines.append(f"{head} = {r:.2f}x (target {t.op} {t.value:.2f}x) {verdict}")
+            recs.append({"workload": wl, "metric": t.metric, "baseline": t.baseline, "ratio": r,
+                         "op": t.op, "target": t.value, "verdict": verdict})
+    ctx = []
+    for wl in agg:
+        for metric, label, base, wls in INFO:
+            if wl in wls:
+                r = ratio(wl, metric, base)
+                if r is not None:
+                    ctx.append(f"{wl:<{width}}  {label:<7}  {_short(subject)}/{_short(base)} = {r:.2f}x "
+                               "(no target)")
+                    recs.append({"workload": wl, "metric": metric, "baseline": base, "ratio": r,
+                                 "op": None, "target": None, "verdict": "info"})
+    n_pass = sum(1 for r in recs if r["verdict"] == "PASS")
+    n_miss = sum(1 for r in recs if r["verdict"] == "MISS")
+    n_na = sum(1 for r in recs if r["verdict"] == "N/A")
+    lines.append(f"targets: {n_pass} PASS, {n_miss} MISS" + (f", {n_na} N/A" if n_na else ""))
+    return lines + ctx, recs
+
+
+# ------------------------------------------------------------------ machine
+def _version(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"? ({e})"
+    return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0] if (p.stdout or p.stderr) else "?"
+
+
+def machine_info(a: argparse.Namespace) -> dict[str, Any]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+            cpu = m.group(1) if m else "?"
+    except OSError:
+        pass
+    vb = B.venv_bindir()
+    commit = _version(["git", "-C", B.REPO, "rev-parse", "--short", "HEAD"])
+    dirty = _version(["git", "-C", B.REPO, "status", "--porcelain", "--", "emperor"])
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": _version([a.emperor_python, "--version"]),
+        "uwsgi": _version([os.path.join(vb, "uwsgi"), "--version"]),
+        "gunicorn": _version([os.path.join(vb, "gunicorn"), "--version"]),
+        "nginx": _version([B.sbin("nginx"), "-v"]),
+        "wrk": _version(["wrk", "--version"]),
+        "flask": _version([os.path.join(vb, "python"), "-c", "import flask, importlib.metadata as m; "
+                           "print(m.version('flask'), m.version('werkzeug'))"]),
+        "emperor_commit": commit + (" (emperor/ modified)" if dirty not in ("", "?") else ""),
+        "nginx_workers": os.environ.get("BENCH_NGINX_WORKERS", "1"),
+    }
+
+
+def preflight(configs: list[Config], a: argparse.Namespace) -> list[Config]:
+    """Drop configs whose program cannot even print --help (e.g. the project not installed)."""
+    keep = []
+    for c in configs:
+        if "emperor.vassal" in c.template:
+            cmd = [a.emperor_python, "-m", "emperor.vassal", "--help"]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=B.APPS)
+                ok, why = p.returncode == 0, (p.stderr or p.stdout).strip()[-300:]
+            except (OSError, subprocess.TimeoutExpired) as e:
+                ok, why = False, str(e)
+            if not ok:
+                B.log(f"SKIPPING {c.name}: `{' '.join(cmd)}` failed: {why}")
+                continue
+        keep.append(c)
+    return keep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds of measured wrk load per run")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of discarded wrk load before it")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--startup-timeout", type=float, default=30)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--only", default=f"{SUBJECT},{UWSGI},{GUNICORN}",
+                    help="comma list of config names (built-in or --config); 'all' for every built-in")
+    ap.add_argument("--config", action="append", default=[], help="'NAME|FRONT|TEMPLATE'")
+    ap.add_argument("--subject", default=SUBJECT, help="config whose ratios are checked against the targets")
+    ap.add_argument("--emperor-python", default=B.venv_python(),
+                    help="python with the project installed ({python} in templates; default: bench venv's)")
+    ap.add_argument("--out", default="", help="output dir (default: bench/results/<timestamp>)")
+    a = ap.parse_args()
+
+    configs = [Config(*t) for t in BUILTIN]
+    for spec in a.config:
+        name, front, tmpl = spec.split("|", 2)
+        configs = [c for c in configs if c.name != name] + [Config(name, front, tmpl)]
+    if a.only != "all":
+        want = a.only.split(",")
+        unknown = set(want) - {c.name for c in configs}
+        if unknown:
+            raise SystemExit(f"unknown config(s): {', '.join(sorted(unknown))}")
+        configs = [c for c in configs if c.name in want]
+    workloads = a.workloads.split(",")
+    for wl in workloads:
+        if wl not in WORKLOADS:
+            raise SystemExit(f"unknown workload {wl!r}; known: {', '.join(WORKLOADS)}")
+    skipped = [c.name for c in configs]
+    configs = preflight(configs, a)
+    skipped = [n for n in skipped if n not in {c.name for c in configs}]
+    rundir = B.make_rundir()
+    out = a.out or os.path.join(B.HERE, "results", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out, exist_ok=True)
+    logdir = os.path.join(rundir, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    jl = os.path.join(out, "results.jsonl")
+    B.log(f"run dir {rundir}, results {out}")
+    est = a.rounds * len(workloads) * len(configs) * (a.duration + a.warmup + 2)
+    B.log(f"{a.rounds} rounds x {len(workloads)} workloads x {len(configs)} configs, ~{est / 60:.0f} min")
+    nginx = build_nginx(rundir, configs)
+    meta = {"meta": True, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(a),
+            "configs": [(c.name, c.front, c.template) for c in configs], "skipped": skipped,
+            "machine": machine_info(a)}
+    B.dump_jsonl(jl, meta)
+    recs: list[dict[str, Any]] = []
+    try:
+        for r in range(a.rounds):
+            for wl in workloads:
+                k = r % len(configs) if configs else 0
+                for c in configs[k:] + configs[:k]:
+                    rec = one_run(c, wl, rundir, a, logdir, nginx)
+                    rec["round"] = r
+                    recs.append(rec)
+                    B.dump_jsonl(jl, rec)
+                    cpu = rec.get("cpu", {})
+                    B.log(f"r{r} {wl:<13} {c.name:<20} rps={rec.get('rps')} p50={rec.get('p50_ms')} "
+                          f"p99={rec.get('p99_ms')} cpu={_f(cpu.get('us_per_req'), '.1f')}us/req"
+                          f"{' (tree changed)' if cpu.get('tree_changed') else ''} "
+                          f"non2xx={rec.get('non2xx')} err={rec.get('sock_err')} check={rec.get('check')} "
+                          f"start={_f(rec.get('startup_s'), '.3f')} "
+                          f"pss={rec.get('mem', {}).get('pss_kib', 0) / 1024:.1f}MiB"
+                          + (f" ERROR {rec['error']}" if "error" in rec else ""))
+    finally:
+        if nginx:
+            nginx.stop()
+    agg = aggregate(recs, configs, workloads)
+    md = table_md(agg, configs)
+    rlines, rrecs = ratios(agg, a.subject) if any(c.name == a.subject for c in configs) else ([], [])
+    if skipped:
+        rlines.insert(0, f"skipped (did not start): {', '.join(skipped)}")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"meta": meta, "summary": agg, "ratios": rrecs}, f, indent=1)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(md + "\n```\n" + "\n".join(rlines) + "\n```\n")
+    print(md)
+    print("\n".join(rlines))
+    B.log(f"wrote {out}/results.jsonl, summary.json, summary.md")
+
+
+if __name__ == "__main__":
+    main()
