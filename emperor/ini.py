@@ -518,6 +518,11 @@ def expand(entries: list[Entry], environ: Mapping[str, str] | None = None) -> tu
         if "%(" not in e.value:
             out.append(e)
             continue
+        if defs[e.key][1] is e and e.value is defs[e.key][0]:  # the defining entry: resolve it as itself
+            if e.key not in resolved:
+                resolve(e.key)
+            out.append(replace(e, value=resolved[e.key]))
+            continue
         for name in _refs(e.value):
             if name in defs and name not in resolved:
                 resolve(name)
