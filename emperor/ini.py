@@ -31,6 +31,7 @@ MAX_INCLUDE_DEPTH = 16  # nested ini/include levels
 MAX_FILES = 256  # files opened by one load()
 MAX_ENTRIES = 100_000  # entries produced by one load(), for-loops included
 MAX_VALUE_LEN = 64 << 10  # characters in one value after expansion
+MAX_TOTAL_LEN = 16 << 20  # characters in all values together (load output, then expand output)
 
 INCLUDE_KEYS = frozenset({"ini", "include"})
 PLACEHOLDER_KEYS = frozenset({"set-placeholder", "set-ph"})
@@ -229,6 +230,7 @@ class _Loader:
         self.out: list[Entry] = []
         self.stack: list[tuple[str, str]] = []
         self.files = 0
+        self.total = 0
         self.top: dict[str, str] = {}
         self.glob = _global_magic(cwd, time.time())
         self.glob_cache: dict[str, str] = {}
@@ -362,6 +364,9 @@ class _Loader:
             raise IniError(f"not supported by emperor: {_REFUSED[key]}", path, number, key)
         if len(self.out) >= MAX_ENTRIES:
             raise IniError(f"more than {MAX_ENTRIES} entries", path, number, key)
+        self.total += len(key) + len(value)
+        if self.total > MAX_TOTAL_LEN:
+            raise IniError(f"configuration larger than {MAX_TOTAL_LEN} characters", path, number, key)
         self.out.append(Entry(key, value, path, number))
 
     def include(self, path: str, number: int, key: str, value: str) -> None:
@@ -514,17 +519,21 @@ def expand(entries: list[Entry], environ: Mapping[str, str] | None = None) -> tu
                 todo.append(_refs(defs[dep][0]))
 
     out: list[Entry] = []
+    total = 0
     for e in step:
-        if "%(" not in e.value:
-            out.append(e)
-            continue
-        if defs[e.key][1] is e and e.value is defs[e.key][0]:  # the defining entry: resolve it as itself
-            if e.key not in resolved:
-                resolve(e.key)
-            out.append(replace(e, value=resolved[e.key]))
-            continue
-        for name in _refs(e.value):
-            if name in defs and name not in resolved:
-                resolve(name)
-        out.append(replace(e, value=_substitute(e.value, resolved, e)))
+        if "%(" in e.value:
+            if defs[e.key][1] is e and e.value is defs[e.key][0]:  # the defining entry: resolve it as itself
+                if e.key not in resolved:
+                    resolve(e.key)
+                e = replace(e, value=resolved[e.key])
+            else:
+                for name in _refs(e.value):
+                    if name in defs and name not in resolved:
+                        resolve(name)
+                e = replace(e, value=_substitute(e.value, resolved, e))
+        total += len(e.key) + len(e.value)
+        if total > MAX_TOTAL_LEN:
+            raise IniError(f"configuration larger than {MAX_TOTAL_LEN} characters after expansion",
+                           e.file, e.line, e.key)
+        out.append(e)
     return out, referenced

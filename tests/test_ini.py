@@ -467,6 +467,22 @@ def test_non_regular_files_refused(tmp_path: Path, target: str, kind: str) -> No
         ini.load(target, cwd=str(tmp_path))
 
 
+def test_total_size_cap_after_expansion() -> None:
+    """Many references to one large placeholder must not multiply into gigabytes."""
+    big = "x" * (ini.MAX_VALUE_LEN - 10)
+    entries = [E("a", big)] + [E("b", "%(a)", i + 2) for i in range(ini.MAX_TOTAL_LEN // len(big) + 2)]
+    start = time.monotonic()
+    with pytest.raises(IniError, match=r"larger than .* after expansion"):
+        ini.expand(entries, {})
+    assert time.monotonic() - start < 5
+
+
+def test_total_size_cap_in_for_blocks(tmp_path: Path) -> None:
+    text = "[uwsgi]\nfor-times = 100000\nk = %(_)" + "x" * 60_000 + "\nendfor\n"
+    with pytest.raises(IniError, match="configuration larger than"):
+        load_text(tmp_path, text)
+
+
 def test_entry_count_cap(tmp_path: Path) -> None:
     with pytest.raises(IniError, match="more than 100000 entries"):
         load_text(tmp_path, "[uwsgi]\nfor-times = 100000\na\nb\nendfor\n")
