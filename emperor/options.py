@@ -120,7 +120,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("reload-on-rss", v.integer(0), 0, "Recycle a worker after the response that took its resident "
          "memory over this many MB (0 = off).", group="processes", metavar="MB"),
     _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
-         "before SIGKILL.", group="processes", aliases=("worker-reload-mercy",), metavar="SECONDS"),
+         "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (30 s "
+         "there when unset, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
+         aliases=("worker-reload-mercy",), metavar="SECONDS"),
     _opt("die-on-term", v.boolean, False, "Accepted for compatibility: SIGTERM is always a graceful stop "
          "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True),
     # ---- logging and files
@@ -134,6 +136,32 @@ OPTIONS: tuple[Option, ...] = (
          short="L", flag=True),
     _opt("procname-prefix", v.text, "", "Prefix for the process titles.", scope=Scope.ANY,
          group="logging", metavar="TEXT"),
+    # ---- emperor (emperor/empire/; see docs/emperor.md)
+    _opt("emperor", v.nonempty, None, "Run as an emperor over this directory of vassal ini files (every "
+         "``*.ini`` at its top level, links included) or this glob (``dir/*.ini``, quoted). Repeatable.",
+         scope=Scope.EMPEROR, group="emperor", multi=True, metavar="DIR|GLOB"),
+    _opt("emperor-freq", v.seconds, 3.0, "Seconds between full rescans of the vassal files. File events "
+         "trigger a rescan at once; this period catches what inotify cannot see (edits to a symlink's "
+         "target outside the watched directories, queue overflows).", scope=Scope.EMPEROR,
+         group="emperor", metavar="SECONDS"),
+    _opt("emperor-throttle", v.integer(1, 3_600_000), 1000, "First respawn delay, in ms, for a vassal that "
+         "died before it was loyal (served a request); the delay doubles at each such death.",
+         scope=Scope.EMPEROR, group="emperor", metavar="MS"),
+    _opt("emperor-max-throttle", v.integer(1, 86_400_000), 180000, "Largest respawn delay, in ms.",
+         scope=Scope.EMPEROR, group="emperor", metavar="MS"),
+    _opt("emperor-tyrant", v.boolean, False, "Run each vassal as the owner (uid and gid) of its ini file. "
+         "Files owned by root or writable by group or others are refused. Needs root.",
+         scope=Scope.EMPEROR, group="emperor", flag=True),
+    _opt("vassals-include", v.nonempty, None, "Load this ini file into every vassal, after the vassal's own "
+         "file (so its values win for single-valued options). Repeatable.", scope=Scope.EMPEROR,
+         group="emperor", multi=True, metavar="FILE"),
+    _opt("vassal-set", v.env_assignment, None, "Give every vassal ``--key value`` before its own file (so "
+         "the vassal's file wins); a key that is not a vassal option defines the placeholder %(key). "
+         "Repeatable.", scope=Scope.EMPEROR, group="emperor", multi=True, aliases=("vassals-set",),
+         metavar="KEY=VALUE"),
+    _opt("touch-logreopen", v.nonempty, None, "Reopen the emperor's log file (logto/daemonize) when this "
+         "file's mtime changes, for logrotate. SIGUSR1 does the same.", scope=Scope.EMPEROR,
+         group="emperor", metavar="PATH"),
 )
 
 

@@ -1,0 +1,570 @@
+"""The emperor's main loop: one thread owns every vassal.
+
+Everything arrives at one ``select``: signals (through ``signal.set_wakeup_fd``; the
+handlers do nothing else), the monitor's inbox, each vassal's channel and each vassal's
+pidfd (readable when the process exits, so there is no SIGCHLD race and no recycled pid).
+An iteration handles those events, rescans if a file event has settled or the periodic
+rescan is due, reconciles, then runs the timers: throttled respawns, overdue stops,
+the shutdown deadline. Order of work and states: see ``docs/emperor.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from emperor import __version__, config
+from emperor.channel import Msg, decode
+from emperor.empire import logs, reconcile, scan, spawn
+from emperor.empire.monitor import Inbox, Monitor
+from emperor.empire.notify import Notifier
+from emperor.empire.pidfile import PidFile, PidFileError
+from emperor.empire.throttle import Throttle
+from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal
+from emperor.options import Scope
+
+log = logging.getLogger("emperor")
+
+SETTLE = 0.05  # a file event is acted on once events have been quiet this long ...
+MAX_SETTLE = 1.0  # ... or this long after the first one, so a never-ending stream still applies
+READY_TIMEOUT = 20.0  # READY=1 to systemd once the first vassals are up, or after this long
+FINAL_KILL_WAIT = 5.0  # after the last SIGKILL, how long to wait for the kernel to reap
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+HANDLED_SIGNALS = (*SHUTDOWN_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGURG, signal.SIGWINCH)
+
+
+@dataclass
+class Settings:
+    """The emperor's configuration, resolved (absolute paths, seconds)."""
+
+    sources: list[scan.Source]
+    freq: float = 3.0
+    throttle: float = 1.0
+    max_throttle: float = 180.0
+    tyrant: bool = False
+    vassal_before: list[str] = field(default_factory=list)
+    vassal_includes: list[str] = field(default_factory=list)
+    mercy: float = 30.0
+    logto: str | None = None
+    touch_logreopen: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
+        if not cfg.emperor:
+            raise config.ConfigError("no vassal directory: set emperor = DIR (or a glob)", key="emperor")
+        try:
+            sources = [scan.Source.parse(s, cwd) for s in cfg.emperor]
+        except ValueError as exc:
+            raise config.ConfigError(str(exc), cfg.where("emperor"), key="emperor") from None
+        if cfg.emperor_tyrant and os.geteuid() != 0:
+            raise config.ConfigError("tyrant mode needs root (it runs each vassal as its file's owner)",
+                                     cfg.where("emperor-tyrant"), key="emperor-tyrant")
+        mercy = cfg.reload_mercy if "reload_mercy" in cfg.sources else 30.0
+        return cls(
+            sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
+            max_throttle=max(cfg.emperor_max_throttle, cfg.emperor_throttle) / 1000,
+            tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
+            vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
+            logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen)
+
+
+class Emperor:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.s = settings
+        self.clock = clock
+        self.vassals: dict[str, Vassal] = {}
+        self.procs: dict[str, spawn.Process] = {}
+        self.refused: dict[str, str] = {}
+        self.found: dict[str, scan.Found] = {}
+        self.sel = selectors.DefaultSelector()
+        self.inbox = Inbox()
+        self.monitor = Monitor(self.inbox)
+        self.notify = Notifier()
+        self.signals: list[int] = []
+        self.shutdown_at: float | None = None  # the shutdown deadline, once Ragnarok began
+        self.killed_all = False
+        self.now = clock()
+        self.rescan_at = self.now  # the first scan is immediate
+        self.event_since: float | None = None  # first unsettled file event
+        self.event_last = 0.0
+        self.sent_ready = False
+        self.reloading_all = False
+        self.started_at = self.now
+        self.next_watchdog = self.now
+        self.logreopen_mtime = self._mtime(self.s.touch_logreopen)
+        self.next_logreopen_check = self.now + 1
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        self._wake_r, self._wake_w = socket.socketpair()
+        for sock in (self._wake_r, self._wake_w):
+            sock.setblocking(False)
+        old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED_SIGNALS}
+        self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", None))
+        self.sel.register(self.inbox.reader, selectors.EVENT_READ, ("inbox", None))
+        self.monitor.start()
+        dirs = ", ".join(s.path for s in self.s.sources)
+        log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
+                 " in tyrant mode" if self.s.tyrant else "")
+        try:
+            while not self._finished():
+                self._iterate()
+        finally:
+            self.monitor.stop()
+            for name in list(self.procs):
+                self._close_proc(name)
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self.sel.close()
+            self.inbox.close()
+            self._wake_r.close()
+            self._wake_w.close()
+        self.notify.close()
+        log.info("exiting: emperor (pid %d): all vassals are gone", os.getpid())
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)  # the work happens in the loop
+
+    def _finished(self) -> bool:
+        return self.shutdown_at is not None and not self.procs
+
+    def _iterate(self) -> None:
+        timeout = max(0.0, self._next_deadline() - self.clock())
+        for key, _ in self.sel.select(timeout):
+            kind, name = key.data
+            self.now = self.clock()
+            if kind == "signal":
+                with contextlib.suppress(OSError):
+                    while self._wake_r.recv(4096):
+                        pass
+            elif kind == "inbox":
+                if self.inbox.take() and self.shutdown_at is None:
+                    self.event_since = self.event_since or self.now
+                    self.event_last = self.now
+            elif kind == "channel":
+                self._read_channel(name)
+            elif kind == "exit":
+                self._reap(name)
+        self.now = self.clock()
+        while self.signals:
+            self._handle_signal(self.signals.pop(0))
+        if self.shutdown_at is None and self._rescan_due():
+            self.rescan()
+        self._timers()
+
+    def _rescan_due(self) -> bool:
+        if self.event_since is not None and (
+                self.now - self.event_last >= SETTLE or self.now - self.event_since >= MAX_SETTLE):
+            return True
+        return self.now >= self.rescan_at
+
+    def _next_deadline(self) -> float:
+        deadlines = [self.now + 60.0]
+        if self.shutdown_at is None:
+            deadlines.append(self.rescan_at)
+            if self.event_since is not None:
+                deadlines.append(min(self.event_last + SETTLE, self.event_since + MAX_SETTLE))
+        else:
+            deadlines.append(self.shutdown_at if not self.killed_all else self.shutdown_at + FINAL_KILL_WAIT)
+        for v in self.vassals.values():
+            if v.state == State.THROTTLED:
+                deadlines.append(v.respawn_at)
+            elif v.state == State.STOPPING and not v.killed:
+                deadlines.append(v.stop_deadline)
+        if self.notify.enabled and not self.sent_ready:
+            deadlines.append(self.started_at + READY_TIMEOUT)
+        if self.notify.watchdog_interval:
+            deadlines.append(self.next_watchdog)
+        if self.s.touch_logreopen:
+            deadlines.append(self.next_logreopen_check)
+        return min(deadlines)
+
+    # ---------------------------------------------------------------- scanning
+
+    def rescan(self) -> None:
+        self.event_since = None
+        self.rescan_at = self.now + self.s.freq
+        found, refused = scan.scan(self.s.sources, self.s.tyrant)
+        for name, reason in refused.items():
+            if self.refused.get(name) != reason:
+                log.error("refused: %r: %s", name, reason)
+        for name in set(self.refused) - set(refused):
+            if name in found:
+                log.info("accepted: %r is usable again", name)
+        self.refused = refused
+        self.found = found
+        self.monitor.watch(self._watch_dirs())
+        self.reconcile()
+
+    def _watch_dirs(self) -> set[str]:
+        dirs: set[str] = set()
+        for src in self.s.sources:
+            dirs |= src.watch_dirs()
+        for f in self.found.values():
+            if f.target_dir and os.path.isdir(f.target_dir):
+                dirs.add(f.target_dir)
+        return dirs
+
+    def reconcile(self) -> None:
+        if self.shutdown_at is not None:
+            return
+        for name in self.found:
+            if name in self.vassals:
+                self.vassals[name].missing_since = None
+        for act in reconcile.plan(self.found, self.vassals, self.now, SETTLE):
+            v = self.vassals.get(act.name)
+            if act.do == reconcile.Do.SPAWN and act.found:
+                v = Vassal(act.found.name, act.found.path, uid=act.found.uid, gid=act.found.gid,
+                           throttle=Throttle(self.s.throttle, self.s.max_throttle))
+                self.vassals[act.name] = v
+                self._spawn(v, act.found)
+            elif v is None:
+                continue
+            elif act.do == reconcile.Do.RELOAD and act.found:
+                self._reload(v, act.found.stamp)
+            elif act.do == reconcile.Do.RETRY and act.found:
+                log.info("retrying: %r: its file changed", v.name)
+                v.unthrottle(self.now)
+                self._spawn(v, act.found)
+            elif act.do == reconcile.Do.RESTART:
+                self._stop(v, "(its owner changed; it restarts under the new one)")
+            elif act.do == reconcile.Do.MISSING:
+                v.missing_since = self.now
+                self.rescan_at = min(self.rescan_at, self.now + SETTLE)
+            elif act.do == reconcile.Do.STOP:
+                self._stop(v, "(its file is gone)")
+            elif act.do == reconcile.Do.FORGET:
+                was = v.state.value if v.state else "new"
+                log.info("removed: %r (its file is gone; it was %s)", v.name, was)
+                del self.vassals[act.name]
+        self._status()
+
+    # ---------------------------------------------------------------- acting on vassals
+
+    def _spawn(self, v: Vassal, f: scan.Found) -> None:
+        v.path, v.uid, v.gid = f.path, f.uid, f.gid
+        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes)
+        try:
+            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)
+        except OSError as exc:
+            v.stamp = f.stamp
+            v.spawn_failed(self.now, str(exc))
+            return
+        self.procs[v.name] = proc
+        self.sel.register(proc.channel, selectors.EVENT_READ, ("channel", v.name))
+        self.sel.register(proc.pidfd, selectors.EVENT_READ, ("exit", v.name))
+        v.spawned(proc.pid, self.now, f.stamp)
+
+    def _reload(self, v: Vassal, stamp: scan.Stamp | None = None) -> None:
+        if v.request_reload(stamp):
+            self._send(v, Msg.RELOAD)
+
+    def _stop(self, v: Vassal, why: str = "") -> None:
+        if v.stop(self.now + self.s.mercy, why):
+            self._send(v, Msg.STOP)
+
+    def _send(self, v: Vassal, msg: Msg) -> None:
+        proc = self.procs.get(v.name)
+        if proc is not None and not proc.send(msg):
+            log.debug("channel: cannot send %s to %r; it is exiting", msg.name, v.name)
+
+    def _read_channel(self, name: str) -> None:
+        proc, v = self.procs.get(name), self.vassals.get(name)
+        if proc is None or v is None:
+            return
+        for _ in range(64):  # bounded: a chatty vassal cannot starve the others
+            try:
+                packet = proc.channel.recv(1024)
+            except BlockingIOError:
+                return
+            except OSError:
+                packet = b""
+            if not packet:  # EOF: the process is exiting; its pidfd will say when it is gone
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(proc.channel)
+                return
+            message = decode(packet)
+            if message is None:
+                log.debug("channel: %r sent an unknown message %r", name, packet[:16])
+                continue
+            self._on_message(v, *message)
+
+    def _on_message(self, v: Vassal, msg: Msg, payload: str) -> None:
+        if msg == Msg.READY:
+            if v.ready(self.now):
+                self._send(v, Msg.RELOAD)
+            self._status()
+        elif msg == Msg.LOYAL:
+            v.became_loyal(self.now)
+        elif msg == Msg.CONFIG_ERROR:
+            if v.config_error(payload):
+                self._send(v, Msg.RELOAD)
+        elif msg == Msg.BYE:
+            log.info("bye: %r (pid %s) %s", v.name, v.pid, payload)
+        else:
+            log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
+
+    def _reap(self, name: str) -> None:
+        proc, v = self.procs.get(name), self.vassals.get(name)
+        if proc is None:
+            return
+        returncode = proc.poll()
+        if returncode is None:
+            return  # not yet: the pidfd fired early (it should not)
+        self._close_proc(name)
+        proc.kill_group()  # leftovers of its process group (a stray grandchild), never another group
+        if v is None:
+            return
+        after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
+        if after == After.FORGET:
+            del self.vassals[name]
+            if self.shutdown_at is None:
+                self.reconcile()  # re-added meanwhile (rename back, owner change): spawn it again
+        elif after == After.WAIT and self.s.tyrant is False:
+            self._explain_config_error(v)
+        self._status()
+
+    def _close_proc(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        for obj in (proc.channel, proc.pidfd):
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(obj)
+        proc.close()
+
+    def _explain_config_error(self, v: Vassal) -> None:
+        """Repeat the vassal's config error in the emperor's words (and keep it for stats)."""
+        args = [("ini", v.path)]
+        try:
+            config.from_args(args, Scope.VASSAL)
+        except config.ConfigError as exc:
+            v.last_error = str(exc)
+            log.error("failed: %r: %s", v.name, exc)
+        except Exception:  # the vassal's own message is in the log already
+            return
+
+    # ---------------------------------------------------------------- timers
+
+    def _timers(self) -> None:
+        now = self.now
+        if self.shutdown_at is None:
+            for v in list(self.vassals.values()):
+                if v.state == State.THROTTLED and now >= v.respawn_at:
+                    f = self.found.get(v.name)
+                    if f is None:
+                        continue  # reconcile forgets it
+                    self._spawn(v, f)
+        for v in self.vassals.values():
+            if v.state == State.STOPPING and not v.killed and now >= v.stop_deadline:
+                self._kill(v, f"did not stop within {self.s.mercy:g} s")
+        if self.shutdown_at is not None and now >= self.shutdown_at:
+            if not self.killed_all:
+                self.killed_all = True
+                for v in self.vassals.values():
+                    if v.name in self.procs and not v.killed:
+                        self._kill(v, "no mercy: the shutdown bound is over")
+            elif now >= self.shutdown_at + FINAL_KILL_WAIT:
+                for name in list(self.procs):
+                    log.error("abandoning: %r (pid %s) survived SIGKILL", name, self.procs[name].pid)
+                    self._close_proc(name)
+        if self.notify.enabled:
+            if not self.sent_ready and (now >= self.started_at + READY_TIMEOUT or self._all_settled()):
+                self.sent_ready = True
+                self.notify.send("READY=1", self._status_line())
+            if self.reloading_all and self._all_settled():
+                self.reloading_all = False
+                self.notify.send("READY=1", self._status_line())
+            if self.notify.watchdog_interval and now >= self.next_watchdog:
+                self.notify.send("WATCHDOG=1")
+                self.next_watchdog = now + self.notify.watchdog_interval
+        if self.s.touch_logreopen and now >= self.next_logreopen_check:
+            self.next_logreopen_check = now + 1
+            mtime = self._mtime(self.s.touch_logreopen)
+            if mtime != self.logreopen_mtime:
+                self.logreopen_mtime = mtime
+                self._reopen_logs(f"{self.s.touch_logreopen} was touched")
+
+    def _kill(self, v: Vassal, why: str) -> None:
+        proc = self.procs.get(v.name)
+        if proc is None:
+            return
+        v.killed = True
+        log.error("killing: %r (pid %s) and its process group: %s", v.name, v.pid, why)
+        proc.kill_group()
+
+    def _all_settled(self) -> bool:
+        """No vassal is starting or reloading (the first scan has happened)."""
+        return self.rescan_at > self.started_at and not any(
+            v.state in (State.STARTING, State.RELOADING) for v in self.vassals.values())
+
+    # ---------------------------------------------------------------- signals
+
+    def _handle_signal(self, signum: int) -> None:
+        sig = signal.Signals(signum)
+        log.info("signal: %s", sig.name)
+        if signum in SHUTDOWN_SIGNALS:
+            self.shutdown(sig.name)
+        elif signum == signal.SIGHUP:
+            self.reload_all()
+        elif signum == signal.SIGUSR1:
+            self._reopen_logs("SIGUSR1")
+            for v in self.vassals.values():
+                log.info("vassal: %s", v.snapshot(self.now))
+        elif signum == signal.SIGURG:
+            for v in self.vassals.values():
+                if v.state in DEAD or v.throttle.throttled:
+                    v.unthrottle(self.now)
+            log.info("throttle: cleared for every vassal")
+        elif signum == signal.SIGWINCH and self.shutdown_at is None:
+            self.monitor.restart()
+            log.info("monitor: restarted")
+            self.rescan()
+
+    def reload_all(self) -> None:
+        if self.shutdown_at is not None:
+            return
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+        self.reloading_all = True
+        for v in self.vassals.values():
+            if v.state in RUNNING:
+                self._reload(v)
+            elif v.state in DEAD:
+                v.unthrottle(self.now)
+                v.state = State.THROTTLED  # FAILED too: SIGHUP retries it now
+        log.info("reloading: every vassal (%d)", len(self.vassals))
+
+    def shutdown(self, why: str) -> None:
+        if self.shutdown_at is not None:
+            log.warning("shutdown: already stopping (%.0f s left before SIGKILL); sending KILL to vassals",
+                        max(0.0, self.shutdown_at - self.now))
+            for v in self.vassals.values():
+                self._send(v, Msg.KILL)
+            return
+        self.shutdown_at = self.now + self.s.mercy
+        alive = [v for v in self.vassals.values() if v.state in ALIVE]
+        log.info("shutdown: %s: stopping %d vassals (SIGKILL after %g s)", why, len(alive), self.s.mercy)
+        self.notify.send("STOPPING=1", f"STATUS=stopping {len(alive)} vassals")
+        self.monitor.stop()
+        for v in list(self.vassals.values()):
+            if v.state in RUNNING:
+                self._stop(v, "(emperor shutdown)")
+            elif v.state in DEAD:
+                del self.vassals[v.name]
+
+    # ---------------------------------------------------------------- logs and status
+
+    def _reopen_logs(self, why: str) -> None:
+        if logs.reopen(self.s.logto):
+            log.info("log: reopened %s (%s)", self.s.logto, why)
+
+    @staticmethod
+    def _mtime(path: str | None) -> int:
+        if not path:
+            return 0
+        try:
+            return os.stat(path).st_mtime_ns
+        except OSError:
+            return 0
+
+    def _status_line(self) -> str:
+        counts: dict[str, int] = {}
+        for v in self.vassals.values():
+            key = v.state.value if v.state else "new"
+            counts[key] = counts.get(key, 0) + 1
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        line = f"STATUS=The emperor is governing {len(self.vassals)} vassals"
+        return line + (f" ({detail})" if detail else "")
+
+    def _status(self) -> None:
+        if self.notify.enabled and self.sent_ready:
+            self.notify.send(self._status_line())
+
+
+# -------------------------------------------------------------------- entry point
+
+
+def run_emperor(pairs: list[tuple[str, str]]) -> int:
+    """``emperor --ini emperor.ini`` / ``emperor --emperor DIR``: returns the exit status."""
+    try:
+        cfg = config.from_args(pairs, Scope.EMPEROR)
+        settings = Settings.from_config(cfg, os.getcwd())
+    except config.ConfigError as exc:
+        print(f"emperor: {exc}", file=sys.stderr)
+        return 78
+    for warning in cfg.warnings:
+        print(f"emperor: warning: {warning}", file=sys.stderr)
+    if cfg.daemonize:
+        ready_fd = _daemonize()
+        if ready_fd is None:
+            return _wait_for_daemon()
+    else:
+        ready_fd = None
+    logs.setup(settings.logto)
+    pidfile = PidFile(cfg.pidfile) if cfg.pidfile else None
+    status = 1
+    try:
+        if pidfile:
+            try:
+                pidfile.acquire()
+            except (PidFileError, OSError) as exc:
+                log.error("pidfile: %s", exc)
+                return 1
+        if ready_fd is not None:
+            os.write(ready_fd, b"0")
+            os.close(ready_fd)
+            ready_fd = None
+        status = Emperor(settings).run()
+    finally:
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(ready_fd, b"1")
+                os.close(ready_fd)
+        if pidfile:
+            pidfile.release()
+    return status
+
+
+_daemon_pipe: int | None = None
+
+
+def _daemonize() -> int | None:
+    """Double fork and setsid. In the daemon returns the fd to report start-up on; in the caller None.
+
+    The caller waits for that report so that ``emperor --daemonize`` (and an init script)
+    returns only once the pidfile is written, with a failing status if the start failed.
+    """
+    global _daemon_pipe
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        _daemon_pipe = r
+        return None
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return w
+
+
+def _wait_for_daemon() -> int:
+    assert _daemon_pipe is not None
+    with os.fdopen(_daemon_pipe, "rb") as f:
+        answer = f.read(1)
+    return 0 if answer == b"0" else 1

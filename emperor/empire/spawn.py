@@ -1,0 +1,120 @@
+"""Exec a vassal: its command line, its environment, and the only OS calls that touch it.
+
+A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``), never a fork of
+the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly one
+extra fd, its end of the channel, and runs in its own session so that the emperor can
+signal its whole process group. Spawning must happen on the main thread: the vassal's
+parent-death signal fires when the *thread* that forked it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from emperor import channel
+from emperor.options import Scope, lookup
+
+# Variables that belong to the emperor's own supervisor and must not leak into a vassal.
+STRIPPED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
+                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME)
+
+
+def vassal_set_args(assignments: Sequence[str]) -> list[str]:
+    """``vassal-set = k=v`` -> ``--k v`` for a vassal option, else ``--set-placeholder k=v``.
+
+    uWSGI's ``--set`` both sets an option and defines a placeholder; emperor keeps the two
+    apart, so an unknown key is only a placeholder and never silently ignored.
+    """
+    args: list[str] = []
+    for item in assignments:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        opt = lookup(key)
+        if opt is not None and opt.scope & Scope.VASSAL and opt.name not in ("ini", "set-placeholder"):
+            args += [f"--{opt.name}", value.strip()]
+        else:
+            args += ["--set-placeholder", f"{key}={value.strip()}"]
+    return args
+
+
+def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str]) -> list[str]:
+    """uWSGI's order: ``vassal-set`` values first, then the vassal's own file, then ``vassals-include``."""
+    argv = [sys.executable, "-m", "emperor.vassal", *before, "--ini", path]
+    for inc in includes:
+        argv += ["--ini", inc]
+    return argv
+
+
+def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k not in STRIPPED_ENV}
+    env[channel.ENV_FD] = str(fd)
+    env[channel.ENV_NAME] = name
+    return env
+
+
+@dataclass
+class Process:
+    """A running vassal as the emperor holds it: the process, a pidfd and the channel."""
+
+    popen: subprocess.Popen[bytes]
+    pidfd: int
+    channel: socket.socket
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def send(self, msg: channel.Msg, payload: str = "") -> bool:
+        return channel.send(self.channel, msg, payload)
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the master through its pidfd (never a recycled pid), then its process group."""
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, sig)
+        with contextlib.suppress(OSError):
+            os.killpg(self.popen.pid, sig)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
+        self.channel.close()
+
+
+def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | None) -> Process:
+    """Start one vassal. Raises OSError (EMFILE, ENOMEM, EAGAIN ...) for the caller to throttle."""
+    assert threading.current_thread() is threading.main_thread(), "vassals are spawned on the main thread"
+    ours, theirs = channel.pair()
+    try:
+        env = vassal_env(os.environ, theirs.fileno(), name)
+        kwargs: dict[str, object] = {}
+        if uid is not None:
+            kwargs.update(user=uid, group=gid, extra_groups=[])
+        popen = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                 cwd=os.path.dirname(path), start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError as exc:
+        # Cannot watch it: do not leave it running unsupervised.
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        ours.close()
+        raise OSError(exc.errno or errno.EMFILE, f"pidfd_open: {exc.strerror}") from None
+    ours.setblocking(False)
+    return Process(popen, pidfd, ours)

@@ -1,0 +1,241 @@
+"""One record per vassal and its state machine.
+
+Pure bookkeeping: no sockets, no processes. The emperor's main loop feeds it events
+(spawned, READY, LOYAL, exit status ...) with the current monotonic time and performs
+whatever side effect the returned value asks for. Every change of state goes through
+``Vassal._to``, which logs one line that starts with a fixed word and names the vassal
+and its pid, so the log can be grepped ("spawned:", "ready:", "reloaded:", "stopped:",
+"throttled:" ...).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from emperor.channel import Exit
+from emperor.empire.throttle import Throttle
+
+log = logging.getLogger("emperor")
+
+Stamp = tuple[int, ...]
+
+
+class State(enum.Enum):
+    STARTING = "starting"  # exec'd, waiting for READY
+    READY = "ready"  # workers accept
+    LOYAL = "loyal"  # served a request since its last (re)load
+    RELOADING = "reloading"  # RELOAD sent, waiting for READY (or CONFIG_ERROR)
+    STOPPING = "stopping"  # STOP sent (or killed), waiting for the process to exit
+    THROTTLED = "throttled"  # dead; respawned at ``respawn_at``
+    FAILED = "failed"  # dead with an invalid ini; respawned when the file changes
+
+
+ALIVE = frozenset({State.STARTING, State.READY, State.LOYAL, State.RELOADING, State.STOPPING})
+RUNNING = frozenset({State.STARTING, State.READY, State.LOYAL, State.RELOADING})
+DEAD = frozenset({State.THROTTLED, State.FAILED})
+
+_ALLOWED: dict[State | None, frozenset[State]] = {
+    None: frozenset({State.STARTING, State.THROTTLED}),
+    State.STARTING: frozenset({State.READY, State.STOPPING, *DEAD}),
+    State.READY: frozenset({State.LOYAL, State.RELOADING, State.STOPPING, *DEAD}),
+    State.LOYAL: frozenset({State.RELOADING, State.STOPPING, *DEAD}),
+    State.RELOADING: frozenset({State.READY, State.STOPPING, *DEAD}),
+    State.STOPPING: frozenset({*DEAD}),
+    State.THROTTLED: frozenset({State.STARTING, State.THROTTLED, State.FAILED}),
+    State.FAILED: frozenset({State.STARTING, State.THROTTLED}),
+}
+
+
+class After(enum.Enum):
+    """What the emperor does with a record once its process has exited."""
+
+    FORGET = "forget"  # it was stopped on purpose: delete the record
+    RESPAWN = "respawn"  # spawn again at ``respawn_at`` (maybe now)
+    WAIT = "wait"  # FAILED: spawn again only when the file changes
+
+
+def describe_exit(returncode: int) -> str:
+    """Human wording of a ``Popen.returncode`` (negative = killed by a signal)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (possible OOM kill)" if -returncode == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    meaning = {
+        Exit.CONFIG: " (invalid configuration)",
+        Exit.APP_LOAD: " (the application could not be loaded)",
+        Exit.SOCKET: " (a socket could not be bound)",
+    }.get(returncode, "")
+    return f"exited with status {returncode}{meaning}"
+
+
+@dataclass
+class Vassal:
+    name: str  # the file name in the vassals directory (uWSGI's vassal id)
+    path: str  # absolute path of that file (the link, not its target)
+    stamp: Stamp = ()  # what the file looked like when last (re)loaded
+    uid: int | None = None  # tyrant mode: the file's owner
+    gid: int | None = None
+    state: State | None = None
+    pid: int | None = None
+    loyal: bool = False  # served since this process was spawned
+    spawned_at: float = 0.0
+    ready_at: float = 0.0
+    respawn_at: float = 0.0
+    stop_deadline: float = 0.0
+    missing_since: float | None = None  # the file looked gone at this time (confirmed on a second look)
+    reload_pending: bool = False  # a change arrived while a (re)load was in progress
+    killed: bool = False  # the emperor had to SIGKILL it
+    last_error: str = ""
+    respawns: int = 0
+    reloads: int = 0
+    throttle: Throttle = field(default_factory=Throttle)
+
+    # ---- transitions
+
+    def _to(self, new: State, word: str, detail: str = "", level: int = logging.INFO) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise AssertionError(f"{self.name}: {self.state} -> {new} is not a valid transition")
+        self.state = new
+        pid = f" (pid {self.pid})" if self.pid else ""
+        log.log(level, "%s: %r%s%s", word, self.name, pid, f" {detail}" if detail else "")
+
+    def spawned(self, pid: int, now: float, stamp: Stamp) -> None:
+        if self.state is not None:
+            self.respawns += 1
+        self.pid, self.spawned_at, self.stamp = pid, now, stamp
+        self.loyal = self.killed = self.reload_pending = False
+        self.ready_at = self.stop_deadline = 0.0
+        self._to(State.STARTING, "spawned")
+
+    def spawn_failed(self, now: float, error: str) -> None:
+        """The process could not even be created (fd or memory limits): back off like a crash."""
+        self.pid, self.last_error = None, error
+        delay = self.throttle.death(loyal=False, uptime=0.0)
+        self.respawn_at = now + delay
+        self._to(State.THROTTLED, "throttled", f"cannot spawn: {error}; next attempt in {delay:g} s",
+                 logging.ERROR)
+
+    def ready(self, now: float) -> bool:
+        """READY arrived. Returns True when a reload requested meanwhile must be sent now."""
+        if self.state == State.STARTING:
+            self.ready_at = now
+            self._to(State.READY, "ready", f"in {now - self.spawned_at:.2f} s")
+        elif self.state == State.RELOADING:
+            self.ready_at = now
+            self.last_error = ""
+            self._to(State.READY, "reloaded")
+        else:
+            return False
+        return self._take_pending()
+
+    def became_loyal(self, now: float) -> None:
+        self.loyal = True
+        if self.throttle.throttled:
+            self.throttle.reset()
+        if self.state == State.READY:
+            self._to(State.LOYAL, "loyal")
+
+    def config_error(self, text: str) -> bool:
+        """A reload found the ini invalid; the vassal keeps serving its old configuration."""
+        self.last_error = text
+        log.error("config error: %r (pid %s) keeps its previous configuration: %s", self.name, self.pid, text)
+        if self.state == State.RELOADING:
+            self._to(State.READY, "reload failed", "(still serving the previous configuration)",
+                     logging.WARNING)
+            return self._take_pending()
+        return False
+
+    def request_reload(self, stamp: Stamp | None = None) -> bool:
+        """The file changed (or SIGHUP). Returns True when RELOAD must be sent now.
+
+        A change during a start or a reload is remembered and sent once that finishes,
+        so a burst of touches costs at most one extra reload, and the last one wins.
+        """
+        if stamp is not None:
+            self.stamp = stamp
+        if self.state in (State.STARTING, State.RELOADING):
+            self.reload_pending = True
+            return False
+        if self.state in (State.READY, State.LOYAL):
+            self.reloads += 1
+            self._to(State.RELOADING, "reloading")
+            return True
+        return False
+
+    def _take_pending(self) -> bool:
+        if self.reload_pending:
+            self.reload_pending = False
+            return self.request_reload()
+        return False
+
+    def stop(self, deadline: float, why: str = "") -> bool:
+        """Begin a graceful stop. Returns True when STOP must be sent (it was running)."""
+        if self.state not in RUNNING:
+            return False
+        self.stop_deadline = deadline
+        self.reload_pending = False
+        self._to(State.STOPPING, "stopping", why)
+        return True
+
+    def exited(self, returncode: int, now: float, shutting_down: bool = False) -> After:
+        """The process is gone (reaped). Decide what happens next."""
+        how = describe_exit(returncode)
+        uptime = now - self.spawned_at
+        if self.state == State.STOPPING or shutting_down:
+            killed = " after SIGKILL" if self.killed else ""
+            log.info("stopped: %r (pid %s) %s%s", self.name, self.pid, how, killed)
+            self.pid = None
+            return After.FORGET
+        if returncode == Exit.CONFIG:
+            self.last_error = self.last_error or how
+            self._to(State.FAILED, "failed", f"{how}; waiting for the file to change", logging.ERROR)
+            self.pid = None
+            return After.WAIT
+        delay = self.throttle.death(self.loyal, uptime)
+        self.respawn_at = now + delay
+        level = logging.ERROR if returncode < 0 or returncode not in (0, Exit.SOCKET) else logging.WARNING
+        if delay == 0:
+            log.log(level, "died: %r (pid %s) %s after %.1f s; respawning now",
+                    self.name, self.pid, how, uptime)
+            self.last_error = how
+            self.state = State.THROTTLED  # for at most one loop iteration; not a throttle
+        else:
+            self.last_error = how
+            self._to(State.THROTTLED, "throttled",
+                     f"{how} after {uptime:.1f} s before being loyal; next attempt in {delay:g} s "
+                     f"(attempt {self.throttle.attempts})", level)
+        self.pid = None
+        return After.RESPAWN
+
+    def unthrottle(self, now: float) -> None:
+        """A manual action (touch, SIGHUP, SIGURG) retries a dead vassal at once."""
+        self.throttle.reset()
+        self.respawn_at = now
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """A JSON-ready view, for the log (SIGUSR1) and the stats server."""
+        return {
+            "id": self.name,
+            "path": self.path,
+            "pid": self.pid or 0,
+            "state": self.state.value if self.state else "new",
+            "loyal": int(self.loyal),
+            "ready": int(self.state in (State.READY, State.LOYAL)),
+            "uid": self.uid if self.uid is not None else os.getuid(),
+            "gid": self.gid if self.gid is not None else os.getgid(),
+            "respawns": self.respawns,
+            "reloads": self.reloads,
+            "throttle_level": int(self.throttle.level * 1000),
+            "attempt": self.throttle.attempts,
+            "next_attempt_in": round(max(0.0, self.respawn_at - now), 3)
+            if self.state == State.THROTTLED else 0,
+            "last_error": self.last_error,
+        }
