@@ -87,12 +87,15 @@ class IniError(Exception):
 # ----------------------------------------------------------------------------------------- reading
 
 def _split_spec(spec: str) -> tuple[str, str]:
-    """``file.ini:section`` -> (file, section). The last ``:`` counts unless a ``/`` follows it."""
+    """``file.ini:section`` -> (file, section or ""). The last ``:`` counts unless a ``/`` follows it.
+
+    The section stays empty when none is given, because ``%x`` is empty then (as in uWSGI).
+    """
     colon = spec.rfind(":")
     if colon >= 0 and "/" not in spec[colon + 1:]:
-        path, section = spec[:colon], spec[colon + 1:] or DEFAULT_SECTION
+        path, section = spec[:colon], spec[colon + 1:]
     else:
-        path, section = spec, DEFAULT_SECTION
+        path, section = spec, ""
     if not path:
         raise IniError(f"{spec!r}: no file name (':section' alone, meaning 'the last file', is not "
                        "supported)")
@@ -251,7 +254,8 @@ class _Loader:
             return ""  # unknown magic variables vanish, as in uWSGI
         return sub
 
-    def load_file(self, given: str, path: str, section: str, origin: tuple[str, int, str] | None) -> None:
+    def load_file(self, given: str, path: str, asked: str, origin: tuple[str, int, str] | None) -> None:
+        section = asked or DEFAULT_SECTION
         ofile, oline, okey = origin or (path, 0, "")
         names = [f"{p}:{s}" if s != DEFAULT_SECTION else p for p, s in self.stack]
         me = f"{path}:{section}" if section != DEFAULT_SECTION else path
@@ -269,7 +273,7 @@ class _Loader:
             if origin is None:
                 raise IniError(str(exc), path) from None
             raise IniError(f"cannot include {path}: {exc}", ofile, oline, okey) from None
-        table = _file_magic(given, path, section)
+        table = _file_magic(given, path, asked)
         if not self.top:
             self.top = table
         lines = self.section_lines(_decode(data, path), path, section, self.magic(table))

@@ -159,7 +159,7 @@ def test_magic_variables(tmp_path: Path) -> None:
     assert (got["ms"], got["mn"], got["me"]) == ("app1.ini", "app1", "ini")
     assert got["md"] == str(tmp_path / "etc/vassals") + "/"
     assert got["mc"] == "vassals"
-    assert got["mx"] == "uwsgi"
+    assert got["mx"] == ""  # no section given
     assert (got["m0"], got["m1"]) == (parts[0], parts[1] if len(parts) > 1 else "")
     assert got["mv"] == str(tmp_path)
     assert got["mi"] == str(os.lstat(path).st_ino)
@@ -217,11 +217,11 @@ def test_include_is_spliced_in_place(tmp_path: Path) -> None:
 def test_include_relative_to_including_file_and_section(tmp_path: Path) -> None:
     write(tmp_path, "a/main.ini", "[uwsgi]\ninclude = ../b/common.ini:shared\nk = main\n")
     write(tmp_path, "b/common.ini", "[uwsgi]\nno = 1\n[shared]\nini = deeper/x.ini\n")
-    write(tmp_path, "b/deeper/x.ini", "[uwsgi]\nwho = %n %o %x %N\n")
+    write(tmp_path, "b/deeper/x.ini", "[uwsgi]\nwho = %n %o %x %N %X\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     entries = ini.load(str(tmp_path / "a/main.ini"), cwd=str(elsewhere))
-    assert pairs(entries) == [("who", "x deeper/x.ini uwsgi main"), ("k", "main")]
+    assert pairs(entries) == [("who", "x deeper/x.ini  main"), ("k", "main")]
     assert entries[0].file == str(tmp_path / "b/deeper/x.ini")
 
 
