@@ -76,12 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("emperor: give --ini FILE, or --emperor DIR, or vassal options such as --socket",
               file=sys.stderr)
         return 2
-    from emperor.vassal.master import run_vassal
-
     if _wants_emperor(pairs):
         from emperor.empire.emperor import run_emperor
 
         return run_emperor(pairs)
+    from emperor.vassal.master import run_vassal  # the emperor never imports the vassal
+
     return run_vassal(pairs)
 
 

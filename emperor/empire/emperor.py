@@ -197,6 +197,7 @@ class Emperor:
         self.event_since = None
         self.rescan_at = self.now + self.s.freq
         found, refused = scan.scan(self.s.sources, self.s.tyrant)
+        log.debug("rescan: %d vassal files, %d refused", len(found), len(refused))
         for name, reason in refused.items():
             if self.refused.get(name) != reason:
                 log.error("refused: %r: %s", name, reason)
