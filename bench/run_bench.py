@@ -344,8 +344,8 @@ def aggregate(recs: list[dict[str, Any]], configs: list[Config], workloads: list
                 "cpu_us": _med(rs, "cpu", "us_per_req"),
                 "cpu_us_min": min(cpus, default=None),
                 "cpu_us_max": max(cpus, default=None),
-                "user_share": B.median([r["cpu"]["user_s"] / r["cpu"]["cpu_s"] for r in rs
-                                        if r["cpu"]["cpu_s"]]),
+                "sys_pct": B.median([100 * r["cpu"]["sys_s"] / r["cpu"]["cpu_s"] for r in rs
+                                     if r["cpu"]["cpu_s"]]),
                 "nginx_cpu_us": _med(rs, "nginx_cpu", "us_per_req"),
                 "pss_mib": pss / 1024 if pss is not None else None,
                 "rss_mib": rss / 1024 if rss is not None else None,
@@ -372,10 +372,10 @@ def table_md(agg: dict[str, Any], configs: list[Config]) -> str:
     lines = []
     for wl, per in agg.items():
         lines += [f"### {wl}", "",
-                  "| config | req/s | req/s min..max | p50 ms | p99 ms | CPU µs/req | CPU min..max "
+                  "| config | req/s | req/s min..max | p50 ms | p99 ms | CPU µs/req | CPU min..max | sys % "
                   "| nginx µs/req | PSS MiB | RSS MiB | procs | startup s | non-2xx | sock errs "
                   "| other CPU % | check | n |",
-                  "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+                  "|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for c in configs:
             s = per.get(c.name)
             if not s:
@@ -384,7 +384,7 @@ def table_md(agg: dict[str, Any], configs: list[Config]) -> str:
             lines.append(
                 f"| {c.name} | {_f(s['rps'], '.0f')} | {_f(s['rps_min'], '.0f')}..{_f(s['rps_max'], '.0f')} "
                 f"| {_f(s['p50_ms'], '.2f')} | {_f(s['p99_ms'], '.2f')} | {_f(s['cpu_us'], '.1f')} "
-                f"| {_f(s['cpu_us_min'], '.1f')}..{_f(s['cpu_us_max'], '.1f')} "
+                f"| {_f(s['cpu_us_min'], '.1f')}..{_f(s['cpu_us_max'], '.1f')} | {_f(s['sys_pct'], '.0f')} "
                 f"| {_f(s['nginx_cpu_us'], '.1f')} | {_f(s['pss_mib'], '.1f')} | {_f(s['rss_mib'], '.1f')} "
                 f"| {_f(s['procs'], '.0f')} | {_f(s['startup_s'], '.2f')} | {s['non2xx']} | {s['sock_errs']} "
                 f"| {_f(s['other_cpu_pct'], '.0f')} | {','.join(s['checks'])} | {s['n']}{note} |")
