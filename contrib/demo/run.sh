@@ -41,8 +41,10 @@ if [ -f /etc/nginx/uwsgi_params ]; then
   cp /etc/nginx/uwsgi_params "$run/uwsgi_params"
 fi
 if [ -f "$examples/nginx-site.conf" ]; then
-  # Force every `listen [addr:]8080` onto loopback and the chosen port.
-  sed -E "s/^([[:space:]]*listen[[:space:]]+)([^;[:space:]]*:)?8080\b/\1127.0.0.1:${port}/" \
+  # Every `listen [addr:]8080` moves to the chosen port; 127.0.0.1 and [::1] stay, any other address
+  # (none, *, 0.0.0.0, a public one) becomes 127.0.0.1: the demo listens on loopback only.
+  sed -E -e "s/^([[:space:]]*listen[[:space:]]+)(127\.0\.0\.1|\[::1\]):8080\b/\1\2:${port}/" \
+    -e "s/^([[:space:]]*listen[[:space:]]+)([^;[:space:]]*:)?8080\b/\1127.0.0.1:${port}/" \
     "$examples/nginx-site.conf" >"$run/site.conf"
 else
   sock=/tmp/emperor-demo/hello.sock
