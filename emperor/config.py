@@ -72,7 +72,7 @@ def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | N
     for o in OPTIONS:
         values[o.attr] = [] if o.multi else o.default
     for e in expanded:
-        if e.file and e.file not in files:
+        if e.line and e.file not in files:
             files.append(e.file)
         key = e.key
         opt: Option | None = BY_NAME.get(key)

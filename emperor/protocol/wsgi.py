@@ -1,0 +1,207 @@
+"""WSGI (PEP 3333) pieces that need no socket: the input stream, start_response, the head.
+
+The worker (``emperor.vassal.worker``) owns the I/O and injects a ``recv_into`` callable
+into ``Input``. The response head is checked here as a whole, with one regex pass, so an
+app can never split a response (CR/LF/NUL in a header, a bad header name, both
+Content-Length and Transfer-Encoding, two Content-Lengths): those become a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, BinaryIO
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+_HEAD = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\x00\r\n]*\r\n)*\Z")
+_CTL = re.compile("[\x00\r\n]")
+_FRAMING = re.compile(r"^(content-length|transfer-encoding):", re.I | re.M)
+_READ_CHUNK = 65536
+
+
+class HeaderError(Exception):
+    """The application produced a response head that must not be sent."""
+
+
+class Input:
+    """``wsgi.input``: exactly CONTENT_LENGTH bytes, then EOF; never reads past the body."""
+
+    __slots__ = ("_buf", "_recv_into", "_remaining")
+
+    def __init__(self, prefetched: bytes, remaining: int,
+                 recv_into: Callable[[memoryview], int]) -> None:
+        self._buf = bytearray(prefetched)
+        self._remaining = remaining  # body bytes still in the socket
+        self._recv_into = recv_into
+
+    @property
+    def unread(self) -> int:
+        """Body bytes the application has not consumed (still buffered or in the socket)."""
+        return len(self._buf) + self._remaining
+
+    def _fill(self, want: int) -> bool:
+        """Receive up to ``want`` more bytes into the buffer; False at the end of the body."""
+        if self._remaining <= 0:
+            return False
+        n = min(want, self._remaining)
+        old = len(self._buf)
+        self._buf.extend(bytes(n))
+        got = self._recv_into(memoryview(self._buf)[old:])
+        del self._buf[old + got :]
+        if got == 0:
+            raise ConnectionError(f"client closed the connection with {self._remaining} body bytes unsent")
+        self._remaining -= got
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = len(self._buf) + self._remaining
+        while len(self._buf) < size and self._fill(max(size - len(self._buf), 0)):
+            pass
+        out = bytes(self._buf[:size])
+        del self._buf[:size]
+        return out
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0 and (limit < 0 or nl < limit):
+                return self.read(nl + 1)
+            if 0 <= limit <= len(self._buf):
+                return self.read(limit)
+            if not self._fill(_READ_CHUNK):
+                return self.read(len(self._buf) if limit < 0 else min(limit, len(self._buf)))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+
+class EmptyInput:
+    """``wsgi.input`` for requests without a body; stateless, so one instance serves all."""
+
+    __slots__ = ()
+    unread = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+
+EMPTY_INPUT = EmptyInput()
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: the worker sends ``filelike`` with sendfile when it has a fileno."""
+
+    def __init__(self, filelike: BinaryIO, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.filelike.read(self.blksize):
+            yield chunk
+
+
+class Response:
+    """The state ``start_response`` fills in for one request."""
+
+    __slots__ = ("head_sent", "headers", "status", "write")
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.head_sent = False
+        self.write = write
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+
+def serialize_head(status: str, headers: list[tuple[str, str]]) -> bytes:
+    """``HTTP/1.1 <status>`` + headers + blank line, or HeaderError if it could split."""
+    if not (len(status) >= 4 and status[:3].isdigit() and status[3] == " " and not _CTL.search(status)):
+        raise HeaderError(f"bad status line {status[:80]!r}")
+    try:
+        block = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    except (TypeError, ValueError) as exc:
+        raise HeaderError(f"headers must be (str, str) tuples: {exc}") from None
+    if not _HEAD.match(block):
+        _explain_bad_header(headers)
+    framing = _FRAMING.findall(block)
+    if len(framing) > 1:
+        names = sorted(f.lower() for f in framing)
+        raise HeaderError("conflicting framing headers: " + ", ".join(names))
+    try:
+        return f"HTTP/1.1 {status}\r\n{block}\r\n".encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HeaderError(f"response head is not latin-1: {exc}") from None
+
+
+def _explain_bad_header(headers: list[tuple[str, str]]) -> None:
+    for k, v in headers:
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise HeaderError(f"header {k!r} is not a (str, str) tuple")
+        if not _HEAD.match(f"{k}: \r\n"):
+            raise HeaderError(f"bad header name {k[:80]!r}")
+        if any(c in v for c in "\r\n\0"):
+            raise HeaderError(f"header {k} contains CR, LF or NUL (response splitting)")
+    raise HeaderError("malformed headers")
+
+
+def body_allowed(method: str, status: str) -> bool:
+    """No body for HEAD, 1xx, 204 and 304."""
+    if method == "HEAD":
+        return False
+    code = status[:3]
+    return not (code[0] == "1" or code in ("204", "304"))
+
+
+def base_environ(multithread: bool) -> dict[str, Any]:
+    """The constant ``wsgi.*`` keys, merged into every request's environ with one update().
+
+    SCRIPT_NAME is not here: nginx may send it, so the worker only fills it in when absent.
+    """
+    import sys
+
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+    }

@@ -1,0 +1,222 @@
+"""Listening sockets: parse addresses, bind safely, hand them across a re-exec, vacuum.
+
+The master binds once and keeps the sockets for its whole life: worker restarts and graceful
+reloads (a re-exec that inherits the fds) never close them, so connections wait in the
+kernel queue instead of failing. Safety rules (docs/sockets.md): never unlink a regular
+file or a socket some live process listens on; chmod before listen(); vacuum only the inode
+we created.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+
+log = logging.getLogger("emperor.sockets")
+
+ENV_FDS = "EMPEROR_LISTEN_FDS"
+SUN_PATH_MAX = 107
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+class SocketError(Exception):
+    """A socket that cannot be set up; the message names the address and the reason."""
+
+
+@dataclass
+class Listener:
+    name: str  # the address as configured
+    sock: socket.socket
+    kind: str  # "unix", "abstract" or "tcp"
+    path: str | None = None
+    ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we created
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name} (fd {self.sock.fileno()})"
+
+
+def parse_address(addr: str) -> tuple[socket.AddressFamily, object, str]:
+    """(family, sockaddr, kind) for ``/path``, ``@abstract``, ``host:port``, ``:port``, ``[v6]:port``."""
+    if addr.startswith("@"):
+        return socket.AF_UNIX, "\0" + addr[1:], "abstract"
+    if addr.startswith("["):
+        host, sep, port = addr[1:].partition("]:")
+        if not sep or not port.isdigit():
+            raise SocketError(f"{addr}: expected [ipv6]:port")
+        return socket.AF_INET6, (host, int(port)), "tcp"
+    host, sep, port = addr.rpartition(":")
+    if sep and port.isdigit() and "/" not in addr:
+        if not 0 < int(port) < 65536:
+            raise SocketError(f"{addr}: port out of range")
+        return socket.AF_INET, (host or "0.0.0.0", int(port)), "tcp"
+    if len(os.fsencode(addr)) > SUN_PATH_MAX:
+        raise SocketError(f"{addr}: Unix socket path is {len(os.fsencode(addr))} bytes; "
+                          f"the limit is {SUN_PATH_MAX}")
+    return socket.AF_UNIX, addr, "unix"
+
+
+def _somaxconn() -> int | None:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _clear_stale(path: str) -> None:
+    """Remove a stale socket file at ``path``; refuse anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketError(f"{path} exists and is not a socket: refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing stale socket %s", path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    except BlockingIOError:
+        pass  # a full accept queue: somebody is listening
+    finally:
+        probe.close()
+    raise SocketError(f"{path} is in use by a live server: refusing to take it over")
+
+
+def _set_timeouts(sock: socket.socket, timeout: float) -> None:
+    """SO_RCVTIMEO/SO_SNDTIMEO on the listener: accepted TCP sockets inherit them (Unix ones don't)."""
+    tv = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept: bool) -> Listener:
+    family, sockaddr, kind = parse_address(addr)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if kind == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            host = sockaddr[0]  # type: ignore[index]
+            if not str(host).startswith(_LOOPBACK):
+                log.warning("socket %s listens on a non-loopback address: anyone who can reach it "
+                            "can send any CGI variable; firewall it or use a Unix socket", addr)
+        elif kind == "abstract":
+            log.warning("abstract socket %s has no file permissions: any local process can connect", addr)
+        else:
+            _clear_stale(addr)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            raise SocketError(f"cannot bind {addr}: {exc.strerror}") from None
+        listener = Listener(addr, sock, kind)
+        if kind == "unix":
+            if mode is not None:
+                os.chmod(addr, mode)  # before listen(): nobody can connect yet
+            st = os.lstat(addr)
+            listener.path, listener.ident = addr, (st.st_dev, st.st_ino)
+        configure(listener, backlog, timeout, defer_accept)
+        return listener
+    except BaseException:
+        sock.close()
+        raise
+
+
+def configure(listener: Listener, backlog: int, timeout: float, defer_accept: bool) -> None:
+    """listen() with the configured backlog (also re-applied to inherited sockets) and timeouts."""
+    sock = listener.sock
+    if listener.kind == "tcp" and defer_accept:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, int(timeout)))
+    _set_timeouts(sock, timeout)
+    cap = _somaxconn()
+    if cap is not None and backlog > cap:
+        log.warning("listen %d for %s is above net.core.somaxconn (%d): the kernel caps it at %d",
+                    backlog, listener.name, cap, cap)
+    sock.listen(backlog)
+
+
+def export(listeners: list[Listener]) -> str:
+    """Describe listeners for the next image after a re-exec; makes their fds inheritable."""
+    data = []
+    for lst in listeners:
+        lst.sock.set_inheritable(True)
+        data.append({"name": lst.name, "fd": lst.sock.fileno(), "kind": lst.kind, "path": lst.path,
+                     "ident": list(lst.ident) if lst.ident else None})
+    return json.dumps(data)
+
+
+def adopt(raw: str | None) -> dict[str, Listener]:
+    """Listeners inherited across a re-exec, by configured name."""
+    if not raw:
+        return {}
+    out: dict[str, Listener] = {}
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        log.error("ignoring malformed %s", ENV_FDS)
+        return {}
+    for item in items:
+        try:
+            sock = socket.socket(fileno=int(item["fd"]))
+        except OSError as exc:
+            log.error("inherited socket %s (fd %s) is gone: %s", item.get("name"), item.get("fd"), exc)
+            continue
+        sock.set_inheritable(False)
+        ident = tuple(item["ident"]) if item.get("ident") else None
+        out[item["name"]] = Listener(item["name"], sock, item["kind"], item.get("path"), ident)  # type: ignore[arg-type]
+    return out
+
+
+def vacuum(listener: Listener) -> None:
+    """Unlink our Unix socket file, only if it is still the inode we created."""
+    if listener.kind != "unix" or not listener.path or not listener.ident:
+        return
+    try:
+        st = os.lstat(listener.path)
+        if (st.st_dev, st.st_ino) == listener.ident:
+            os.unlink(listener.path)
+        else:
+            log.warning("not removing %s: it is no longer our socket", listener.path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.warning("cannot remove %s: %s", listener.path, exc)
+
+
+def open_all(addresses: list[str], backlog: int, mode: int | None, timeout: float,
+             defer_accept: bool, inherited: dict[str, Listener]) -> list[Listener]:
+    """Bind each configured address once (duplicates ignored), reusing inherited sockets by name."""
+    out: list[Listener] = []
+    try:
+        for addr in dict.fromkeys(addresses):
+            old = inherited.pop(addr, None)
+            if old is not None:
+                if old.kind == "unix" and mode is not None and old.path:
+                    os.chmod(old.path, mode)
+                configure(old, backlog, timeout, defer_accept)
+                out.append(old)
+            else:
+                out.append(bind(addr, backlog, mode, timeout, defer_accept))
+    except BaseException:
+        for lst in out:
+            lst.sock.close()
+        raise
+    for gone in inherited.values():  # removed from the config by a reload
+        log.info("closing socket %s: no longer configured", gone.name)
+        vacuum(gone)
+        gone.sock.close()
+    return out

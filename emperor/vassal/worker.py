@@ -1,0 +1,516 @@
+"""A worker: accept -> read the uwsgi packet -> environ -> WSGI app -> response -> close.
+
+This is the hot loop, so it is written for syscalls and allocations:
+- one ``recv`` normally brings the header, the vars and a small body (MSG_DONTWAIT first:
+  when the data is already there no timeout has to be set on the accepted socket);
+- the vars *are* the environ (one dict), the constant ``wsgi.*`` keys come from one update();
+- a list body is sent with the head in a single ``send``; the connection is then closed.
+
+Signals: SIGTERM/SIGHUP = finish the current request, then exit (the handler closes this
+process's copy of the listening sockets, so a blocked accept() fails at once and nothing
+already accepted is dropped); SIGINT/SIGQUIT = exit now.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from threading import BoundedSemaphore
+from typing import Any
+
+from emperor.protocol import uwsgi
+from emperor.protocol.wsgi import (
+    EMPTY_INPUT,
+    FileWrapper,
+    HeaderError,
+    Input,
+    Response,
+    base_environ,
+    body_allowed,
+    serialize_head,
+)
+from emperor.vassal import scoreboard as sb
+from emperor.vassal.loader import AppLoadError, WSGIApp
+from emperor.vassal.sockets import Listener
+
+log = logging.getLogger("emperor.worker")
+
+DONTWAIT = socket.MSG_DONTWAIT
+DRAIN_LIMIT = 1 << 20
+_ERROR_BODY = {400: b"Bad Request\n", 413: b"Payload Too Large\n", 500: b"Internal Server Error\n",
+               501: b"Not Implemented\n"}
+_REASON = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error",
+           501: "Not Implemented"}
+
+
+class ClientGone(Exception):
+    """The peer closed or timed out: nothing more can be sent. Not a worker failure."""
+
+
+class Exchange(Response):
+    """One request's connection state; its bound methods are the WSGI callables."""
+
+    __slots__ = ("conn", "method", "sent", "timeouts_set", "worker")
+
+    def __init__(self, worker: Worker, conn: socket.socket, method: str) -> None:
+        self.status = None
+        self.headers = []
+        self.head_sent = False
+        self.conn = conn
+        self.method = method
+        self.sent = 0
+        self.timeouts_set = False
+        self.worker = worker
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        """The WSGI ``write()`` callable, also used for every streamed chunk."""
+        if not self.head_sent:
+            if self.status is None:
+                raise AssertionError("write() before start_response()")
+            head = serialize_head(self.status, self.headers)
+            self.head_sent = True
+            if not body_allowed(self.method, self.status):
+                self.send(head)
+                self.method = "HEAD"  # drop every later body chunk
+                return
+            self.send(head + data if data else head)
+        elif data and self.method != "HEAD":
+            self.send(data)
+
+    def send(self, data: bytes) -> None:
+        conn = self.conn
+        try:
+            if not self.timeouts_set:
+                n = conn.send(data, DONTWAIT)
+                self.sent += n
+                if n == len(data):
+                    return
+                data = memoryview(data)[n:]
+                self.set_timeouts()
+            conn.sendall(data)
+            self.sent += len(data)
+        except BlockingIOError:
+            if self.timeouts_set:
+                raise ClientGone("send timed out") from None
+            self.set_timeouts()
+            self.send(data)
+        except OSError as exc:
+            raise ClientGone(exc.strerror or str(exc)) from None
+
+    def set_timeouts(self) -> None:
+        self.timeouts_set = True
+        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.worker.timeval)
+        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.worker.timeval)
+
+    def recv_into(self, view: memoryview) -> int:
+        try:
+            if not self.timeouts_set:
+                try:
+                    return self.conn.recv_into(view, 0, DONTWAIT)
+                except BlockingIOError:
+                    self.set_timeouts()
+            return self.conn.recv_into(view)
+        except BlockingIOError:
+            raise ClientGone(f"no data for {self.worker.timeout:g} s (socket-timeout)") from None
+        except OSError as exc:
+            raise ClientGone(exc.strerror or str(exc)) from None
+
+
+class Worker:
+    def __init__(self, wid: int, listeners: list[Listener], cfg: Any, board: sb.Scoreboard,
+                 app: WSGIApp | None, load_app: Callable[[], WSGIApp]) -> None:
+        self.wid = wid
+        self.index = wid - 1
+        self.listeners = listeners
+        self.cfg = cfg
+        self.board = board
+        self.app = app
+        self.load_app = load_app
+        self.alive = True
+        self.requests = 0
+        self.buffer_size = cfg.buffer_size
+        self.limit_post = cfg.limit_post
+        self.timeout = cfg.socket_timeout
+        self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
+        self.base_env = base_environ(cfg.threads > 1)
+        self.log_requests = not cfg.disable_logging
+        self.harakiri = cfg.harakiri > 0
+        delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
+        self.max_requests = cfg.max_requests + (random.randint(0, delta) if cfg.max_requests and delta else 0)
+        self.rss_limit = cfg.reload_on_rss * 1024 * 1024
+        self.recycle_reason = ""
+        self.slot = board.base(self.index)
+        self.ints = board.ints
+        self.pid = 0
+        self.logged_peers: set[str] = set()
+
+    # ---- process setup -------------------------------------------------------------------
+    def run(self) -> None:
+        """Entry point in the forked child; never returns."""
+        code = 0
+        try:
+            self.pid = os.getpid()
+            self._setup_signals()
+            if self.app is None:
+                try:
+                    self.app = self.load_app()
+                except AppLoadError as exc:
+                    log.error("worker %d: %s", self.wid, exc)
+                    os._exit(22)
+            self.ints[self.slot + sb.ACCEPTING] = 1
+            if self.cfg.threads > 1:
+                self._serve_threaded()
+            else:
+                self._serve()
+            if self.recycle_reason:
+                log.info("worker %d (pid %d) recycled: %s", self.wid, self.pid, self.recycle_reason)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            self.ints[self.slot + sb.ACCEPTING] = 0
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _setup_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._graceful)
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, lambda s, f: os._exit(0))
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+
+    def _graceful(self, signum: int, frame: object) -> None:
+        self.alive = False
+        for lst in self.listeners:
+            lst.sock.close()  # a blocked accept() retries on a closed fd and fails: we leave the loop
+
+    # ---- accept loops --------------------------------------------------------------------
+    def _next_conn(self) -> socket.socket | None:
+        if len(self.listeners) == 1:
+            try:
+                return self.listeners[0].sock.accept()[0]
+            except BlockingIOError:  # SO_RCVTIMEO tick on an idle listener
+                return None
+        poller = self._poller
+        for fd, _ev in poller.poll():
+            lst = self._by_fd.get(fd)
+            if lst is None:
+                continue
+            try:
+                return lst.sock.accept()[0]
+            except BlockingIOError:  # another worker took it
+                continue
+        return None
+
+    def _prepare_poll(self) -> None:
+        self._poller = select.poll()
+        self._by_fd = {}
+        for lst in self.listeners:
+            self._poller.register(lst.sock.fileno(), select.POLLIN)
+            self._by_fd[lst.sock.fileno()] = lst
+
+    def _accept(self) -> socket.socket | None:
+        try:
+            return self._next_conn()
+        except OSError as exc:
+            if not self.alive:
+                return None
+            if exc.errno in (24, 23):  # EMFILE/ENFILE: back off instead of spinning
+                log.error("worker %d: accept: %s", self.wid, exc.strerror)
+                time.sleep(0.1)
+                return None
+            raise
+
+    def _serve(self) -> None:
+        if len(self.listeners) > 1:
+            self._prepare_poll()
+        handle = self.handle
+        accept = self._accept
+        while self.alive:
+            conn = accept()
+            if conn is None:
+                continue
+            handle(conn)
+            if self.recycle_reason:
+                return
+
+    def _serve_threaded(self) -> None:
+        if len(self.listeners) > 1:
+            self._prepare_poll()
+        free = BoundedSemaphore(self.cfg.threads)
+
+        def task(conn: socket.socket) -> None:
+            try:
+                self.handle(conn)
+            finally:
+                free.release()
+
+        with ThreadPoolExecutor(self.cfg.threads, thread_name_prefix=f"worker{self.wid}") as pool:
+            while self.alive and not self.recycle_reason:
+                free.acquire()  # accept only when a thread is free: the rest stays in the kernel queue
+                conn = self._accept()
+                if conn is None:
+                    free.release()
+                    continue
+                pool.submit(task, conn)
+
+    # ---- one request ---------------------------------------------------------------------
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one connection. Never raises: a bad request closes this connection alone."""
+        ints, slot = self.ints, self.slot
+        start = time.monotonic_ns()
+        ints[slot + sb.BUSY_SINCE] = start
+        ex: Exchange | None = None
+        env: dict[str, Any] | None = None
+        unread = 0
+        try:
+            ex = Exchange(self, conn, "")
+            buf = b""
+            try:
+                buf = conn.recv(self.buffer_size + 4 + 8192, DONTWAIT)
+            except BlockingIOError:
+                ex.set_timeouts()
+                buf = self._recv_more(ex, buf, 4)
+            if len(buf) < 4:
+                buf = self._recv_more(ex, buf, 4)
+            size = uwsgi.check_header(buf, self.buffer_size)
+            end = 4 + size
+            if len(buf) < end:
+                buf = self._recv_more(ex, buf, end)
+            env = uwsgi.parse_vars(buf, 4, end)
+            length = uwsgi.content_length(env, self.limit_post)
+            method = env.get("REQUEST_METHOD")
+            if method is None or "PATH_INFO" not in env:
+                raise uwsgi.ProtocolError("REQUEST_METHOD or PATH_INFO missing "
+                                          "(does the nginx location include uwsgi_params?)")
+            ex.method = method
+            env.update(self.base_env)
+            if buf[0] == 30:
+                _strip_script_name(env)
+            elif "SCRIPT_NAME" not in env:
+                env["SCRIPT_NAME"] = ""
+            scheme = env.get("REQUEST_SCHEME")
+            env["wsgi.url_scheme"] = scheme if scheme in ("http", "https") else (
+                "https" if env.get("HTTPS", "").lower() in ("on", "1") else "http")
+            if length:
+                body = buf[end : end + length]
+                inp = Input(body, length - len(body), ex.recv_into)
+                env["wsgi.input"] = inp
+                extra = len(buf) - end - length
+            else:
+                env["wsgi.input"] = EMPTY_INPUT
+                extra = len(buf) - end
+            if self.harakiri:
+                self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
+            self._run_app(ex, env)
+            unread = env["wsgi.input"].unread + max(extra, 0)
+        except ClientGone as exc:
+            self._note(f"client went away: {exc}", env)
+        except uwsgi.ProtocolError as exc:
+            self._reject(ex, exc, env)
+        except Exception:
+            log.exception("worker %d: unexpected error", self.wid)
+        finally:
+            self.requests += 1
+            ints[slot + sb.REQUESTS] += 1
+            ints[slot + sb.BUSY_SINCE] = 0
+            if ex is not None:
+                ints[slot + sb.TX] += ex.sent
+            if unread:
+                _drain(conn, unread)
+            conn.close()
+            if self.log_requests and env is not None and ex is not None:
+                self._log_request(env, ex, start)
+            if self.max_requests and self.requests >= self.max_requests:
+                self.recycle_reason = f"max-requests ({self.requests} requests)"
+            elif self.rss_limit and _rss() > self.rss_limit:
+                self.recycle_reason = f"reload-on-rss ({_rss() >> 20} MB > {self.rss_limit >> 20} MB)"
+            ints[slot + sb.RT_SUM_US] += (time.monotonic_ns() - start) // 1000
+
+    def _recv_more(self, ex: Exchange, buf: bytes, need: int) -> bytes:
+        parts = [buf]
+        have = len(buf)
+        while have < need:
+            chunk = bytearray(max(need - have, 4096))
+            n = ex.recv_into(memoryview(chunk))
+            if n == 0:
+                if have == 0:
+                    raise ClientGone("connected and closed without sending a request")
+                raise uwsgi.ProtocolError(f"peer closed after {have} of {need} bytes", status=0)
+            parts.append(bytes(chunk[:n]))
+            have += n
+        return b"".join(parts)
+
+    def _run_app(self, ex: Exchange, env: dict[str, Any]) -> None:
+        app = self.app
+        assert app is not None
+        try:
+            result = app(env, ex.start_response)
+        except Exception:
+            self._app_failed(ex, env)
+            return
+        try:
+            if type(result) is list and len(result) == 1 and not ex.head_sent and ex.status is not None:
+                head = serialize_head(ex.status, ex.headers)
+                ex.head_sent = True
+                if body_allowed(ex.method, ex.status):
+                    ex.send(head + result[0])
+                else:
+                    ex.send(head)
+            elif isinstance(result, FileWrapper) and hasattr(result.filelike, "fileno"):
+                self._send_file(ex, result)
+            else:
+                write = ex.write
+                for chunk in result:
+                    if chunk:
+                        write(chunk)
+                if not ex.head_sent:
+                    write(b"")
+        except (ClientGone, HeaderError) as exc:
+            if isinstance(exc, ClientGone):
+                raise
+            log.error("worker %d: %s %s: bad response head: %s", self.wid, ex.method,
+                      env.get("PATH_INFO"), exc)
+            self.ints[self.slot + sb.EXCEPTIONS] += 1
+            if not ex.head_sent:
+                ex.head_sent = True
+                ex.status = "500 Internal Server Error"
+                self._send_error(ex, 500)
+        except Exception:
+            self._app_failed(ex, env)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("worker %d: error in the response's close()", self.wid)
+
+    def _send_file(self, ex: Exchange, wrapper: FileWrapper) -> None:
+        """wsgi.file_wrapper: head, then sendfile() from the file's current offset."""
+        ex.write(b"")
+        if ex.method == "HEAD":
+            return
+        f = wrapper.filelike
+        try:
+            fd = f.fileno()
+            offset = f.tell() if hasattr(f, "tell") else 0
+            size = os.fstat(fd).st_size - offset
+        except (OSError, ValueError, AttributeError):
+            for chunk in wrapper:
+                ex.write(chunk)
+            return
+        if not ex.timeouts_set:
+            ex.set_timeouts()
+        out = ex.conn.fileno()
+        while size > 0:
+            try:
+                n = os.sendfile(out, fd, offset, min(size, 1 << 30))
+            except OSError as exc:
+                raise ClientGone(exc.strerror or str(exc)) from None
+            if n == 0:
+                break
+            offset += n
+            size -= n
+            ex.sent += n
+
+    def _app_failed(self, ex: Exchange, env: dict[str, Any]) -> None:
+        self.ints[self.slot + sb.EXCEPTIONS] += 1
+        log.error("worker %d: %s %s raised:\n%s", self.wid, ex.method, env.get("PATH_INFO"),
+                  traceback.format_exc().rstrip())
+        if not ex.head_sent:
+            ex.status = "500 Internal Server Error"
+            self._send_error(ex, 500)
+
+    def _send_error(self, ex: Exchange, status: int) -> None:
+        body = _ERROR_BODY.get(status, b"Error\n")
+        head = (f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        ex.head_sent = True
+        ex.status = f"{status} {_REASON.get(status, 'Error')}"
+        try:
+            ex.send(head if ex.method == "HEAD" else head + body)
+        except ClientGone:
+            pass
+
+    def _reject(self, ex: Exchange | None, exc: uwsgi.ProtocolError, env: dict[str, Any] | None) -> None:
+        peer = (env or {}).get("REMOTE_ADDR") or _peer(ex.conn if ex else None)
+        key = f"{peer}:{type(exc).__name__}"
+        if key not in self.logged_peers and len(self.logged_peers) < 1024:
+            self.logged_peers.add(key)
+            log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
+        if ex is not None and exc.status:
+            self._send_error(ex, exc.status)
+
+    def _note(self, message: str, env: dict[str, Any] | None) -> None:
+        log.info("worker %d: %s %s", self.wid, (env or {}).get("PATH_INFO", ""), message)
+
+    def _log_request(self, env: dict[str, Any], ex: Exchange, start: int) -> None:
+        ms = (time.monotonic_ns() - start) / 1e6
+        status = (ex.status or "-")[:3]
+        line = (f"{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
+                f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
+                f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
+        try:
+            os.write(2, line.encode("latin-1", "replace"))
+        except OSError:
+            pass
+
+
+def _strip_script_name(env: dict[str, Any]) -> None:
+    """modifier1 30: remove the SCRIPT_NAME prefix from PATH_INFO (nginx 'uwsgi_modifier1 30')."""
+    script = env.get("SCRIPT_NAME", "")
+    path = env.get("PATH_INFO", "")
+    if script and path.startswith(script):
+        env["PATH_INFO"] = path[len(script):]
+    env.setdefault("SCRIPT_NAME", "")
+
+
+def _drain(conn: socket.socket, unread: int) -> None:
+    """Read and discard unread body bytes so close() sends FIN, not RST (which can lose the reply)."""
+    try:
+        conn.settimeout(0.5)
+        left = min(unread, DRAIN_LIMIT)
+        while left > 0:
+            chunk = conn.recv(min(left, 65536))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except OSError:
+        pass
+
+
+def _peer(conn: socket.socket | None) -> str:
+    if conn is None:
+        return "?"
+    try:
+        name = conn.getpeername()
+    except OSError:
+        return "?"
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else "unix peer"
+
+
+_proc: Any = None
+
+
+def _rss() -> int:
+    """Resident memory of this worker (psutil), only consulted when reload-on-rss is set."""
+    global _proc
+    if _proc is None:
+        import psutil
+
+        _proc = psutil.Process()
+    return int(_proc.memory_info().rss)
