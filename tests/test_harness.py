@@ -55,7 +55,8 @@ def test_pack_matches_the_wire_layout() -> None:
 
 
 def test_vars_roundtrip_keeps_order_duplicates_empty_and_bytes() -> None:
-    pairs = [("HTTP_COOKIE", "a=1"), ("CONTENT_LENGTH", ""), ("HTTP_COOKIE", "b=2"), (b"K\xff", b"\x00\xfe")]
+    pairs: list[tuple[str | bytes, str | bytes]] = [
+        ("HTTP_COOKIE", "a=1"), ("CONTENT_LENGTH", ""), ("HTTP_COOKIE", "b=2"), (b"K\xff", b"\x00\xfe")]
     assert unpack_vars(pack_vars(pairs)) == [
         (b"HTTP_COOKIE", b"a=1"), (b"CONTENT_LENGTH", b""), (b"HTTP_COOKIE", b"b=2"), (b"K\xff", b"\x00\xfe")]
 
@@ -78,8 +79,9 @@ def test_parse_http_response_forms() -> None:
 def test_request_against_tiny_server(family: str, sock_dir: Path) -> None:
     if family == "tcp6" and not socket.has_ipv6:
         pytest.skip("no IPv6")
-    addr: str | tuple[str, int] = {
-        "unix": str(sock_dir / "t.sock"), "tcp4": ("127.0.0.1", 0), "tcp6": ("::1", 0)}[family]
+    addrs: dict[str, str | tuple[str, int]] = {
+        "unix": str(sock_dir / "t.sock"), "tcp4": ("127.0.0.1", 0), "tcp6": ("::1", 0)}
+    addr = addrs[family]
     try:
         srv = TinyUwsgiServer(addr)
     except OSError as e:  # ::1 may be unconfigured in some containers

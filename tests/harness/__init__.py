@@ -1,7 +1,7 @@
 """Test harness shared by every integration test: real nginx, a uwsgi client, process control.
 
-Import from here: ``from tests.harness import Nginx, request, http_get, wait_for, ...``
-(or ``from harness import ...`` inside tests/, which conftest.py puts on sys.path).
+Test modules import it as ``from harness import Nginx, request, http_get, wait_for, ...``
+(tests/ is on sys.path: conftest.py makes sure of it).
 """
 
 from .nginx import Nginx, Server, nginx_binary, upstream_target, uwsgi_params_directive

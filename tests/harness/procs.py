@@ -49,7 +49,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 10.0,
     interval: float = 0.02,
     what: str = "condition",

@@ -24,7 +24,7 @@ Addr = str | tuple[str, int]
 """A Unix socket path (``/x.sock``, ``unix:/x.sock``, ``@abstract``) or ``(host, port)``."""
 
 VarKey = str | bytes
-Vars = Mapping[VarKey, VarKey] | Iterable[tuple[VarKey, VarKey]]
+Vars = Mapping[str, VarKey] | Mapping[bytes, bytes] | Iterable[tuple[VarKey, VarKey]]
 Headers = list[tuple[str, str]]
 
 MAX_BLOCK = 0xFFFF
@@ -344,16 +344,20 @@ class TinyUwsgiServer:
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if isinstance(self.addr, tuple):
-            fam = socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET
-            self._sock = socket.socket(fam, socket.SOCK_STREAM)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._sock.bind(self.addr)
-            self.addr = tuple(self._sock.getsockname()[:2])  # type: ignore[assignment]
-        else:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._sock.bind(self.addr.removeprefix("unix:"))
-        self._sock.listen(64)
+        tcp = isinstance(self.addr, tuple)
+        fam = (socket.AF_INET6 if ":" in self.addr[0] else socket.AF_INET) if tcp else socket.AF_UNIX
+        self._sock = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            if isinstance(self.addr, tuple):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self._sock.bind(self.addr)
+                self.addr = tuple(self._sock.getsockname()[:2])  # type: ignore[assignment]
+            else:
+                self._sock.bind(self.addr.removeprefix("unix:"))
+            self._sock.listen(64)
+        except BaseException:
+            self._sock.close()
+            raise
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name="tiny-uwsgi", daemon=True)
 
