@@ -45,6 +45,7 @@ if [ -f "$examples/nginx-site.conf" ]; then
   # (none, *, 0.0.0.0, a public one) becomes 127.0.0.1: the demo listens on loopback only.
   sed -E -e "s/^([[:space:]]*listen[[:space:]]+)(127\.0\.0\.1|\[::1\]):8080\b/\1\2:${port}/" \
     -e "s/^([[:space:]]*listen[[:space:]]+)([^;[:space:]]*:)?8080\b/\1127.0.0.1:${port}/" \
+    -e "s|@EXAMPLES@|${examples}|g" \
     "$examples/nginx-site.conf" >"$run/site.conf"
 else
   sock=/tmp/emperor-demo/hello.sock

@@ -96,6 +96,8 @@ def parse_vars(b: bytes, start: int, end: int) -> dict[str, str]:
         return _slow_vars(b, start, end, s)
     if _BAD_CHARS.search("".join(env.values())):
         _reject_bad_value(env)
+    env.pop("HTTP_CONTENT_LENGTH", None)  # nginx repeats the CGI vars as headers: keep one source
+    env.pop("HTTP_CONTENT_TYPE", None)
     return env
 
 
@@ -136,6 +138,8 @@ def _slow_vars(b: bytes, start: int, end: int, s: str) -> dict[str, str]:
         env["emperor.dropped_vars"] = ",".join(dropped)
     if _BAD_CHARS.search("".join(env.values())):
         _reject_bad_value(env)
+    env.pop("HTTP_CONTENT_LENGTH", None)
+    env.pop("HTTP_CONTENT_TYPE", None)
     return env
 
 

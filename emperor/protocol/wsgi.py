@@ -159,7 +159,7 @@ def serialize_head(status: str, headers: list[tuple[str, str]]) -> bytes:
         block = "".join([f"{k}: {v}\r\n" for k, v in headers])
     except (TypeError, ValueError) as exc:
         raise HeaderError(f"headers must be (str, str) tuples: {exc}") from None
-    if not _HEAD.match(block):
+    if not _HEAD.match(block) or block.count("\n") != len(headers):
         _explain_bad_header(headers)
     framing = _FRAMING.findall(block)
     if len(framing) > 1:

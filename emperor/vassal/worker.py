@@ -31,6 +31,7 @@ from typing import Any
 from emperor.protocol import uwsgi
 from emperor.protocol.wsgi import (
     EMPTY_INPUT,
+    EmptyInput,
     FileWrapper,
     HeaderError,
     Input,
@@ -307,16 +308,16 @@ class Worker:
                 "https" if env.get("HTTPS", "").lower() in ("on", "1") else "http")
             if length:
                 body = buf[end : end + length]
-                inp = Input(body, length - len(body), ex.recv_into)
-                env["wsgi.input"] = inp
+                inp: Input | EmptyInput = Input(body, length - len(body), ex.recv_into)
                 extra = len(buf) - end - length
             else:
-                env["wsgi.input"] = EMPTY_INPUT
+                inp = EMPTY_INPUT
                 extra = len(buf) - end
+            env["wsgi.input"] = inp
             if self.harakiri:
                 self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
             self._run_app(ex, env)
-            unread = env["wsgi.input"].unread + max(extra, 0)
+            unread = inp.unread + max(extra, 0)
         except ClientGone as exc:
             self._note(f"client went away: {exc}", env)
         except uwsgi.ProtocolError as exc:
