@@ -162,7 +162,7 @@ def test_uwsgi_vars_from_the_front_are_ignored(front: dict[str, str], tmp_path: 
 
 
 def test_flask_example(front: dict[str, str]) -> None:
-    status, headers, body = http_request(front["unix"] + "/flask/")
+    status, _, body = http_request(front["unix"] + "/flask/")
     assert status == 200, body
     data = json.loads(body)
     assert data["message"] == "Hello from Flask" and data["script_name"] == "/flask"

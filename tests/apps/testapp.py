@@ -58,7 +58,7 @@ def app(environ, start_response):
         write(b"written ")
         return [b"and returned"]
     if path == "/file":
-        f = tempfile.TemporaryFile()
+        f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the server via file_wrapper.close
         f.write(b"0123456789" * int(_qs(environ, "n", "10000")))
         f.seek(0)
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
