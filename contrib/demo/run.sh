@@ -10,7 +10,8 @@
 # The app: `emperor --ini vassals-examples/emperor.ini` when that file exists; until the emperor
 # lands, the single vassal `python -m emperor.vassal --ini vassals-examples/apps-available/hello.ini`.
 # The nginx site: vassals-examples/nginx-site.conf (its sockets live in /tmp/emperor-demo/), with the
-# listen port rewritten to 127.0.0.1:$EMPEROR_DEMO_PORT; without it, a minimal site is generated.
+# listen port rewritten to 127.0.0.1:$EMPEROR_DEMO_PORT and @EXAMPLES@ replaced by the path of
+# vassals-examples/; without that file, a minimal site for hello.ini is generated.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -43,9 +44,11 @@ fi
 if [ -f "$examples/nginx-site.conf" ]; then
   # Every `listen [addr:]8080` moves to the chosen port; 127.0.0.1 and [::1] stay, any other address
   # (none, *, 0.0.0.0, a public one) becomes 127.0.0.1: the demo listens on loopback only.
+  # @EXAMPLES@ stands for the vassals-examples directory (escaped for sed's replacement text).
+  esc=${examples//\\/\\\\}; esc=${esc//&/\\&}; esc=${esc//|/\\|}
   sed -E -e "s/^([[:space:]]*listen[[:space:]]+)(127\.0\.0\.1|\[::1\]):8080\b/\1\2:${port}/" \
     -e "s/^([[:space:]]*listen[[:space:]]+)([^;[:space:]]*:)?8080\b/\1127.0.0.1:${port}/" \
-    -e "s|@EXAMPLES@|${examples}|g" \
+    -e "s|@EXAMPLES@|${esc}|g" \
     "$examples/nginx-site.conf" >"$run/site.conf"
 else
   sock=/tmp/emperor-demo/hello.sock
@@ -53,6 +56,7 @@ else
   if [ -f "$ini" ]; then
     found=$(sed -nE 's/^[[:space:]]*(uwsgi-)?socket[[:space:]]*=[[:space:]]*([^[:space:]]+).*/\2/p' "$ini" | head -n 1)
     sock="${found:-$sock}"
+    sock="${sock//%n/hello}"  # %n: the ini's own name, as the vassal expands it
   fi
   case "$sock" in /*) pass="unix:$sock" ;; *) pass="$sock" ;; esac
   cat >"$run/site.conf" <<SITE
