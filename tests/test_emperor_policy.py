@@ -84,6 +84,13 @@ def test_changes_during_a_reload_coalesce_into_one_more_reload() -> None:
     assert v.ready(1.5) is False and v.state == State.READY
 
 
+def test_loyal_while_starting_counts_as_ready() -> None:
+    v = make()
+    v.spawned(5, 0.0, (1,))
+    assert v.became_loyal(0.2) is False
+    assert v.state == State.LOYAL and v.ready_at == 0.2
+
+
 def test_config_error_on_reload_keeps_the_vassal_running(caplog: pytest.LogCaptureFixture) -> None:
     v = make()
     v.spawned(5, 0.0, (1,))

@@ -121,29 +121,28 @@ class Rig:
 
         return wait_for(probe, timeout, what=f"{name} serving {tag or ''}", ignore=(OSError,), proc=self.proc)
 
-    def vassal_pid(self, name: str, emperor: int | None = None) -> int | None:
-        """The live vassal master (child of ``emperor``, default ours) whose command line names ``name``."""
+    def vassal_pid(self, name: str, emperor: int | None = None, log: str | None = None) -> int | None:
+        """The live vassal master for ``name``: the last "spawned:" pid in the log, if it is
+        still a child of the emperor (``emperor``/``log``: for an emperor this rig did not start)."""
         if emperor is None:
             assert self.proc is not None
-            emperor = self.proc.pid
-        needle = str(self.enabled / f"{name}.ini")
-        try:
-            kids = psutil.Process(emperor).children()
-        except psutil.Error:
+            emperor, log = self.proc.pid, self.log
+        pids = re.findall(rf"spawned: '{re.escape(name)}\.ini' \(pid (\d+)\)", log or "")
+        if not pids:
             return None
-        for k in kids:
-            try:
-                if needle in k.cmdline() and k.status() != psutil.STATUS_ZOMBIE:
-                    return k.pid
-            except psutil.Error:
-                continue
+        try:
+            p = psutil.Process(int(pids[-1]))
+            if p.ppid() == emperor and p.status() != psutil.STATUS_ZOMBIE:
+                return p.pid
+        except psutil.Error:
+            pass
         return None
 
     def worker_pids(self, name: str) -> set[int]:
         return self.worker_pids_of(None, name)
 
-    def worker_pids_of(self, emperor: int | None, name: str) -> set[int]:
-        pid = self.vassal_pid(name, emperor)
+    def worker_pids_of(self, emperor: int | None, name: str, log: str | None = None) -> set[int]:
+        pid = self.vassal_pid(name, emperor, log)
         if pid is None:
             return set()
         try:

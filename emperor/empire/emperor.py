@@ -35,6 +35,7 @@ log = logging.getLogger("emperor")
 
 SETTLE = 0.05  # a file event is acted on once events have been quiet this long ...
 MAX_SETTLE = 1.0  # ... or this long after the first one, so a never-ending stream still applies
+HANDOVER = 2.0  # a new vassal waits this long at most for vassals being stopped (a rename reuses the socket)
 READY_TIMEOUT = 20.0  # READY=1 to systemd once the first vassals are up, or after this long
 FINAL_KILL_WAIT = 5.0  # after the last SIGKILL, how long to wait for the kernel to reap
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -209,6 +210,20 @@ class Emperor:
         self.monitor.watch(self._watch_dirs())
         self.reconcile()
 
+    def _handover_until(self) -> float:
+        """New vassals wait while others are leaving, so a renamed file finds its socket free.
+
+        A rename looks like "old name gone, new name found" in one scan; spawning the new one
+        at once would race the old one for the same socket. The wait is bounded by HANDOVER.
+        """
+        until = 0.0
+        for v in self.vassals.values():
+            if v.missing_since is not None:
+                until = max(until, v.missing_since + HANDOVER)
+            elif v.state == State.STOPPING and not v.killed:
+                until = max(until, v.stop_deadline - self.s.mercy + HANDOVER)
+        return until
+
     def _watch_dirs(self) -> set[str]:
         dirs: set[str] = set()
         for src in self.s.sources:
@@ -224,8 +239,13 @@ class Emperor:
         for name in self.found:
             if name in self.vassals:
                 self.vassals[name].missing_since = None
-        for act in reconcile.plan(self.found, self.vassals, self.now, SETTLE):
+        actions = reconcile.plan(self.found, self.vassals, self.now, SETTLE)
+        actions.sort(key=lambda a: a.do == reconcile.Do.SPAWN)  # departures first, then arrivals
+        for act in actions:
             v = self.vassals.get(act.name)
+            if act.do == reconcile.Do.SPAWN and (handover := self._handover_until()) > self.now:
+                self.rescan_at = min(self.rescan_at, handover)  # after the stops (a rename, most often)
+                continue
             if act.do == reconcile.Do.SPAWN and act.found:
                 v = Vassal(act.found.name, act.found.path, uid=act.found.uid, gid=act.found.gid,
                            throttle=Throttle(self.s.throttle, self.s.max_throttle))
@@ -261,7 +281,11 @@ class Emperor:
             proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)
         except OSError as exc:
             v.stamp = f.stamp
-            v.spawn_failed(self.now, str(exc))
+            hint = ""
+            if isinstance(exc, PermissionError) and f.uid is not None:
+                hint = (f" (tyrant mode: uid {f.uid} must be able to run {sys.executable} and read "
+                        f"the emperor package)")
+            v.spawn_failed(self.now, f"{exc}{hint}")
             return
         self.procs[v.name] = proc
         self.sel.register(proc.channel, selectors.EVENT_READ, ("channel", v.name))
@@ -308,7 +332,8 @@ class Emperor:
                 self._send(v, Msg.RELOAD)
             self._status()
         elif msg == Msg.LOYAL:
-            v.became_loyal(self.now)
+            if v.became_loyal(self.now):
+                self._send(v, Msg.RELOAD)
         elif msg == Msg.CONFIG_ERROR:
             if v.config_error(payload):
                 self._send(v, Msg.RELOAD)

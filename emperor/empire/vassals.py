@@ -136,12 +136,19 @@ class Vassal:
             return False
         return self._take_pending()
 
-    def became_loyal(self, now: float) -> None:
+    def became_loyal(self, now: float) -> bool:
+        """LOYAL arrived. Returns True when a reload requested meanwhile must be sent now.
+
+        A vassal that has served is accepting, even if its READY was lost or never came:
+        from STARTING this counts as READY too.
+        """
         self.loyal = True
         if self.throttle.throttled:
             self.throttle.reset()
+        pending = self.ready(now) if self.state == State.STARTING else False
         if self.state == State.READY:
             self._to(State.LOYAL, "loyal")
+        return pending
 
     def config_error(self, text: str) -> bool:
         """A reload found the ini invalid; the vassal keeps serving its old configuration."""
