@@ -20,6 +20,11 @@ port="${EMPEROR_DEMO_PORT:-8080}"
 examples="$root/vassals-examples"
 
 bash contrib/demo/setup.sh
+# The flask example vassal needs Flask, which emperor itself does not depend on.
+if ! .venv/bin/python -c 'import flask' 2>/dev/null; then
+  echo "==> pip install flask (for the flask example vassal)"
+  .venv/bin/python -m pip install -q flask </dev/null
+fi
 
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 mkdir -p /tmp/emperor-demo
@@ -158,6 +163,9 @@ sys.exit(1)
 PY
 echo
 echo "    emperor demo is up:  http://127.0.0.1:${port}/"
+if [ -f "$examples/nginx-site.conf" ]; then
+  echo "    (locations: see vassals-examples/nginx-site.conf, e.g. /flask/ and /static/hello.txt)"
+fi
 echo "    Ctrl-C to stop."
 echo
 
