@@ -154,7 +154,7 @@ class Master:
     def run(self) -> int:
         failure = self.boot()
         if failure is not None:
-            self._finish(vacuum=True)
+            self._finish(vacuum=True, force=True)
             return failure
         _title(f"{self.cfg.procname_prefix}emperor: master {self.name}")
         self._install_signals()
@@ -165,6 +165,7 @@ class Master:
                  self.pid, f" (reload {self.reloads})" if self.reloads else "", self.cfg.processes,
                  self.cfg.threads, loader.describe(self.cfg),
                  ", ".join(lst.describe() for lst in self.listeners))
+        self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
         for wid in range(1, self.cfg.processes + 1):
             self._spawn(wid)
         while self.state != "done":
@@ -256,6 +257,8 @@ class Master:
                                 self.name, wid, pid, self.cfg.reload_mercy)
                     _killpg(pid, signal.SIGKILL)
                 self.deadline = now + 5.0
+        if self.old_workers:
+            self._reap()
         for pid, deadline in list(self.old_workers.items()):
             if now >= deadline:
                 log.warning("%s: old worker pid %d outlived reload-mercy: SIGKILL", self.name, pid)
@@ -284,6 +287,7 @@ class Master:
     def _spawn(self, wid: int) -> None:
         cfg = self.cfg
         load = lambda: loader.load(cfg)  # noqa: E731 - lazy-apps import in the worker
+        self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
         pid = os.fork()
         if pid == 0:  # the worker
             try:
@@ -304,7 +308,7 @@ class Master:
             os.setpgid(pid, pid)
         except OSError:
             pass
-        self.board.reset(wid - 1, pid)
+        self.board.set(wid - 1, scoreboard.PID, pid)
         self.workers[pid] = wid
         self.spawned_at[wid] = time.monotonic()
 
@@ -432,10 +436,11 @@ class Master:
         for pid in list(self.workers) + list(self.old_workers):
             _kill(pid, sig)
 
-    def _finish(self, vacuum: bool) -> None:
+    def _finish(self, vacuum: bool, force: bool = False) -> None:
+        """Close the sockets (removing ours with vacuum, under an emperor, or when we never served)."""
         under_emperor = self.chan is not None or os.environ.get(channel.ENV_NAME)
         for lst in self.listeners:
-            if vacuum and (self.cfg.vacuum or under_emperor):
+            if vacuum and (self.cfg.vacuum or under_emperor or force):
                 sockets.vacuum(lst)
             lst.sock.close()
         pidfile.remove(self.cfg.pidfile)

@@ -72,8 +72,19 @@ def app(environ, start_response):
     if path == "/pid":
         return _reply(start_response, f"{os.getpid()} {LOADED_AT}".encode())
     if path == "/sleep":
+        mark = _qs(environ, "mark", "")
+        if mark:
+            open(mark, "w").close()  # tells the test the request is in flight
         time.sleep(float(_qs(environ, "s", "1")))
         return _reply(start_response, b"slept")
+    if path == "/barrier":
+        # n requests meet here: only possible if they are served at the same time
+        where, n = _qs(environ, "dir", "/nonexistent"), int(_qs(environ, "n", "2"))
+        open(os.path.join(where, f"{os.getpid()}-{time.monotonic_ns()}"), "w").close()
+        deadline = time.monotonic() + 5
+        while len(os.listdir(where)) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return _reply(start_response, b"met" if len(os.listdir(where)) >= n else b"alone")
     if path == "/hang":
         while True:
             time.sleep(1)
