@@ -145,10 +145,18 @@ class Rig:
         pid = self.vassal_pid(name, emperor, log)
         if pid is None:
             return set()
+        live = set()
         try:
-            return {c.pid for c in psutil.Process(pid).children()}
+            kids = psutil.Process(pid).children()
         except psutil.Error:
             return set()
+        for c in kids:
+            try:
+                if c.status() != psutil.STATUS_ZOMBIE:
+                    live.add(c.pid)
+            except psutil.Error:
+                continue
+        return live
 
     def tree(self) -> list[int]:
         assert self.proc is not None
