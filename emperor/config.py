@@ -71,6 +71,7 @@ def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | N
     files: list[str] = []
     for o in OPTIONS:
         values[o.attr] = [] if o.multi else o.default
+    strict = any(e.key == "strict" and BY_NAME["strict"].convert(e.value) for e in expanded)
     for e in expanded:
         if e.line and e.file not in files:
             files.append(e.file)
@@ -82,8 +83,11 @@ def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | N
                 continue
             if key in UNSUPPORTED:
                 raise ConfigError(f"not supported by emperor: {UNSUPPORTED[key]}", e.file, e.line, key)
-            if key in referenced:
+            if key in referenced and not strict:
                 continue  # a placeholder definition
+            if key in referenced:
+                raise ConfigError("unknown option used as a placeholder (strict: declare it with "
+                                  f"set-placeholder = {key}=...)", e.file, e.line, key)
             raise ConfigError("unknown option" + _suggest(key, scope), e.file, e.line, key)
         if not (opt.scope & scope):
             where = {Scope.EMPEROR: "an emperor", Scope.VASSAL: "a vassal", Scope.ZERG: "a [zerg]"}

@@ -57,8 +57,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("ini", v.nonempty, None, "Load an ini file (``file.ini`` or ``file.ini:section``; default "
          "section ``[uwsgi]``). Repeatable; applied in order at the place it appears.",
          scope=Scope.ANY, group="config", multi=True, metavar="FILE[:SECTION]"),
-    _opt("strict", v.boolean, False, "Treat unknown keys as errors even when nothing refers to them "
-         "as a placeholder. (Unknown, unreferenced keys are already errors; see docs/configuration.md.)",
+    _opt("strict", v.boolean, False, "Also refuse unknown keys that are used as ``%(placeholders)``: "
+         "placeholders must then be declared with ``set-placeholder``. (An unknown key that nothing "
+         "refers to is always an error; see docs/configuration.md.)",
          scope=Scope.ANY, group="config", flag=True),
     _opt("set-placeholder", v.text, None, "Define a placeholder ``name=value`` usable as ``%(name)``.",
          scope=Scope.ANY, group="config", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),

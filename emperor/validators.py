@@ -41,7 +41,10 @@ def integer(low: int | None = 0, high: int | None = None) -> Callable[[str], int
             raise ValueError(f"{value} is above the maximum {high}")
         return value
 
-    convert.__doc__ = f"integer in [{low}, {high}]"
+    if high is None:
+        convert.__doc__ = "integer" if low is None else f"integer >= {low}"
+    else:
+        convert.__doc__ = f"integer in [{low}, {high}]"
     return convert
 
 
