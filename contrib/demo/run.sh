@@ -143,11 +143,23 @@ setsid "${ngx[@]}" </dev/null &
 ngx_pid=$!
 
 # Readiness: poll until nginx answers and the backend is behind it (not 502/504), up to 30 s.
-"$root/.venv/bin/python" - "$port" <<'PY' || true
+# Gives up at once if nginx or the app has exited (the `wait -n` below then says which).
+ready=0
+"$root/.venv/bin/python" - "$port" "$ngx_pid" "$app_pid" <<'PY' || ready=$?
 import sys, time, urllib.error, urllib.request
+
+def alive(pid):  # an exited child stays a zombie until this script reaps it
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
 url = f"http://127.0.0.1:{sys.argv[1]}/"
 deadline, last = time.monotonic() + 30, "no answer"
 while time.monotonic() < deadline:
+    if not all(alive(pid) for pid in sys.argv[2:]):
+        sys.exit(2)
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             last = r.status
@@ -161,13 +173,15 @@ while time.monotonic() < deadline:
 print(f"warning: {url} not ready after 30 s (last: {last})", file=sys.stderr)
 sys.exit(1)
 PY
-echo
-echo "    emperor demo is up:  http://127.0.0.1:${port}/"
-if [ -f "$examples/nginx-site.conf" ]; then
-  echo "    (locations: see vassals-examples/nginx-site.conf, e.g. /flask/ and /static/hello.txt)"
+if [ "$ready" != 2 ]; then
+  echo
+  echo "    emperor demo is up:  http://127.0.0.1:${port}/"
+  if [ -f "$examples/nginx-site.conf" ]; then
+    echo "    (locations: see vassals-examples/nginx-site.conf, e.g. /flask/ and /static/hello.txt)"
+  fi
+  echo "    Ctrl-C to stop."
+  echo
 fi
-echo "    Ctrl-C to stop."
-echo
 
 # Foreground until Ctrl-C or until either process exits on its own.
 rc=0
