@@ -16,8 +16,8 @@ import pytest
 from emperor import channel
 from emperor.empire import spawn
 from emperor.empire.notify import Notifier
-from emperor.empire.pidfile import PidFile, PidFileError
 from emperor.empire.scan import Refused, Source, examine, is_vassal_name, scan
+from emperor.pidfile import PidFile, PidFileError
 
 INI = "[uwsgi]\nsocket = /tmp/x.sock\n"
 

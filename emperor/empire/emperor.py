@@ -21,15 +21,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from emperor import __version__, config
+from emperor import __version__, config, logs
 from emperor.channel import Msg, decode
-from emperor.empire import logs, reconcile, scan, spawn
+from emperor.empire import reconcile, scan, spawn
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
-from emperor.empire.pidfile import PidFile, PidFileError
 from emperor.empire.throttle import Throttle
 from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal
 from emperor.options import Scope
+from emperor.pidfile import PidFile, PidFileError
 
 log = logging.getLogger("emperor")
 
@@ -539,7 +539,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             return _wait_for_daemon()
     else:
         ready_fd = None
-    logs.setup(settings.logto)
+    logs.setup("emperor", settings.logto)
     pidfile = PidFile(cfg.pidfile) if cfg.pidfile else None
     status = 1
     try:

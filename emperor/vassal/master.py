@@ -27,9 +27,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import channel, config, logs, pidfile
+from emperor import channel, config, logs
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
+from emperor.pidfile import PidFile, PidFileError
 from emperor.vassal import loader, scoreboard, sockets
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.worker import Worker
@@ -91,6 +92,7 @@ class Master:
         self.ready_sent = False
         self.loyal_sent = False
         self.listeners: list[sockets.Listener] = []
+        self.pidfile: PidFile | None = None
         self.app: loader.WSGIApp | None = None
         self.board: Scoreboard
         self.sel = selectors.DefaultSelector()
@@ -104,9 +106,11 @@ class Master:
             log.warning("%s", w)
         if cfg.pidfile:
             try:
-                pidfile.write(cfg.pidfile)
-            except OSError as exc:
-                log.error("pidfile %s: %s", cfg.pidfile, exc.strerror)
+                self.pidfile = PidFile(cfg.pidfile)
+                self.pidfile.acquire()
+            except (OSError, PidFileError) as exc:
+                self.pidfile = None
+                log.error("pidfile %s: %s", cfg.pidfile, exc)
                 return Exit.CONFIG
         try:
             loader.prepare_process(cfg)
@@ -443,7 +447,8 @@ class Master:
             if vacuum and (self.cfg.vacuum or under_emperor or force):
                 sockets.vacuum(lst)
             lst.sock.close()
-        pidfile.remove(self.cfg.pidfile)
+        if self.pidfile is not None:
+            self.pidfile.release()
         if self.chan is not None:
             channel.send(self.chan, Msg.BYE, "stopped")
         log.info("%s: stopped", self.name)
