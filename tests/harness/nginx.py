@@ -19,15 +19,7 @@ from pathlib import Path
 from . import procs as _procs
 from .procs import Proc, ProcGroup, free_port, wait_for, wait_for_socket
 
-UWSGI_PARAMS = [
-    ("QUERY_STRING", "$query_string"), ("REQUEST_METHOD", "$request_method"),
-    ("CONTENT_TYPE", "$content_type"), ("CONTENT_LENGTH", "$content_length"),
-    ("REQUEST_URI", "$request_uri"), ("PATH_INFO", "$document_uri"),
-    ("DOCUMENT_ROOT", "$document_root"), ("SERVER_PROTOCOL", "$server_protocol"),
-    ("REQUEST_SCHEME", "$scheme"), ("HTTPS", "$https if_not_empty"),
-    ("REMOTE_ADDR", "$remote_addr"), ("REMOTE_PORT", "$remote_port"),
-    ("SERVER_PORT", "$server_port"), ("SERVER_NAME", "$server_name"),
-]  # the stock list, used only where /etc/nginx/uwsgi_params is missing
+UWSGI_PARAMS_FILE = Path("/etc/nginx/uwsgi_params")
 
 
 def nginx_binary() -> str:
@@ -39,11 +31,11 @@ def nginx_binary() -> str:
 
 
 def uwsgi_params_directive() -> str:
-    """``include /etc/nginx/uwsgi_params;`` (Debian's, which adds HTTP_HOST=$host) or the stock params."""
-    path = Path("/etc/nginx/uwsgi_params")
-    if path.exists():
-        return f"include {path};"
-    return "\n".join(f"uwsgi_param {k} {v};" for k, v in UWSGI_PARAMS)
+    """``include /etc/nginx/uwsgi_params;``: the packaged file, as a real deployment uses it
+    (Debian's adds ``HTTP_HOST $host``; see the protocol notes §5)."""
+    if not UWSGI_PARAMS_FILE.exists():
+        raise FileNotFoundError(f"{UWSGI_PARAMS_FILE} is missing (it ships with the nginx package)")
+    return f"include {UWSGI_PARAMS_FILE};"
 
 
 def upstream_target(upstream: str | Path | tuple[str, int]) -> str:
