@@ -10,6 +10,9 @@ Needs py-spy in the bench venv: BENCH_WITH_PYSPY=1 bash bench/setup.sh
 
 Same configs, placeholders and --emperor-python as run_bench.py. py-spy runs
 with --nonblocking (it does not stop the process to sample), at --rate Hz.
+Caveat: a worker blocked in accept() is not always recognised as idle, so the
+frame that calls accept() collects waiting time too; read the other frames as
+shares of the rest.
 Every load is bounded (wrk -d); processes are stopped by their own PID.
 Output: a text report on stdout, and the raw collapsed stacks in --out.
 """
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8, help="py-spy sampling time (wrk runs 3 s longer)")
     ap.add_argument("--rate", type=int, default=250)
     ap.add_argument("--native", action="store_true", help="include native (C) frames")
+    ap.add_argument("--lines", action="store_true", help="aggregate by line, not by function")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -97,10 +101,12 @@ def main() -> None:
                                 "--latency", R.url_for(c, w.path)] + (["-s", script] if script else []),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1.5)
-        spy = [pyspy, "record", "--pid", str(proc.pid), "--subprocesses", "--nonblocking", "--function",
+        spy = [pyspy, "record", "--pid", str(proc.pid), "--subprocesses", "--nonblocking",
                "--rate", str(a.rate), "--duration", str(a.seconds), "--format", "raw", "--output", out]
         if a.native:
             spy.append("--native")
+        if not a.lines:
+            spy.append("--function")
         r = subprocess.run(spy, capture_output=True, text=True, timeout=a.seconds + 60)
         wout, _ = wrk.communicate(timeout=a.seconds + 60)
         if r.returncode:

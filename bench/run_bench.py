@@ -41,6 +41,7 @@ Results: results.jsonl (one line per run), summary.json, summary.md in --out
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -449,6 +450,21 @@ def _version(cmd: list[str]) -> str:
     return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0] if (p.stdout or p.stderr) else "?"
 
 
+def _tree_hash(root: str) -> str:
+    """sha256 over the .py files under root (path + content): identifies the code that ran,
+    also when the working tree has uncommitted edits."""
+    h = hashlib.sha256()
+    for d, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                p = os.path.join(d, name)
+                h.update(os.path.relpath(p, root).encode() + b"\0")
+                with open(p, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def machine_info(a: argparse.Namespace) -> dict[str, Any]:
     cpu = "?"
     try:
@@ -471,6 +487,7 @@ def machine_info(a: argparse.Namespace) -> dict[str, Any]:
         "flask": _version([os.path.join(vb, "python"), "-c", "import flask, importlib.metadata as m; "
                            "print(m.version('flask'), m.version('werkzeug'))"]),
         "emperor_commit": commit + (" (emperor/ modified)" if dirty not in ("", "?") else ""),
+        "emperor_tree_sha256": _tree_hash(os.path.join(B.REPO, "emperor")),
         "nginx_workers": os.environ.get("BENCH_NGINX_WORKERS", "1"),
     }
 
