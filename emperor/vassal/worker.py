@@ -13,6 +13,7 @@ already accepted is dropped); SIGINT/SIGQUIT = exit now.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
 import random
@@ -48,6 +49,8 @@ log = logging.getLogger("emperor.worker")
 
 DONTWAIT = socket.MSG_DONTWAIT
 DRAIN_LIMIT = 1 << 20
+HEAD_CACHE_SIZE = 512
+Conn = _socket.socket  # accepted connections: the C type, without socket.py's Python-level wrapper
 _ERROR_BODY = {400: b"Bad Request\n", 413: b"Payload Too Large\n", 500: b"Internal Server Error\n",
                501: b"Not Implemented\n"}
 _REASON = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error",
@@ -63,7 +66,7 @@ class Exchange(Response):
 
     __slots__ = ("conn", "method", "sent", "timeouts_set", "worker")
 
-    def __init__(self, worker: Worker, conn: socket.socket, method: str) -> None:
+    def __init__(self, worker: Worker, conn: Conn, method: str) -> None:
         self.status = None
         self.headers = []
         self.head_sent = False
@@ -78,7 +81,7 @@ class Exchange(Response):
         if not self.head_sent:
             if self.status is None:
                 raise AssertionError("write() before start_response()")
-            head = serialize_head(self.status, self.headers)
+            head = self.worker.head(self.status, self.headers)
             self.head_sent = True
             if not body_allowed(self.method, self.status):
                 self.send(head)
@@ -154,6 +157,7 @@ class Worker:
         self.ints = board.ints
         self.pid = 0
         self.logged_peers: set[str] = set()
+        self.heads: dict[tuple[object, ...], bytes] = {}
 
     # ---- process setup -------------------------------------------------------------------
     def run(self) -> None:
@@ -199,31 +203,33 @@ class Worker:
             lst.sock.close()  # a blocked accept() retries on a closed fd and fails: we leave the loop
 
     # ---- accept loops --------------------------------------------------------------------
-    def _next_conn(self) -> socket.socket | None:
-        if len(self.listeners) == 1:
+    def _next_conn(self) -> Conn | None:
+        if self._single is not None:
             try:
-                return self.listeners[0].sock.accept()[0]
+                return self._single()
             except BlockingIOError:  # SO_RCVTIMEO tick on an idle listener
                 return None
-        poller = self._poller
-        for fd, _ev in poller.poll():
-            lst = self._by_fd.get(fd)
-            if lst is None:
+        for fd, _ev in self._poller.poll():
+            accept = self._by_fd.get(fd)
+            if accept is None:
                 continue
             try:
-                return lst.sock.accept()[0]
+                return accept()
             except BlockingIOError:  # another worker took it
                 continue
         return None
 
-    def _prepare_poll(self) -> None:
+    def _prepare_accept(self) -> None:
+        """One listener: a blocking accept(). Several: poll() them, then a non-blocking accept()."""
+        self._single = accepter(self.listeners[0].sock) if len(self.listeners) == 1 else None
         self._poller = select.poll()
-        self._by_fd = {}
-        for lst in self.listeners:
-            self._poller.register(lst.sock.fileno(), select.POLLIN)
-            self._by_fd[lst.sock.fileno()] = lst
+        self._by_fd: dict[int, Callable[[], Conn]] = {}
+        if self._single is None:
+            for lst in self.listeners:
+                self._poller.register(lst.sock.fileno(), select.POLLIN)
+                self._by_fd[lst.sock.fileno()] = accepter(lst.sock)
 
-    def _accept(self) -> socket.socket | None:
+    def _accept(self) -> Conn | None:
         try:
             return self._next_conn()
         except OSError as exc:
@@ -236,8 +242,7 @@ class Worker:
             raise
 
     def _serve(self) -> None:
-        if len(self.listeners) > 1:
-            self._prepare_poll()
+        self._prepare_accept()
         handle = self.handle
         accept = self._accept
         while self.alive:
@@ -249,11 +254,10 @@ class Worker:
                 return
 
     def _serve_threaded(self) -> None:
-        if len(self.listeners) > 1:
-            self._prepare_poll()
+        self._prepare_accept()
         free = BoundedSemaphore(self.cfg.threads)
 
-        def task(conn: socket.socket) -> None:
+        def task(conn: Conn) -> None:
             try:
                 self.handle(conn)
             finally:
@@ -269,7 +273,7 @@ class Worker:
                 pool.submit(task, conn)
 
     # ---- one request ---------------------------------------------------------------------
-    def handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: Conn) -> None:
         """Serve one connection. Never raises: a bad request closes this connection alone."""
         ints, slot = self.ints, self.slot
         start = time.monotonic_ns()
@@ -341,6 +345,20 @@ class Worker:
                 self.recycle_reason = f"reload-on-rss ({_rss() >> 20} MB > {self.rss_limit >> 20} MB)"
             ints[slot + sb.RT_SUM_US] += (time.monotonic_ns() - start) // 1000
 
+    def head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
+        """The checked, encoded response head; apps repeat the same few heads, so they are cached."""
+        try:
+            key = (status, *headers)
+            return self.heads[key]
+        except KeyError:
+            head = serialize_head(status, headers)
+            if len(self.heads) >= HEAD_CACHE_SIZE:
+                self.heads.clear()
+            self.heads[key] = head
+            return head
+        except TypeError:  # unhashable headers (lists): check them every time
+            return serialize_head(status, headers)
+
     def _recv_more(self, ex: Exchange, buf: bytes, need: int) -> bytes:
         parts = [buf]
         have = len(buf)
@@ -365,7 +383,7 @@ class Worker:
             return
         try:
             if type(result) is list and len(result) == 1 and not ex.head_sent and ex.status is not None:
-                head = serialize_head(ex.status, ex.headers)
+                head = self.head(ex.status, ex.headers)
                 ex.head_sent = True
                 if body_allowed(ex.method, ex.status):
                     ex.send(head + result[0])
@@ -480,7 +498,22 @@ def _strip_script_name(env: dict[str, Any]) -> None:
     env.setdefault("SCRIPT_NAME", "")
 
 
-def _drain(conn: socket.socket, unread: int) -> None:
+def accepter(listener: socket.socket) -> Callable[[], Conn]:
+    """A fast accept() for ``listener``: ``_accept`` returns the fd and the C type wraps it.
+
+    socket.socket.accept() builds a Python-level socket object and converts family and type
+    to enums on every call; on the hot path that costs more than the syscall itself.
+    """
+    raw_accept = listener._accept  # type: ignore[attr-defined]
+    family, kind, proto = int(listener.family), int(listener.type), listener.proto
+
+    def accept() -> Conn:
+        return Conn(family, kind, proto, raw_accept()[0])
+
+    return accept
+
+
+def _drain(conn: Conn, unread: int) -> None:
     """Read and discard unread body bytes so close() sends FIN, not RST (which can lose the reply)."""
     try:
         conn.settimeout(0.5)
@@ -494,7 +527,7 @@ def _drain(conn: socket.socket, unread: int) -> None:
         pass
 
 
-def _peer(conn: socket.socket | None) -> str:
+def _peer(conn: Conn | None) -> str:
     if conn is None:
         return "?"
     try:
