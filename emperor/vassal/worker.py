@@ -30,6 +30,7 @@ from threading import BoundedSemaphore
 from typing import Any
 
 from emperor.protocol import uwsgi
+from emperor.protocol.uwsgi import check_header, content_length, parse_vars
 from emperor.protocol.wsgi import (
     EMPTY_INPUT,
     EmptyInput,
@@ -143,6 +144,7 @@ class Worker:
         self.alive = True
         self.requests = 0
         self.buffer_size = cfg.buffer_size
+        self.recv_size = cfg.buffer_size + 4 + 8192  # header, the largest vars block, a small body
         self.limit_post = cfg.limit_post
         self.timeout = cfg.socket_timeout
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
@@ -285,18 +287,18 @@ class Worker:
             ex = Exchange(self, conn, "")
             buf = b""
             try:
-                buf = conn.recv(self.buffer_size + 4 + 8192, DONTWAIT)
+                buf = conn.recv(self.recv_size, DONTWAIT)
             except BlockingIOError:
                 ex.set_timeouts()
                 buf = self._recv_more(ex, buf, 4)
             if len(buf) < 4:
                 buf = self._recv_more(ex, buf, 4)
-            size = uwsgi.check_header(buf, self.buffer_size)
+            size = check_header(buf, self.buffer_size)
             end = 4 + size
             if len(buf) < end:
                 buf = self._recv_more(ex, buf, end)
-            env = uwsgi.parse_vars(buf, 4, end)
-            length = uwsgi.content_length(env, self.limit_post)
+            env = parse_vars(buf, 4, end)
+            length = content_length(env, self.limit_post)
             method = env.get("REQUEST_METHOD")
             if method is None or "PATH_INFO" not in env:
                 raise uwsgi.ProtocolError("REQUEST_METHOD or PATH_INFO missing "
