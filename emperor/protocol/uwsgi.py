@@ -50,13 +50,14 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
 def check_header(data: bytes, buffer_size: int) -> int:
     """Validate the header and return the vars block size, or raise a ProtocolError."""
     m1, size, m2 = data[0], data[1] | (data[2] << 8), data[3]
-    if m1 not in SERVED_MODIFIERS:
+    if m1 not in SERVED_MODIFIERS or m2:
         if data[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN"):
             raise ProtocolError("this looks like HTTP sent to a uwsgi-protocol socket "
                                 "(use nginx uwsgi_pass, not proxy_pass)", status=0)
         if data[0] == 0x16:
             raise ProtocolError("this looks like a TLS handshake sent to a uwsgi-protocol socket", 0)
-        raise UnsupportedModifier(f"unsupported modifier1 {m1} (modifier2 {m2})")
+        raise UnsupportedModifier(f"unsupported modifier1 {m1} / modifier2 {m2} "
+                                  "(only 0/0 and 30/0 are served)")
     if size > buffer_size:
         raise BlockTooLarge(f"vars block of {size} bytes is larger than buffer-size {buffer_size}")
     if size == 0:

@@ -153,10 +153,12 @@ class Response:
 
 def serialize_head(status: str, headers: list[tuple[str, str]]) -> bytes:
     """``HTTP/1.1 <status>`` + headers + blank line, or HeaderError if it could split."""
-    if not (len(status) >= 4 and status[:3].isdigit() and status[3] == " " and not _CTL.search(status)):
+    code = status[:3]
+    if not (len(status) >= 4 and code.isascii() and code.isdigit() and status[3] == " "
+            and not _CTL.search(status)):
         raise HeaderError(f"bad status line {status[:80]!r}")
     try:
-        block = "".join([f"{k}: {v}\r\n" for k, v in headers])
+        block = "".join([k + ": " + v + "\r\n" for k, v in headers])  # TypeError unless str
     except (TypeError, ValueError) as exc:
         raise HeaderError(f"headers must be (str, str) tuples: {exc}") from None
     if not _HEAD.match(block) or block.count("\n") != len(headers):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 from urllib.parse import parse_qs
@@ -34,6 +35,9 @@ def app(environ, start_response):
         keep = {k: v for k, v in environ.items() if isinstance(v, str)}
         keep["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
         return _reply(start_response, json.dumps(keep).encode(), ctype="application/json")
+    if path == "/process":  # process-wide state no request may change (cwd, os.environ, imports)
+        state = {"cwd": os.getcwd(), "environ": dict(os.environ), "modules": sorted(sys.modules)}
+        return _reply(start_response, json.dumps(state).encode(), ctype="application/json")
     if path == "/echo":
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         return _reply(start_response, body, ctype="application/octet-stream")
