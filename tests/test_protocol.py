@@ -464,3 +464,52 @@ def test_property_serialized_head_never_splits(name: str, value: str) -> None:
         return
     assert head.count(b"\r\n") == 3 and head.count(b"\n") == 3 and b"\x00" not in head
     assert head.endswith(b"\r\n\r\n")
+
+
+# ---------------------------------------------------------------- the C fast path vs Python
+def pack_vars(pairs: list[tuple[str, str]]) -> bytes:
+    return uwsgi.pack(pairs)[4:]
+
+
+def test_c_speedups_are_built() -> None:
+    """The optional extension must build wherever the package is installed with a compiler
+    (CI has one): without it every request pays the Python parser's cost."""
+    assert uwsgi._c_parse_vars is not None
+
+
+def _both(block: bytes, tail: bytes = b"") -> tuple[object, object]:
+    """(C result or None, Python result or the ProtocolError's status) for one block."""
+    buf = block + tail
+    c = uwsgi._c_parse_vars(buf, 0, len(block), uwsgi.MAX_VARS) if uwsgi._c_parse_vars else None
+    try:
+        py: object = uwsgi.parse_vars_py(buf, 0, len(block))
+    except ProtocolError as exc:
+        py = exc.status
+    return c, py
+
+
+@settings(deadline=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.text(alphabet=string.ascii_uppercase + "_", min_size=0, max_size=12),
+                          st.text(alphabet=st.characters(max_codepoint=255), max_size=30)), max_size=30),
+       st.binary(max_size=40), st.integers(min_value=0, max_value=8))
+def test_c_and_python_parsers_agree(pairs: list[tuple[str, str]], tail: bytes, cut: int) -> None:
+    """Whatever the C parser accepts, Python parses identically; whatever Python refuses, C
+    hands back (None) instead of accepting. Blocks are also cut short to hit truncation."""
+    block = pack_vars(pairs) if pairs else b""
+    block = block[: len(block) - cut] if cut < len(block) else block
+    c, py = _both(block, tail)
+    if c is not None:
+        assert c == py
+    if not isinstance(py, dict):
+        assert c is None
+
+
+@pytest.mark.parametrize("block", [
+    b"\x00\x00\x01\x00x",  # empty key
+    pack_vars([("A", "1"), ("A", "2")]),  # repeated key
+    pack_vars([("UWSGI_FILE", "/x")]),
+    pack_vars([("X", "a\rb")]), pack_vars([("X", "a\nb")]), pack_vars([("X", "a\0b")]),
+    pack_vars([("A", "1")] * 1) + b"\x05\x00",  # truncated length
+])
+def test_c_parser_defers_every_unusual_block(block: bytes) -> None:
+    assert _both(block)[0] is None

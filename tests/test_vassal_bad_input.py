@@ -172,9 +172,6 @@ def test_row1_http_request_line_lone_header_bytes(vassal: Vassal) -> None:
     assert closed_silently(vassal.sock, b"GET ") < PROMPT
 
 
-@pytest.mark.xfail(strict=True, reason="worker._reject keys its once-per-peer log on the exception *class*: "
-                   "after any other ProtocolError (e.g. a truncated-vars 400) from the same peer, the "
-                   "'HTTP sent to a uwsgi-protocol socket' diagnosis is never logged")
 def test_row1_http_diagnosis_logged_after_another_bad_request(fresh: Callable[..., Vassal]) -> None:
     v = fresh()
     assert status_of(exchange(v.sock, bytes.fromhex("00060000" + "1000" + "41424344")).data) == 400
@@ -202,9 +199,6 @@ def test_row2_tls_random_and_empty(fresh: Callable[..., Vassal]) -> None:
     assert log.count("TLS") <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="worker.handle logs every connect-then-close at INFO ('client went "
-                   "away: connected and closed without sending a request'): one line per TCP health check "
-                   "or port scan; row 2 asks for a quiet, rate-limited log")
 def test_row2_connect_then_close_is_quiet(fresh: Callable[..., Vassal]) -> None:
     v = fresh()
     before = v.proc.log_size()
@@ -247,9 +241,6 @@ def test_row3_idle_after_connect_and_in_body(fresh: Callable[..., Vassal]) -> No
     v.unharmed()
 
 
-@pytest.mark.xfail(strict=True, reason="socket-timeout bounds each recv, not the request phase: a peer that "
-                   "trickles one byte every 0.3 s (< socket-timeout) keeps the worker busy for as long as it "
-                   "likes (reliability-security.md §1.3 rule 8)")
 def test_row3_trickling_peer_does_not_pin_the_worker(fresh: Callable[..., Vassal]) -> None:
     v = fresh()
     with connect(v.sock, timeout=TIMEOUT * 6) as s:
@@ -354,12 +345,9 @@ def test_row7_magic_vars_change_nothing(vassal: Vassal, tmp_path: Path) -> None:
         assert after["environ"].get("PYTHONPATH") == before["environ"].get("PYTHONPATH")
         assert "evil_emperor_mod" not in after["modules"]
     assert not marker.exists()
-    assert "reload" not in vassal.log(log_before).lower()
+    assert "reloading" not in vassal.log(log_before) and "graceful reload" not in vassal.log(log_before)
 
 
-@pytest.mark.xfail(strict=True, reason="row 7 says dropped UWSGI_* vars are 'dropped and counted' and §1.2 "
-                   "'log once per connection source': parse_vars reports them in environ "
-                   "['emperor.dropped_vars'] but worker.handle neither logs nor counts them")
 def test_row7_dropped_vars_are_logged(fresh: Callable[..., Vassal]) -> None:
     v = fresh()
     assert request(v.sock, wsgi_vars(path="/raw/x", UWSGI_FILE="/tmp/x.py"))[0] == 200
@@ -464,11 +452,6 @@ def test_row13_pipelined_packet_is_never_served(fresh: Callable[..., Vassal]) ->
     assert log.count("/raw/first") == 2 and "/raw/second" not in log
 
 
-@pytest.mark.xfail(strict=True, reason="worker.handle passes `inp.unread + extra` to _drain(), but both "
-                   "count bytes that are already in `buf` (the prefetched body the app did not read, and "
-                   "the bytes after the body); _drain() then waits up to 0.5 s for that many *more* bytes. "
-                   "Any small POST whose body the app ignores, and any trailing/pipelined bytes, hold the "
-                   "worker and delay the close by 0.5 s")
 @pytest.mark.parametrize(("path", "tail"), [("/ignore-body", b""), ("/echo", b"0\r\n\r\nGET /admin"),
                                             ("/echo", pack(wsgi_vars(path="/raw/second")))],
                          ids=["unread-body", "trailing", "pipelined"])
@@ -506,7 +489,7 @@ def test_row12_short_body_then_close_frees_the_worker(fresh: Callable[..., Vassa
     status, _, body, _ = v.get("/raw/next")  # one worker: it must already be free
     assert (status, body) == (200, b"hello /raw/next")
     assert time.monotonic() - t0 < PROMPT
-    line = wait_for_log(v.proc, r'"POST /echo HTTP/1.1" (\d+)', after=before)
+    line = wait_for_log(v.proc, r'"POST /echo HTTP/1.1" (\d+|-)', after=before)  # "-": no reply
     assert line.group(1) != "200"  # the app never treated the 10 bytes as the whole body
     v.unharmed()
 
@@ -519,7 +502,7 @@ def test_row12_stalled_body_through_nginx_unbuffered(shared: dict[str, Any], vas
     before = vassal.proc.log_size()
     with socket.create_connection(("127.0.0.1", ng.port), timeout=5) as s:
         s.sendall(b"POST /unbuf/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
-        line = wait_for_log(vassal.proc, r'"POST /unbuf/echo HTTP/1.1" (\d+)', after=before,
+        line = wait_for_log(vassal.proc, r'"POST /unbuf/echo HTTP/1.1" (\d+|-)', after=before,
                             timeout=TIMEOUT * 5)
     assert line.group(1) != "200"
 
@@ -575,10 +558,6 @@ def test_row16_through_nginx(shared: dict[str, Any], vassal: Vassal) -> None:
     assert status == 200 and body == b""
 
 
-@pytest.mark.xfail(strict=True, reason="worker._reject answers 413 (or 400) and closes without draining the "
-                   "request body: nginx is still writing it, gets EPIPE/ECONNRESET and shows its "
-                   "client a 502 instead of the 413 (often: 30 tries of a "
-                   "600 kB body, under the 1 MiB drain limit)")
 def test_limit_post_413_through_nginx(shared: dict[str, Any], vassal: Vassal) -> None:
     statuses = [http_request(shared["url"] + "/echo", method="POST", body=b"z" * 600_000)[0]
                 for _ in range(30)]

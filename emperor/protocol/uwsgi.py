@@ -20,18 +20,31 @@ SERVED_MODIFIERS = frozenset({0, 30})
 _SINGLE = ("CONTENT_LENGTH", "REQUEST_METHOD", "PATH_INFO", "REQUEST_URI", "QUERY_STRING",
            "HTTP_HOST", "CONTENT_TYPE", "SCRIPT_NAME", "HTTPS", "REQUEST_SCHEME")
 _BAD_CHARS = re.compile("[\x00\r\n]")
-_HTTP_NAME = re.compile(r"HTTP_[A-Z0-9_]+\Z")
+_VARIABLE = re.compile(r"\d+|'[^']*'|\"[^\"]*\"")
+
+
+try:  # the optional C extension (emperor/protocol/_speedups.c)
+    from emperor.protocol._speedups import parse_vars as _c_parse_vars
+except ImportError:  # no compiler at install time: the pure-Python parser does everything
+    _c_parse_vars = None
 
 
 class ProtocolError(Exception):
-    """A request that cannot be served. ``status`` 0 means close without a reply."""
+    """A request that cannot be served. ``status`` 0 means close without a reply.
+
+    ``kind`` names the diagnosis without its variable parts (sizes, values), so a worker can
+    log each kind of trouble once per peer; ``body_pending`` is how many body bytes the peer
+    is still sending, to be drained so that the error reply is not lost to a reset.
+    """
 
     status = 400
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, body_pending: int = 0) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
+        self.kind = type(self).__name__ + ":" + _VARIABLE.sub("", message)[:48]
+        self.body_pending = body_pending
 
 
 class UnsupportedModifier(ProtocolError):
@@ -66,6 +79,20 @@ def check_header(data: bytes, buffer_size: int) -> int:
 
 
 def parse_vars(b: bytes, start: int, end: int) -> dict[str, str]:
+    """Parse the vars block ``b[start:end]``: the C fast path when built, else Python.
+
+    The C parser returns None for anything unusual, and the Python parser then decides, so
+    both give the same result or the same error for every input (tests/test_protocol.py).
+    """
+    env = _c_parse_vars(b, start, end, MAX_VARS) if _c_parse_vars is not None else None
+    if env is None:
+        env = parse_vars_py(b, start, end)
+    env.pop("HTTP_CONTENT_LENGTH", None)  # nginx repeats the CGI vars as headers: keep one source
+    env.pop("HTTP_CONTENT_TYPE", None)
+    return env
+
+
+def parse_vars_py(b: bytes, start: int, end: int) -> dict[str, str]:
     """Parse the vars block ``b[start:end]`` into a dict of latin-1 strings.
 
     Every length must fit inside the block; empty keys, more than MAX_VARS vars, CR/LF/NUL in
@@ -97,8 +124,6 @@ def parse_vars(b: bytes, start: int, end: int) -> dict[str, str]:
         return _slow_vars(b, start, end, s)
     if _BAD_CHARS.search("".join(env.values())):
         _reject_bad_value(env)
-    env.pop("HTTP_CONTENT_LENGTH", None)  # nginx repeats the CGI vars as headers: keep one source
-    env.pop("HTTP_CONTENT_TYPE", None)
     return env
 
 
@@ -139,8 +164,6 @@ def _slow_vars(b: bytes, start: int, end: int, s: str) -> dict[str, str]:
         env["emperor.dropped_vars"] = ",".join(dropped)
     if _BAD_CHARS.search("".join(env.values())):
         _reject_bad_value(env)
-    env.pop("HTTP_CONTENT_LENGTH", None)
-    env.pop("HTTP_CONTENT_TYPE", None)
     return env
 
 
@@ -159,7 +182,8 @@ def content_length(env: dict[str, str], limit: int) -> int:
         raise ProtocolError(f"CONTENT_LENGTH {cl[:40]!r} is not a decimal number")
     n = int(cl)
     if limit and n > limit:
-        raise ProtocolError(f"request body of {n} bytes is larger than limit-post {limit}", 413)
+        raise ProtocolError(f"request body of {n} bytes is larger than limit-post {limit}", 413,
+                            body_pending=n)
     return n
 
 

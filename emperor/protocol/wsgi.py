@@ -41,6 +41,11 @@ class Input:
         """Body bytes the application has not consumed (still buffered or in the socket)."""
         return len(self._buf) + self._remaining
 
+    @property
+    def pending(self) -> int:
+        """Body bytes still in the socket (what must be drained before closing)."""
+        return self._remaining
+
     def _fill(self, want: int) -> bool:
         """Receive up to ``want`` more bytes into the buffer; False at the end of the body."""
         if self._remaining <= 0:
@@ -94,6 +99,7 @@ class EmptyInput:
 
     __slots__ = ()
     unread = 0
+    pending = 0
 
     def read(self, size: int | None = -1) -> bytes:
         return b""

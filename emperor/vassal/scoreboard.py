@@ -12,7 +12,7 @@ import time
 
 # int64 fields of a slot
 PID, REQUESTS, BUSY_SINCE, ACCEPTING, EXCEPTIONS, TX, HARAKIRI, RESPAWNS, LAST_SPAWN, RT_SUM_US, \
-    GENERATION = range(11)
+    GENERATION, DROPPED_VARS = range(12)
 NFIELDS = 16
 TEXT = 256  # bytes of "METHOD URI" for the request in progress (harakiri logs it)
 SLOT = NFIELDS * 8 + TEXT

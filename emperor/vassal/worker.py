@@ -49,7 +49,7 @@ from emperor.vassal.sockets import Listener
 log = logging.getLogger("emperor.worker")
 
 DONTWAIT = socket.MSG_DONTWAIT
-DRAIN_LIMIT = 1 << 20
+DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
 HEAD_CACHE_SIZE = 512
 Conn = _socket.socket  # accepted connections: the C type, without socket.py's Python-level wrapper
 _ERROR_BODY = {400: b"Bad Request\n", 413: b"Payload Too Large\n", 500: b"Internal Server Error\n",
@@ -60,6 +60,10 @@ _REASON = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server E
 
 class ClientGone(Exception):
     """The peer closed or timed out: nothing more can be sent. Not a worker failure."""
+
+    @property
+    def slow(self) -> bool:
+        return "socket-timeout" in str(self)
 
 
 class Exchange(Response):
@@ -282,10 +286,10 @@ class Worker:
         ints[slot + sb.BUSY_SINCE] = start
         ex: Exchange | None = None
         env: dict[str, Any] | None = None
-        unread = 0
+        unread = end = 0
+        buf = b""
         try:
             ex = Exchange(self, conn, "")
-            buf = b""
             try:
                 buf = conn.recv(self.recv_size, DONTWAIT)
             except BlockingIOError:
@@ -298,11 +302,14 @@ class Worker:
             if len(buf) < end:
                 buf = self._recv_more(ex, buf, end)
             env = parse_vars(buf, 4, end)
+            if "emperor.dropped_vars" in env:
+                self._dropped(env)
             length = content_length(env, self.limit_post)
             method = env.get("REQUEST_METHOD")
             if method is None or "PATH_INFO" not in env:
                 raise uwsgi.ProtocolError("REQUEST_METHOD or PATH_INFO missing "
-                                          "(does the nginx location include uwsgi_params?)")
+                                          "(does the nginx location include uwsgi_params?)",
+                                          body_pending=length)
             ex.method = method
             env.update(self.base_env)
             if buf[0] == 30:
@@ -323,10 +330,14 @@ class Worker:
             if self.harakiri:
                 self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
             self._run_app(ex, env)
-            unread = inp.unread + max(extra, 0)
+            unread = inp.pending
+            if extra > 0:
+                unread = -1  # bytes after the body: discard what is there, wait for nothing
         except ClientGone as exc:
-            self._note(f"client went away: {exc}", env)
+            self._note(exc, env)
         except uwsgi.ProtocolError as exc:
+            if exc.body_pending and end:
+                exc.body_pending = max(0, exc.body_pending - (len(buf) - end))  # minus what we have
             self._reject(ex, exc, env)
         except Exception:
             log.exception("worker %d: unexpected error", self.wid)
@@ -337,7 +348,7 @@ class Worker:
             if ex is not None:
                 ints[slot + sb.TX] += ex.sent
             if unread:
-                _drain(conn, unread)
+                _drain(conn, unread, self.timeout)
             conn.close()
             if self.log_requests and env is not None and ex is not None:
                 self._log_request(env, ex, start)
@@ -362,9 +373,13 @@ class Worker:
             return serialize_head(status, headers)
 
     def _recv_more(self, ex: Exchange, buf: bytes, need: int) -> bytes:
+        """Receive until ``need`` bytes; the whole header + vars must come within socket-timeout."""
         parts = [buf]
         have = len(buf)
+        deadline = time.monotonic() + self.timeout
         while have < need:
+            if time.monotonic() > deadline:
+                raise ClientGone(f"sent only {have} of {need} bytes in {self.timeout:g} s (socket-timeout)")
             chunk = bytearray(max(need - have, 4096))
             n = ex.recv_into(memoryview(chunk))
             if n == 0:
@@ -380,6 +395,8 @@ class Worker:
         assert app is not None
         try:
             result = app(env, ex.start_response)
+        except (ClientGone, ConnectionError) as exc:
+            raise ClientGone(str(exc)) from None
         except Exception:
             self._app_failed(ex, env)
             return
@@ -469,15 +486,35 @@ class Worker:
 
     def _reject(self, ex: Exchange | None, exc: uwsgi.ProtocolError, env: dict[str, Any] | None) -> None:
         peer = (env or {}).get("REMOTE_ADDR") or _peer(ex.conn if ex else None)
-        key = f"{peer}:{type(exc).__name__}"
-        if key not in self.logged_peers and len(self.logged_peers) < 1024:
-            self.logged_peers.add(key)
+        if self._first(peer, exc.kind):
             log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
         if ex is not None and exc.status:
             self._send_error(ex, exc.status)
+            if exc.body_pending:
+                _drain(ex.conn, exc.body_pending, self.timeout)
 
-    def _note(self, message: str, env: dict[str, Any] | None) -> None:
-        log.info("worker %d: %s %s", self.wid, (env or {}).get("PATH_INFO", ""), message)
+    def _dropped(self, env: dict[str, Any]) -> None:
+        """UWSGI_* vars from the wire are never acted on; count them and say so once per peer."""
+        names = env["emperor.dropped_vars"]
+        self.ints[self.slot + sb.DROPPED_VARS] += names.count(",") + 1
+        if self._first(env.get("REMOTE_ADDR", "peer"), "UWSGI_"):
+            log.warning("worker %d: ignored %s from %s: a peer cannot configure the vassal", self.wid,
+                        names, env.get("REMOTE_ADDR", "peer"))
+
+    def _first(self, peer: str, kind: str) -> bool:
+        """True the first time this worker sees this kind of trouble from this peer (bounded)."""
+        key = f"{peer}|{kind}"
+        if key in self.logged_peers or len(self.logged_peers) >= 1024:
+            return False
+        self.logged_peers.add(key)
+        return True
+
+    def _note(self, exc: ClientGone, env: dict[str, Any] | None) -> None:
+        """A peer that went away is its own business: debug, except slow peers (once per peer)."""
+        if exc.slow and self._first((env or {}).get("REMOTE_ADDR", "peer"), "slow"):
+            log.info("worker %d: %s", self.wid, exc)
+        else:
+            log.debug("worker %d: %s %s", self.wid, (env or {}).get("PATH_INFO", ""), exc)
 
     def _log_request(self, env: dict[str, Any], ex: Exchange, start: int) -> None:
         ms = (time.monotonic_ns() - start) / 1e6
@@ -515,10 +552,19 @@ def accepter(listener: socket.socket) -> Callable[[], Conn]:
     return accept
 
 
-def _drain(conn: Conn, unread: int) -> None:
-    """Read and discard unread body bytes so close() sends FIN, not RST (which can lose the reply)."""
+def _drain(conn: Conn, unread: int, timeout: float) -> None:
+    """Read and discard body bytes still on their way, so close() sends FIN, not RST.
+
+    A peer that is still writing the body when we close gets a reset, and nginx then turns a
+    perfectly good answer (a 413, or a 200 the app sent without reading the body) into a 502.
+    ``unread`` < 0 means "whatever is already there": discard it without waiting.
+    """
     try:
-        conn.settimeout(0.5)
+        if unread < 0:
+            while conn.recv(65536, DONTWAIT):
+                pass
+            return
+        conn.settimeout(min(timeout, 2.0))
         left = min(unread, DRAIN_LIMIT)
         while left > 0:
             chunk = conn.recv(min(left, 65536))
