@@ -488,6 +488,9 @@ def machine_info(a: argparse.Namespace) -> dict[str, Any]:
                            "print(m.version('flask'), m.version('werkzeug'))"]),
         "emperor_commit": commit + (" (emperor/ modified)" if dirty not in ("", "?") else ""),
         "emperor_tree_sha256": _tree_hash(os.path.join(B.REPO, "emperor")),
+        # the optional C fast path of the vars parser (pure-Python fallback without it)
+        "emperor_speedups": _version([a.emperor_python, "-c", "import emperor.protocol._speedups as m; "
+                                      "print('C extension', m.__file__)"]),
         "nginx_workers": os.environ.get("BENCH_NGINX_WORKERS", "1"),
     }
 
