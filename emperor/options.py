@@ -163,6 +163,31 @@ OPTIONS: tuple[Option, ...] = (
     _opt("touch-logreopen", v.nonempty, None, "Reopen the emperor's log file (logto/daemonize) when this "
          "file's mtime changes, for logrotate. SIGUSR1 does the same.", scope=Scope.EMPEROR,
          group="emperor", metavar="PATH"),
+    # ---- broodlord (docs/broodlord.md): lend zergs to overloaded vassals, reclaim them when idle
+    _opt("emperor-broodlord", v.integer(0, 1024), 0, "The zerg pool: at most this many zergs alive at "
+         "once, over all vassals (0 = broodlord off). A vassal's SOS gets a zerg while the pool has "
+         "room, at most one per vassal per second; the pool is shared fairly between overloaded vassals.",
+         scope=Scope.EMPEROR, group="broodlord", metavar="N"),
+    _opt("zerg-server", v.nonempty, None, "Hand this vassal's listening sockets to zergs over this Unix "
+         "socket (mode 0600, same-uid peers only). Needed for broodlord.",
+         scope=Scope.VASSAL, group="broodlord", metavar="PATH"),
+    _opt("vassal-sos-backlog", v.integer(0), 0, "Ask the emperor for a zerg (SOS) once a second while the "
+         "listen queue of a socket holds at least this many connections (0 = off). Read with TCP_INFO "
+         "on TCP and sock_diag on Unix sockets (uWSGI reads 0 on Unix sockets).",
+         scope=Scope.VASSAL, group="broodlord", metavar="N"),
+    _opt("vassal-sos", v.integer(0), 0, "Ask the emperor for a zerg when every worker has been busy for "
+         "this many seconds, at most once per that period (0 = off). Used only when the backlog cannot "
+         "be read or vassal-sos-backlog is unset.", scope=Scope.VASSAL, group="broodlord",
+         metavar="SECONDS"),
+    _opt("zerg", v.nonempty, None, "Attach to this zerg server and serve the sockets it hands out instead "
+         "of binding any (repeatable: the sockets are appended). Those sockets are never removed at exit.",
+         group="broodlord", multi=True, metavar="PATH"),
+    _opt("idle", v.integer(0), 0, "With die-on-idle: exit after this many seconds without a request and "
+         "with no busy worker (0 = never). Only in a [zerg] section: an idle vassal would just be "
+         "respawned by the emperor.", scope=Scope.ZERG, group="broodlord", metavar="SECONDS"),
+    _opt("die-on-idle", v.boolean, False, "When idle: tell the emperor (its slot is freed), finish any "
+         "request in flight and exit. Without it ``idle`` does nothing (uWSGI's cheap mode is not "
+         "implemented).", scope=Scope.ZERG, group="broodlord", flag=True),
 )
 
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 from emperor import __version__, config, logs
 from emperor.channel import Msg, decode
-from emperor.empire import reconcile, scan, spawn
+from emperor.empire import broodlord, reconcile, scan, spawn
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
 from emperor.empire.throttle import Throttle
-from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal
+from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal, describe_exit
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 
@@ -56,6 +56,7 @@ class Settings:
     mercy: float = 30.0
     logto: str | None = None
     touch_logreopen: str | None = None
+    broodlord: int = 0  # the zerg pool (emperor-broodlord)
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -74,7 +75,8 @@ class Settings:
             max_throttle=max(cfg.emperor_max_throttle, cfg.emperor_throttle) / 1000,
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
-            logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen)
+            logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
+            broodlord=cfg.emperor_broodlord)
 
 
 class Emperor:
@@ -102,6 +104,9 @@ class Emperor:
         self.next_watchdog = self.now
         self.logreopen_mtime = self._mtime(self.s.touch_logreopen)
         self.next_logreopen_check = self.now + 1
+        self.brood = broodlord.Broodlord(settings.broodlord, clock)  # docs/broodlord.md
+        self.zergs: dict[str, broodlord.Zerg] = {}  # their processes are in self.procs too
+        self.zerg_seq = 0
 
     # ---------------------------------------------------------------- the loop
 
@@ -158,6 +163,10 @@ class Emperor:
                 self._read_channel(name)
             elif kind == "exit":
                 self._reap(name)
+            elif kind == "zerg":
+                self._read_zerg(name)
+            elif kind == "zerg-exit":
+                self._reap_zerg(name)
         self.now = self.clock()
         while self.signals:
             self._handle_signal(self.signals.pop(0))
@@ -180,7 +189,7 @@ class Emperor:
         else:
             deadlines.append(self.shutdown_at if not self.killed_all else self.shutdown_at + FINAL_KILL_WAIT)
         for v in self.vassals.values():
-            if v.state == State.THROTTLED:
+            if v.state == State.THROTTLED and not self._zergs_of(v.name):  # else: when they exit
                 deadlines.append(v.respawn_at)
             elif v.state == State.STOPPING and not v.killed:
                 deadlines.append(v.stop_deadline)
@@ -190,6 +199,7 @@ class Emperor:
             deadlines.append(self.next_watchdog)
         if self.s.touch_logreopen:
             deadlines.append(self.next_logreopen_check)
+        deadlines += [z.stop_deadline for z in self.zergs.values() if z.leaving and not z.killed]
         return min(deadlines)
 
     # ---------------------------------------------------------------- scanning
@@ -295,10 +305,14 @@ class Emperor:
     def _reload(self, v: Vassal, stamp: scan.Stamp | None = None) -> None:
         if v.request_reload(stamp):
             self._send(v, Msg.RELOAD)
+            for z in self._zergs_of(v.name):  # the new code reaches the zergs too (they keep the sockets)
+                self._send_zerg(z, Msg.RELOAD)
 
     def _stop(self, v: Vassal, why: str = "") -> None:
         if v.stop(self.now + self.s.mercy, why):
             self._send(v, Msg.STOP)
+        self._stop_zergs(v.name, "(its vassal is stopping)")
+        self.brood.forget(v.name)
 
     def _send(self, v: Vassal, msg: Msg) -> None:
         proc = self.procs.get(v.name)
@@ -339,6 +353,8 @@ class Emperor:
                 self._send(v, Msg.RELOAD)
         elif msg == Msg.BYE:
             log.info("bye: %r (pid %s) %s", v.name, v.pid, payload)
+        elif msg == Msg.SOS:
+            self._on_sos(v, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
 
@@ -354,6 +370,7 @@ class Emperor:
         if v is None:
             return
         after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
+        self._stop_zergs(name, "(its vassal exited: the respawn needs its sockets)")
         if after == After.FORGET:
             del self.vassals[name]
             if self.shutdown_at is None:
@@ -388,7 +405,7 @@ class Emperor:
         now = self.now
         if self.shutdown_at is None:
             for v in list(self.vassals.values()):
-                if v.state == State.THROTTLED and now >= v.respawn_at:
+                if v.state == State.THROTTLED and now >= v.respawn_at and not self._zergs_of(v.name):
                     f = self.found.get(v.name)
                     if f is None:
                         continue  # reconcile forgets it
@@ -402,6 +419,8 @@ class Emperor:
                 for v in self.vassals.values():
                     if v.name in self.procs and not v.killed:
                         self._kill(v, "no mercy: the shutdown bound is over")
+                for z in self.zergs.values():
+                    self._kill_zerg(z, "no mercy: the shutdown bound is over")
             elif now >= self.shutdown_at + FINAL_KILL_WAIT:
                 for name in list(self.procs):
                     log.error("abandoning: %r (pid %s) survived SIGKILL", name, self.procs[name].pid)
@@ -416,6 +435,9 @@ class Emperor:
             if self.notify.watchdog_interval and now >= self.next_watchdog:
                 self.notify.send("WATCHDOG=1")
                 self.next_watchdog = now + self.notify.watchdog_interval
+        for z in list(self.zergs.values()):
+            if z.leaving and not z.killed and now >= z.stop_deadline:
+                self._kill_zerg(z, "it did not stop in time")
         if self.s.touch_logreopen and now >= self.next_logreopen_check:
             self.next_logreopen_check = now + 1
             mtime = self._mtime(self.s.touch_logreopen)
@@ -490,6 +512,136 @@ class Emperor:
                 self._stop(v, "(emperor shutdown)")
             elif v.state in DEAD:
                 del self.vassals[v.name]
+        for z in self.zergs.values():
+            self._stop_zerg(z, "stopped", "(emperor shutdown)")
+
+    # ---------------------------------------------------------------- broodlord (docs/broodlord.md)
+
+    def _zergs_of(self, parent: str) -> list[broodlord.Zerg]:
+        return [z for z in self.zergs.values() if z.parent == parent]
+
+    def _on_sos(self, v: Vassal, payload: str) -> None:
+        """SOS read on ``v``'s own channel: a vassal can only ask for itself."""
+        if self.s.broodlord <= 0 or self.shutdown_at is not None:
+            return  # as uWSGI: ignored without broodlord
+        if v.state not in (State.READY, State.LOYAL, State.RELOADING):
+            return
+        backlog = int(payload) if payload.isdigit() else None
+        verdict = self.brood.sos(v.name, backlog)
+        if verdict.preempt:
+            donors = [z for z in self._zergs_of(verdict.preempt) if not z.leaving]
+            if donors:
+                youngest = max(donors, key=lambda z: z.spawned_at)
+                self._stop_zerg(youngest, "preempted", f"(fair share: {v.name!r} is overloaded too)")
+            else:
+                self.brood.gone(verdict.preempt, "preempted", preempted=True)  # nothing left to take
+        if verdict.lend:
+            self._lend(v, verdict.slot, backlog)
+        else:
+            log.debug("sos: %r (backlog %s): no zerg: %s", v.name, payload, verdict.reason)
+
+    def _lend(self, v: Vassal, slot: int, backlog: int | None) -> None:
+        self.zerg_seq += 1
+        name = f"{v.name}:zerg#{self.zerg_seq}"
+        try:
+            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path), v.uid, v.gid)
+        except OSError as exc:
+            log.error("lend failed: cannot start a zerg for %r: %s", v.name, exc)
+            self.brood.spawn_failed(v.name)
+            return
+        self.procs[name] = proc
+        self.sel.register(proc.channel, selectors.EVENT_READ, ("zerg", name))
+        self.sel.register(proc.pidfd, selectors.EVENT_READ, ("zerg-exit", name))
+        self.zergs[name] = broodlord.Zerg(name, v.name, proc.pid, self.now, backlog)
+        v.zergs += 1
+        v.lends += 1
+        why = f"backlog {backlog}" if backlog is not None else "every worker busy"
+        log.info("lent: zerg %d/%d to %r (%s): %r (pid %d)", slot, self.s.broodlord, v.name, why, name,
+                 proc.pid)
+
+    def _send_zerg(self, z: broodlord.Zerg, msg: Msg) -> None:
+        proc = self.procs.get(z.name)
+        if proc is not None:
+            proc.send(msg)
+
+    def _stop_zerg(self, z: broodlord.Zerg, how: str, why: str) -> None:
+        if z.leaving:
+            return
+        # one that is not ready yet serves nothing: it gets a second, not the full mercy
+        z.leaving, z.stop_deadline = how, self.now + (self.s.mercy if z.ready else min(self.s.mercy, 1.0))
+        log.info("stopping: zerg %r of %r (pid %d) %s", z.name, z.parent, z.pid, why)
+        self._send_zerg(z, Msg.STOP)
+
+    def _stop_zergs(self, parent: str, why: str) -> None:
+        for z in self._zergs_of(parent):
+            self._stop_zerg(z, "stopped", why)
+
+    def _kill_zerg(self, z: broodlord.Zerg, why: str) -> None:
+        proc = self.procs.get(z.name)
+        if proc is None or z.killed:
+            return
+        z.killed = True
+        log.error("killing: zerg %r (pid %d) and its process group: %s", z.name, z.pid, why)
+        proc.kill_group()
+
+    def _read_zerg(self, name: str) -> None:
+        proc, z = self.procs.get(name), self.zergs.get(name)
+        if proc is None or z is None:
+            return
+        for _ in range(64):
+            try:
+                packet = proc.channel.recv(1024)
+            except BlockingIOError:
+                return
+            except OSError:
+                packet = b""
+            if not packet:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(proc.channel)
+                return
+            message = decode(packet)
+            if message is None:
+                continue
+            msg, payload = message
+            if msg == Msg.READY and not z.ready:
+                z.ready = True
+                self.brood.started(z.parent)
+                log.info("zerg ready: %r (pid %d) serving %r in %.2f s", name, z.pid, z.parent,
+                         self.now - z.spawned_at)
+            elif msg == Msg.IDLE and not z.leaving:
+                log.info("reclaimed: zerg %r of %r (pid %d), idle %s s", name, z.parent, z.pid, payload)
+                self._stop_zerg(z, "idle", "(idle)")
+
+    def _reap_zerg(self, name: str) -> None:
+        proc, z = self.procs.get(name), self.zergs.get(name)
+        if proc is None or z is None:
+            return
+        returncode = proc.poll()
+        if returncode is None:
+            return
+        self._close_proc(name)
+        proc.kill_group()
+        del self.zergs[name]
+        how = z.leaving or ("lost" if z.ready else "failed")
+        self.brood.gone(z.parent, how, preempted=how == "preempted")
+        v = self.vassals.get(z.parent)
+        if v is not None:
+            v.zergs = max(0, v.zergs - 1)
+            v.reclaims += int(how == "idle")
+        left = f"pool {self.brood.alive}/{self.s.broodlord}"
+        if how in ("lost", "failed"):
+            log.warning("lost: zerg %r of %r (pid %d) %s%s; its slot is free (%s)", name, z.parent, z.pid,
+                        describe_exit(returncode),
+                        "" if z.ready else " before it was ready", left)
+        else:
+            how_exit = "killed by the emperor" if z.killed else describe_exit(returncode)
+            log.info("gone: zerg %r of %r (pid %d) %s (%s)", name, z.parent, z.pid, how_exit, left)
+
+    def broodlord_snapshot(self) -> dict[str, object]:
+        """Pool facts for the stats server: the policy's counters and every zerg alive."""
+        snap: dict[str, object] = self.brood.snapshot()
+        snap["zergs"] = [z.snapshot(self.now) for z in self.zergs.values()]
+        return snap
 
     # ---------------------------------------------------------------- logs and status
 

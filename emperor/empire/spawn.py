@@ -54,6 +54,15 @@ def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str]) -> li
     return argv
 
 
+def zerg_argv(path: str) -> list[str]:
+    """A zerg runs the ``[zerg]`` section of its vassal's file alone, as uWSGI's ``file.ini:zerg``.
+
+    Neither ``vassal-set`` nor ``vassals-include`` apply: they are written for vassals and
+    may set options (a socket, a zerg-server) that a zerg must not have.
+    """
+    return [sys.executable, "-m", "emperor.vassal", "--ini", f"{path}:zerg"]
+
+
 def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if k not in STRIPPED_ENV}
     env[channel.ENV_FD] = str(fd)

@@ -97,6 +97,9 @@ class Vassal:
     respawns: int = 0
     reloads: int = 0
     throttle: Throttle = field(default_factory=Throttle)
+    zergs: int = 0  # broodlord: zergs alive for this vassal, lent in all, reclaimed idle
+    lends: int = 0
+    reclaims: int = 0
 
     # ---- transitions
 
@@ -245,4 +248,7 @@ class Vassal:
             "next_attempt_in": round(max(0.0, self.respawn_at - now), 3)
             if self.state == State.THROTTLED else 0,
             "last_error": self.last_error,
+            "zergs": self.zergs,
+            "lends": self.lends,
+            "reclaims": self.reclaims,
         }

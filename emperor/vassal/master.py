@@ -31,7 +31,7 @@ from emperor import channel, config, logs
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
-from emperor.vassal import loader, scoreboard, sockets
+from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.worker import Worker
 
@@ -97,6 +97,9 @@ class Master:
         self.board: Scoreboard
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
+        self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
+        self.sos: backlog.SosWatch | None = None
+        self.idle: zerg.IdleWatch | None = None
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -117,15 +120,18 @@ class Master:
         except loader.AppLoadError as exc:
             log.error("%s", exc)
             return Exit.APP_LOAD
-        if not cfg.socket:
+        if not cfg.socket and not cfg.zerg:
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
             return Exit.CONFIG
         try:
             inherited = sockets.adopt(os.environ.pop(sockets.ENV_FDS, None))
-            self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket, cfg.socket_timeout,
-                                              not cfg.no_defer_accept, inherited)
-        except (sockets.SocketError, OSError) as exc:
+            if cfg.zerg:  # a zerg serves its parent's sockets (kept across its own reloads), binds none
+                self.listeners = list(inherited.values()) or zerg.attach(cfg.zerg)
+            else:
+                self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket,
+                                                  cfg.socket_timeout, not cfg.no_defer_accept, inherited)
+        except (sockets.SocketError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
         for lst in self.listeners:
@@ -133,6 +139,8 @@ class Master:
             lst.sock.setblocking(len(self.listeners) == 1)
             if lst.sock.gettimeout() is None and len(self.listeners) > 1:
                 lst.sock.setblocking(False)
+        if (failed := self._broodlord_boot()) is not None:
+            return failed
         self.board = Scoreboard(max(cfg.processes, 1))
         if not cfg.lazy_apps:
             try:
@@ -251,6 +259,7 @@ class Master:
                     self._spawn(wid)
             self._check_harakiri()
             self._report()
+            self._broodlord_tick(now)
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -304,6 +313,7 @@ class Master:
                 self.wake_w.close()
                 if self.chan is not None:
                     self.chan.close()
+                self._broodlord_close(in_worker=True)
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
                 Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
             finally:
@@ -391,6 +401,94 @@ class Master:
                      b.get(i, scoreboard.REQUESTS), "busy" if b.get(i, scoreboard.BUSY_SINCE) else "idle",
                      b.get(i, scoreboard.RESPAWNS), b.get(i, scoreboard.HARAKIRI))
 
+    # ---- broodlord (docs/broodlord.md) ---------------------------------------------------
+    def _broodlord_boot(self) -> int | None:
+        """The zerg server, the SOS watch (a vassal) and the idle watch (a zerg)."""
+        cfg, now = self.cfg, time.monotonic()
+        if cfg.zerg_server:
+            try:
+                self.zerg_server = zerg.ZergServer(cfg.zerg_server, self.listeners)
+            except (sockets.SocketError, OSError) as exc:
+                log.error("zerg-server: %s", exc)
+                return Exit.SOCKET
+            self.sel.register(self.zerg_server.sock, selectors.EVENT_READ, self.zerg_server.on_accept)
+        if cfg.vassal_sos_backlog or cfg.vassal_sos:
+            if self.chan is None:
+                log.warning("%s: vassal-sos-backlog/vassal-sos ignored: not governed by an emperor",
+                            self.name)
+            else:
+                probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
+                self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog, cfg.vassal_sos, now)
+        if cfg.idle and cfg.die_on_idle:
+            self.idle = zerg.IdleWatch(cfg.idle, now)
+        elif cfg.idle:
+            log.warning("%s: idle = %d does nothing without die-on-idle (cheap mode is not implemented)",
+                        self.name, cfg.idle)
+        return None
+
+    def _broodlord_tick(self, now: float) -> None:
+        """Once a second: SOS while overloaded (a vassal); leave when idle (a zerg)."""
+        if self.sos is not None and self.chan is not None:
+            busy = [self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values()]
+            all_busy = len(busy) == self.cfg.processes and all(busy)
+            payload = self.sos.check(now, all_busy)
+            if payload is not None:
+                channel.send(self.chan, Msg.SOS, payload)
+        if self.idle is not None:
+            any_busy = any(self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values())
+            quiet = self.idle.check(self.board.total_requests(), any_busy, now)
+            if quiet is not None:
+                log.info("%s: idle for %.0f s (no request, no busy worker): leaving", self.name, quiet)
+                if self.chan is not None:
+                    channel.send(self.chan, Msg.IDLE, f"{quiet:.0f}")
+                self.stop(graceful=True)  # a request accepted meanwhile still finishes
+
+    def _broodlord_close(self, in_worker: bool = False) -> None:
+        """Close the zerg server (removing its file, except from a worker) and the netlink probe."""
+        if self.zerg_server is not None:
+            if in_worker:
+                self.zerg_server.sock.close()
+            else:
+                self.zerg_server.close()
+            self.zerg_server = None
+        if self.sos is not None:
+            self.sos.probe.close()
+            if not in_worker:
+                self.sos = None
+
+    # ---- scale (emperor ctl scale) -------------------------------------------------------
+    def scale(self, payload: str) -> None:
+        """Change the worker count now, without a reload: spawn the missing workers, or retire the
+        highest-numbered ones gracefully (SIGTERM: they finish their request and leave).
+
+        Runtime only: ``cfg.processes`` is overwritten in memory, so every reader (readiness,
+        stats, SOS) sees the new count, and a reload re-reads the ini and its value wins again.
+        """
+        if self.state != RUNNING:
+            log.warning("%s: scale ignored: the vassal is %s", self.name, self.state)
+            return
+        try:
+            count = int(payload)
+        except ValueError:
+            log.error("%s: scale ignored: %r is not a worker count", self.name, payload)
+            return
+        if not 1 <= count <= self.board.slots:
+            log.error("%s: scale to %d refused: the scoreboard has %d slots (4 x the ini's processes, at "
+                      "least 64); raise processes in the ini and reload", self.name, count, self.board.slots)
+            return
+        old = self.cfg.processes
+        self.cfg.values["processes"] = count
+        log.info("%s: scaled: %d -> %d worker(s) (runtime only: a reload restores the ini's value)",
+                 self.name, old, count)
+        live = set(self.workers.values())
+        for wid in range(1, count + 1):
+            if wid not in live and wid not in self.respawn_at:
+                self.respawn_at[wid] = time.monotonic()  # _tick spawns it once its slot is free
+        for pid, wid in list(self.workers.items()):
+            if wid > count:
+                _kill(pid, signal.SIGTERM)
+        self.ready_sent = self.ready_sent and count <= old  # READY again once the new ones accept
+
     # ---- reload and stop -----------------------------------------------------------------
     def reload(self) -> None:
         if self.state != RUNNING:
@@ -447,6 +545,7 @@ class Master:
             if vacuum and (self.cfg.vacuum or under_emperor or force):
                 sockets.vacuum(lst)
             lst.sock.close()
+        self._broodlord_close()
         if self.pidfile is not None:
             self.pidfile.release()
         if self.chan is not None:
@@ -489,6 +588,8 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
     """Run one vassal in the foreground; the exit status follows ``channel.Exit``."""
     chan = channel.from_env()
     name = os.environ.get(channel.ENV_NAME, "")
+    if any(k == "ini" and v.rpartition(":")[2] == "zerg" for k, v in pairs):
+        scope = Scope.ZERG  # file.ini:zerg, as uWSGI's broodlord starts it
     if chan is not None:
         set_parent_death_signal()
         if _channel_dead(chan):
