@@ -33,6 +33,7 @@ class Msg(enum.IntEnum):
     STOP = 100  # graceful stop
     RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets
     KILL = 102  # fast stop
+    SCALE = 103  # payload: the new worker count, decimal (runtime only: a reload re-reads the ini)
 
 
 class Exit(enum.IntEnum):

@@ -137,6 +137,25 @@ OPTIONS: tuple[Option, ...] = (
          short="L", flag=True),
     _opt("procname-prefix", v.text, "", "Prefix for the process titles.", scope=Scope.ANY,
          group="logging", metavar="TEXT"),
+    # ---- stats and control (docs/observability.md, docs/reference/commands.md)
+    _opt("stats", v.nonempty, None, "Serve this vassal's stats on this address (``host:port``, a Unix "
+         "path, ``@abstract``): one JSON document per connection, the keys uwsgitop and "
+         "uwsgi_exporter read. Unix sockets get mode 0600; a non-loopback address is warned about.",
+         scope=Scope.APP, group="stats", aliases=("stats-server",), metavar="ADDR"),
+    _opt("stats-http", v.boolean, False, "Serve ``stats`` (in a vassal) or ``emperor-stats`` (in the "
+         "emperor) over HTTP/1.0; the path ``/metrics`` then answers in Prometheus text format "
+         "(needs prometheus_client: ``pip install emperor[metrics]``).",
+         scope=Scope.ANY, group="stats", flag=True),
+    _opt("emperor-stats", v.nonempty, None, "Serve the emperor's stats (every vassal's state, pid, "
+         "respawns, last error, throttle; the zerg pool) on this address, one JSON document per "
+         "connection.", scope=Scope.EMPEROR, group="stats", aliases=("emperor-stats-server",),
+         metavar="ADDR"),
+    _opt("emperor-control", v.nonempty, None, "The control endpoint ``emperor ctl`` talks to: "
+         "``ipc:///path`` or a Unix path, or ``tcp://127.0.0.1:PORT`` (no authentication: warned). "
+         "Default: ``ipc://$XDG_RUNTIME_DIR/emperor/control``, else ``ipc:///tmp/emperor-UID/control``, "
+         "in a directory of mode 0700. The event stream (PUB) listens next to it (``.events``; TCP: "
+         "the next port). ``off`` disables both.", scope=Scope.EMPEROR, group="stats",
+         metavar="ENDPOINT"),
     # ---- emperor (emperor/empire/; see docs/emperor.md)
     _opt("emperor", v.nonempty, None, "Run as an emperor over this directory of vassal ini files (every "
          "``*.ini`` at its top level, links included) or this glob (``dir/*.ini``, quoted). Repeatable.",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from emperor import __version__, config, logs
 from emperor.channel import Msg, decode
 from emperor.empire import broodlord, reconcile, scan, spawn
+from emperor.empire.console import Console
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
 from emperor.empire.throttle import Throttle
@@ -56,6 +57,9 @@ class Settings:
     mercy: float = 30.0
     logto: str | None = None
     touch_logreopen: str | None = None
+    stats: str | None = None  # emperor-stats, stats-http, emperor-control (emperor/empire/console.py)
+    stats_http: bool = False
+    control: str | None = None
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
 
     @classmethod
@@ -71,6 +75,7 @@ class Settings:
                                      cfg.where("emperor-tyrant"), key="emperor-tyrant")
         mercy = cfg.reload_mercy if "reload_mercy" in cfg.sources else 30.0
         return cls(
+            stats=cfg.emperor_stats, stats_http=cfg.stats_http, control=cfg.emperor_control,
             sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
             max_throttle=max(cfg.emperor_max_throttle, cfg.emperor_throttle) / 1000,
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
@@ -104,6 +109,7 @@ class Emperor:
         self.next_watchdog = self.now
         self.logreopen_mtime = self._mtime(self.s.touch_logreopen)
         self.next_logreopen_check = self.now + 1
+        self.console = Console(self)  # stats, metrics, control plane, events
         self.brood = broodlord.Broodlord(settings.broodlord, clock)  # docs/broodlord.md
         self.zergs: dict[str, broodlord.Zerg] = {}  # their processes are in self.procs too
         self.zerg_seq = 0
@@ -119,6 +125,7 @@ class Emperor:
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", None))
         self.sel.register(self.inbox.reader, selectors.EVENT_READ, ("inbox", None))
         self.monitor.start()
+        self.console.open()
         dirs = ", ".join(s.path for s in self.s.sources)
         log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
                  " in tyrant mode" if self.s.tyrant else "")
@@ -127,6 +134,7 @@ class Emperor:
                 self._iterate()
         finally:
             self.monitor.stop()
+            self.console.close()
             for name in list(self.procs):
                 self._close_proc(name)
             signal.set_wakeup_fd(old_wakeup)
@@ -163,11 +171,14 @@ class Emperor:
                 self._read_channel(name)
             elif kind == "exit":
                 self._reap(name)
+            elif kind == "console":
+                self.console.ready(name)
             elif kind == "zerg":
                 self._read_zerg(name)
             elif kind == "zerg-exit":
                 self._reap_zerg(name)
         self.now = self.clock()
+        self.console.tick()
         while self.signals:
             self._handle_signal(self.signals.pop(0))
         if self.shutdown_at is None and self._rescan_due():
@@ -200,6 +211,7 @@ class Emperor:
         if self.s.touch_logreopen:
             deadlines.append(self.next_logreopen_check)
         deadlines += [z.stop_deadline for z in self.zergs.values() if z.leaving and not z.killed]
+        deadlines.append(self.console.deadline(self.now))
         return min(deadlines)
 
     # ---------------------------------------------------------------- scanning
@@ -217,6 +229,7 @@ class Emperor:
                 log.info("accepted: %r is usable again", name)
         self.refused = refused
         self.found = found
+        self.console.hide_held(self.found)  # `emperor ctl stop` holds a vassal until `start`
         self.monitor.watch(self._watch_dirs())
         self.reconcile()
 
@@ -286,6 +299,7 @@ class Emperor:
 
     def _spawn(self, v: Vassal, f: scan.Found) -> None:
         v.path, v.uid, v.gid = f.path, f.uid, f.gid
+        v.on_event = self.console.vassal_event
         argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes)
         try:
             proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)

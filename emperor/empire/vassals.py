@@ -14,6 +14,7 @@ import enum
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,8 @@ class Vassal:
     respawns: int = 0
     reloads: int = 0
     throttle: Throttle = field(default_factory=Throttle)
+    # the emperor's event stream (emperor/empire/console.py): called with (record, word, detail)
+    on_event: Callable[[Vassal, str, str], None] | None = field(default=None, repr=False, compare=False)
     zergs: int = 0  # broodlord: zergs alive for this vassal, lent in all, reclaimed idle
     lends: int = 0
     reclaims: int = 0
@@ -109,6 +112,15 @@ class Vassal:
         self.state = new
         pid = f" (pid {self.pid})" if self.pid else ""
         log.log(level, "%s: %r%s%s", word, self.name, pid, f" {detail}" if detail else "")
+        self._event(word, detail)
+
+    def _event(self, word: str, detail: str) -> None:
+        """Tell the observer; its failure must never break a transition."""
+        if self.on_event is not None:
+            try:
+                self.on_event(self, word, detail)
+            except Exception:
+                log.exception("event observer failed for %r", self.name)
 
     def spawned(self, pid: int, now: float, stamp: Stamp) -> None:
         if self.state is not None:
@@ -202,6 +214,7 @@ class Vassal:
         if self.state == State.STOPPING or shutting_down:
             killed = " after SIGKILL" if self.killed else ""
             log.info("stopped: %r (pid %s) %s%s", self.name, self.pid, how, killed)
+            self._event("stopped", f"{how}{killed}")
             self.pid = None
             return After.FORGET
         if returncode == Exit.CONFIG:
@@ -217,6 +230,7 @@ class Vassal:
                     self.name, self.pid, how, uptime)
             self.last_error = how
             self.state = State.THROTTLED  # for at most one loop iteration; not a throttle
+            self._event("died", f"{how}; respawning now")
         else:
             self.last_error = how
             self._to(State.THROTTLED, "throttled",

@@ -31,8 +31,10 @@ from emperor import channel, config, logs
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
+from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
+from emperor.vassal.stats import VassalStats, open_server
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.master")
@@ -95,6 +97,8 @@ class Master:
         self.pidfile: PidFile | None = None
         self.app: loader.WSGIApp | None = None
         self.board: Scoreboard
+        self.stats_server: StatsServer | None = None  # stats = ADDR (emperor/vassal/stats.py)
+        self.stats: VassalStats | None = None
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
@@ -141,7 +145,7 @@ class Master:
                 lst.sock.setblocking(False)
         if (failed := self._broodlord_boot()) is not None:
             return failed
-        self.board = Scoreboard(max(cfg.processes, 1))
+        self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
         if not cfg.lazy_apps:
             try:
                 self.app = loader.load(cfg)
@@ -173,6 +177,9 @@ class Master:
         if self.chan is not None:
             self.sel.register(self.chan, selectors.EVENT_READ, self._on_channel)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
+        if (served := open_server(self)) is not None:
+            self.stats_server, self.stats = served
+            self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
         log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
                  self.pid, f" (reload {self.reloads})" if self.reloads else "", self.cfg.processes,
                  self.cfg.threads, loader.describe(self.cfg),
@@ -249,12 +256,16 @@ class Master:
             self.reload()
         elif msg == Msg.KILL:
             self.stop(graceful=False)
+        elif msg == Msg.SCALE:
+            self.scale(_payload)
 
     def _tick(self) -> None:
         now = time.monotonic()
         if self.state == RUNNING:
             for wid, when in list(self.respawn_at.items()):
-                if now >= when:
+                if wid > self.cfg.processes:  # scaled down meanwhile
+                    del self.respawn_at[wid]
+                elif now >= when and wid not in self.workers.values():  # (a retiring one holds the slot)
                     del self.respawn_at[wid]
                     self._spawn(wid)
             self._check_harakiri()
@@ -270,6 +281,8 @@ class Master:
                                 self.name, wid, pid, self.cfg.reload_mercy)
                     _killpg(pid, signal.SIGKILL)
                 self.deadline = now + 5.0
+        if self.stats_server is not None:
+            self.stats_server.expire()
         if self.old_workers:
             self._reap()
         for pid, deadline in list(self.old_workers.items()):
@@ -292,9 +305,10 @@ class Master:
             self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
 
     def _all_accepting(self) -> bool:
-        b = self.board
-        return bool(self.workers) and len(self.workers) == self.cfg.processes and all(
-            b.get(wid - 1, scoreboard.ACCEPTING) for wid in self.workers.values())
+        b, live = self.board, set(self.workers.values())
+        wanted = range(1, self.cfg.processes + 1)  # a worker retiring after a scale-down does not count
+        return bool(self.workers) and all(
+            wid in live and b.get(wid - 1, scoreboard.ACCEPTING) for wid in wanted)
 
     # ---- workers -------------------------------------------------------------------------
     def _spawn(self, wid: int) -> None:
@@ -313,6 +327,8 @@ class Master:
                 self.wake_w.close()
                 if self.chan is not None:
                     self.chan.close()
+                if self.stats_server is not None:
+                    self.stats_server.close_in_child()
                 self._broodlord_close(in_worker=True)
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
                 Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
@@ -356,6 +372,9 @@ class Master:
             what = f"exited with status {code}"
         if self.state != RUNNING:
             log.info("%s: worker %d (pid %d) %s", self.name, wid, pid, what)
+            return
+        if wid > self.cfg.processes:
+            log.info("%s: worker %d (pid %d) retired after a scale-down: %s", self.name, wid, pid, what)
             return
         if code == 0:
             log.info("%s: worker %d (pid %d) exited after recycling; respawning", self.name, wid, pid)
@@ -546,6 +565,12 @@ class Master:
                 sockets.vacuum(lst)
             lst.sock.close()
         self._broodlord_close()
+        if self.stats_server is not None:
+            self.sel.unregister(self.stats_server)
+            self.stats_server.close()
+            self.stats_server = None
+        if self.stats is not None:
+            self.stats.close()
         if self.pidfile is not None:
             self.pidfile.release()
         if self.chan is not None:

@@ -13,9 +13,25 @@ import time
 # int64 fields of a slot
 PID, REQUESTS, BUSY_SINCE, ACCEPTING, EXCEPTIONS, TX, HARAKIRI, RESPAWNS, LAST_SPAWN, RT_SUM_US, \
     GENERATION, DROPPED_VARS = range(12)
-NFIELDS = 16
+# Request-duration histogram (for Prometheus): HIST + i counts requests that took at most
+# HIST_BOUNDS_US[i] microseconds; HIST + len(HIST_BOUNDS_US) counts the slower ones. The worker
+# finds the bucket with one bisect and does one store, so the hot path stays a few int stores.
+HIST = 16
+HIST_BOUNDS_US = (1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+                  2_500_000, 5_000_000, 10_000_000)
+NFIELDS = 32
+assert HIST + len(HIST_BOUNDS_US) + 1 <= NFIELDS
 TEXT = 256  # bytes of "METHOD URI" for the request in progress (harakiri logs it)
 SLOT = NFIELDS * 8 + TEXT
+
+
+def slots_for(processes: int) -> int:
+    """Slots to allocate: room for ``emperor ctl scale`` to grow the vassal without a restart.
+
+    ``max(processes * 4, 64)``: a vassal can be scaled up to four times its ini's ``processes``
+    (at least to 64 workers); beyond that, change the ini (a reload reallocates).
+    """
+    return max(processes * 4, 64)
 
 
 class Scoreboard:
@@ -54,6 +70,11 @@ class Scoreboard:
         off = index * SLOT + NFIELDS * 8
         raw = self.mem[off : off + TEXT]
         return raw.split(b"\0", 1)[0].decode("latin-1")
+
+    def histogram(self, index: int) -> list[int]:
+        """Per-bucket counts of slot ``index`` (not cumulative), the last one for +Inf."""
+        b = index * (SLOT // 8) + HIST
+        return [int(x) for x in self.ints[b : b + len(HIST_BOUNDS_US) + 1]]
 
     def total_requests(self) -> int:
         return sum(int(self.ints[i * (SLOT // 8) + REQUESTS]) for i in range(self.slots))

@@ -24,6 +24,7 @@ import struct
 import sys
 import time
 import traceback
+from bisect import bisect_left
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from threading import BoundedSemaphore
@@ -356,7 +357,9 @@ class Worker:
                 self.recycle_reason = f"max-requests ({self.requests} requests)"
             elif self.rss_limit and _rss() > self.rss_limit:
                 self.recycle_reason = f"reload-on-rss ({_rss() >> 20} MB > {self.rss_limit >> 20} MB)"
-            ints[slot + sb.RT_SUM_US] += (time.monotonic_ns() - start) // 1000
+            took = (time.monotonic_ns() - start) // 1000
+            ints[slot + sb.RT_SUM_US] += took
+            ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
         """The checked, encoded response head; apps repeat the same few heads, so they are cached."""

@@ -1,0 +1,101 @@
+"""The control plane's wire format, shared by the emperor and ``emperor ctl``.
+
+A request is one ZMQ frame holding a JSON object ``{"id", "command", "properties"}``; the
+reply is one frame ``{"id", "status": "ok", ...result}`` or ``{"id", "status": "error",
+"errno", "reason"}``. Events on the PUB socket are two frames: the topic
+``vassal.<name>.<event>`` and a JSON body. Requests larger than ``MAX_MESSAGE`` never reach
+the emperor's memory: ZMQ (``MAXMSGSIZE``) drops the connection instead, which the client
+reports as an error of its own (a server cannot answer a message it refused to read).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+
+MAX_MESSAGE = 64 * 1024
+MAX_NAME = 255
+
+
+class Errno(enum.IntEnum):
+    """Error numbers of error replies (circus-style: stable, documented, testable)."""
+
+    INVALID_JSON = 1  # not UTF-8 JSON, or not an object
+    UNKNOWN_COMMAND = 2
+    MESSAGE_ERROR = 3  # envelope or properties do not match the command's schema
+    UNKNOWN_VASSAL = 4
+    BAD_STATE = 5  # the vassal cannot do that now (e.g. scale while it is not running)
+    TOO_LARGE = 6  # reported by the client: the emperor dropped the connection
+    NO_EMPEROR = 7  # reported by the client: nothing answered at the endpoint
+    INTERNAL = 8  # a bug in a command; the emperor logged the traceback and carries on
+
+
+class ControlError(Exception):
+    """An error reply, or a client-side failure, with its number."""
+
+    def __init__(self, errno: Errno, reason: str) -> None:
+        super().__init__(reason)
+        self.errno = errno
+        self.reason = reason
+
+
+def topic(vassal: str, event: str) -> str:
+    return f"vassal.{vassal}.{event}"
+
+
+def default_endpoint() -> str:
+    """``ipc://$XDG_RUNTIME_DIR/emperor/control``, else ``ipc:///tmp/emperor-UID/control``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = os.path.join(runtime, "emperor") if runtime and os.path.isdir(runtime) \
+        else f"/tmp/emperor-{os.geteuid()}"
+    return f"ipc://{base}/control"
+
+
+def normalize(endpoint: str | None) -> str | None:
+    """The endpoint as ZMQ wants it; ``None`` for ``off``. A bare path means ``ipc://PATH``."""
+    if endpoint is None or endpoint == "":
+        return default_endpoint()
+    if endpoint.lower() in ("off", "none", "false", "no"):
+        return None
+    if endpoint.startswith("/"):
+        return "ipc://" + endpoint
+    if endpoint.startswith(("ipc://", "tcp://")):
+        return endpoint
+    raise ValueError(f"{endpoint}: expected ipc:///path, /path or tcp://HOST:PORT")
+
+
+def ipc_path(endpoint: str) -> str | None:
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+def events_endpoint(endpoint: str) -> str:
+    """Where the PUB socket listens: next to the control socket (``.events``), or the next TCP port."""
+    path = ipc_path(endpoint)
+    if path is not None:
+        return f"ipc://{path}.events"
+    host, _, port = endpoint.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"{endpoint}: a TCP control endpoint needs an explicit port")
+    return f"{host}:{int(port) + 1}"
+
+
+def private_dir(path: str, create: bool) -> None:
+    """Check (or create, mode 0700) the directory of an ipc socket.
+
+    Ours and not writable by anyone else (a sticky directory such as /tmp is fine for an
+    explicit path): otherwise another user could replace the socket and receive commands.
+    The default directory must also be unreadable by others.
+    """
+    d = os.path.dirname(path) or "."
+    if create and not os.path.isdir(d):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+    st = os.stat(d)
+    if create:
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise PermissionError(f"{d} must be owned by uid {os.geteuid()} with mode 0700 "
+                                  f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+    elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise PermissionError(f"{d} is writable by group or others: put the control socket in a "
+                              "directory of mode 0700")

@@ -1,0 +1,211 @@
+"""The control plane inside the emperor: a ROUTER for commands, a PUB for events, no thread of ours.
+
+The emperor's selector watches the ROUTER's ``zmq.FD``. That fd is edge-triggered (it
+signals "something may have changed", not "a message is waiting"), so ``service()`` reads
+``zmq.EVENTS`` and drains with NOBLOCK, at most ``BURST`` requests per call; the emperor
+calls it on every loop iteration and asks for an immediate next iteration while
+``pending()`` is true. A command runs to completion between two iterations, so commands
+never race each other or the loop (no global lock, no "already running a command").
+
+Every request is untrusted: ``MAXMSGSIZE`` makes ZMQ drop a peer that sends more than
+``MAX_MESSAGE`` bytes before any of it is buffered for us; anything that is not one JSON
+object with a known command and valid properties gets an error reply; a command that
+raises is logged and answered with INTERNAL. Nothing a peer sends can stop the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from emperor.control import protocol
+from emperor.control.commands import REGISTRY, validate
+from emperor.control.protocol import MAX_MESSAGE, ControlError, Errno
+
+if TYPE_CHECKING:
+    from emperor.empire.emperor import Emperor
+
+log = logging.getLogger("emperor.control")
+
+BURST = 32
+
+
+class ControlServer:
+    def __init__(self, endpoint: str, execute: Callable[[str, dict[str, Any]], dict[str, Any]],
+                 default: bool) -> None:
+        self.endpoint = endpoint
+        self.events_endpoint = protocol.events_endpoint(endpoint)
+        self.execute = execute
+        self.paths: list[str] = []
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.PUB)
+        try:
+            for sock in (self.router, self.pub):
+                sock.setsockopt(zmq.LINGER, 0)
+            self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+            self.router.setsockopt(zmq.RCVHWM, 256)
+            self.router.setsockopt(zmq.SNDHWM, 256)
+            self.pub.setsockopt(zmq.SNDHWM, 10_000)  # a slow subscriber loses events, never blocks us
+            self._bind(self.router, endpoint, default)
+            self._bind(self.pub, self.events_endpoint, default)
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind(self, sock: zmq.Socket[bytes], endpoint: str, default: bool) -> None:
+        path = protocol.ipc_path(endpoint)
+        if path is None:
+            host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+            loopback = host in ("127.0.0.1", "localhost", "::1")
+            log.warning("control: %s is TCP: there is no authentication, anyone who can connect can "
+                        "stop and reload vassals%s", endpoint,
+                        "" if loopback else " (and it is NOT a loopback address)")
+            sock.bind(endpoint)
+            return
+        protocol.private_dir(path, create=default)
+        _refuse_live(path)
+        old = os.umask(0o177)  # the socket file is 0600 from its creation (bind runs in this thread)
+        try:
+            sock.bind(endpoint)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        self.paths.append(path)
+
+    # ---- the emperor's loop ---------------------------------------------------------------
+    def fileno(self) -> int:
+        return int(self.router.getsockopt(zmq.FD))
+
+    def pending(self) -> bool:
+        try:
+            return bool(int(self.router.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        except zmq.ZMQError:
+            return False
+
+    def service(self) -> None:
+        """Answer up to BURST waiting requests; never blocks."""
+        for _ in range(BURST):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                log.error("control: receive failed: %s", exc)
+                return
+            if len(frames) < 2:
+                continue
+            envelope, body = frames[:-1], frames[-1]
+            extra = len(envelope) > 2 or (len(envelope) == 2 and envelope[1] != b"")  # REQ adds b""
+            reply = self.answer(body, extra_frames=extra)
+            with contextlib.suppress(zmq.ZMQError):  # the peer may be gone; ROUTER drops it then
+                self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+
+    def answer(self, body: bytes, extra_frames: bool = False) -> bytes:
+        """One request frame -> one reply frame (JSON)."""
+        req_id: Any = None
+        try:
+            if extra_frames:
+                raise ControlError(Errno.MESSAGE_ERROR, "expected one JSON frame per request")
+            try:
+                req = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise ControlError(Errno.INVALID_JSON, "the request is not UTF-8 JSON") from None
+            if not isinstance(req, dict):
+                raise ControlError(Errno.INVALID_JSON, "the request must be a JSON object")
+            req_id = req.get("id")
+            if not isinstance(req_id, str | int | type(None)) or isinstance(req_id, bool):
+                req_id = None
+                raise ControlError(Errno.MESSAGE_ERROR, "id must be a string or an integer")
+            name = req.get("command")
+            if not isinstance(name, str):
+                raise ControlError(Errno.MESSAGE_ERROR, "command must be a string")
+            cmd = REGISTRY.get(name)
+            if cmd is None:
+                shown = name[:40].encode("ascii", "backslashreplace").decode()
+                raise ControlError(Errno.UNKNOWN_COMMAND,
+                                   f"unknown command {shown!r}; known: {', '.join(sorted(REGISTRY))}")
+            props = validate(cmd, req.get("properties"))
+            try:
+                result = self.execute(name, props)
+            except ControlError:
+                raise
+            except Exception:
+                log.exception("control: command %s failed", name)
+                raise ControlError(Errno.INTERNAL, f"{name}: internal error (see the emperor's log)") \
+                    from None
+            return json.dumps({"id": req_id, "status": "ok", **result}).encode()
+        except ControlError as exc:
+            return json.dumps({"id": req_id, "status": "error", "errno": int(exc.errno),
+                               "reason": exc.reason}).encode()
+
+    def publish(self, vassal: str, event: str, data: dict[str, Any]) -> None:
+        """Send one event (never blocks; dropped when no one listens or a subscriber lags)."""
+        body = json.dumps({"vassal": vassal, "event": event, "time": round(time.time(), 3), **data})
+        with contextlib.suppress(zmq.ZMQError):
+            self.pub.send_multipart([protocol.topic(vassal, event).encode(), body.encode()], zmq.NOBLOCK)
+
+    def close(self) -> None:
+        for sock in (self.router, self.pub):
+            with contextlib.suppress(zmq.ZMQError):
+                sock.close(linger=0)
+        self.ctx.term()
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.paths = []
+
+
+def _refuse_live(path: str) -> None:
+    """ZMQ's ipc bind would silently take over a live socket: refuse if somebody answers there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # stale: left by an emperor that was killed
+        return
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    raise OSError(f"{path} is in use (another emperor?): set emperor-control to another endpoint")
+
+
+def open_server(emp: Emperor, configured: str | None) -> ControlServer | None:
+    """Start the control plane for ``emperor-control``; problems are logged, the emperor runs on."""
+    try:
+        endpoint = protocol.normalize(configured)
+    except ValueError as exc:
+        log.error("control: disabled: %s", exc)
+        return None
+    if endpoint is None:
+        log.info("control: off")
+        return None
+    from emperor.control.commands import REGISTRY as commands
+
+    def execute(name: str, props: dict[str, Any]) -> dict[str, Any]:
+        return commands[name].run(emp, props)
+
+    try:
+        server = ControlServer(endpoint, execute, default=not configured)
+    except (OSError, zmq.ZMQError, ValueError) as exc:
+        log.error("control: disabled: cannot listen on %s: %s", endpoint, exc)
+        return None
+    log.info("control: listening on %s (events on %s)", server.endpoint, server.events_endpoint)
+    return server

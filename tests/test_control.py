@@ -1,0 +1,233 @@
+"""``emperor ctl`` against a real emperor: every command, the error cases, hostile requests
+(row 18 of reliability-security.md table 1.11), the private endpoint, and ``scale`` under load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from harness import BackgroundLoad, ProcGroup, wait_for
+from test_emperor_rig import Rig
+
+from emperor.control import reference
+from emperor.control.client import Client
+from emperor.control.protocol import ControlError, Errno
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "reference" / "commands.md"
+
+
+def test_commands_reference_is_up_to_date() -> None:
+    """docs/reference/commands.md is generated: ``python -m emperor.control.reference > ...``."""
+    assert DOCS.read_text() == reference.render(), "regenerate docs/reference/commands.md"
+
+
+@pytest.fixture
+def rig(tmp_path: Path, sock_dir: Path, procs: ProcGroup) -> Rig:
+    return Rig(tmp_path / "vassals", sock_dir, procs)
+
+
+def ctl(endpoint: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emperor", "ctl", "--endpoint", endpoint, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(endpoint: str, *args: str) -> dict:  # type: ignore[type-arg]
+    r = ctl(endpoint, "--json", *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def start(rig: Rig, sock_dir: Path, *names: str) -> str:
+    endpoint = f"ipc://{sock_dir}/ctl/control"
+    (sock_dir / "ctl").mkdir(mode=0o700)
+    for name in names:
+        rig.enable(name)
+    rig.start(extra=f"emperor-control = {endpoint}")
+    for name in names:
+        rig.serving(name)
+    return endpoint
+
+
+def state(endpoint: str, name: str) -> str:
+    return str(ok(endpoint, "status", name)["vassal"]["state"])
+
+
+def test_every_command_against_a_running_emperor(rig: Rig, sock_dir: Path) -> None:
+    endpoint = start(rig, sock_dir, "app", "other")
+    assert os.stat(f"{sock_dir}/ctl/control").st_mode & 0o777 == 0o600
+
+    # events: follow the stream in the background while the other commands run
+    events = subprocess.Popen([sys.executable, "-m", "emperor", "ctl", "--endpoint", endpoint, "events"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # a SUB connects asynchronously; events before that are not for it
+        listed = ok(endpoint, "list")
+        assert sorted(v["id"] for v in listed["vassals"]) == ["app.ini", "other.ini"]
+        assert all(type(v["pid"]) is int and v["pid"] > 0 for v in listed["vassals"])
+        human = ctl(endpoint, "list")
+        assert human.returncode == 0 and "app.ini" in human.stdout and "STATE" in human.stdout
+
+        st = ok(endpoint, "status", "app")["vassal"]  # "app" is accepted for "app.ini"
+        assert st["id"] == "app.ini" and st["pid"] == rig.vassal_pid("app")
+        assert ok(endpoint, "stats")["stats"]["vassals"]
+
+        mark = rig.mark()
+        assert ok(endpoint, "reload", "app.ini") == {"reloaded": ["app.ini"]}
+        rig.wait_log(r"reloaded: 'app.ini'", after=mark)
+        mark = rig.mark()
+        assert ok(endpoint, "reload", "--all")["reloaded"] == ["app.ini", "other.ini"]
+        rig.wait_log(r"reloaded: 'other.ini'", after=mark)
+
+        old_pid = rig.vassal_pid("other")
+        assert ok(endpoint, "stop", "other") == {"stopping": "other.ini"}
+        rig.wait_log(r"stopped: 'other.ini'", after=mark)
+        os.utime(rig.avail / "other.ini")  # a change does not bring a held vassal back
+        time.sleep(1.0)
+        assert rig.vassal_pid("other") is None
+        assert ok(endpoint, "list")["held"] == ["other.ini"]
+        assert ok(endpoint, "start", "other") == {"starting": "other.ini"}
+        rig.serving("other")
+        assert rig.vassal_pid("other") not in (None, old_pid)
+
+        wait_for(lambda: state(endpoint, "app") in ("ready", "loyal"), 10, what="app ready")
+        assert ok(endpoint, "scale", "app", "3")["processes"] == 3
+        wait_for(lambda: len(rig.worker_pids("app")) == 3, 10, what="three workers")
+        assert ok(endpoint, "zergs") == {"enabled": False, "pool": {}}
+    finally:
+        time.sleep(0.3)
+        events.send_signal(signal.SIGINT)
+        out, _ = events.communicate(timeout=10)
+    seen = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kinds = {(e["vassal"], e["event"]) for e in seen}
+    for expected in [("app.ini", "reloading"), ("app.ini", "reloaded"), ("other.ini", "stopping"),
+                     ("other.ini", "stopped"), ("other.ini", "spawned"), ("other.ini", "ready")]:
+        assert expected in kinds, (expected, seen)
+
+    # errors: unknown vassal, bad usage, a state that does not allow it
+    for args in (("status", "nope"), ("stop", "../../x"), ("scale", "nope", "2"), ("start", "nope")):
+        r = ctl(endpoint, *args)
+        assert r.returncode == 1 and "UNKNOWN_VASSAL" in r.stderr, (args, r.stderr)
+    r = ctl(endpoint, "start", "app")
+    assert r.returncode == 1 and "BAD_STATE" in r.stderr
+    r = ctl(endpoint, "reload")
+    assert r.returncode == 1 and "MESSAGE_ERROR" in r.stderr
+    r = ctl(endpoint, "scale", "app", "0")
+    assert r.returncode == 1 and "MESSAGE_ERROR" in r.stderr
+    assert ctl(endpoint, "frobnicate").returncode == 2  # argparse: not a command
+
+
+def test_no_emperor_at_the_endpoint_fails_fast(tmp_path: Path) -> None:
+    t = time.monotonic()
+    r = ctl(f"ipc://{tmp_path}/none", "list")
+    assert r.returncode == 3 and "no emperor listening" in r.stderr
+    stale = tmp_path / "stale.sock"  # a socket file nobody listens on: the timeout applies
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()
+    r = ctl(f"ipc://{stale}", "--timeout", "1", "list")
+    assert r.returncode == 3 and "no reply" in r.stderr, r.stderr
+    assert time.monotonic() - t < 15
+
+
+def test_hostile_requests_get_error_replies_and_the_emperor_carries_on(rig: Rig, sock_dir: Path) -> None:
+    endpoint = start(rig, sock_dir, "app")
+    client = Client(endpoint, timeout=10)
+    emperor = psutil.Process(rig.proc.pid)  # type: ignore[union-attr]
+
+    def error(body: bytes) -> dict:  # type: ignore[type-arg]
+        reply = json.loads(client.exchange(body))
+        assert reply["status"] == "error", reply
+        return reply  # type: ignore[no-any-return]
+
+    assert error(b"\xff\xfe garbage")["errno"] == Errno.INVALID_JSON
+    assert error(b"[1, 2]")["errno"] == Errno.INVALID_JSON
+    assert error(b'{"command": 5}')["errno"] == Errno.MESSAGE_ERROR
+    assert error(b'{"command": "rm -rf /"}')["errno"] == Errno.UNKNOWN_COMMAND
+    assert error(b'{"command": "status", "properties": {}}')["errno"] == Errno.MESSAGE_ERROR
+    assert error(b'{"command": "status", "properties": {"name": "app", "x": 1}}')["errno"] == \
+        Errno.MESSAGE_ERROR
+    assert error(b'{"command": "scale", "properties": {"name": "app", "processes": "9"}}')["errno"] == \
+        Errno.MESSAGE_ERROR
+    assert error(b'{"command": "status", "properties": {"name": "../../etc/passwd"}}')["errno"] == \
+        Errno.UNKNOWN_VASSAL
+    assert error(b'{"command": "status", "properties": {"name": "' + b"a" * 5000 + b'"}}')["errno"] == \
+        Errno.MESSAGE_ERROR
+    reply = error(b'{"id": 7, "command": "nope"}')
+    assert reply["id"] == 7 and "unknown command" in reply["reason"]
+
+    rss = emperor.memory_info().rss
+    with pytest.raises(ControlError) as exc:
+        client.exchange(b"{" + b" " * (10 << 20) + b"}")  # 10 MB: ZMQ drops it unread (MAXMSGSIZE)
+    assert exc.value.errno == Errno.TOO_LARGE
+    with pytest.raises(ControlError) as exc:
+        client.call("status", name="x" * (1 << 20))  # the client refuses to send it at all
+    assert exc.value.errno == Errno.TOO_LARGE
+    assert emperor.memory_info().rss < rss + (8 << 20)
+    assert client.call("list")["vassals"][0]["id"] == "app.ini"  # still answering
+    assert rig.get("app")[0] == 200
+
+
+def test_default_endpoint_is_private(rig: Rig, sock_dir: Path, tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    rig.enable("app")
+    rig.start(env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+    path = runtime / "emperor" / "control"
+    wait_for(path.exists, 10, what="the default control socket")
+    assert (runtime / "emperor").stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
+    r = subprocess.run([sys.executable, "-m", "emperor", "ctl", "list"], capture_output=True, text=True,
+                       env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=20)
+    assert r.returncode == 0 and "app.ini" in r.stdout, r.stderr
+    ini = rig.root / "emperor.ini"  # --ini finds the endpoint the way the emperor does
+    r = subprocess.run([sys.executable, "-m", "emperor", "ctl", "--ini", str(ini), "list"],
+                       capture_output=True, text=True, env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+                       timeout=20)
+    assert r.returncode == 0 and "app.ini" in r.stdout, r.stderr
+
+
+def test_scale_up_and_down_under_load_drops_nothing(rig: Rig, sock_dir: Path) -> None:
+    endpoint = start(rig, sock_dir, "app")
+    wait_for(lambda: len(rig.worker_pids("app")) == 2, 10, what="two workers")
+    master = rig.vassal_pid("app")
+    before = rig.worker_pids("app")
+
+    def probe() -> bool:
+        status, _ = rig.get("app", "/sleep?s=0.02")
+        return status == 200
+
+    with BackgroundLoad(probe, threads=6, seconds=60) as load:
+        wait_for(lambda: load.result.ok >= 30, 10, what="load running")
+        mark = rig.mark()
+        ok(endpoint, "scale", "app", "6")
+        wait_for(lambda: len(rig.worker_pids("app")) == 6, 10, what="six workers")
+        rig.wait_log(r"ready: 6 worker", after=mark)
+        seen = load.result.ok
+        wait_for(lambda: load.result.ok >= seen + 50, 15, what="load served by six workers")
+        ok(endpoint, "scale", "app", "1")
+        wait_for(lambda: len(rig.worker_pids("app")) == 1, 15, what="one worker")
+        seen = load.result.ok
+        wait_for(lambda: load.result.ok >= seen + 30, 15, what="load served by one worker")
+        ok(endpoint, "scale", "app", "3")
+        wait_for(lambda: len(rig.worker_pids("app")) == 3, 10, what="three workers")
+        seen = load.result.ok
+        wait_for(lambda: load.result.ok >= seen + 30, 15, what="load served by three workers")
+    assert load.result.failed == 0 and load.result.ok > 0, load.result
+    assert rig.vassal_pid("app") == master  # no restart
+    assert before & rig.worker_pids("app")  # the first workers were kept (no reload)
+    assert "retired after a scale-down" in rig.log
+    # a reload re-reads the ini: back to its processes = 2
+    mark = rig.mark()
+    ok(endpoint, "reload", "app")
+    rig.wait_log(r"reloaded: 'app.ini'", after=mark)
+    wait_for(lambda: len(rig.worker_pids("app")) == 2, 15, what="the ini's two workers again")
