@@ -141,8 +141,6 @@ class Master:
         for lst in self.listeners:
             # one listener: blocking accept(); several: poll() + non-blocking accept in each worker
             lst.sock.setblocking(len(self.listeners) == 1)
-            if lst.sock.gettimeout() is None and len(self.listeners) > 1:
-                lst.sock.setblocking(False)
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
