@@ -7,9 +7,10 @@ zerg, and maybe stop one of another vassal's), and reports back ``started()``/``
 uWSGI lends one zerg per SOS with no limit but the global one: the first vassal to shout
 takes the whole pool and keeps it. Here, on top of the same global cap ``pool``:
 
-- **Rate limit**: at most one lend per vassal per ``interval`` seconds (one SOS a second
-  is what a vassal sends anyway), and none while the vassal is backing off because its
-  zergs die before they are ready (a broken ``[zerg]`` section must not spawn in a loop).
+- **Rate limit**: at most one lend per vassal per ``interval`` seconds (0.9: a vassal's
+  once-a-second SOS must not be refused for arriving a few ms early), and none while the
+  vassal is backing off because its zergs die before they are ready (a broken ``[zerg]``
+  section must not spawn in a loop).
 - **Fair share**: a vassal is *overloaded* while it has sent an SOS in the last ``window``
   seconds. Each overloaded vassal's share is ``ceil(pool / overloaded)``. A vassal at or
   above its share gets no free slot while another overloaded vassal is below its own.
@@ -82,7 +83,7 @@ class Zerg:
 
 
 class Broodlord:
-    def __init__(self, pool: int, clock: Callable[[], float], interval: float = 1.0, window: float = 3.0,
+    def __init__(self, pool: int, clock: Callable[[], float], interval: float = 0.9, window: float = 3.0,
                  preempt_interval: float = 2.0, max_backoff: float = 60.0) -> None:
         self.pool = pool
         self.clock = clock
