@@ -111,6 +111,18 @@ def test_sos_every_second_over_the_threshold_log_rate_limited(caplog: pytest.Log
     assert len(lines) == 2 and lines[0].getMessage() == "asking the emperor for reinforcements (backlog 37)"
 
 
+def test_sos_schedule_does_not_drift_when_ticks_come_late() -> None:
+    """Ticks that arrive 0.3 s late keep the once-a-second schedule (0, 1, 2, ...): a probe that
+    rescheduled from "now" would fire at 0, 1.3, 2.6, ... and lend zergs ever later."""
+    probe = FakeProbe()
+    probe.value = 50
+    w = SosWatch(probe, threshold=10, busy_secs=0, now=0.0)
+    fired = [t for t in (0.0, 1.3, 2.1, 3.05, 4.0, 4.6, 5.0) if w.check(t, all_busy=True)]
+    assert fired == [0.0, 1.3, 2.1, 3.05, 4.0, 5.0]
+    assert w.next_check == 6.0
+    assert w.check(9.5, all_busy=True) == "50" and w.next_check == 10.5  # far behind: restart from now
+
+
 def test_vassal_sos_when_the_backlog_cannot_be_read() -> None:
     probe = FakeProbe()
     probe.value = None

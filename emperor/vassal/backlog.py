@@ -199,7 +199,10 @@ class SosWatch:
         """The SOS payload to send now, or None. Probes at most once a second."""
         if now < self.next_check:
             return None
-        self.next_check = now + 1.0
+        # a fixed once-a-second schedule: a tick that comes late must not push the next one later
+        self.next_check += 1.0
+        if self.next_check <= now:
+            self.next_check = now + 1.0
         self.backlog, self.queue = self.probe.backlog()
         q = self.queue
         if q is not None and q.limit and q.length >= q.limit and now >= self.next_full_log:

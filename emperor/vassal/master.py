@@ -197,6 +197,8 @@ class Master:
         t = 1.0
         if self.state != RUNNING:
             t = min(t, max(0.0, self.deadline - time.monotonic()), 0.1)
+        if self.sos is not None:  # wake for the backlog probe on time, not up to a second late
+            t = min(t, max(0.0, self.sos.next_check - time.monotonic()))
         return t
 
     def _install_signals(self) -> None:
