@@ -30,21 +30,20 @@ import logging
 import os
 import selectors
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from emperor import addresses
 
 log = logging.getLogger("emperor.stats")
 
 ACCEPT_BURST = 64
 MAX_REQUEST = 8192  # bytes of HTTP request head we read before answering anyway
 RENDER_EVERY = 0.05
-SUN_PATH_MAX = 107
-_LOOPBACK = ("127.", "::1", "localhost")
 
 
-class StatsAddressError(ValueError):
+class StatsAddressError(addresses.AddressError):
     """The stats address cannot be used (bad syntax, in use, a file in the way)."""
 
 
@@ -221,28 +220,15 @@ class StatsServer:
 
 def _bind(address: str) -> tuple[socket.socket, str | None, tuple[int, int] | None]:
     """Listen on ``host:port``, ``:port``, ``[v6]:port``, ``@abstract`` or a Unix path (mode 0600)."""
-    if not address:
-        raise StatsAddressError("empty stats address")
-    path: str | None = None
-    sockaddr: str | tuple[str, int]
-    if address.startswith("@"):
-        family, sockaddr = socket.AF_UNIX, "\0" + address[1:]
-    elif address.startswith("[") and "]:" in address:
-        host, _, port = address[1:].partition("]:")
-        family, sockaddr = socket.AF_INET6, (host, _port(address, port))
-    elif ":" in address and "/" not in address:
-        host, _, port = address.rpartition(":")
-        family, sockaddr = socket.AF_INET, (host or "0.0.0.0", _port(address, port))
-    else:
-        if len(os.fsencode(address)) > SUN_PATH_MAX:
-            raise StatsAddressError(f"{address}: Unix socket path longer than {SUN_PATH_MAX} bytes")
-        family, sockaddr, path = socket.AF_UNIX, address, address
-        _clear_stale(address)
+    family, sockaddr, kind = addresses.parse(address)
+    path = address if kind == "unix" else None
+    if path is not None:
+        addresses.clear_stale(path)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        if family != socket.AF_UNIX:
+        if kind == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if not str(sockaddr[0]).startswith(_LOOPBACK):  # type: ignore[index]
+            if not addresses.is_loopback(str(sockaddr[0])):  # type: ignore[index]
                 log.warning("stats %s listens on a non-loopback address: it shows pids, uids and the "
                             "working directory to anyone who can reach it", address)
         if path is not None:
@@ -263,32 +249,3 @@ def _bind(address: str) -> tuple[socket.socket, str | None, tuple[int, int] | No
         st = os.lstat(path)
         ident = (st.st_dev, st.st_ino)
     return sock, path, ident
-
-
-def _port(address: str, port: str) -> int:
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise StatsAddressError(f"{address}: expected host:port with a port from 1 to 65535")
-    return int(port)
-
-
-def _clear_stale(path: str) -> None:
-    """A leftover socket file nobody listens on is removed; a live one or a non-socket is refused."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise StatsAddressError(f"{path} exists and is not a socket: refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    except BlockingIOError:
-        pass
-    finally:
-        probe.close()
-    raise StatsAddressError(f"{path} is in use by a live server: refusing to take it over")

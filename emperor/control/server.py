@@ -19,14 +19,13 @@ import contextlib
 import json
 import logging
 import os
-import socket
-import stat
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from emperor import addresses
 from emperor.control import protocol
 from emperor.control.commands import REGISTRY, validate
 from emperor.control.protocol import MAX_MESSAGE, ControlError, Errno
@@ -73,7 +72,11 @@ class ControlServer:
             sock.bind(endpoint)
             return
         protocol.private_dir(path, create=default)
-        _refuse_live(path)
+        try:  # ZMQ's ipc bind would silently take over a live socket
+            addresses.clear_stale(path)
+        except addresses.AddressError as exc:
+            raise addresses.AddressError(f"{exc} (another emperor? set emperor-control to another "
+                                         "endpoint)") from None
         old = os.umask(0o177)  # the socket file is 0600 from its creation (bind runs in this thread)
         try:
             sock.bind(endpoint)
@@ -164,27 +167,6 @@ class ControlServer:
                 os.unlink(path)
         self.paths = []
 
-
-def _refuse_live(path: str) -> None:
-    """ZMQ's ipc bind would silently take over a live socket: refuse if somebody answers there."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)  # stale: left by an emperor that was killed
-        return
-    except OSError:
-        pass
-    finally:
-        probe.close()
-    raise OSError(f"{path} is in use (another emperor?): set emperor-control to another endpoint")
 
 
 def open_server(emp: Emperor, configured: str | None) -> ControlServer | None:

@@ -2,9 +2,9 @@
 
 The master binds once and keeps the sockets for its whole life: worker restarts and graceful
 reloads (a re-exec that inherits the fds) never close them, so connections wait in the
-kernel queue instead of failing. Safety rules (docs/sockets.md): never unlink a regular
-file or a socket some live process listens on; chmod before listen(); vacuum only the inode
-we created.
+kernel queue instead of failing. Safety rules (docs/vassal.md, emperor/addresses.py): never
+unlink a regular file or a socket some live process listens on; chmod before listen(); vacuum
+only the inode we created.
 """
 
 from __future__ import annotations
@@ -14,19 +14,15 @@ import json
 import logging
 import os
 import socket
-import stat
 import struct
 from dataclasses import dataclass
+
+from emperor import addresses
 
 log = logging.getLogger("emperor.sockets")
 
 ENV_FDS = "EMPEROR_LISTEN_FDS"
-SUN_PATH_MAX = 107
-_LOOPBACK = ("127.", "::1", "localhost")
-
-
-class SocketError(Exception):
-    """A socket that cannot be set up; the message names the address and the reason."""
+SocketError = addresses.AddressError  # every socket set-up problem, with the address in the message
 
 
 @dataclass
@@ -41,58 +37,12 @@ class Listener:
         return f"{self.kind} {self.name} (fd {self.sock.fileno()})"
 
 
-def parse_address(addr: str) -> tuple[socket.AddressFamily, object, str]:
-    """(family, sockaddr, kind) for ``/path``, ``@abstract``, ``host:port``, ``:port``, ``[v6]:port``."""
-    if addr.startswith("@"):
-        return socket.AF_UNIX, "\0" + addr[1:], "abstract"
-    if addr.startswith("["):
-        host, sep, port = addr[1:].partition("]:")
-        if not sep or not port.isdigit():
-            raise SocketError(f"{addr}: expected [ipv6]:port")
-        return socket.AF_INET6, (host, int(port)), "tcp"
-    host, sep, port = addr.rpartition(":")
-    if sep and port.isdigit() and "/" not in addr:
-        if not 0 < int(port) < 65536:
-            raise SocketError(f"{addr}: port out of range")
-        return socket.AF_INET, (host or "0.0.0.0", int(port)), "tcp"
-    if len(os.fsencode(addr)) > SUN_PATH_MAX:
-        raise SocketError(f"{addr}: Unix socket path is {len(os.fsencode(addr))} bytes; "
-                          f"the limit is {SUN_PATH_MAX}")
-    return socket.AF_UNIX, addr, "unix"
-
-
 def _somaxconn() -> int | None:
     try:
         with open("/proc/sys/net/core/somaxconn") as f:
             return int(f.read())
     except (OSError, ValueError):
         return None
-
-
-def _clear_stale(path: str) -> None:
-    """Remove a stale socket file at ``path``; refuse anything else."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise SocketError(f"{path} exists and is not a socket: refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        log.info("removing stale socket %s", path)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    except BlockingIOError:
-        pass  # a full accept queue: somebody is listening
-    finally:
-        probe.close()
-    raise SocketError(f"{path} is in use by a live server: refusing to take it over")
 
 
 def _set_timeouts(sock: socket.socket, timeout: float) -> None:
@@ -103,7 +53,7 @@ def _set_timeouts(sock: socket.socket, timeout: float) -> None:
 
 
 def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept: bool) -> Listener:
-    family, sockaddr, kind = parse_address(addr)
+    family, sockaddr, kind = addresses.parse(addr)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if kind == "tcp":
@@ -111,13 +61,13 @@ def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             host = sockaddr[0]  # type: ignore[index]
-            if not str(host).startswith(_LOOPBACK):
+            if not addresses.is_loopback(str(host)):
                 log.warning("socket %s listens on a non-loopback address: anyone who can reach it "
                             "can send any CGI variable; firewall it or use a Unix socket", addr)
         elif kind == "abstract":
             log.warning("abstract socket %s has no file permissions: any local process can connect", addr)
         else:
-            _clear_stale(addr)
+            addresses.clear_stale(addr)
         try:
             sock.bind(sockaddr)
         except OSError as exc:

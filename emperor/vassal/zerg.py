@@ -24,6 +24,7 @@ import socket
 import struct
 import time
 
+from emperor import addresses
 from emperor.vassal import sockets
 from emperor.vassal.sockets import Listener
 
@@ -103,7 +104,7 @@ class ZergServer:
 
 def receive(path: str, timeout: float = CONNECT_TIMEOUT) -> list[socket.socket]:
     """Connect to one zerg server and return the sockets it hands out."""
-    family, addr, _ = sockets.parse_address(path)
+    family, addr, _ = addresses.parse(path)
     if family != socket.AF_UNIX:
         raise ZergError(f"zerg {path}: a zerg server is a Unix socket path (or @abstract)")
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
