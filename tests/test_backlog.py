@@ -106,7 +106,7 @@ def test_sos_every_second_over_the_threshold_log_rate_limited(caplog: pytest.Log
     probe.value = 37
     assert w.check(0.5, all_busy=True) is None  # probed at most once a second
     sent = [w.check(t, all_busy=True) for t in range(1, 11)]
-    assert sent == ["37"] * 10
+    assert sent == ["37 10"] * 10  # the backlog and the threshold
     lines = [r for r in caplog.records if "reinforcements" in r.getMessage()]
     assert len(lines) == 2 and lines[0].getMessage() == "asking the emperor for reinforcements (backlog 37)"
 
@@ -120,7 +120,7 @@ def test_sos_schedule_does_not_drift_when_ticks_come_late() -> None:
     fired = [t for t in (0.0, 1.3, 2.1, 3.05, 4.0, 4.6, 5.0) if w.check(t, all_busy=True)]
     assert fired == [0.0, 1.3, 2.1, 3.05, 4.0, 5.0]
     assert w.next_check == 6.0
-    assert w.check(9.5, all_busy=True) == "50" and w.next_check == 10.5  # far behind: restart from now
+    assert w.check(9.5, all_busy=True) == "50 10" and w.next_check == 10.5  # far behind: restart from now
 
 
 def test_vassal_sos_when_the_backlog_cannot_be_read() -> None:

@@ -160,3 +160,35 @@ def test_forget_stops_competing_and_frees_on_exit() -> None:
     assert p.overloaded(clock()) == [] and p.alive == 1
     p.gone("a", "stopped")
     assert p.alive == 0 and "a" not in p.broods
+
+
+def test_a_deep_backlog_gets_several_zergs_at_once() -> None:
+    """Backlog 127 over a threshold of 10 is 12x: three zergs on the first SOS (one per 4x),
+    then one a second; never above the free slots."""
+    clock = Clock()
+    p = Broodlord(4, clock)
+    v = p.sos("a", 127, threshold=10)
+    assert v.lend and (v.slot, v.count) == (1, 3) and p.alive == 3 and p.lends == 3
+    assert not p.sos("a", 127, threshold=10).lend  # the rate limit is per answer, not per zerg
+    clock.tick()
+    v = p.sos("a", 127, threshold=10)
+    assert (v.slot, v.count) == (4, 1) and p.alive == 4  # only one slot was left
+    clock.tick()
+    assert not p.sos("a", 500, threshold=10).lend
+
+
+def test_a_shallow_backlog_gets_one_zerg() -> None:
+    clock = Clock()
+    p = Broodlord(4, clock)
+    assert p.sos("a", 25, threshold=10).count == 1  # 2.5x the threshold
+    clock.tick()
+    assert p.sos("a", None, threshold=10).count == 1  # vassal-sos ("busy"): no figure
+
+
+def test_a_burst_stays_within_the_fair_share() -> None:
+    clock = Clock()
+    p = Broodlord(4, clock)
+    assert p.sos("b", 15, threshold=10).count == 1  # b is overloaded too
+    v = p.sos("a", 400, threshold=10)  # 40x would be 10 zergs
+    assert v.count == 2 and p.alive == 3  # a's share of 4 between two vassals is 2
+    assert p.broods["b"].alive == 1

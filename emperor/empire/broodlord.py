@@ -7,7 +7,11 @@ zerg, and maybe stop one of another vassal's), and reports back ``started()``/``
 uWSGI lends one zerg per SOS with no limit but the global one: the first vassal to shout
 takes the whole pool and keeps it. Here, on top of the same global cap ``pool``:
 
-- **Rate limit**: at most one lend per vassal per ``interval`` seconds (0.9: a vassal's
+- **Burst**: a backlog far above the vassal's threshold asks for more than one zerg at once:
+  one per ``BURST_RATIO`` times the threshold (backlog 127 over a threshold of 10: three),
+  within the free slots and the vassal's fair share. uWSGI lends one a second whatever the
+  backlog, so a deep queue waits seconds for help that the pool already has.
+- **Rate limit**: at most one SOS answered per vassal per ``interval`` seconds (0.9: a vassal's
   once-a-second SOS must not be refused for arriving a few ms early), and none while the
   vassal is backing off because its zergs die before they are ready (a broken ``[zerg]``
   section must not spawn in a loop).
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GONE_HOW = ("idle", "preempted", "stopped", "lost", "failed")
+BURST_RATIO = 4  # one zerg per this many times the threshold the backlog stands at
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ class Verdict:
     lend: bool
     reason: str  # why not, or "lent"
     preempt: str | None = None  # take one zerg back from this vassal
-    slot: int = 0  # with lend: the pool slot number (1-based) for the log
+    slot: int = 0  # with lend: the pool slot number (1-based) of the first zerg, for the log
+    count: int = 0  # with lend: how many zergs to start (slots slot .. slot + count - 1)
 
 
 @dataclass
@@ -116,8 +122,8 @@ class Broodlord:
 
     # ---- events
 
-    def sos(self, vassal: str, backlog: int | None) -> Verdict:
-        """A vassal asks for a zerg. If the verdict lends, the slot is taken now."""
+    def sos(self, vassal: str, backlog: int | None, threshold: int | None = None) -> Verdict:
+        """A vassal asks for zergs. If the verdict lends, the slots are taken now."""
         now = self.clock()
         b = self.broods.setdefault(vassal, Brood())
         b.last_sos, b.last_backlog = now, backlog
@@ -132,11 +138,19 @@ class Broodlord:
         if self.alive < self.pool:
             if b.kept >= share and others_below:
                 return self._deny(f"fair share ({b.kept}/{share}) while {others_below[0]} waits")
-            b.alive += 1
-            b.lends += 1
+            want = 1
+            if backlog is not None and threshold:
+                want = max(1, backlog // (threshold * BURST_RATIO))
+            room = self.pool - self.alive
+            if others_below:
+                room = min(room, max(1, share - b.kept))
+            count = min(want, room)
+            first = self.alive + 1
+            b.alive += count
+            b.lends += count
             b.last_lend = now
-            self.lends += 1
-            return Verdict(True, "lent", slot=self.alive)
+            self.lends += count
+            return Verdict(True, "lent", slot=first, count=count)
         if b.kept < share:
             donor = self._donor(vassal, share, now)
             if donor is not None:

@@ -540,8 +540,10 @@ class Emperor:
             return  # as uWSGI: ignored without broodlord
         if v.state not in (State.READY, State.LOYAL, State.RELOADING):
             return
-        backlog = int(payload) if payload.isdigit() else None
-        verdict = self.brood.sos(v.name, backlog)
+        words = payload.split()  # "BACKLOG THRESHOLD", or "busy" for vassal-sos
+        backlog = int(words[0]) if words and words[0].isdigit() else None
+        threshold = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+        verdict = self.brood.sos(v.name, backlog, threshold)
         if verdict.preempt:
             donors = [z for z in self._zergs_of(verdict.preempt) if not z.leaving]
             if donors:
@@ -550,7 +552,8 @@ class Emperor:
             else:
                 self.brood.gone(verdict.preempt, "preempted", preempted=True)  # nothing left to take
         if verdict.lend:
-            self._lend(v, verdict.slot, backlog)
+            for i in range(verdict.count):
+                self._lend(v, verdict.slot + i, backlog)
         else:
             log.debug("sos: %r (backlog %s): no zerg: %s", v.name, payload, verdict.reason)
 

@@ -212,7 +212,7 @@ class SosWatch:
         if self.threshold and self.backlog is not None:
             if self.backlog >= self.threshold:
                 self._say(now, f"backlog {self.backlog}")
-                return str(self.backlog)
+                return f"{self.backlog} {self.threshold}"  # the emperor sizes its answer by both
             return None
         if not self.busy_secs:
             return None
