@@ -98,29 +98,33 @@ class FakeProbe(Probe):
         return self.value, (Queue(self.value, 100) if self.value is not None else None)
 
 
-def test_sos_every_second_over_the_threshold_log_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+def test_sos_at_once_then_every_second_log_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """Probes every 0.25 s: the first SOS leaves at the first probe over the threshold, the
+    next ones once a second while it holds; the log says so every 5 s, not every time."""
     probe = FakeProbe()
     w = SosWatch(probe, threshold=10, busy_secs=0, now=0.0)
     probe.value = 3
     assert w.check(0.0, all_busy=True) is None
+    assert w.check(0.1, all_busy=True) is None  # between two probes
     probe.value = 37
-    assert w.check(0.5, all_busy=True) is None  # probed at most once a second
-    sent = [w.check(t, all_busy=True) for t in range(1, 11)]
-    assert sent == ["37 10"] * 10  # the backlog and the threshold
+    ticks = [k * 0.25 for k in range(1, 45)]  # 0.25 .. 11.0
+    sent = [t for t in ticks if w.check(t, all_busy=True)]
+    assert sent == [0.25 + k for k in range(11)]  # at once, then each second
+    assert w.check(11.25, all_busy=True) == "37 10" and w.check(11.5, all_busy=True) is None
     lines = [r for r in caplog.records if "reinforcements" in r.getMessage()]
-    assert len(lines) == 2 and lines[0].getMessage() == "asking the emperor for reinforcements (backlog 37)"
+    assert len(lines) == 3 and lines[0].getMessage() == "asking the emperor for reinforcements (backlog 37)"
 
 
 def test_sos_schedule_does_not_drift_when_ticks_come_late() -> None:
-    """Ticks that arrive 0.3 s late keep the once-a-second schedule (0, 1, 2, ...): a probe that
-    rescheduled from "now" would fire at 0, 1.3, 2.6, ... and lend zergs ever later."""
+    """Ticks that arrive late keep the grid (0.25 s probes, 1 s SOS): a schedule taken from
+    "now" would send at 0, 1.3, 2.6, ... and lend zergs ever later."""
     probe = FakeProbe()
     probe.value = 50
     w = SosWatch(probe, threshold=10, busy_secs=0, now=0.0)
-    fired = [t for t in (0.0, 1.3, 2.1, 3.05, 4.0, 4.6, 5.0) if w.check(t, all_busy=True)]
-    assert fired == [0.0, 1.3, 2.1, 3.05, 4.0, 5.0]
-    assert w.next_check == 6.0
-    assert w.check(9.5, all_busy=True) == "50 10" and w.next_check == 10.5  # far behind: restart from now
+    late = [k * 0.25 + 0.07 for k in range(0, 21)]  # every tick 70 ms late
+    sent = [round(t, 2) for t in late if w.check(t, all_busy=True)]
+    assert sent == [0.07, 1.07, 2.07, 3.07, 4.07, 5.07]
+    assert w.check(9.5, all_busy=True) == "50 10" and w.next_check == 9.75  # a long stall: restart
 
 
 def test_vassal_sos_when_the_backlog_cannot_be_read() -> None:

@@ -176,18 +176,24 @@ class Probe:
 class SosWatch:
     """When to ask the emperor for a zerg; the master calls ``check`` from its tick.
 
-    ``vassal-sos-backlog = B``: once a second, SOS with the figure while the backlog is at
-    least B (uWSGI's rule; the emperor's policy does the rate limiting). ``vassal-sos = S``:
+    ``vassal-sos-backlog = B``: SOS with the figure while the backlog is at least B, at most
+    once a second (uWSGI's rule; the emperor's policy does the rate limiting). The queue is
+    probed four times a second on a fixed grid, so the first SOS leaves within 0.25 s of the
+    crossing instead of up to a second later, and the once-a-second cadence cannot drift
+    (the next SOS is due one second after the *scheduled* probe). ``vassal-sos = S``:
     when the backlog cannot be read (or no threshold is set), SOS once every worker has been
     busy for S seconds, then at most once per S seconds. The log line is rate-limited: an
     overload that lasts a minute says so every ``LOG_EVERY`` seconds, not 60 times.
     """
 
     LOG_EVERY = 5.0
+    PROBE_EVERY = 0.25
+    SOS_EVERY = 1.0
 
     def __init__(self, probe: Probe, threshold: int, busy_secs: float, now: float) -> None:
         self.probe, self.threshold, self.busy_secs = probe, threshold, busy_secs
         self.next_check = now
+        self.next_sos = now
         self.busy_since: float | None = None
         self.last_busy_sos = 0.0
         self.next_log = 0.0
@@ -196,13 +202,14 @@ class SosWatch:
         self.queue: Queue | None = None
 
     def check(self, now: float, all_busy: bool) -> str | None:
-        """The SOS payload to send now, or None. Probes at most once a second."""
+        """The SOS payload to send now, or None. Probes at most every PROBE_EVERY seconds."""
         if now < self.next_check:
             return None
-        # a fixed once-a-second schedule: a tick that comes late must not push the next one later
-        self.next_check += 1.0
-        if self.next_check <= now:
-            self.next_check = now + 1.0
+        # a fixed schedule: a tick that comes late must not push the next ones later
+        tick = self.next_check
+        self.next_check += self.PROBE_EVERY
+        if self.next_check <= now:  # far behind (a long stall): restart the grid from now
+            tick, self.next_check = now, now + self.PROBE_EVERY
         self.backlog, self.queue = self.probe.backlog()
         q = self.queue
         if q is not None and q.limit and q.length >= q.limit and now >= self.next_full_log:
@@ -210,7 +217,8 @@ class SosWatch:
             log.warning("listen queue is full (%d/%d): new connections are refused or dropped",
                         q.length, q.limit)
         if self.threshold and self.backlog is not None:
-            if self.backlog >= self.threshold:
+            if self.backlog >= self.threshold and tick >= self.next_sos:
+                self.next_sos = tick + self.SOS_EVERY
                 self._say(now, f"backlog {self.backlog}")
                 return f"{self.backlog} {self.threshold}"  # the emperor sizes its answer by both
             return None
