@@ -20,7 +20,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from emperor.control import protocol
-from emperor.control.protocol import MAX_MESSAGE, ControlError, Errno
+from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, ControlError, Errno
 
 
 class Client:
@@ -75,8 +75,8 @@ class Client:
                 if monitor in events:
                     recv_monitor_message(monitor)
                     raise ControlError(Errno.TOO_LARGE, f"the emperor at {self.endpoint} closed the "
-                                       f"connection without a reply: requests are limited to {MAX_MESSAGE} "
-                                       "bytes")
+                                       "connection without a reply: the request was over the transport "
+                                       f"limit of {TRANSPORT_LIMIT} bytes")
         finally:
             sock.disable_monitor()
             monitor.close(linger=0)
@@ -92,7 +92,7 @@ class Client:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        sub.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_LIMIT)
         sub.setsockopt_string(zmq.SUBSCRIBE, protocol.topic(vassal, "") if vassal else "vassal.")
         sub.connect(endpoint)
         try:

@@ -3,9 +3,10 @@
 A request is one ZMQ frame holding a JSON object ``{"id", "command", "properties"}``; the
 reply is one frame ``{"id", "status": "ok", ...result}`` or ``{"id", "status": "error",
 "errno", "reason"}``. Events on the PUB socket are two frames: the topic
-``vassal.<name>.<event>`` and a JSON body. Requests larger than ``MAX_MESSAGE`` never reach
-the emperor's memory: ZMQ (``MAXMSGSIZE``) drops the connection instead, which the client
-reports as an error of its own (a server cannot answer a message it refused to read).
+``vassal.<name>.<event>`` and a JSON body. A request larger than ``MAX_MESSAGE`` is read
+and answered with a TOO_LARGE error without being parsed; one larger than
+``TRANSPORT_LIMIT`` never reaches the emperor's memory: ZMQ (``MAXMSGSIZE``) drops the
+connection, which the client reports as an error of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import enum
 import os
 import stat
 
-MAX_MESSAGE = 64 * 1024
+MAX_MESSAGE = 64 * 1024  # the largest request the emperor parses
+TRANSPORT_LIMIT = 16 * 1024 * 1024  # larger frames are dropped by ZMQ before anything is buffered
 MAX_NAME = 255
 
 
@@ -26,7 +28,7 @@ class Errno(enum.IntEnum):
     MESSAGE_ERROR = 3  # envelope or properties do not match the command's schema
     UNKNOWN_VASSAL = 4
     BAD_STATE = 5  # the vassal cannot do that now (e.g. scale while it is not running)
-    TOO_LARGE = 6  # reported by the client: the emperor dropped the connection
+    TOO_LARGE = 6  # over MAX_MESSAGE (an error reply), or over TRANSPORT_LIMIT (the connection dropped)
     NO_EMPEROR = 7  # reported by the client: nothing answered at the endpoint
     INTERNAL = 8  # a bug in a command; the emperor logged the traceback and carries on
 

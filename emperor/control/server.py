@@ -7,8 +7,9 @@ calls it on every loop iteration and asks for an immediate next iteration while
 ``pending()`` is true. A command runs to completion between two iterations, so commands
 never race each other or the loop (no global lock, no "already running a command").
 
-Every request is untrusted: ``MAXMSGSIZE`` makes ZMQ drop a peer that sends more than
-``MAX_MESSAGE`` bytes before any of it is buffered for us; anything that is not one JSON
+Every request is untrusted: a request over ``MAX_MESSAGE`` bytes gets a TOO_LARGE error
+reply unparsed, and ``MAXMSGSIZE`` makes ZMQ drop a peer that sends more than
+``TRANSPORT_LIMIT`` before any of it is buffered for us; anything that is not one JSON
 object with a known command and valid properties gets an error reply; a command that
 raises is logged and answered with INTERNAL. Nothing a peer sends can stop the loop.
 """
@@ -28,7 +29,7 @@ import zmq
 from emperor import addresses
 from emperor.control import protocol
 from emperor.control.commands import REGISTRY, validate
-from emperor.control.protocol import MAX_MESSAGE, ControlError, Errno
+from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, ControlError, Errno
 
 if TYPE_CHECKING:
     from emperor.empire.emperor import Emperor
@@ -51,7 +52,7 @@ class ControlServer:
         try:
             for sock in (self.router, self.pub):
                 sock.setsockopt(zmq.LINGER, 0)
-            self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+            self.router.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_LIMIT)
             self.router.setsockopt(zmq.RCVHWM, 256)
             self.router.setsockopt(zmq.SNDHWM, 256)
             self.pub.setsockopt(zmq.SNDHWM, 10_000)  # a slow subscriber loses events, never blocks us
@@ -119,6 +120,9 @@ class ControlServer:
         try:
             if extra_frames:
                 raise ControlError(Errno.MESSAGE_ERROR, "expected one JSON frame per request")
+            if len(body) > MAX_MESSAGE:
+                raise ControlError(Errno.TOO_LARGE, f"request of {len(body)} bytes; the limit is "
+                                   f"{MAX_MESSAGE}")
             try:
                 req = json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
