@@ -17,6 +17,15 @@ import threading
 from watchdog.events import (
     EVENT_TYPE_CLOSED_NO_WRITE,
     EVENT_TYPE_OPENED,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
 )
@@ -26,8 +35,14 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 log = logging.getLogger("emperor")
 
 # Reading a file is not a change; without this filter the scan's own open() would wake the
-# loop again, forever.
+# loop again, forever. The inotify watch is also asked only for the events below, so the
+# kernel never queues the opens and read-only closes the rescan itself causes (about two per
+# vassal per rescan, which watchdog would otherwise read and decode in Python to drop them).
 _IGNORED = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
+_WANTED: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
+    DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent,
+]
 
 
 class Inbox:
@@ -104,7 +119,8 @@ class Monitor:
                 self._observer.unschedule(self._watches.pop(d))
         for d in sorted(dirs - set(self._watches)):
             try:
-                self._watches[d] = self._observer.schedule(self._handler, d, recursive=False)
+                self._watches[d] = self._observer.schedule(self._handler, d, recursive=False,
+                                                           event_filter=_WANTED)
             except OSError as exc:
                 log.warning("monitor: cannot watch %s: %s (the periodic rescan still sees it)", d, exc)
 
