@@ -118,10 +118,21 @@ def test_daemonize_detaches_and_logs(procs, sock_dir: Path, tmp_path: Path) -> N
     wait_for(lambda: pidfile.exists() and log.exists() and "ready: 1 worker" in log.read_text(), 10,
              what="daemon ready")
     daemon = int(pidfile.read_text())
-    assert daemon != launcher.pid and psutil.Process(daemon).ppid() != launcher.pid
-    # a new session (setsid in the first child), and not its leader (the second fork)
-    assert os.getsid(daemon) not in (launcher.pid, os.getsid(0), daemon)
-    assert get(sock, "/")[0] == 200
-    os.kill(daemon, signal.SIGTERM)
-    wait_for(lambda: not psutil.pid_exists(daemon), 10, what="daemon gone")
-    assert not pidfile.exists()
+    try:
+        assert daemon != launcher.pid and psutil.Process(daemon).ppid() != launcher.pid
+        # a new session (setsid in the first child), and not its leader (the second fork)
+        assert os.getsid(daemon) not in (launcher.pid, os.getsid(0), daemon)
+        assert get(sock, "/")[0] == 200
+        os.kill(daemon, signal.SIGTERM)
+        wait_for(lambda: not _alive(daemon), 10, what="daemon gone")
+        assert not pidfile.exists()
+    finally:  # the daemon left our process tree: the procs fixture cannot see it
+        if _alive(daemon):
+            os.kill(daemon, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
