@@ -30,7 +30,7 @@ from emperor.protocol.uwsgi import (
     pack,
     parse_vars,
 )
-from emperor.protocol.wsgi import HeaderError, body_allowed, serialize_head
+from emperor.protocol.wsgi import HeaderError, Input, body_allowed, serialize_head
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "packets"
 BUF = 65535
@@ -513,3 +513,53 @@ def test_c_and_python_parsers_agree(pairs: list[tuple[str, str]], tail: bytes, c
 ])
 def test_c_parser_defers_every_unusual_block(block: bytes) -> None:
     assert _both(block)[0] is None
+
+
+# ---------------------------------------------------------------- wsgi.input
+def _input(body: bytes, prefetched: int, chunk: int) -> tuple[Input, list[int]]:
+    """An Input over ``body``: ``prefetched`` bytes came with the vars, the rest arrives from a
+    fake socket ``chunk`` bytes per recv (the calls are recorded)."""
+    rest = memoryview(body)[prefetched:]
+    pos = 0
+    calls: list[int] = []
+
+    def recv_into(view: memoryview) -> int:
+        nonlocal pos
+        n = min(len(view), chunk, len(rest) - pos)
+        view[:n] = rest[pos : pos + n]
+        pos += n
+        calls.append(len(view))
+        return n
+
+    return Input(body[:prefetched], len(body) - prefetched, recv_into), calls
+
+
+@pytest.mark.parametrize("prefetched", [0, 10, 5000])
+def test_input_read_all_and_in_pieces(prefetched: int) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB
+    inp, calls = _input(body, prefetched, 65536)
+    assert inp.read(100) + inp.read(-1) == body
+    assert inp.read(10) == b"" and inp.unread == 0 and inp.pending == 0
+    assert max(calls) <= len(body)  # never a buffer larger than the body
+    inp, _ = _input(body, prefetched, 7000)
+    parts = []
+    while chunk := inp.read(12345):
+        parts.append(chunk)
+    assert b"".join(parts) == body and all(len(p) == 12345 for p in parts[:-1])
+
+
+def test_input_lines_and_limits() -> None:
+    body = b"one\ntwo\n" + b"x" * 100 + b"\nlast"
+    inp, _ = _input(body, 3, 5)
+    assert inp.readline() == b"one\n"
+    assert inp.readline(2) == b"tw"
+    assert inp.read(2) == b"o\n"
+    assert inp.readlines() == [b"x" * 100 + b"\n", b"last"]
+    inp, _ = _input(b"abc", 0, 1)
+    assert inp.read(100) == b"abc"  # never more than CONTENT_LENGTH, and no wait for more
+
+
+def test_input_peer_gone_mid_body() -> None:
+    inp = Input(b"ab", 10, lambda view: 0)  # the peer closed after 2 of 12 bytes
+    with pytest.raises(ConnectionError, match="10 body bytes unsent"):
+        inp.read()

@@ -47,27 +47,41 @@ class Input:
         return self._remaining
 
     def _fill(self, want: int) -> bool:
-        """Receive up to ``want`` more bytes into the buffer; False at the end of the body."""
+        """Receive up to ``want`` more bytes (at most 64 KiB) into the buffer; False at the end."""
         if self._remaining <= 0:
             return False
-        n = min(want, self._remaining)
+        n = min(want, self._remaining, _READ_CHUNK)
         old = len(self._buf)
         self._buf.extend(bytes(n))
         got = self._recv_into(memoryview(self._buf)[old:])
         del self._buf[old + got :]
         if got == 0:
-            raise ConnectionError(f"client closed the connection with {self._remaining} body bytes unsent")
+            raise _closed_early(self._remaining)
         self._remaining -= got
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = len(self._buf) + self._remaining
-        while len(self._buf) < size and self._fill(max(size - len(self._buf), 0)):
-            pass
-        out = bytes(self._buf[:size])
-        del self._buf[:size]
-        return out
+        """Up to ``size`` bytes (all that is left when omitted), received straight into one buffer."""
+        buf = self._buf
+        avail = len(buf) + self._remaining
+        if size is None or size < 0 or size > avail:
+            size = avail
+        if len(buf) >= size:
+            out = bytes(memoryview(buf)[:size])
+            del buf[:size]
+            return out
+        out_buf = bytearray(size)
+        have = len(buf)
+        out_buf[:have] = buf
+        buf.clear()
+        view = memoryview(out_buf)
+        while have < size:
+            got = self._recv_into(view[have:])
+            if got == 0:
+                raise _closed_early(self._remaining)
+            have += got
+            self._remaining -= got
+        return bytes(out_buf)
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = -1 if size is None else size
@@ -92,6 +106,10 @@ class Input:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+def _closed_early(remaining: int) -> ConnectionError:
+    return ConnectionError(f"client closed the connection with {remaining} body bytes unsent")
 
 
 class EmptyInput:
