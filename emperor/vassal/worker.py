@@ -14,6 +14,7 @@ already accepted is dropped); SIGINT/SIGQUIT = exit now.
 from __future__ import annotations
 
 import _socket
+import gc
 import logging
 import os
 import random
@@ -199,6 +200,8 @@ class Worker:
                 except AppLoadError as exc:
                     log.error("worker %d: %s", self.wid, exc)
                     os._exit(22)
+                gc.collect()  # lazy-apps: the same freeze the master does before forking
+                gc.freeze()
             self.ints[self.slot + sb.ACCEPTING] = 1
             if self.cfg.threads > 1:
                 self._serve_threaded()
