@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from emperor import __version__, config, logs
@@ -333,18 +333,18 @@ class Emperor:
         if proc is not None and not proc.send(msg):
             log.debug("channel: cannot send %s to %r; it is exiting", msg.name, v.name)
 
-    def _read_channel(self, name: str) -> None:
-        proc, v = self.procs.get(name), self.vassals.get(name)
-        if proc is None or v is None:
-            return
-        for _ in range(64):  # bounded: a chatty vassal cannot starve the others
+    def _messages(self, name: str, proc: spawn.Process) -> Iterator[tuple[Msg, str]]:
+        """The messages waiting on a child's channel (vassal or zerg), at most 64 per call so a
+        chatty child cannot starve the others. EOF means the process is exiting: the channel
+        leaves the selector and its pidfd says when it is gone."""
+        for _ in range(64):
             try:
                 packet = proc.channel.recv(1024)
             except BlockingIOError:
                 return
             except OSError:
                 packet = b""
-            if not packet:  # EOF: the process is exiting; its pidfd will say when it is gone
+            if not packet:
                 with contextlib.suppress(KeyError, ValueError):
                     self.sel.unregister(proc.channel)
                 return
@@ -352,7 +352,14 @@ class Emperor:
             if message is None:
                 log.debug("channel: %r sent an unknown message %r", name, packet[:16])
                 continue
-            self._on_message(v, *message)
+            yield message
+
+    def _read_channel(self, name: str) -> None:
+        proc, v = self.procs.get(name), self.vassals.get(name)
+        if proc is None or v is None:
+            return
+        for msg, payload in self._messages(name, proc):
+            self._on_message(v, msg, payload)
 
     def _on_message(self, v: Vassal, msg: Msg, payload: str) -> None:
         if msg == Msg.READY:
@@ -605,21 +612,7 @@ class Emperor:
         proc, z = self.procs.get(name), self.zergs.get(name)
         if proc is None or z is None:
             return
-        for _ in range(64):
-            try:
-                packet = proc.channel.recv(1024)
-            except BlockingIOError:
-                return
-            except OSError:
-                packet = b""
-            if not packet:
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(proc.channel)
-                return
-            message = decode(packet)
-            if message is None:
-                continue
-            msg, payload = message
+        for msg, payload in self._messages(name, proc):
             if msg == Msg.READY and not z.ready:
                 z.ready = True
                 self.brood.started(z.parent)
