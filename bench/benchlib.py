@@ -258,6 +258,14 @@ def children_cpu() -> float:
 
 
 # ------------------------------------------------------------------ readiness
+def read_to_eof(s: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (HTTP/1.0 replies, stats documents)."""
+    parts = []
+    while d := s.recv(65536):
+        parts.append(d)
+    return b"".join(parts)
+
+
 def http_status(host: str, port: int, path: str = "/", timeout: float = 1.0) -> tuple[int | None, bytes]:
     """One HTTP/1.0 request; returns (status, body) or (None, error text)."""
     try:
@@ -266,12 +274,7 @@ def http_status(host: str, port: int, path: str = "/", timeout: float = 1.0) -> 
         return None, str(e).encode()
     try:
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
+        buf = read_to_eof(s)
     except OSError as e:
         return None, str(e).encode()
     finally:

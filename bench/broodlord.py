@@ -72,12 +72,7 @@ die-on-idle = true
 def emperor_stats(port: int) -> Any:
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=1)
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
+        buf = B.read_to_eof(s)
         s.close()
         return json.loads(buf.decode("utf-8", "replace"))
     except (OSError, ValueError):
