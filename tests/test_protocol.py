@@ -144,8 +144,8 @@ def test_empty_block() -> None:
     assert info.value.status == 400
 
 
-def test_parse_header() -> None:
-    assert uwsgi.parse_header(b"\x1e\x6f\x01\x09") == (30, 0x16F, 9)
+def test_header_size_is_little_endian() -> None:
+    assert uwsgi.check_header(b"\x1e\x6f\x01\x00", 65535) == 0x16F  # modifier1 30, 367 bytes
 
 
 # ---------------------------------------------------------------- parse_vars

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 
-HEADER_SIZE = 4
 MAX_VARS = 1000
 SERVED_MODIFIERS = frozenset({0, 30})
 
@@ -53,11 +52,6 @@ class UnsupportedModifier(ProtocolError):
 
 class BlockTooLarge(ProtocolError):
     status = 0  # like uWSGI: log and close; nginx shows a 502
-
-
-def parse_header(data: bytes) -> tuple[int, int, int]:
-    """(modifier1, datasize, modifier2) from the first 4 bytes."""
-    return data[0], data[1] | (data[2] << 8), data[3]
 
 
 def check_header(data: bytes, buffer_size: int) -> int:

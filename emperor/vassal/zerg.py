@@ -50,7 +50,6 @@ class ZergServer:
         self.listeners = listeners
         self.listener = sockets.bind(path, backlog, 0o600, 1.0, False)
         self.listener.sock.setblocking(False)
-        self.handed = 0  # connections served: for the log and the stats
         log.info("zerg server enabled on %s (%d socket(s) to lend)", path, len(listeners))
 
     @property
@@ -90,7 +89,6 @@ class ZergServer:
         except OSError as exc:
             log.warning("zerg server: cannot hand the sockets to pid %d: %s", pid, exc.strerror)
             return
-        self.handed += 1
         log.info("zerg server: handed %d socket(s) to pid %d", len(fds), pid)
 
     def close(self) -> None:
