@@ -23,7 +23,7 @@ import psutil
 import pytest
 from harness import BackgroundLoad, Nginx, ProcGroup, free_port, http_get, wait_for
 from test_backlog import ss_recvq
-from test_emperor_rig import Rig
+from test_emperor_rig import EventStream, Rig
 
 SLEEP = "/sleep?s=0.05"
 THRESHOLD = 4
@@ -134,9 +134,24 @@ def test_burst_lends_zergs_and_idle_reclaims_them(rig: Rig, nginx: Callable[...,
     addr = add_vassal(rig, ng, "app", kind)
     ng.start()
     rig.enable("app")
-    rig.start("emperor-broodlord = 3")
+    endpoint = f"ipc://{rig.socks}/ctl/control"
+    (rig.socks / "ctl").mkdir(mode=0o700)
+    rig.start(f"emperor-broodlord = 3\nemperor-control = {endpoint}")
     wait_for(lambda: http_get(ng.url("/app/"))[0] == 200, 20, what="app serving", ignore=(OSError,))
     assert zerg_pids(rig) == []
+    stream = EventStream(endpoint)
+    try:
+        stream.connect(rig, "app.ini")
+        _burst_and_reclaim(rig, ng, addr, stream)
+    finally:
+        stream.stop()
+    assert served_by(ng, "app", 5)  # the vassal keeps serving alone
+    assert os.path.exists(rig.socks / "app-zerg.sock")
+    if kind == "unix":
+        assert rig.sock("app").exists()  # the zergs never removed their parent's socket
+
+
+def _burst_and_reclaim(rig: Rig, ng: Nginx, addr: str, stream: EventStream) -> None:
 
     with sampling(rig, {"app": addr}) as s:
         mark = rig.mark()
@@ -168,10 +183,9 @@ def test_burst_lends_zergs_and_idle_reclaims_them(rig: Rig, nginx: Callable[...,
         assert rig.count(reclaimed, mark) == lent
         assert rig.count(r"lost: zerg", mark) == 0
         assert re.search(r"gone: zerg .* \(pool 0/3\)", rig.log)
-    assert served_by(ng, "app", 5)  # the vassal keeps serving alone
-    assert os.path.exists(rig.socks / "app-zerg.sock")
-    if kind == "unix":
-        assert rig.sock("app").exists()  # the zergs never removed their parent's socket
+        # the control plane's event stream says the same: one "lend" and one "reclaim" per zerg
+        wait_for(lambda: stream.events().count(("app.ini", "reclaim")) == lent, 5, what="reclaim events")
+        assert stream.events().count(("app.ini", "lend")) == lent
 
 
 def test_pool_cap_holds_with_two_overloaded_vassals(rig: Rig, nginx: Callable[..., Nginx]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from harness import BackgroundLoad, ProcGroup, wait_for
-from test_emperor_rig import Rig
+from test_emperor_rig import EventStream, Rig
 
 from emperor.control import reference
 from emperor.control.client import Client
@@ -65,10 +64,9 @@ def test_every_command_against_a_running_emperor(rig: Rig, sock_dir: Path) -> No
     assert os.stat(f"{sock_dir}/ctl/control").st_mode & 0o777 == 0o600
 
     # events: follow the stream in the background while the other commands run
-    events = subprocess.Popen([sys.executable, "-m", "emperor", "ctl", "--endpoint", endpoint, "events"],
-                              stdout=subprocess.PIPE, text=True)
+    stream = EventStream(endpoint)
     try:
-        time.sleep(0.5)  # a SUB connects asynchronously; events before that are not for it
+        stream.connect(rig, "app.ini")
         listed = ok(endpoint, "list")
         assert sorted(v["id"] for v in listed["vassals"]) == ["app.ini", "other.ini"]
         assert all(type(v["pid"]) is int and v["pid"] > 0 for v in listed["vassals"])
@@ -89,8 +87,12 @@ def test_every_command_against_a_running_emperor(rig: Rig, sock_dir: Path) -> No
         old_pid = rig.vassal_pid("other")
         assert ok(endpoint, "stop", "other") == {"stopping": "other.ini"}
         rig.wait_log(r"stopped: 'other.ini'", after=mark)
-        os.utime(rig.avail / "other.ini")  # a change does not bring a held vassal back
-        time.sleep(1.0)
+        # a change does not bring a held vassal back: touch it and app.ini together; once app.ini
+        # has reloaded, the rescan that saw both changes is over
+        mark = rig.mark()
+        os.utime(rig.avail / "other.ini")
+        os.utime(rig.avail / "app.ini")
+        rig.wait_log(r"reloaded: 'app.ini'", after=mark)
         assert rig.vassal_pid("other") is None
         assert ok(endpoint, "list")["held"] == ["other.ini"]
         assert ok(endpoint, "start", "other") == {"starting": "other.ini"}
@@ -101,15 +103,12 @@ def test_every_command_against_a_running_emperor(rig: Rig, sock_dir: Path) -> No
         assert ok(endpoint, "scale", "app", "3")["processes"] == 3
         wait_for(lambda: len(rig.worker_pids("app")) == 3, 10, what="three workers")
         assert ok(endpoint, "zergs") == {"enabled": False, "pool": {}}
+        expected = {("app.ini", "reloading"), ("app.ini", "reloaded"), ("other.ini", "stopping"),
+                    ("other.ini", "stopped"), ("other.ini", "spawned"), ("other.ini", "ready")}
+        wait_for(lambda: expected <= set(stream.events()), 10,
+                 what=f"events {sorted(expected - set(stream.events()))}")
     finally:
-        time.sleep(0.3)
-        events.send_signal(signal.SIGINT)
-        out, _ = events.communicate(timeout=10)
-    seen = [json.loads(line) for line in out.splitlines() if line.strip()]
-    kinds = {(e["vassal"], e["event"]) for e in seen}
-    for expected in [("app.ini", "reloading"), ("app.ini", "reloaded"), ("other.ini", "stopping"),
-                     ("other.ini", "stopped"), ("other.ini", "spawned"), ("other.ini", "ready")]:
-        assert expected in kinds, (expected, seen)
+        stream.stop()
 
     # errors: unknown vassal, bad usage, a state that does not allow it
     for args in (("status", "nope"), ("stop", "../../x"), ("scale", "nope", "2"), ("start", "nope")):

@@ -179,3 +179,48 @@ def test_rig_writes_valid_vassal_files(tmp_path: Path) -> None:
     cfg = config.from_args([("ini", str(path))], Scope.VASSAL)
     assert cfg.socket == [str(tmp_path / "a.sock")] and cfg.processes == 2
     assert cfg.env == ["APP_TAG=v9", "APP_CRASH=1"] and cfg.harakiri == 30
+
+
+class EventStream:
+    """`emperor ctl events` in the background, its JSON lines collected by a thread.
+
+    A SUB socket connects asynchronously, so ``connect()`` reloads a vassal until its
+    "reloaded" event arrives: after that, no event can be missed.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        import subprocess
+        import threading
+
+        self.endpoint = endpoint
+        self.proc = subprocess.Popen([sys.executable, "-m", "emperor", "ctl", "--endpoint", endpoint,
+                                      "events"], stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
+                                       daemon=True)
+        self.reader.start()
+
+    def events(self) -> list[tuple[str, str]]:
+        import json
+
+        return [(e["vassal"], e["event"]) for e in (json.loads(x) for x in list(self.lines) if x.strip())]
+
+    def connect(self, rig: Rig, name: str) -> None:
+        import subprocess
+
+        def delivered() -> bool:
+            mark = rig.mark()
+            subprocess.run([sys.executable, "-m", "emperor", "ctl", "--endpoint", self.endpoint, "reload",
+                            name], capture_output=True, timeout=20, check=True)
+            rig.wait_log(rf"reloaded: '{re.escape(name)}'", after=mark)
+            return (name, "reloaded") in self.events()
+
+        wait_for(delivered, 30, interval=0, what="the event stream to deliver")
+
+    def stop(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=10)
+        self.reader.join(5)
