@@ -27,8 +27,6 @@ import time
 import traceback
 from bisect import bisect_left
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from threading import BoundedSemaphore
 from typing import Any
 
 from emperor.protocol import uwsgi
@@ -284,6 +282,9 @@ class Worker:
                 return
 
     def _serve_threaded(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # only threaded workers import it
+        from threading import BoundedSemaphore
+
         self._prepare_accept()
         free = BoundedSemaphore(self.cfg.threads)
 
