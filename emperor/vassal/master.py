@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import channel, config, logs
+from emperor import addresses, channel, config, logs
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
@@ -136,7 +136,7 @@ class Master:
             else:
                 self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket,
                                                   cfg.socket_timeout, not cfg.no_defer_accept, inherited)
-        except (sockets.SocketError, zerg.ZergError, OSError) as exc:
+        except (addresses.AddressError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
         for lst in self.listeners:
@@ -429,7 +429,7 @@ class Master:
         if cfg.zerg_server:
             try:
                 self.zerg_server = zerg.ZergServer(cfg.zerg_server, self.listeners)
-            except (sockets.SocketError, OSError) as exc:
+            except (addresses.AddressError, OSError) as exc:
                 log.error("zerg-server: %s", exc)
                 return Exit.SOCKET
             self.sel.register(self.zerg_server.sock, selectors.EVENT_READ, self.zerg_server.on_accept)

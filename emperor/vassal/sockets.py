@@ -22,7 +22,6 @@ from emperor import addresses
 log = logging.getLogger("emperor.sockets")
 
 ENV_FDS = "EMPEROR_LISTEN_FDS"
-SocketError = addresses.AddressError  # every socket set-up problem, with the address in the message
 
 
 @dataclass
@@ -71,7 +70,7 @@ def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept
         try:
             sock.bind(sockaddr)
         except OSError as exc:
-            raise SocketError(f"cannot bind {addr}: {exc.strerror}") from None
+            raise addresses.AddressError(f"cannot bind {addr}: {exc.strerror}") from None
         listener = Listener(addr, sock, kind)
         if kind == "unix":
             if mode is not None:

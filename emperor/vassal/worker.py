@@ -166,7 +166,6 @@ class Worker:
         self.app = app
         self.load_app = load_app
         self.alive = True
-        self.requests = 0
         self.buffer_size = cfg.buffer_size
         self.recv_size = cfg.buffer_size + 4 + 8192  # header, the largest vars block, a small body
         self.limit_post = cfg.limit_post
@@ -367,7 +366,6 @@ class Worker:
         except Exception:
             log.exception("worker %d: unexpected error", self.wid)
         finally:
-            self.requests += 1
             ints[slot + sb.REQUESTS] += 1
             ints[slot + sb.BUSY_SINCE] = 0
             if ex is not None:
@@ -377,10 +375,10 @@ class Worker:
             conn.close()
             if self.log_requests and env is not None and ex is not None:
                 self._log_request(env, ex, start)
-            if self.max_requests and self.requests >= self.max_requests:
-                self.recycle_reason = f"max-requests ({self.requests} requests)"
-            elif self.rss_limit and _rss() > self.rss_limit:
-                self.recycle_reason = f"reload-on-rss ({_rss() >> 20} MB > {self.rss_limit >> 20} MB)"
+            if self.max_requests and ints[slot + sb.REQUESTS] >= self.max_requests:
+                self.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
+            elif self.rss_limit and (rss := _rss()) > self.rss_limit:
+                self.recycle_reason = f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)"
             took = (time.monotonic_ns() - start) // 1000
             ints[slot + sb.RT_SUM_US] += took
             ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
