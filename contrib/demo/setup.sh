@@ -11,6 +11,10 @@ extras="${1:-}"
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# The test run also needs the tools the tests call (shellcheck lints the shipped shell scripts).
+if [ "$extras" = test ]; then
+  command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+fi
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv)
 elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
