@@ -190,7 +190,6 @@ class Worker:
         code = 0
         try:
             self.pid = os.getpid()
-            self._setup_signals()
             if self.app is None:
                 try:
                     self.app = self.load_app()
@@ -199,6 +198,8 @@ class Worker:
                     os._exit(22)
                 gc.collect()  # lazy-apps: the same freeze the master does before forking
                 gc.freeze()
+            if not self.alive:  # told to leave before serving (during a lazy-apps import)
+                return
             self.ints[self.slot + sb.ACCEPTING] = 1
             if self.cfg.threads > 1:
                 self._serve_threaded()
@@ -215,14 +216,19 @@ class Worker:
             sys.stderr.flush()
             os._exit(code)
 
-    def _setup_signals(self) -> None:
+    def install_signals(self) -> None:
+        """The worker's own handlers. The master forks with its signals blocked and calls this
+        first thing in the child, before unblocking them: no signal ever reaches the master's
+        handlers (nor its wakeup socket) from a worker, and none sent to a new worker is lost."""
+        signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._graceful)
         for sig in (signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, lambda s, f: os._exit(0))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):  # the master's: never stop a worker
+            signal.signal(sig, signal.SIG_IGN)
 
     def _graceful(self, signum: int, frame: object) -> None:
         self.alive = False
