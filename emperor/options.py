@@ -124,6 +124,10 @@ OPTIONS: tuple[Option, ...] = (
          "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (30 s "
          "there when unset, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
          aliases=("worker-reload-mercy",), metavar="SECONDS"),
+    _opt("heartbeat", v.integer(0, 3600), 0, "Under an emperor: send it a heartbeat every this many "
+         "seconds from the master's loop (0 = off). A master that stops sending them (stopped, stuck) "
+         "is killed and respawned by the emperor after ``emperor-required-heartbeat`` seconds "
+         "(docs/emperor.md#heartbeat).", scope=Scope.VASSAL, group="processes", metavar="SECONDS"),
     _opt("die-on-term", v.boolean, False, "Accepted for compatibility: SIGTERM is always a graceful stop "
          "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True),
     # ---- logging and files
@@ -172,6 +176,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt("emperor-tyrant", v.boolean, False, "Run each vassal as the owner (uid and gid) of its ini file. "
          "Files owned by root or writable by group or others are refused. Needs root.",
          scope=Scope.EMPEROR, group="emperor", flag=True),
+    _opt("emperor-required-heartbeat", v.integer(1, 86_400), 30, "A vassal that sends heartbeats "
+         "(its ``heartbeat`` option) and then sends none for this many seconds (or twice its own period, "
+         "if longer) is killed and respawned (uWSGI's default, 30).", scope=Scope.EMPEROR,
+         group="emperor", metavar="SECONDS"),
     _opt("vassals-include", v.nonempty, None, "Load this ini file into every vassal, after the vassal's own "
          "file (so its values win for single-valued options). Repeatable.", scope=Scope.EMPEROR,
          group="emperor", multi=True, metavar="FILE"),

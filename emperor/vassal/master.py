@@ -115,6 +115,7 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
+        self.next_heartbeat = 0.0  # heartbeat = N: when the next HEARTBEAT is due
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -313,6 +314,10 @@ class Master:
                 self.deadline = now + 5.0
         if self.stats_server is not None:
             self.stats_server.expire()
+        if self.cfg.heartbeat and self.chan is not None and now >= self.next_heartbeat:
+            # from the loop itself: a master that stops looping (SIGSTOP, a stuck call) goes silent
+            channel.send(self.chan, Msg.HEARTBEAT, str(self.cfg.heartbeat))
+            self.next_heartbeat = now + self.cfg.heartbeat
         if self.old_workers:
             self._reap()
         for pid, deadline in list(self.old_workers.items()):
@@ -479,6 +484,8 @@ class Master:
             else:
                 probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
                 self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog, cfg.vassal_sos, now)
+        if cfg.heartbeat and self.chan is None:
+            log.warning("%s: heartbeat ignored: not governed by an emperor", self.name)
         if cfg.idle and cfg.die_on_idle:
             self.idle = zerg.IdleWatch(cfg.idle, now)
         elif cfg.idle:
