@@ -84,6 +84,11 @@ OPTIONS: tuple[Option, ...] = (
          group="sockets", metavar="SECONDS"),
     _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
          "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
+    _opt("forwarded-allow-ips", v.ip_list, "127.0.0.1,::1", "TCP peers (comma-separated IPs and CIDR "
+         "networks, or ``*``) whose HTTPS, REQUEST_SCHEME and UWSGI_SCHEME vars set "
+         "``wsgi.url_scheme``; from any other TCP peer the scheme is http and the claim is logged. "
+         "Unix-socket peers are always believed (the socket's mode decides who connects). gunicorn's "
+         "name; uWSGI believes every peer.", group="sockets", metavar="IPS"),
     _opt("no-defer-accept", v.boolean, False, "Do not set TCP_DEFER_ACCEPT on TCP sockets.",
          group="sockets", flag=True),
     # ---- application

@@ -322,7 +322,6 @@ def test_row7_magic_vars_change_nothing(vassal: Vassal, tmp_path: Path) -> None:
         ("UWSGI_CALLABLE", "application"), ("UWSGI_PYHOME", str(tmp_path)), ("UWSGI_CHDIR", str(tmp_path)),
         ("UWSGI_SETENV", "EMPEROR_ROW7=bar"), ("UWSGI_SETENV", f"PYTHONPATH={tmp_path}"),
         ("UWSGI_POSTFILE", str(secret)), ("UWSGI_TOUCH_RELOAD", str(touch)), ("UWSGI_APPID", "evil"),
-        ("UWSGI_SCHEME", "https"),
     ]
     for path in ("/env", "/process"):
         for _ in range(2):  # both workers, whichever takes it
@@ -331,7 +330,6 @@ def test_row7_magic_vars_change_nothing(vassal: Vassal, tmp_path: Path) -> None:
     env = json.loads(request(vassal.sock, wsgi_vars(path="/env") + magic)[2])
     assert not any(k.startswith("UWSGI_") for k in env)
     assert env["emperor.dropped_vars"].split(",") == [k for k, _ in magic]
-    assert env["wsgi.url_scheme"] == "http"
     # POSTFILE: the body is what the peer sent, never a server-side file
     status, _, body, _ = request(vassal.sock, [*wsgi_vars(method="POST", path="/echo", body=b"mine"), *magic],
                                  b"mine")
@@ -355,29 +353,69 @@ def test_row7_dropped_vars_are_logged(fresh: Callable[..., Vassal]) -> None:
     wait_for_log(v.proc, "UWSGI_FILE", timeout=1)
 
 
-# ---------------------------------------------------------------- row 8: scheme
-def test_row8_scheme(procs: ProcGroup) -> None:
-    """UWSGI_SCHEME is dropped; HTTPS / REQUEST_SCHEME are trusted (docs/protocol.md: only the proxy
-    may reach the socket), so they are checked here over TCP to pin that documented choice."""
+# ---------------------------------------------------------------- row 8: scheme (issue #8 item 4)
+def _scheme_from(addr: tuple[str, int], source: str, **extra: str) -> str:
+    """wsgi.url_scheme as the app saw it, for a request from the local address ``source``."""
+    base = [p for p in wsgi_vars(path="/env") if p[0] != "REQUEST_SCHEME"]
+    with socket.create_connection(addr, timeout=5, source_address=(source, 0)) as s:
+        s.sendall(pack(base + list(extra.items())))
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, _, body = parse_http_response(raw)
+    assert status == 200, body
+    return str(json.loads(body)["wsgi.url_scheme"])
+
+
+def test_row8_scheme_from_a_trusted_peer(procs: ProcGroup) -> None:
+    """From a peer in forwarded-allow-ips (loopback by default) the scheme vars are believed,
+    UWSGI_SCHEME first as in uWSGI; a second copy of any of them is a 400."""
     port = free_port()
     v = _vassal(procs, f"127.0.0.1:{port}")
     addr = ("127.0.0.1", port)
 
     def scheme(**extra: str) -> str:
-        base = [p for p in wsgi_vars(path="/env") if p[0] != "REQUEST_SCHEME"]
-        status, _, body, _ = request(addr, base + list(extra.items()))
-        assert status == 200, body
-        return str(json.loads(body)["wsgi.url_scheme"])
+        return _scheme_from(addr, "127.0.0.1", **extra)
 
     assert scheme() == "http"
-    assert scheme(UWSGI_SCHEME="https") == "http"
-    assert scheme(REQUEST_SCHEME="http", UWSGI_SCHEME="https") == "http"
+    assert scheme(UWSGI_SCHEME="https") == "https"
+    assert scheme(REQUEST_SCHEME="https", UWSGI_SCHEME="http") == "http"
+    assert scheme(UWSGI_SCHEME="gopher", HTTPS="on") == "https"
     assert scheme(HTTPS="on") == "https"
+    assert scheme(HTTPS="1") == "https"
     assert scheme(REQUEST_SCHEME="https") == "https"
     assert scheme(REQUEST_SCHEME="gopher") == "http"
-    twice = pack([*wsgi_vars(path="/env", HTTPS="on"), ("HTTPS", "off")])
-    assert status_of(exchange(addr, twice).data) == 400
+    for dup in (("HTTPS", "on", "off"), ("UWSGI_SCHEME", "https", "http")):
+        twice = pack([*wsgi_vars(path="/env"), (dup[0], dup[1]), (dup[0], dup[2])])
+        assert status_of(exchange(addr, twice).data) == 400
     assert worker_pids(v.proc) == v.pids
+    assert "forwarded-allow-ips" not in v.log()
+
+
+def test_row8_scheme_from_an_untrusted_peer_is_http_and_logged(procs: ProcGroup) -> None:
+    """Any TCP peer used to set https (issue #8 item 4). 127.0.0.2 is loopback but not in the
+    default list (127.0.0.1, ::1): its claims are ignored and logged once; listing it trusts it."""
+    port = free_port()
+    v = _vassal(procs, f"127.0.0.1:{port}")
+    addr = ("127.0.0.1", port)
+    for claim in ({"HTTPS": "on"}, {"HTTPS": "1"}, {"REQUEST_SCHEME": "https"}, {"UWSGI_SCHEME": "https"}):
+        assert _scheme_from(addr, "127.0.0.2", **claim) == "http", claim
+    wait_for_log(v.proc, r"ignored HTTPS=on from 127\.0\.0\.2, which is not in forwarded-allow-ips")
+    assert worker_pids(v.proc) == v.pids
+    assert v.log().count("not in forwarded-allow-ips") == 1  # rate-limited per peer address
+
+    port2 = free_port()
+    v2 = _vassal(procs, f"127.0.0.1:{port2}", "--forwarded-allow-ips", "127.0.0.0/30", name="trusting")
+    assert _scheme_from(("127.0.0.1", port2), "127.0.0.2", HTTPS="on") == "https"
+    assert "forwarded-allow-ips" not in v2.log()
+
+
+def test_row8_forwarded_allow_ips_is_validated(procs: ProcGroup, sock_dir: Path) -> None:
+    proc = start_vassal(procs, "--socket", str(sock_dir / "x.sock"), "--forwarded-allow-ips",
+                        "127.0.0.1,nginx.local", ready=False)
+    assert proc.wait(10) == 78
+    text = proc.log_text()
+    assert "forwarded-allow-ips" in text and "'nginx.local' is not an IP address" in text
 
 
 # ---------------------------------------------------------------- rows 9, 10: CONTENT_LENGTH, duplicates

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emperor.protocol import uwsgi
-from emperor.protocol.uwsgi import check_header, content_length, parse_vars
+from emperor.protocol.uwsgi import SCHEME_KEY, check_header, content_length, parse_vars
 from emperor.protocol.wsgi import (
     EMPTY_INPUT,
     EmptyInput,
@@ -41,7 +41,9 @@ from emperor.protocol.wsgi import (
     base_environ,
     body_allowed,
     serialize_head,
+    url_scheme,
 )
+from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.loader import AppLoadError, WSGIApp
 from emperor.vassal.sockets import Listener
@@ -49,6 +51,7 @@ from emperor.vassal.sockets import Listener
 log = logging.getLogger("emperor.worker")
 
 DONTWAIT = socket.MSG_DONTWAIT
+AF_UNIX = socket.AF_UNIX
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
 HEAD_CACHE_SIZE = 512
 SMALL_BODY = 8192  # up to this, head + body are joined; above, sendmsg gathers them without a copy
@@ -172,6 +175,7 @@ class Worker:
         self.timeout = cfg.socket_timeout
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         self.base_env = base_environ(cfg.threads > 1)
+        self.scheme_peers = AllowList(cfg.forwarded_allow_ips)
         self.log_requests = not cfg.disable_logging
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -346,9 +350,10 @@ class Worker:
                 _strip_script_name(env)
             elif "SCRIPT_NAME" not in env:
                 env["SCRIPT_NAME"] = ""
-            scheme = env.get("REQUEST_SCHEME")
-            env["wsgi.url_scheme"] = scheme if scheme in ("http", "https") else (
-                "https" if env.get("HTTPS", "").lower() in ("on", "1") else "http")
+            scheme, claim = url_scheme(env, env.pop(SCHEME_KEY, None))
+            if claim and conn.family != AF_UNIX and not self._believed(conn, claim):
+                scheme = "http"
+            env["wsgi.url_scheme"] = scheme
             if length:
                 body = buf[end : end + length]
                 inp: Input | EmptyInput = Input(body, length - len(body), ex.recv_into)
@@ -388,6 +393,19 @@ class Worker:
             took = (time.monotonic_ns() - start) // 1000
             ints[slot + sb.RT_SUM_US] += took
             ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
+
+    def _believed(self, conn: Conn, claim: str) -> bool:
+        """A TCP peer claims https: believed only from forwarded-allow-ips (else logged)."""
+        try:
+            peer = conn.getpeername()
+        except OSError:
+            return False
+        if self.scheme_peers.allows(peer):
+            return True
+        if self._first(peer[0], "scheme"):
+            log.warning("worker %d: ignored %s from %s, which is not in forwarded-allow-ips: "
+                        "wsgi.url_scheme is http", self.wid, claim, peer[0])
+        return False
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
         """The checked, encoded response head; apps repeat the same few heads, so they are cached."""
