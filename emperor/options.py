@@ -82,6 +82,13 @@ OPTIONS: tuple[Option, ...] = (
     _opt("socket-timeout", v.seconds, 4.0, "Seconds a peer may take to send the request (header, vars "
          "and each read of the body) or to accept each write of the response.",
          group="sockets", metavar="SECONDS"),
+    _opt("body-read-timeout", v.seconds, 30.0, "Seconds the whole request body may take to arrive, "
+         "counted from the accept (0 = no total bound). socket-timeout bounds each read only, so a "
+         "peer trickling a byte now and then could hold a worker for as long as the body lasts; past "
+         "this deadline the read fails (the app sees a ConnectionError) and the connection is closed. "
+         "It also ends the drain of a body the app did not read (which never lasts more than "
+         "socket-timeout, at most 2 s). Not in uWSGI (whose harakiri covers it bluntly).",
+         group="sockets", metavar="SECONDS"),
     _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
          "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
     _opt("forwarded-allow-ips", v.ip_list, "127.0.0.1,::1", "TCP peers (comma-separated IPs and CIDR "

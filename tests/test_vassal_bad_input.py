@@ -257,6 +257,49 @@ def test_row3_trickling_peer_does_not_pin_the_worker(fresh: Callable[..., Vassal
         assert closed, "the worker was still reading the trickle after 3x socket-timeout"
 
 
+def _trickle_until_closed(s: socket.socket, limit: float) -> tuple[bool, float, bytes]:
+    """Send one byte every 0.3 s (well within socket-timeout) until the server closes the
+    connection or ``limit`` seconds pass. Returns (closed, elapsed, what the server sent)."""
+    t0 = time.monotonic()
+    got = b""
+    while time.monotonic() - t0 < limit:
+        try:
+            s.sendall(b"x")
+            if select.select([s], [], [], 0.3)[0]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return True, time.monotonic() - t0, got
+                got += chunk
+        except OSError:
+            return True, time.monotonic() - t0, got
+    return False, time.monotonic() - t0, got
+
+
+def test_row3_trickled_body_is_cut_at_body_read_timeout(fresh: Callable[..., Vassal]) -> None:
+    """Issue #8 item 6: socket-timeout bounds each read, body-read-timeout the whole body."""
+    v = fresh("--body-read-timeout", "2")
+    with connect(v.sock, timeout=10) as s:
+        s.sendall(pack(wsgi_vars(method="POST", path="/echo", body=b"x" * 1000)))  # the head alone
+        closed, elapsed, _ = _trickle_until_closed(s, 8)
+    assert closed, "the worker was still reading the trickled body after 8 s"
+    assert 1.5 <= elapsed <= 3.0, elapsed
+    wait_for_log(v.proc, r"request body not complete after 2 s \(body-read-timeout\)")
+    v.unharmed()
+
+
+def test_row12_drain_of_an_unread_trickled_body_is_bounded(fresh: Callable[..., Vassal]) -> None:
+    """Issue #8 item 6: the app answers without reading a 10 MB body that trickles in; the
+    drain (which spares nginx a reset) ends after socket-timeout in all, not per read."""
+    v = fresh()
+    with connect(v.sock, timeout=10) as s:
+        s.sendall(pack(wsgi_vars(method="POST", path="/raw/unread", body=b"x" * 10_000_000)) + b"x" * 100)
+        closed, elapsed, got = _trickle_until_closed(s, 8)
+    assert closed, "the worker was still draining the trickled body after 8 s"
+    assert status_of(got) == 200 and got.endswith(b"hello /raw/unread")
+    assert elapsed <= TIMEOUT + 1.0, elapsed
+    v.unharmed()
+
+
 # ---------------------------------------------------------------- row 4: lengths past the block
 def test_row4_value_length_running_into_the_body(vassal: Vassal) -> None:
     """The value length points past the block into the body bytes: 400, the body is not a var."""

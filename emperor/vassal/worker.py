@@ -53,6 +53,7 @@ log = logging.getLogger("emperor.worker")
 DONTWAIT = socket.MSG_DONTWAIT
 AF_UNIX = socket.AF_UNIX
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
+DRAIN_TIME = 2.0  # the longest a drain may take in all (less with a shorter socket-timeout)
 HEAD_CACHE_SIZE = 512
 SMALL_BODY = 8192  # up to this, head + body are joined; above, sendmsg gathers them without a copy
 Conn = _socket.socket  # accepted connections: the C type, without socket.py's Python-level wrapper
@@ -67,13 +68,13 @@ class ClientGone(Exception):
 
     @property
     def slow(self) -> bool:
-        return "socket-timeout" in str(self)
+        return "-timeout)" in str(self)  # socket-timeout or body-read-timeout
 
 
 class Exchange(Response):
     """One request's connection state; its bound methods are the WSGI callables."""
 
-    __slots__ = ("conn", "method", "sent", "timeouts_set", "worker")
+    __slots__ = ("conn", "deadline", "method", "sent", "timeouts_set", "worker")
 
     def __init__(self, worker: Worker, conn: Conn, method: str) -> None:
         self.status = None
@@ -84,6 +85,7 @@ class Exchange(Response):
         self.sent = 0
         self.timeouts_set = False
         self.worker = worker
+        self.deadline = 0.0  # body-read-timeout: the monotonic time the body must have arrived by
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
         """The WSGI ``write()`` callable, also used for every streamed chunk."""
@@ -151,11 +153,29 @@ class Exchange(Response):
                     return self.conn.recv_into(view, 0, DONTWAIT)
                 except BlockingIOError:
                     self.set_timeouts()
+            if self.deadline:
+                self._bound_wait()
             return self.conn.recv_into(view)
         except BlockingIOError:
+            if self.deadline and time.monotonic() >= self.deadline:
+                self._late()
             raise ClientGone(f"no data for {self.worker.timeout:g} s (socket-timeout)") from None
         except OSError as exc:
             raise ClientGone(exc.strerror or str(exc)) from None
+
+    def _bound_wait(self) -> None:
+        """Keep one blocking read from running past the body's deadline (SO_RCVTIMEO = what is
+        left, once that is less than socket-timeout); past it, give up on the peer."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self._late()
+        if left < self.worker.timeout:
+            tv = struct.pack("ll", int(left), max(1, int((left % 1) * 1_000_000)))
+            self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+
+    def _late(self) -> None:
+        raise ClientGone(f"request body not complete after {self.worker.body_timeout:g} s "
+                         "(body-read-timeout)")
 
 
 class Worker:
@@ -173,6 +193,7 @@ class Worker:
         self.recv_size = cfg.buffer_size + 4 + 8192  # header, the largest vars block, a small body
         self.limit_post = cfg.limit_post
         self.timeout = cfg.socket_timeout
+        self.body_timeout = cfg.body_read_timeout
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         self.base_env = base_environ(cfg.threads > 1)
         self.scheme_peers = AllowList(cfg.forwarded_allow_ips)
@@ -362,6 +383,8 @@ class Worker:
                 inp = EMPTY_INPUT
                 extra = len(buf) - end
             env["wsgi.input"] = inp
+            if length > len(buf) - end and self.body_timeout:  # part of the body is still to come
+                ex.deadline = start / 1e9 + self.body_timeout
             if self.harakiri:
                 self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
             self._run_app(ex, env)
@@ -382,7 +405,7 @@ class Worker:
             if ex is not None:
                 ints[slot + sb.TX] += ex.sent
             if unread:
-                _drain(conn, unread, self.timeout)
+                _drain(conn, unread, self._drain_deadline(ex))
             conn.close()
             if self.log_requests and env is not None and ex is not None:
                 self._log_request(env, ex, start)
@@ -393,6 +416,14 @@ class Worker:
             took = (time.monotonic_ns() - start) // 1000
             ints[slot + sb.RT_SUM_US] += took
             ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
+
+    def _drain_deadline(self, ex: Exchange | None) -> float:
+        """A drain lasts at most socket-timeout (2 s at most) in all, and never past the body's
+        own deadline: a peer trickling the rest of a body nobody reads holds nothing for long."""
+        deadline = time.monotonic() + min(self.timeout, DRAIN_TIME)
+        if ex is not None and ex.deadline:
+            deadline = min(deadline, ex.deadline)
+        return deadline
 
     def _believed(self, conn: Conn, claim: str) -> bool:
         """A TCP peer claims https: believed only from forwarded-allow-ips (else logged)."""
@@ -540,7 +571,7 @@ class Worker:
         if ex is not None and exc.status:
             self._send_error(ex, exc.status)
             if exc.body_pending:
-                _drain(ex.conn, exc.body_pending, self.timeout)
+                _drain(ex.conn, exc.body_pending, self._drain_deadline(ex))
 
     def _dropped(self, env: dict[str, Any]) -> None:
         """UWSGI_* vars from the wire are never acted on; count them and say so once per peer."""
@@ -601,8 +632,9 @@ def accepter(listener: socket.socket) -> Callable[[], Conn]:
     return accept
 
 
-def _drain(conn: Conn, unread: int, timeout: float) -> None:
-    """Read and discard body bytes still on their way, so close() sends FIN, not RST.
+def _drain(conn: Conn, unread: int, deadline: float) -> None:
+    """Read and discard body bytes still on their way, until ``deadline`` (monotonic), so
+    close() sends FIN, not RST.
 
     A peer that is still writing the body when we close gets a reset, and nginx then turns a
     perfectly good answer (a 413, or a 200 the app sent without reading the body) into a 502.
@@ -613,9 +645,12 @@ def _drain(conn: Conn, unread: int, timeout: float) -> None:
             while conn.recv(65536, DONTWAIT):
                 pass
             return
-        conn.settimeout(min(timeout, 2.0))
         left = min(unread, DRAIN_LIMIT)
         while left > 0:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            conn.settimeout(wait)
             chunk = conn.recv(min(left, 65536))
             if not chunk:
                 break
