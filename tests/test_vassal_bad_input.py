@@ -342,6 +342,22 @@ def test_row6_logged_once_per_peer(fresh: Callable[..., Vassal]) -> None:
     assert v.log().count("unsupported modifier1") == 1
 
 
+def test_row6_tcp_probes_log_once_per_address(procs: ProcGroup) -> None:
+    """Issue #8 item 5: each TCP probe has a new source port; the limit is per address, so 300
+    probes from 127.0.0.1 give one line (they gave 300), and the worker keeps logging news."""
+    port = free_port()
+    v = _vassal(procs, f"127.0.0.1:{port}")
+    addr = ("127.0.0.1", port)
+    for _ in range(300):
+        assert request(addr, wsgi_vars(path="/raw/x"), modifier1=5)[0] == 501
+    assert request(addr, wsgi_vars(path="/raw/x"), modifier1=14)[0] == 501  # same kind, same peer
+    assert status_of(exchange(addr, bytes.fromhex("00060000" + "1000" + "41424344")).data) == 400  # news
+    wait_for_log(v.proc, r"bad request from 127\.0\.0\.1: truncated vars block")
+    assert v.log().count("unsupported modifier1") == 1
+    assert request(addr, wsgi_vars(path="/raw/after"))[0] == 200
+    assert worker_pids(v.proc) == v.pids
+
+
 def test_row6_modifier30_is_served(vassal: Vassal) -> None:
     status, _, body, _ = request(vassal.sock, wsgi_vars(path="/app/env", SCRIPT_NAME="/app"), modifier1=30)
     env = json.loads(body)

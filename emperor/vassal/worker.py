@@ -46,6 +46,7 @@ from emperor.protocol.wsgi import (
 from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.loader import AppLoadError, WSGIApp
+from emperor.vassal.peerlog import PeerLog
 from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
@@ -196,7 +197,7 @@ class Worker:
         self.body_timeout = cfg.body_read_timeout
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         self.base_env = base_environ(cfg.threads > 1)
-        self.scheme_peers = AllowList(cfg.forwarded_allow_ips)
+        self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.log_requests = not cfg.disable_logging
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -206,7 +207,7 @@ class Worker:
         self.slot = board.base(self.index)
         self.ints = board.ints
         self.pid = 0
-        self.logged_peers: set[str] = set()
+        self.peer_log = PeerLog(lambda text: log.warning("worker %d: %s", wid, text))
         self.heads: dict[tuple[object, ...], bytes] = {}
 
     # ---- process setup -------------------------------------------------------------------
@@ -267,7 +268,7 @@ class Worker:
                 return self._single()
             except BlockingIOError:  # SO_RCVTIMEO tick on an idle listener
                 return None
-        for fd, _ev in self._poller.poll():
+        for fd, _ev in self._poller.poll(self.poll_ms):
             accept = self._by_fd.get(fd)
             if accept is None:
                 continue
@@ -281,6 +282,7 @@ class Worker:
         """One listener: a blocking accept(). Several: poll() them, then a non-blocking accept()."""
         self._single = accepter(self.listeners[0].sock) if len(self.listeners) == 1 else None
         self._poller = select.poll()
+        self.poll_ms = max(100, int(self.timeout * 1000))  # an idle tick, as the single listener's timeout
         self._by_fd: dict[int, Callable[[], Conn]] = {}
         if self._single is None:
             for lst in self.listeners:
@@ -305,7 +307,8 @@ class Worker:
         accept = self._accept
         while self.alive:
             conn = accept()
-            if conn is None:
+            if conn is None:  # idle (the listener's timeout tick): time for pending summaries
+                self.peer_log.tick()
                 continue
             handle(conn)
             if self.recycle_reason:
@@ -330,6 +333,7 @@ class Worker:
                 conn = self._accept()
                 if conn is None:
                     free.release()
+                    self.peer_log.tick()
                     continue
                 pool.submit(task, conn)
 
@@ -358,7 +362,7 @@ class Worker:
                 buf = self._recv_more(ex, buf, end)
             env = parse_vars(buf, 4, end)
             if "emperor.dropped_vars" in env:
-                self._dropped(env)
+                self._dropped(env, conn)
             length = content_length(env, self.limit_post)
             method = env.get("REQUEST_METHOD")
             if method is None or "PATH_INFO" not in env:
@@ -392,7 +396,7 @@ class Worker:
             if extra > 0:
                 unread = -1  # bytes after the body: discard what is there, wait for nothing
         except ClientGone as exc:
-            self._note(exc, env)
+            self._note(exc, env, conn)
         except uwsgi.ProtocolError as exc:
             if exc.body_pending and end:
                 exc.body_pending = max(0, exc.body_pending - (len(buf) - end))  # minus what we have
@@ -413,7 +417,10 @@ class Worker:
                 self.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
             elif self.rss_limit and (rss := _rss()) > self.rss_limit:
                 self.recycle_reason = f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)"
-            took = (time.monotonic_ns() - start) // 1000
+            done = time.monotonic_ns()
+            took = (done - start) // 1000
+            if done / 1e9 >= self.peer_log.next_flush:
+                self.peer_log.tick()
             ints[slot + sb.RT_SUM_US] += took
             ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
 
@@ -431,7 +438,7 @@ class Worker:
             peer = conn.getpeername()
         except OSError:
             return False
-        if self.scheme_peers.allows(peer):
+        if self.proxies.allows(peer):
             return True
         if self._first(peer[0], "scheme"):
             log.warning("worker %d: ignored %s from %s, which is not in forwarded-allow-ips: "
@@ -565,7 +572,7 @@ class Worker:
             pass
 
     def _reject(self, ex: Exchange | None, exc: uwsgi.ProtocolError, env: dict[str, Any] | None) -> None:
-        peer = (env or {}).get("REMOTE_ADDR") or _peer(ex.conn if ex else None)
+        peer = self._peer_key(ex.conn if ex else None, env)
         if self._first(peer, exc.kind):
             log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
         if ex is not None and exc.status:
@@ -573,25 +580,38 @@ class Worker:
             if exc.body_pending:
                 _drain(ex.conn, exc.body_pending, self._drain_deadline(ex))
 
-    def _dropped(self, env: dict[str, Any]) -> None:
-        """UWSGI_* vars from the wire are never acted on; count them and say so once per peer."""
+    def _dropped(self, env: dict[str, Any], conn: Conn) -> None:
+        """UWSGI_* vars from the wire are never acted on; count them and say so (rate-limited)."""
         names = env["emperor.dropped_vars"]
         self.ints[self.slot + sb.DROPPED_VARS] += names.count(",") + 1
-        if self._first(env.get("REMOTE_ADDR", "peer"), "UWSGI_"):
+        peer = self._peer_key(conn, env)
+        if self._first(peer, "UWSGI_"):
             log.warning("worker %d: ignored %s from %s: a peer cannot configure the vassal", self.wid,
-                        names, env.get("REMOTE_ADDR", "peer"))
+                        names, peer)
 
     def _first(self, peer: str, kind: str) -> bool:
-        """True the first time this worker sees this kind of trouble from this peer (bounded)."""
-        key = f"{peer}|{kind}"
-        if key in self.logged_peers or len(self.logged_peers) >= 1024:
-            return False
-        self.logged_peers.add(key)
-        return True
+        """True when this kind of trouble from this peer address is to be logged now; repeats
+        are counted and summarised once a period (emperor/vassal/peerlog.py)."""
+        return self.peer_log.first(peer, kind)
 
-    def _note(self, exc: ClientGone, env: dict[str, Any] | None) -> None:
-        """A peer that went away is its own business: debug, except slow peers (once per peer)."""
-        if exc.slow and self._first((env or {}).get("REMOTE_ADDR", "peer"), "slow"):
+    def _peer_key(self, conn: Conn | None, env: dict[str, Any] | None) -> str:
+        """The address trouble is counted against: a TCP peer's IP (never its port: every probe
+        has a new one); the client address a proxy reports (REMOTE_ADDR) when the peer is a
+        Unix-socket peer or in forwarded-allow-ips, since every request then comes from it."""
+        remote = (env or {}).get("REMOTE_ADDR")
+        if conn is None:
+            return remote or "?"
+        if conn.family == AF_UNIX:
+            return remote or "a unix peer"
+        try:
+            name = conn.getpeername()
+        except OSError:
+            return "?"
+        return remote if remote and self.proxies.allows(name) else str(name[0])
+
+    def _note(self, exc: ClientGone, env: dict[str, Any] | None, conn: Conn) -> None:
+        """A peer that went away is its own business: debug, except slow peers (rate-limited)."""
+        if exc.slow and self._first(self._peer_key(conn, env), "slow"):
             log.info("worker %d: %s", self.wid, exc)
         else:
             log.debug("worker %d: %s %s", self.wid, (env or {}).get("PATH_INFO", ""), exc)
@@ -657,16 +677,6 @@ def _drain(conn: Conn, unread: int, deadline: float) -> None:
             left -= len(chunk)
     except OSError:
         pass
-
-
-def _peer(conn: Conn | None) -> str:
-    if conn is None:
-        return "?"
-    try:
-        name = conn.getpeername()
-    except OSError:
-        return "?"
-    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else "unix peer"
 
 
 _proc: Any = None
