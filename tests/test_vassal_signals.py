@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,8 +78,8 @@ def test_stop_right_after_start_reaches_every_worker(procs: ProcGroup, sock_dir:
         assert "still busy" not in v.log_text()
 
 
-@pytest.mark.parametrize("how", ["remove the ini", "SIGTERM to the emperor"])
-def test_emperor_stop_during_vassal_import(rig: Rig, tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize("how", ["remove the ini", "SIGTERM to the emperor", "emperor ctl stop"])
+def test_emperor_stop_during_vassal_import(rig: Rig, tmp_path: Path, sock_dir: Path, how: str) -> None:
     """Item 7 from the emperor's side: the STOP sent during the import is honoured at once,
     with no SIGKILL and no socket file left behind."""
     mark = _slow_app(tmp_path)
@@ -85,7 +87,9 @@ def test_emperor_stop_during_vassal_import(rig: Rig, tmp_path: Path, how: str) -
     (rig.avail / "slow.ini").write_text(
         f"[uwsgi]\nsocket = {sock}\nchdir = {tmp_path}\nmodule = slowapp\nprocesses = 4\n"
         f"env = SLOW_MARK={mark}\nenv = SLOW_IMPORT=2\n")
-    rig.start()
+    endpoint = f"ipc://{sock_dir}/ctl/control"
+    (sock_dir / "ctl").mkdir(mode=0o700)
+    rig.start(f"emperor-control = {endpoint}")
     link = rig.enabled / "slow.ini"
     link.symlink_to("../apps-available/slow.ini")
     rig.wait_log(r"spawned: 'slow.ini'")
@@ -93,6 +97,10 @@ def test_emperor_stop_during_vassal_import(rig: Rig, tmp_path: Path, how: str) -
     t0 = time.monotonic()
     if how == "remove the ini":
         link.unlink()
+    elif how == "emperor ctl stop":
+        cmd = [sys.executable, "-m", "emperor", "ctl", "--endpoint", endpoint, "stop", "slow.ini"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, (r.stdout, r.stderr)
     else:
         assert rig.proc is not None
         rig.proc.popen.send_signal(signal.SIGTERM)
