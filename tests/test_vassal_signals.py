@@ -145,3 +145,17 @@ def test_sigttin_sigttou_scale_a_standalone_vassal(procs: ProcGroup, sock_dir: P
     os.kill(worker, signal.SIGTTOU)
     assert request(sock, wsgi_vars(path="/raw/y"))[0] == 200
     assert _status(worker) != psutil.STATUS_STOPPED
+
+
+def test_sigttin_during_app_import_counts(procs: ProcGroup, sock_dir: Path, tmp_path: Path) -> None:
+    """A scale that arrives during the import is applied when the workers are first forked."""
+    mark = _slow_app(tmp_path)
+    sock = sock_dir / "slow.sock"
+    v = start_vassal(procs, "--socket", str(sock), "--processes", "2", "--env", f"SLOW_MARK={mark}",
+                     module="slowapp", chdir=tmp_path, ready=False)
+    wait_for(mark.exists, 10, what="the app import to begin")
+    os.kill(v.pid, signal.SIGTTIN)
+    wait_for_log(v, r"ready: 3 worker", timeout=15)
+    wait_for(lambda: len(worker_pids(v)) == 3, 5, what="three workers")
+    assert _status(v.pid) != psutil.STATUS_STOPPED
+    assert request(str(sock), wsgi_vars(path="/"))[0] == 200

@@ -202,7 +202,8 @@ class Master:
             key.data()
         if self.state == RUNNING:
             for wid in range(1, self.cfg.processes + 1):
-                self._spawn(wid)
+                if wid not in self.respawn_at:  # a scale during the import queued it for _tick
+                    self._spawn(wid)
         else:
             log.info("%s: stopped before any worker was forked", self.name)
         while self.state != "done":
