@@ -24,6 +24,7 @@ class Msg(enum.IntEnum):
     # vassal -> emperor
     READY = 1  # workers are accepting (sent after every (re)load)
     LOYAL = 17  # the vassal has served a request since its last (re)load
+    HEARTBEAT = 26  # the master's loop is alive (uWSGI's byte 26); payload: its heartbeat period, seconds
     SOS = 30  # payload: the backlog figure, decimal
     IDLE = 22  # payload: seconds idle; a die-on-idle zerg asks to be stopped
     BYE = 9  # the vassal is exiting on purpose; payload: reason

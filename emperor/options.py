@@ -82,8 +82,20 @@ OPTIONS: tuple[Option, ...] = (
     _opt("socket-timeout", v.seconds, 4.0, "Seconds a peer may take to send the request (header, vars "
          "and each read of the body) or to accept each write of the response.",
          group="sockets", metavar="SECONDS"),
+    _opt("body-read-timeout", v.seconds, 30.0, "Seconds the whole request body may take to arrive, "
+         "counted from the accept (0 = no total bound). socket-timeout bounds each read only, so a "
+         "peer trickling a byte now and then could hold a worker for as long as the body lasts; past "
+         "this deadline the read fails (the app sees a ConnectionError) and the connection is closed. "
+         "It also ends the drain of a body the app did not read (which never lasts more than "
+         "socket-timeout, at most 2 s). Not in uWSGI (whose harakiri covers it bluntly).",
+         group="sockets", metavar="SECONDS"),
     _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
          "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
+    _opt("forwarded-allow-ips", v.ip_list, "127.0.0.1,::1", "TCP peers (comma-separated IPs and CIDR "
+         "networks, or ``*``) whose HTTPS, REQUEST_SCHEME and UWSGI_SCHEME vars set "
+         "``wsgi.url_scheme``; from any other TCP peer the scheme is http and the claim is logged. "
+         "Unix-socket peers are always believed (the socket's mode decides who connects). gunicorn's "
+         "name; uWSGI believes every peer.", group="sockets", metavar="IPS"),
     _opt("no-defer-accept", v.boolean, False, "Do not set TCP_DEFER_ACCEPT on TCP sockets.",
          group="sockets", flag=True),
     # ---- application
@@ -124,6 +136,10 @@ OPTIONS: tuple[Option, ...] = (
          "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (30 s "
          "there when unset, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
          aliases=("worker-reload-mercy",), metavar="SECONDS"),
+    _opt("heartbeat", v.integer(0, 3600), 0, "Under an emperor: send it a heartbeat every this many "
+         "seconds from the master's loop (0 = off). A master that stops sending them (stopped, stuck) "
+         "is killed and respawned by the emperor after ``emperor-required-heartbeat`` seconds "
+         "(docs/emperor.md#heartbeat).", scope=Scope.VASSAL, group="processes", metavar="SECONDS"),
     _opt("die-on-term", v.boolean, False, "Accepted for compatibility: SIGTERM is always a graceful stop "
          "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True),
     # ---- logging and files
@@ -172,6 +188,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt("emperor-tyrant", v.boolean, False, "Run each vassal as the owner (uid and gid) of its ini file. "
          "Files owned by root or writable by group or others are refused. Needs root.",
          scope=Scope.EMPEROR, group="emperor", flag=True),
+    _opt("emperor-required-heartbeat", v.integer(1, 86_400), 30, "A vassal that sends heartbeats "
+         "(its ``heartbeat`` option) and then sends none for this many seconds (or twice its own period, "
+         "if longer) is killed and respawned (uWSGI's default, 30).", scope=Scope.EMPEROR,
+         group="emperor", metavar="SECONDS"),
     _opt("vassals-include", v.nonempty, None, "Load this ini file into every vassal, after the vassal's own "
          "file (so its values win for single-valued options). Repeatable.", scope=Scope.EMPEROR,
          group="emperor", multi=True, metavar="FILE"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from emperor import proxies
+
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 
@@ -89,3 +91,9 @@ def python_callable_ref(raw: str) -> str:
     if attr and not all(p.isidentifier() for p in attr.split(".")):
         raise ValueError(f"{attr!r} is not a callable name")
     return s
+
+
+def ip_list(raw: str) -> str:
+    """IPs and CIDR networks, comma-separated, or ``*``"""
+    proxies.parse(raw)
+    return raw.strip()

@@ -257,6 +257,49 @@ def test_row3_trickling_peer_does_not_pin_the_worker(fresh: Callable[..., Vassal
         assert closed, "the worker was still reading the trickle after 3x socket-timeout"
 
 
+def _trickle_until_closed(s: socket.socket, limit: float) -> tuple[bool, float, bytes]:
+    """Send one byte every 0.3 s (well within socket-timeout) until the server closes the
+    connection or ``limit`` seconds pass. Returns (closed, elapsed, what the server sent)."""
+    t0 = time.monotonic()
+    got = b""
+    while time.monotonic() - t0 < limit:
+        try:
+            s.sendall(b"x")
+            if select.select([s], [], [], 0.3)[0]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return True, time.monotonic() - t0, got
+                got += chunk
+        except OSError:
+            return True, time.monotonic() - t0, got
+    return False, time.monotonic() - t0, got
+
+
+def test_row3_trickled_body_is_cut_at_body_read_timeout(fresh: Callable[..., Vassal]) -> None:
+    """Issue #8 item 6: socket-timeout bounds each read, body-read-timeout the whole body."""
+    v = fresh("--body-read-timeout", "2")
+    with connect(v.sock, timeout=10) as s:
+        s.sendall(pack(wsgi_vars(method="POST", path="/echo", body=b"x" * 1000)))  # the head alone
+        closed, elapsed, _ = _trickle_until_closed(s, 8)
+    assert closed, "the worker was still reading the trickled body after 8 s"
+    assert 1.5 <= elapsed <= 3.0, elapsed
+    wait_for_log(v.proc, r"request body not complete after 2 s \(body-read-timeout\)")
+    v.unharmed()
+
+
+def test_row12_drain_of_an_unread_trickled_body_is_bounded(fresh: Callable[..., Vassal]) -> None:
+    """Issue #8 item 6: the app answers without reading a 10 MB body that trickles in; the
+    drain (which spares nginx a reset) ends after socket-timeout in all, not per read."""
+    v = fresh()
+    with connect(v.sock, timeout=10) as s:
+        s.sendall(pack(wsgi_vars(method="POST", path="/raw/unread", body=b"x" * 10_000_000)) + b"x" * 100)
+        closed, elapsed, got = _trickle_until_closed(s, 8)
+    assert closed, "the worker was still draining the trickled body after 8 s"
+    assert status_of(got) == 200 and got.endswith(b"hello /raw/unread")
+    assert elapsed <= TIMEOUT + 1.0, elapsed
+    v.unharmed()
+
+
 # ---------------------------------------------------------------- row 4: lengths past the block
 def test_row4_value_length_running_into_the_body(vassal: Vassal) -> None:
     """The value length points past the block into the body bytes: 400, the body is not a var."""
@@ -299,6 +342,22 @@ def test_row6_logged_once_per_peer(fresh: Callable[..., Vassal]) -> None:
     assert v.log().count("unsupported modifier1") == 1
 
 
+def test_row6_tcp_probes_log_once_per_address(procs: ProcGroup) -> None:
+    """Issue #8 item 5: each TCP probe has a new source port; the limit is per address, so 300
+    probes from 127.0.0.1 give one line (they gave 300), and the worker keeps logging news."""
+    port = free_port()
+    v = _vassal(procs, f"127.0.0.1:{port}")
+    addr = ("127.0.0.1", port)
+    for _ in range(300):
+        assert request(addr, wsgi_vars(path="/raw/x"), modifier1=5)[0] == 501
+    assert request(addr, wsgi_vars(path="/raw/x"), modifier1=14)[0] == 501  # same kind, same peer
+    assert status_of(exchange(addr, bytes.fromhex("00060000" + "1000" + "41424344")).data) == 400  # news
+    wait_for_log(v.proc, r"bad request from 127\.0\.0\.1: truncated vars block")
+    assert v.log().count("unsupported modifier1") == 1
+    assert request(addr, wsgi_vars(path="/raw/after"))[0] == 200
+    assert worker_pids(v.proc) == v.pids
+
+
 def test_row6_modifier30_is_served(vassal: Vassal) -> None:
     status, _, body, _ = request(vassal.sock, wsgi_vars(path="/app/env", SCRIPT_NAME="/app"), modifier1=30)
     env = json.loads(body)
@@ -322,7 +381,6 @@ def test_row7_magic_vars_change_nothing(vassal: Vassal, tmp_path: Path) -> None:
         ("UWSGI_CALLABLE", "application"), ("UWSGI_PYHOME", str(tmp_path)), ("UWSGI_CHDIR", str(tmp_path)),
         ("UWSGI_SETENV", "EMPEROR_ROW7=bar"), ("UWSGI_SETENV", f"PYTHONPATH={tmp_path}"),
         ("UWSGI_POSTFILE", str(secret)), ("UWSGI_TOUCH_RELOAD", str(touch)), ("UWSGI_APPID", "evil"),
-        ("UWSGI_SCHEME", "https"),
     ]
     for path in ("/env", "/process"):
         for _ in range(2):  # both workers, whichever takes it
@@ -331,7 +389,6 @@ def test_row7_magic_vars_change_nothing(vassal: Vassal, tmp_path: Path) -> None:
     env = json.loads(request(vassal.sock, wsgi_vars(path="/env") + magic)[2])
     assert not any(k.startswith("UWSGI_") for k in env)
     assert env["emperor.dropped_vars"].split(",") == [k for k, _ in magic]
-    assert env["wsgi.url_scheme"] == "http"
     # POSTFILE: the body is what the peer sent, never a server-side file
     status, _, body, _ = request(vassal.sock, [*wsgi_vars(method="POST", path="/echo", body=b"mine"), *magic],
                                  b"mine")
@@ -355,29 +412,69 @@ def test_row7_dropped_vars_are_logged(fresh: Callable[..., Vassal]) -> None:
     wait_for_log(v.proc, "UWSGI_FILE", timeout=1)
 
 
-# ---------------------------------------------------------------- row 8: scheme
-def test_row8_scheme(procs: ProcGroup) -> None:
-    """UWSGI_SCHEME is dropped; HTTPS / REQUEST_SCHEME are trusted (docs/protocol.md: only the proxy
-    may reach the socket), so they are checked here over TCP to pin that documented choice."""
+# ---------------------------------------------------------------- row 8: scheme (issue #8 item 4)
+def _scheme_from(addr: tuple[str, int], source: str, **extra: str) -> str:
+    """wsgi.url_scheme as the app saw it, for a request from the local address ``source``."""
+    base = [p for p in wsgi_vars(path="/env") if p[0] != "REQUEST_SCHEME"]
+    with socket.create_connection(addr, timeout=5, source_address=(source, 0)) as s:
+        s.sendall(pack(base + list(extra.items())))
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, _, body = parse_http_response(raw)
+    assert status == 200, body
+    return str(json.loads(body)["wsgi.url_scheme"])
+
+
+def test_row8_scheme_from_a_trusted_peer(procs: ProcGroup) -> None:
+    """From a peer in forwarded-allow-ips (loopback by default) the scheme vars are believed,
+    UWSGI_SCHEME first as in uWSGI; a second copy of any of them is a 400."""
     port = free_port()
     v = _vassal(procs, f"127.0.0.1:{port}")
     addr = ("127.0.0.1", port)
 
     def scheme(**extra: str) -> str:
-        base = [p for p in wsgi_vars(path="/env") if p[0] != "REQUEST_SCHEME"]
-        status, _, body, _ = request(addr, base + list(extra.items()))
-        assert status == 200, body
-        return str(json.loads(body)["wsgi.url_scheme"])
+        return _scheme_from(addr, "127.0.0.1", **extra)
 
     assert scheme() == "http"
-    assert scheme(UWSGI_SCHEME="https") == "http"
-    assert scheme(REQUEST_SCHEME="http", UWSGI_SCHEME="https") == "http"
+    assert scheme(UWSGI_SCHEME="https") == "https"
+    assert scheme(REQUEST_SCHEME="https", UWSGI_SCHEME="http") == "http"
+    assert scheme(UWSGI_SCHEME="gopher", HTTPS="on") == "https"
     assert scheme(HTTPS="on") == "https"
+    assert scheme(HTTPS="1") == "https"
     assert scheme(REQUEST_SCHEME="https") == "https"
     assert scheme(REQUEST_SCHEME="gopher") == "http"
-    twice = pack([*wsgi_vars(path="/env", HTTPS="on"), ("HTTPS", "off")])
-    assert status_of(exchange(addr, twice).data) == 400
+    for dup in (("HTTPS", "on", "off"), ("UWSGI_SCHEME", "https", "http")):
+        twice = pack([*wsgi_vars(path="/env"), (dup[0], dup[1]), (dup[0], dup[2])])
+        assert status_of(exchange(addr, twice).data) == 400
     assert worker_pids(v.proc) == v.pids
+    assert "forwarded-allow-ips" not in v.log()
+
+
+def test_row8_scheme_from_an_untrusted_peer_is_http_and_logged(procs: ProcGroup) -> None:
+    """Any TCP peer used to set https (issue #8 item 4). 127.0.0.2 is loopback but not in the
+    default list (127.0.0.1, ::1): its claims are ignored and logged once; listing it trusts it."""
+    port = free_port()
+    v = _vassal(procs, f"127.0.0.1:{port}")
+    addr = ("127.0.0.1", port)
+    for claim in ({"HTTPS": "on"}, {"HTTPS": "1"}, {"REQUEST_SCHEME": "https"}, {"UWSGI_SCHEME": "https"}):
+        assert _scheme_from(addr, "127.0.0.2", **claim) == "http", claim
+    wait_for_log(v.proc, r"ignored HTTPS=on from 127\.0\.0\.2, which is not in forwarded-allow-ips")
+    assert worker_pids(v.proc) == v.pids
+    assert v.log().count("not in forwarded-allow-ips") == 1  # rate-limited per peer address
+
+    port2 = free_port()
+    v2 = _vassal(procs, f"127.0.0.1:{port2}", "--forwarded-allow-ips", "127.0.0.0/30", name="trusting")
+    assert _scheme_from(("127.0.0.1", port2), "127.0.0.2", HTTPS="on") == "https"
+    assert "forwarded-allow-ips" not in v2.log()
+
+
+def test_row8_forwarded_allow_ips_is_validated(procs: ProcGroup, sock_dir: Path) -> None:
+    proc = start_vassal(procs, "--socket", str(sock_dir / "x.sock"), "--forwarded-allow-ips",
+                        "127.0.0.1,nginx.local", ready=False)
+    assert proc.wait(10) == 78
+    text = proc.log_text()
+    assert "forwarded-allow-ips" in text and "'nginx.local' is not an IP address" in text
 
 
 # ---------------------------------------------------------------- rows 9, 10: CONTENT_LENGTH, duplicates

@@ -61,6 +61,7 @@ class Settings:
     stats_http: bool = False
     control: str | None = None
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
+    required_heartbeat: float = 30.0  # emperor-required-heartbeat
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -81,7 +82,7 @@ class Settings:
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
-            broodlord=cfg.emperor_broodlord)
+            broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat)
 
 
 class Emperor:
@@ -204,6 +205,8 @@ class Emperor:
                 deadlines.append(v.respawn_at)
             elif v.state == State.STOPPING and not v.killed:
                 deadlines.append(v.stop_deadline)
+            elif (hung := v.hung_deadline(self.s.required_heartbeat)) is not None:
+                deadlines.append(hung)
         if self.notify.enabled and not self.sent_ready:
             deadlines.append(self.started_at + READY_TIMEOUT)
         if self.notify.watchdog_interval:
@@ -376,6 +379,8 @@ class Emperor:
             log.info("bye: %r (pid %s) %s", v.name, v.pid, payload)
         elif msg == Msg.SOS:
             self._on_sos(v, payload)
+        elif msg == Msg.HEARTBEAT:
+            v.heartbeat(self.now, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
 
@@ -434,6 +439,11 @@ class Emperor:
         for v in self.vassals.values():
             if v.state == State.STOPPING and not v.killed and now >= v.stop_deadline:
                 self._kill(v, f"did not stop within {self.s.mercy:g} s")
+            elif (hung := v.hung_deadline(self.s.required_heartbeat)) is not None and now >= hung:
+                v.last_error = (f"no heartbeat for {now - v.heartbeat_at:.0f} s (heartbeat = "
+                                f"{v.heartbeat_every:g} s, emperor-required-heartbeat = "
+                                f"{self.s.required_heartbeat:g} s): the master is hung")
+                self._kill(v, f"{v.last_error}; it will be respawned")  # the exit takes the throttle path
         if self.shutdown_at is not None and now >= self.shutdown_at:
             if not self.killed_all:
                 self.killed_all = True

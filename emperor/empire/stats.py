@@ -76,7 +76,7 @@ def vassal(emp: Emperor, v: Vassal) -> dict[str, Any]:
         "pid": snap.get("pid", 0),
         "born": born,
         "last_mod": born,
-        "last_heartbeat": 0,
+        "last_heartbeat": _epoch(emp, getattr(v, "heartbeat_at", 0.0)),
         "loyal": snap.get("loyal", 0),
         "ready": int(ready),
         "accepting": int(ready),

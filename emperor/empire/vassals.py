@@ -100,6 +100,8 @@ class Vassal:
     throttle: Throttle = field(default_factory=Throttle)
     # the emperor's event stream (emperor/empire/console.py): called with (record, word, detail)
     on_event: Callable[[Vassal, str, str], None] | None = field(default=None, repr=False, compare=False)
+    heartbeat_at: float = 0.0  # the last HEARTBEAT (0: none since the spawn: the check is off)
+    heartbeat_every: float = 0.0  # the vassal's own period (its payload)
     zergs: int = 0  # broodlord: zergs alive for this vassal, lent in all, reclaimed idle
     lends: int = 0
     reclaims: int = 0
@@ -127,7 +129,7 @@ class Vassal:
             self.respawns += 1
         self.pid, self.spawned_at, self.stamp = pid, now, stamp
         self.loyal = self.killed = self.reload_pending = False
-        self.ready_at = self.stop_deadline = 0.0
+        self.ready_at = self.stop_deadline = self.heartbeat_at = 0.0
         self._to(State.STARTING, "spawned")
 
     def spawn_failed(self, now: float, error: str) -> None:
@@ -238,6 +240,22 @@ class Vassal:
                      f"(attempt {self.throttle.attempts})", level)
         self.pid = None
         return After.RESPAWN
+
+    def heartbeat(self, now: float, payload: str) -> None:
+        """HEARTBEAT arrived: from now on a silence longer than ``hung_for`` allows is a hang."""
+        self.heartbeat_at = now
+        try:
+            self.heartbeat_every = max(0.0, float(payload))
+        except ValueError:
+            self.heartbeat_every = 0.0
+
+    def hung_deadline(self, required: float) -> float | None:
+        """When a vassal that sends heartbeats counts as hung, or None (no heartbeat yet, or a
+        state where the master is busy re-importing: starting, reloading, stopping). The period
+        restarts at the last READY, so a long reload is not counted as silence."""
+        if not self.heartbeat_at or self.killed or self.state not in (State.READY, State.LOYAL):
+            return None
+        return max(self.heartbeat_at, self.ready_at) + max(required, 2 * self.heartbeat_every)
 
     def unthrottle(self, now: float) -> None:
         """A manual action (touch, SIGHUP, SIGURG) retries a dead vassal at once."""

@@ -18,6 +18,9 @@ SERVED_MODIFIERS = frozenset({0, 30})
 # Keys that must appear at most once: a duplicate makes the request ambiguous (smuggling).
 _SINGLE = ("CONTENT_LENGTH", "REQUEST_METHOD", "PATH_INFO", "REQUEST_URI", "QUERY_STRING",
            "HTTP_HOST", "CONTENT_TYPE", "SCRIPT_NAME", "HTTPS", "REQUEST_SCHEME")
+# The one UWSGI_* var that is not dropped: uWSGI sets wsgi.url_scheme from it. It is kept under
+# this key, out of the app's sight, and the worker honours it from a trusted peer only.
+SCHEME_KEY = "emperor.uwsgi_scheme"
 _BAD_CHARS = re.compile("[\x00\r\n]")
 _VARIABLE = re.compile(r"\d+|'[^']*'|\"[^\"]*\"")
 
@@ -92,7 +95,8 @@ def parse_vars_py(b: bytes, start: int, end: int) -> dict[str, str]:
     Every length must fit inside the block; empty keys, more than MAX_VARS vars, CR/LF/NUL in
     a value, and a repeated framing key (CONTENT_LENGTH, HTTP_HOST, ...) are 400s. Other
     repeated HTTP_* headers (nginx 1.22 sends each copy) are joined with ", " ("; " for
-    cookies), as nginx >= 1.23 does. ``UWSGI_*`` vars are dropped: a peer never configures us.
+    cookies), as nginx >= 1.23 does. ``UWSGI_*`` vars are dropped: a peer never configures us
+    (``UWSGI_SCHEME`` alone is kept, as ``SCHEME_KEY``, for the worker to judge).
     """
     s = b[start:end].decode("latin-1")
     env: dict[str, str] = {}
@@ -144,7 +148,11 @@ def _slow_vars(b: bytes, start: int, end: int, s: str) -> dict[str, str]:
     for k, val in pairs:
         if not k:
             raise ProtocolError("empty key in vars block")
-        if k.startswith("UWSGI_"):
+        if k == "UWSGI_SCHEME":
+            k = SCHEME_KEY
+            if k in env:
+                raise ProtocolError("UWSGI_SCHEME appears twice")
+        elif k.startswith("UWSGI_"):
             dropped.append(k)
             continue
         if k in env:

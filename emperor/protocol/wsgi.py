@@ -216,6 +216,24 @@ def body_allowed(method: str, status: str) -> bool:
     return not (code[0] == "1" or code in ("204", "304"))
 
 
+def url_scheme(env: dict[str, Any], uwsgi_scheme: str | None) -> tuple[str, str]:
+    """The scheme the vars claim, and the var that claimed ``https`` ("" for plain http).
+
+    ``UWSGI_SCHEME`` first (as uWSGI), then ``REQUEST_SCHEME``, then ``HTTPS=on``/``1``;
+    values other than http/https are ignored. Whether the claim is believed depends on the
+    peer (``forwarded-allow-ips``): the worker decides.
+    """
+    for var, value in (("UWSGI_SCHEME", uwsgi_scheme), ("REQUEST_SCHEME", env.get("REQUEST_SCHEME"))):
+        if value == "https":
+            return "https", f"{var}=https"
+        if value == "http":
+            return "http", ""
+    https = env.get("HTTPS", "")
+    if https.lower() in ("on", "1"):
+        return "https", f"HTTPS={https}"
+    return "http", ""
+
+
 def base_environ(multithread: bool) -> dict[str, Any]:
     """The constant ``wsgi.*`` keys, merged into every request's environ with one update().
 

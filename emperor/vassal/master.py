@@ -10,7 +10,14 @@ SIGHUP      graceful reload: re-read the config (an invalid one is refused and t
 SIGTERM     graceful stop: workers finish their request (bounded by reload-mercy), exit 0.
 SIGINT      fast stop (also SIGQUIT): workers exit at once.
 SIGUSR1     log one status line per worker.
+SIGTTIN     one worker more (as gunicorn; at most the scoreboard's size).
+SIGTTOU     one worker less (at least one).
 ==========  =============================================================================
+
+The handlers are installed before the app is imported, so a stop that arrives during a slow
+import is honoured before any worker is forked. Workers are forked with these signals
+blocked and unblock them only once their own handlers are in place (``_spawn``): a signal
+sent to a new worker is never lost to the master's handlers, nor reported to the master.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ ENV_RELOADS = "EMPEROR_RELOADS"
 ENV_OLD_WORKERS = "EMPEROR_OLD_WORKERS"
 PR_SET_PDEATHSIG = 1
 FAST_STOP_GRACE = 3.0
+# Every signal the master handles: blocked across fork() until the worker has its own handlers.
+MASTER_SIGNALS = frozenset({signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU})
 RUNNING, RELOADING, STOPPING = "running", "reloading", "stopping"
 
 
@@ -105,6 +115,7 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
+        self.next_heartbeat = 0.0  # heartbeat = N: when the next HEARTBEAT is due
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -168,15 +179,17 @@ class Master:
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> int:
+        # Handlers first: a stop sent while the app imports (seconds, for a big app) is queued,
+        # not fatal (SIGTERM's default action) and not lost (a channel read only afterwards).
+        self._install_signals()
+        if self.chan is not None:
+            self.sel.register(self.chan, selectors.EVENT_READ, self._on_channel)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
         failure = self.boot()
         if failure is not None:
             self._finish(vacuum=True, force=True)
             return failure
         _title(f"{self.cfg.procname_prefix}emperor: master {self.name}")
-        self._install_signals()
-        if self.chan is not None:
-            self.sel.register(self.chan, selectors.EVENT_READ, self._on_channel)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
         if (served := open_server(self)) is not None:
             self.stats_server, self.stats = served
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
@@ -185,8 +198,14 @@ class Master:
                  self.cfg.threads, loader.describe(self.cfg),
                  ", ".join(lst.describe() for lst in self.listeners))
         self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
-        for wid in range(1, self.cfg.processes + 1):
-            self._spawn(wid)
+        for key, _ in self.sel.select(0):  # what arrived during the import (a stop, a reload) comes first
+            key.data()
+        if self.state == RUNNING:
+            for wid in range(1, self.cfg.processes + 1):
+                if wid not in self.respawn_at:  # a scale during the import queued it for _tick
+                    self._spawn(wid)
+        else:
+            log.info("%s: stopped before any worker was forked", self.name)
         while self.state != "done":
             for key, _ in self.sel.select(self._timeout()):
                 key.data()
@@ -207,8 +226,7 @@ class Master:
         self.wake_w.setblocking(False)
         self.wake_r.setblocking(False)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
-                    signal.SIGUSR1, signal.SIGUSR2):
+        for sig in MASTER_SIGNALS:
             signal.signal(sig, _noop)
         signal.siginterrupt(signal.SIGCHLD, False)
 
@@ -231,6 +249,18 @@ class Master:
                 self.stop(graceful=False)
             elif signum == signal.SIGUSR1:
                 self._log_status()
+            elif signum in (signal.SIGTTIN, signal.SIGTTOU):
+                self._scale_by(1 if signum == signal.SIGTTIN else -1, signal.Signals(signum).name)
+
+    def _scale_by(self, step: int, why: str) -> None:
+        """SIGTTIN/SIGTTOU: one worker more or less, as gunicorn, within [1, scoreboard slots]."""
+        count = self.cfg.processes + step
+        if not 1 <= count <= self.board.slots:
+            log.warning("%s: %s ignored: already %d worker(s) (the range is 1 to %d)", self.name, why,
+                        self.cfg.processes, self.board.slots)
+            return
+        log.info("%s: %s received: %d -> %d worker(s)", self.name, why, self.cfg.processes, count)
+        self.scale(str(count))
 
     def _on_channel(self) -> None:
         assert self.chan is not None
@@ -285,6 +315,10 @@ class Master:
                 self.deadline = now + 5.0
         if self.stats_server is not None:
             self.stats_server.expire()
+        if self.cfg.heartbeat and self.chan is not None and now >= self.next_heartbeat:
+            # from the loop itself: a master that stops looping (SIGSTOP, a stuck call) goes silent
+            channel.send(self.chan, Msg.HEARTBEAT, str(self.cfg.heartbeat))
+            self.next_heartbeat = now + self.cfg.heartbeat
         if self.old_workers:
             self._reap()
         for pid, deadline in list(self.old_workers.items()):
@@ -317,9 +351,19 @@ class Master:
         cfg = self.cfg
         load = lambda: loader.load(cfg)  # noqa: E731 - lazy-apps import in the worker
         self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
-        pid = os.fork()
+        # Blocked across fork(): until the worker has its own handlers, a signal would run the
+        # master's do-nothing handler (a SIGTERM lost) and write to the master's wakeup socket.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid == 0:  # the worker
             try:
+                worker = Worker(wid, self.listeners, cfg, self.board, self.app, load)
+                worker.install_signals()
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending signals are handled here
                 os.setpgid(0, 0)
                 set_parent_death_signal()
                 if os.getppid() != self.pid:
@@ -333,9 +377,10 @@ class Master:
                     self.stats_server.close_in_child()
                 self._broodlord_close(in_worker=True)
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
-                Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
+                worker.run()
             finally:
                 os._exit(1)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             os.setpgid(pid, pid)
         except OSError:
@@ -440,6 +485,8 @@ class Master:
             else:
                 probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
                 self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog, cfg.vassal_sos, now)
+        if cfg.heartbeat and self.chan is None:
+            log.warning("%s: heartbeat ignored: not governed by an emperor", self.name)
         if cfg.idle and cfg.die_on_idle:
             self.idle = zerg.IdleWatch(cfg.idle, now)
         elif cfg.idle:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emperor.protocol import uwsgi
-from emperor.protocol.uwsgi import check_header, content_length, parse_vars
+from emperor.protocol.uwsgi import SCHEME_KEY, check_header, content_length, parse_vars
 from emperor.protocol.wsgi import (
     EMPTY_INPUT,
     EmptyInput,
@@ -41,15 +41,20 @@ from emperor.protocol.wsgi import (
     base_environ,
     body_allowed,
     serialize_head,
+    url_scheme,
 )
+from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.loader import AppLoadError, WSGIApp
+from emperor.vassal.peerlog import PeerLog
 from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
 
 DONTWAIT = socket.MSG_DONTWAIT
+AF_UNIX = socket.AF_UNIX
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
+DRAIN_TIME = 2.0  # the longest a drain may take in all (less with a shorter socket-timeout)
 HEAD_CACHE_SIZE = 512
 SMALL_BODY = 8192  # up to this, head + body are joined; above, sendmsg gathers them without a copy
 Conn = _socket.socket  # accepted connections: the C type, without socket.py's Python-level wrapper
@@ -64,13 +69,13 @@ class ClientGone(Exception):
 
     @property
     def slow(self) -> bool:
-        return "socket-timeout" in str(self)
+        return "-timeout)" in str(self)  # socket-timeout or body-read-timeout
 
 
 class Exchange(Response):
     """One request's connection state; its bound methods are the WSGI callables."""
 
-    __slots__ = ("conn", "method", "sent", "timeouts_set", "worker")
+    __slots__ = ("conn", "deadline", "method", "sent", "timeouts_set", "worker")
 
     def __init__(self, worker: Worker, conn: Conn, method: str) -> None:
         self.status = None
@@ -81,6 +86,7 @@ class Exchange(Response):
         self.sent = 0
         self.timeouts_set = False
         self.worker = worker
+        self.deadline = 0.0  # body-read-timeout: the monotonic time the body must have arrived by
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
         """The WSGI ``write()`` callable, also used for every streamed chunk."""
@@ -148,11 +154,29 @@ class Exchange(Response):
                     return self.conn.recv_into(view, 0, DONTWAIT)
                 except BlockingIOError:
                     self.set_timeouts()
+            if self.deadline:
+                self._bound_wait()
             return self.conn.recv_into(view)
         except BlockingIOError:
+            if self.deadline and time.monotonic() >= self.deadline:
+                self._late()
             raise ClientGone(f"no data for {self.worker.timeout:g} s (socket-timeout)") from None
         except OSError as exc:
             raise ClientGone(exc.strerror or str(exc)) from None
+
+    def _bound_wait(self) -> None:
+        """Keep one blocking read from running past the body's deadline (SO_RCVTIMEO = what is
+        left, once that is less than socket-timeout); past it, give up on the peer."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self._late()
+        if left < self.worker.timeout:
+            tv = struct.pack("ll", int(left), max(1, int((left % 1) * 1_000_000)))
+            self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+
+    def _late(self) -> None:
+        raise ClientGone(f"request body not complete after {self.worker.body_timeout:g} s "
+                         "(body-read-timeout)")
 
 
 class Worker:
@@ -170,8 +194,10 @@ class Worker:
         self.recv_size = cfg.buffer_size + 4 + 8192  # header, the largest vars block, a small body
         self.limit_post = cfg.limit_post
         self.timeout = cfg.socket_timeout
+        self.body_timeout = cfg.body_read_timeout
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         self.base_env = base_environ(cfg.threads > 1)
+        self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.log_requests = not cfg.disable_logging
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -181,7 +207,7 @@ class Worker:
         self.slot = board.base(self.index)
         self.ints = board.ints
         self.pid = 0
-        self.logged_peers: set[str] = set()
+        self.peer_log = PeerLog(lambda text: log.warning("worker %d: %s", wid, text))
         self.heads: dict[tuple[object, ...], bytes] = {}
 
     # ---- process setup -------------------------------------------------------------------
@@ -190,7 +216,6 @@ class Worker:
         code = 0
         try:
             self.pid = os.getpid()
-            self._setup_signals()
             if self.app is None:
                 try:
                     self.app = self.load_app()
@@ -199,6 +224,8 @@ class Worker:
                     os._exit(22)
                 gc.collect()  # lazy-apps: the same freeze the master does before forking
                 gc.freeze()
+            if not self.alive:  # told to leave before serving (during a lazy-apps import)
+                return
             self.ints[self.slot + sb.ACCEPTING] = 1
             if self.cfg.threads > 1:
                 self._serve_threaded()
@@ -215,14 +242,19 @@ class Worker:
             sys.stderr.flush()
             os._exit(code)
 
-    def _setup_signals(self) -> None:
+    def install_signals(self) -> None:
+        """The worker's own handlers. The master forks with its signals blocked and calls this
+        first thing in the child, before unblocking them: no signal ever reaches the master's
+        handlers (nor its wakeup socket) from a worker, and none sent to a new worker is lost."""
+        signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._graceful)
         for sig in (signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, lambda s, f: os._exit(0))
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):  # the master's: never stop a worker
+            signal.signal(sig, signal.SIG_IGN)
 
     def _graceful(self, signum: int, frame: object) -> None:
         self.alive = False
@@ -236,7 +268,7 @@ class Worker:
                 return self._single()
             except BlockingIOError:  # SO_RCVTIMEO tick on an idle listener
                 return None
-        for fd, _ev in self._poller.poll():
+        for fd, _ev in self._poller.poll(self.poll_ms):
             accept = self._by_fd.get(fd)
             if accept is None:
                 continue
@@ -250,6 +282,7 @@ class Worker:
         """One listener: a blocking accept(). Several: poll() them, then a non-blocking accept()."""
         self._single = accepter(self.listeners[0].sock) if len(self.listeners) == 1 else None
         self._poller = select.poll()
+        self.poll_ms = max(100, int(self.timeout * 1000))  # an idle tick, as the single listener's timeout
         self._by_fd: dict[int, Callable[[], Conn]] = {}
         if self._single is None:
             for lst in self.listeners:
@@ -274,7 +307,8 @@ class Worker:
         accept = self._accept
         while self.alive:
             conn = accept()
-            if conn is None:
+            if conn is None:  # idle (the listener's timeout tick): time for pending summaries
+                self.peer_log.tick()
                 continue
             handle(conn)
             if self.recycle_reason:
@@ -299,6 +333,7 @@ class Worker:
                 conn = self._accept()
                 if conn is None:
                     free.release()
+                    self.peer_log.tick()
                     continue
                 pool.submit(task, conn)
 
@@ -327,7 +362,7 @@ class Worker:
                 buf = self._recv_more(ex, buf, end)
             env = parse_vars(buf, 4, end)
             if "emperor.dropped_vars" in env:
-                self._dropped(env)
+                self._dropped(env, conn)
             length = content_length(env, self.limit_post)
             method = env.get("REQUEST_METHOD")
             if method is None or "PATH_INFO" not in env:
@@ -340,9 +375,10 @@ class Worker:
                 _strip_script_name(env)
             elif "SCRIPT_NAME" not in env:
                 env["SCRIPT_NAME"] = ""
-            scheme = env.get("REQUEST_SCHEME")
-            env["wsgi.url_scheme"] = scheme if scheme in ("http", "https") else (
-                "https" if env.get("HTTPS", "").lower() in ("on", "1") else "http")
+            scheme, claim = url_scheme(env, env.pop(SCHEME_KEY, None))
+            if claim and conn.family != AF_UNIX and not self._believed(conn, claim):
+                scheme = "http"
+            env["wsgi.url_scheme"] = scheme
             if length:
                 body = buf[end : end + length]
                 inp: Input | EmptyInput = Input(body, length - len(body), ex.recv_into)
@@ -351,6 +387,8 @@ class Worker:
                 inp = EMPTY_INPUT
                 extra = len(buf) - end
             env["wsgi.input"] = inp
+            if length > len(buf) - end and self.body_timeout:  # part of the body is still to come
+                ex.deadline = start / 1e9 + self.body_timeout
             if self.harakiri:
                 self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
             self._run_app(ex, env)
@@ -358,7 +396,7 @@ class Worker:
             if extra > 0:
                 unread = -1  # bytes after the body: discard what is there, wait for nothing
         except ClientGone as exc:
-            self._note(exc, env)
+            self._note(exc, env, conn)
         except uwsgi.ProtocolError as exc:
             if exc.body_pending and end:
                 exc.body_pending = max(0, exc.body_pending - (len(buf) - end))  # minus what we have
@@ -371,7 +409,7 @@ class Worker:
             if ex is not None:
                 ints[slot + sb.TX] += ex.sent
             if unread:
-                _drain(conn, unread, self.timeout)
+                _drain(conn, unread, self._drain_deadline(ex))
             conn.close()
             if self.log_requests and env is not None and ex is not None:
                 self._log_request(env, ex, start)
@@ -379,9 +417,33 @@ class Worker:
                 self.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
             elif self.rss_limit and (rss := _rss()) > self.rss_limit:
                 self.recycle_reason = f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)"
-            took = (time.monotonic_ns() - start) // 1000
+            done = time.monotonic_ns()
+            took = (done - start) // 1000
+            if done / 1e9 >= self.peer_log.next_flush:
+                self.peer_log.tick()
             ints[slot + sb.RT_SUM_US] += took
             ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
+
+    def _drain_deadline(self, ex: Exchange | None) -> float:
+        """A drain lasts at most socket-timeout (2 s at most) in all, and never past the body's
+        own deadline: a peer trickling the rest of a body nobody reads holds nothing for long."""
+        deadline = time.monotonic() + min(self.timeout, DRAIN_TIME)
+        if ex is not None and ex.deadline:
+            deadline = min(deadline, ex.deadline)
+        return deadline
+
+    def _believed(self, conn: Conn, claim: str) -> bool:
+        """A TCP peer claims https: believed only from forwarded-allow-ips (else logged)."""
+        try:
+            peer = conn.getpeername()
+        except OSError:
+            return False
+        if self.proxies.allows(peer):
+            return True
+        if self._first(peer[0], "scheme"):
+            log.warning("worker %d: ignored %s from %s, which is not in forwarded-allow-ips: "
+                        "wsgi.url_scheme is http", self.wid, claim, peer[0])
+        return False
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
         """The checked, encoded response head; apps repeat the same few heads, so they are cached."""
@@ -510,33 +572,46 @@ class Worker:
             pass
 
     def _reject(self, ex: Exchange | None, exc: uwsgi.ProtocolError, env: dict[str, Any] | None) -> None:
-        peer = (env or {}).get("REMOTE_ADDR") or _peer(ex.conn if ex else None)
+        peer = self._peer_key(ex.conn if ex else None, env)
         if self._first(peer, exc.kind):
             log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
         if ex is not None and exc.status:
             self._send_error(ex, exc.status)
             if exc.body_pending:
-                _drain(ex.conn, exc.body_pending, self.timeout)
+                _drain(ex.conn, exc.body_pending, self._drain_deadline(ex))
 
-    def _dropped(self, env: dict[str, Any]) -> None:
-        """UWSGI_* vars from the wire are never acted on; count them and say so once per peer."""
+    def _dropped(self, env: dict[str, Any], conn: Conn) -> None:
+        """UWSGI_* vars from the wire are never acted on; count them and say so (rate-limited)."""
         names = env["emperor.dropped_vars"]
         self.ints[self.slot + sb.DROPPED_VARS] += names.count(",") + 1
-        if self._first(env.get("REMOTE_ADDR", "peer"), "UWSGI_"):
+        peer = self._peer_key(conn, env)
+        if self._first(peer, "UWSGI_"):
             log.warning("worker %d: ignored %s from %s: a peer cannot configure the vassal", self.wid,
-                        names, env.get("REMOTE_ADDR", "peer"))
+                        names, peer)
 
     def _first(self, peer: str, kind: str) -> bool:
-        """True the first time this worker sees this kind of trouble from this peer (bounded)."""
-        key = f"{peer}|{kind}"
-        if key in self.logged_peers or len(self.logged_peers) >= 1024:
-            return False
-        self.logged_peers.add(key)
-        return True
+        """True when this kind of trouble from this peer address is to be logged now; repeats
+        are counted and summarised once a period (emperor/vassal/peerlog.py)."""
+        return self.peer_log.first(peer, kind)
 
-    def _note(self, exc: ClientGone, env: dict[str, Any] | None) -> None:
-        """A peer that went away is its own business: debug, except slow peers (once per peer)."""
-        if exc.slow and self._first((env or {}).get("REMOTE_ADDR", "peer"), "slow"):
+    def _peer_key(self, conn: Conn | None, env: dict[str, Any] | None) -> str:
+        """The address trouble is counted against: a TCP peer's IP (never its port: every probe
+        has a new one); the client address a proxy reports (REMOTE_ADDR) when the peer is a
+        Unix-socket peer or in forwarded-allow-ips, since every request then comes from it."""
+        remote = (env or {}).get("REMOTE_ADDR")
+        if conn is None:
+            return remote or "?"
+        if conn.family == AF_UNIX:
+            return remote or "a unix peer"
+        try:
+            name = conn.getpeername()
+        except OSError:
+            return "?"
+        return remote if remote and self.proxies.allows(name) else str(name[0])
+
+    def _note(self, exc: ClientGone, env: dict[str, Any] | None, conn: Conn) -> None:
+        """A peer that went away is its own business: debug, except slow peers (rate-limited)."""
+        if exc.slow and self._first(self._peer_key(conn, env), "slow"):
             log.info("worker %d: %s", self.wid, exc)
         else:
             log.debug("worker %d: %s %s", self.wid, (env or {}).get("PATH_INFO", ""), exc)
@@ -577,8 +652,9 @@ def accepter(listener: socket.socket) -> Callable[[], Conn]:
     return accept
 
 
-def _drain(conn: Conn, unread: int, timeout: float) -> None:
-    """Read and discard body bytes still on their way, so close() sends FIN, not RST.
+def _drain(conn: Conn, unread: int, deadline: float) -> None:
+    """Read and discard body bytes still on their way, until ``deadline`` (monotonic), so
+    close() sends FIN, not RST.
 
     A peer that is still writing the body when we close gets a reset, and nginx then turns a
     perfectly good answer (a 413, or a 200 the app sent without reading the body) into a 502.
@@ -589,25 +665,18 @@ def _drain(conn: Conn, unread: int, timeout: float) -> None:
             while conn.recv(65536, DONTWAIT):
                 pass
             return
-        conn.settimeout(min(timeout, 2.0))
         left = min(unread, DRAIN_LIMIT)
         while left > 0:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            conn.settimeout(wait)
             chunk = conn.recv(min(left, 65536))
             if not chunk:
                 break
             left -= len(chunk)
     except OSError:
         pass
-
-
-def _peer(conn: Conn | None) -> str:
-    if conn is None:
-        return "?"
-    try:
-        name = conn.getpeername()
-    except OSError:
-        return "?"
-    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else "unix peer"
 
 
 _proc: Any = None
