@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, config, logs
+from emperor import __version__, channel, config, logs
 from emperor.channel import Msg, decode
+from emperor.control.protocol import Identity
 from emperor.empire import broodlord, reconcile, scan, spawn
-from emperor.empire.console import Console
+from emperor.empire.console import BootError, Console
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
 from emperor.empire.throttle import Throttle
@@ -61,6 +62,7 @@ class Settings:
     stats_http: bool = False
     control: str | None = None
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
+    identity: Identity | None = None  # names the default control endpoint (emperor/control/protocol.py)
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -81,7 +83,7 @@ class Settings:
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
-            broodlord=cfg.emperor_broodlord)
+            broodlord=cfg.emperor_broodlord, identity=Identity.of_config(cfg.files, cfg.emperor, cwd))
 
 
 class Emperor:
@@ -117,6 +119,11 @@ class Emperor:
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> int:
+        try:
+            self.console.open()  # first: a socket the operator asked for that cannot be served is fatal
+        except BootError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
         self._wake_r, self._wake_w = socket.socketpair()
         for sock in (self._wake_r, self._wake_w):
             sock.setblocking(False)
@@ -125,7 +132,6 @@ class Emperor:
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", None))
         self.sel.register(self.inbox.reader, selectors.EVENT_READ, ("inbox", None))
         self.monitor.start()
-        self.console.open()
         dirs = ", ".join(s.path for s in self.s.sources)
         log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
                  " in tyrant mode" if self.s.tyrant else "")
@@ -376,6 +382,8 @@ class Emperor:
             log.info("bye: %r (pid %s) %s", v.name, v.pid, payload)
         elif msg == Msg.SOS:
             self._on_sos(v, payload)
+        elif msg == Msg.SCALED:
+            self.console.scaled(v, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
 
@@ -490,8 +498,8 @@ class Emperor:
             self.reload_all()
         elif signum == signal.SIGUSR1:
             self._reopen_logs("SIGUSR1")
-            for v in self.vassals.values():
-                log.info("vassal: %s", v.snapshot(self.now))
+            for line in self.console.status_lines():
+                log.info("status: %s", line)
         elif signum == signal.SIGURG:
             for v in self.vassals.values():
                 if v.state in DEAD or v.throttle.throttled:
@@ -656,8 +664,16 @@ class Emperor:
     # ---------------------------------------------------------------- logs and status
 
     def _reopen_logs(self, why: str) -> None:
-        if logs.reopen(self.s.logto):
-            log.info("log: reopened %s (%s)", self.s.logto, why)
+        """Reopen our log and pass it to every vassal and zerg: they write to it too (fd 2)."""
+        try:
+            if not logs.reopen(self.s.logto):
+                return
+        except OSError as exc:
+            log.error("log: cannot reopen %s (%s): %s", self.s.logto, why, exc.strerror)
+            return
+        log.info("log: reopened %s (%s)", self.s.logto, why)
+        for proc in self.procs.values():
+            channel.send_fd(proc.channel, Msg.LOGREOPEN, 2)
 
     @staticmethod
     def _mtime(path: str | None) -> int:

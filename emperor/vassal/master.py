@@ -35,7 +35,7 @@ from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
-from emperor.vassal.stats import VassalStats, open_server
+from emperor.vassal.stats import StatsError, VassalStats, open_server
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.master")
@@ -105,6 +105,8 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
+        self.logreopen_mtime: int | None = None  # touch-logreopen: the mtime last seen
+        self.next_logreopen_check = 0.0
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -145,6 +147,12 @@ class Master:
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
+        try:
+            if (served := open_server(self)) is not None:
+                self.stats_server, self.stats = served
+        except StatsError as exc:
+            log.error("%s", exc)
+            return Exit.SOCKET
         if not cfg.lazy_apps:
             try:
                 self.app = loader.load(cfg)
@@ -177,8 +185,7 @@ class Master:
         if self.chan is not None:
             self.sel.register(self.chan, selectors.EVENT_READ, self._on_channel)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
-        if (served := open_server(self)) is not None:
-            self.stats_server, self.stats = served
+        if self.stats_server is not None:
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
         log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
                  self.pid, f" (reload {self.reloads})" if self.reloads else "", self.cfg.processes,
@@ -231,11 +238,13 @@ class Master:
                 self.stop(graceful=False)
             elif signum == signal.SIGUSR1:
                 self._log_status()
+                self.reopen_log("SIGUSR1")
 
     def _on_channel(self) -> None:
         assert self.chan is not None
+        fd: int | None = None
         try:
-            packet = self.chan.recv(channel.MAX_PAYLOAD + 1)
+            packet, fd = channel.recv(self.chan)
         except BlockingIOError:
             return
         except OSError:
@@ -248,7 +257,9 @@ class Master:
             self.stop(graceful=False)
             return
         decoded = channel.decode(packet)
-        if decoded is None:
+        if decoded is None or (fd is not None and decoded[0] != Msg.LOGREOPEN):
+            if fd is not None:
+                os.close(fd)
             log.warning("%s: ignoring unknown message from the emperor: %r", self.name, packet[:16])
             return
         msg, _payload = decoded
@@ -259,7 +270,10 @@ class Master:
         elif msg == Msg.KILL:
             self.stop(graceful=False)
         elif msg == Msg.SCALE:
-            self.scale(_payload)
+            accepted, detail = self.scale(_payload)
+            channel.send(self.chan, Msg.SCALED, channel.scale_reply(accepted, detail))
+        elif msg == Msg.LOGREOPEN:
+            self.reopen_log("the emperor reopened its log", fd)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -273,6 +287,7 @@ class Master:
             self._check_harakiri()
             self._report()
             self._broodlord_tick(now)
+            self._check_logreopen(now)
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -380,6 +395,7 @@ class Master:
             return
         if code == 0:
             log.info("%s: worker %d (pid %d) exited after recycling; respawning", self.name, wid, pid)
+            self.board.set(wid - 1, scoreboard.RESPAWNS, self.board.get(wid - 1, scoreboard.RESPAWNS) + 1)
             self.quick_deaths[wid] = 0
             self._spawn(wid)
             return
@@ -433,13 +449,16 @@ class Master:
                 log.error("zerg-server: %s", exc)
                 return Exit.SOCKET
             self.sel.register(self.zerg_server.sock, selectors.EVENT_READ, self.zerg_server.on_accept)
-        if cfg.vassal_sos_backlog or cfg.vassal_sos:
-            if self.chan is None:
-                log.warning("%s: vassal-sos-backlog/vassal-sos ignored: not governed by an emperor",
-                            self.name)
-            else:
-                probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
-                self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog, cfg.vassal_sos, now)
+        sos = bool(cfg.vassal_sos_backlog or cfg.vassal_sos)
+        if sos and self.chan is None:
+            log.warning("%s: vassal-sos-backlog/vassal-sos ignored: not governed by an emperor", self.name)
+            sos = False
+        # always: the watch also logs a full listen queue (rate-limited), SOS or not
+        probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
+        self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog if sos else 0, cfg.vassal_sos if sos else 0,
+                                    now)
+        if not sos:
+            self.sos.PROBE_EVERY = 1.0  # only the log line: once a second is enough
         if cfg.idle and cfg.die_on_idle:
             self.idle = zerg.IdleWatch(cfg.idle, now)
         elif cfg.idle:
@@ -449,11 +468,11 @@ class Master:
 
     def _broodlord_tick(self, now: float) -> None:
         """Once a second: SOS while overloaded (a vassal); leave when idle (a zerg)."""
-        if self.sos is not None and self.chan is not None:
+        if self.sos is not None:
             busy = [self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values()]
             all_busy = len(busy) == self.cfg.processes and all(busy)
-            payload = self.sos.check(now, all_busy)
-            if payload is not None:
+            payload = self.sos.check(now, all_busy)  # also logs a full listen queue
+            if payload is not None and self.chan is not None:
                 channel.send(self.chan, Msg.SOS, payload)
         if self.idle is not None:
             any_busy = any(self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values())
@@ -478,25 +497,27 @@ class Master:
                 self.sos = None
 
     # ---- scale (emperor ctl scale) -------------------------------------------------------
-    def scale(self, payload: str) -> None:
+    def scale(self, payload: str) -> tuple[bool, str]:
         """Change the worker count now, without a reload: spawn the missing workers, or retire the
         highest-numbered ones gracefully (SIGTERM: they finish their request and leave).
 
         Runtime only: ``cfg.processes`` is overwritten in memory, so every reader (readiness,
         stats, SOS) sees the new count, and a reload re-reads the ini and its value wins again.
+        Returns (accepted, the new count or the reason of the refusal) for the emperor.
         """
         if self.state != RUNNING:
-            log.warning("%s: scale ignored: the vassal is %s", self.name, self.state)
-            return
-        try:
-            count = int(payload)
-        except ValueError:
-            log.error("%s: scale ignored: %r is not a worker count", self.name, payload)
-            return
-        if not 1 <= count <= self.board.slots:
-            log.error("%s: scale to %d refused: the scoreboard has %d slots (4 x the ini's processes, at "
-                      "least 64); raise processes in the ini and reload", self.name, count, self.board.slots)
-            return
+            why = f"the vassal is {self.state}"
+        elif not payload.isdigit():
+            why = f"{payload[:40]!r} is not a worker count"
+        elif not 1 <= int(payload) <= self.board.slots:
+            why = (f"{int(payload)} workers: the scoreboard has {self.board.slots} slots (4 x the ini's "
+                   "processes, at least 64); raise processes in the ini and reload")
+        else:
+            why = ""
+        if why:
+            log.error("%s: scale refused: %s", self.name, why)
+            return False, why
+        count = int(payload)
         old = self.cfg.processes
         self.cfg.values["processes"] = count
         log.info("%s: scaled: %d -> %d worker(s) (runtime only: a reload restores the ini's value)",
@@ -509,6 +530,46 @@ class Master:
             if wid > count:
                 _kill(pid, signal.SIGTERM)
         self.ready_sent = self.ready_sent and count <= old  # READY again once the new ones accept
+        return True, str(count)
+
+    # ---- logs (logrotate) ----------------------------------------------------------------
+    def _check_logreopen(self, now: float) -> None:
+        """``touch-logreopen = PATH``: reopen the log when PATH's mtime changes (checked once a second)."""
+        path = self.cfg.touch_logreopen
+        if not path or now < self.next_logreopen_check:
+            return
+        self.next_logreopen_check = now + 1.0
+        mtime = _mtime(path)
+        if self.logreopen_mtime is None:
+            self.logreopen_mtime = mtime
+        elif mtime != self.logreopen_mtime:
+            self.logreopen_mtime = mtime
+            self.reopen_log(f"{path} was touched")
+
+    def reopen_log(self, why: str, fd: int | None = None) -> None:
+        """Point fds 1 and 2 at the log again and tell the workers (logrotate renamed the file).
+
+        The vassal's own ``logto`` wins: it is reopened by name. Otherwise the vassal writes
+        to the emperor's log, which the emperor passes as ``fd`` (the vassal may not be allowed
+        to open it). Workers follow at their next request (``Scoreboard.LOG_GEN``).
+        """
+        own = self.cfg.logto or self.cfg.daemonize
+        try:
+            if own:
+                logs.reopen(own)
+            elif fd is not None:
+                logs.adopt(fd)
+            else:
+                return
+        except OSError as exc:
+            log.error("%s: cannot reopen the log %s: %s", self.name, own or "", exc.strerror)
+            return
+        finally:
+            if fd is not None:
+                os.close(fd)
+        for wid in range(1, self.board.slots + 1):
+            self.board.set(wid - 1, scoreboard.LOG_GEN, self.board.get(wid - 1, scoreboard.LOG_GEN) + 1)
+        log.info("%s: log reopened (%s)", self.name, why)
 
     # ---- reload and stop -----------------------------------------------------------------
     def reload(self) -> None:
@@ -578,6 +639,13 @@ class Master:
         if self.chan is not None:
             channel.send(self.chan, Msg.BYE, "stopped")
         log.info("%s: stopped", self.name)
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _freeze_heap() -> None:
