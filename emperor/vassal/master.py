@@ -9,7 +9,7 @@ SIGHUP      graceful reload: re-read the config (an invalid one is refused and t
             with the listening sockets inherited; new workers import the app afresh.
 SIGTERM     graceful stop: workers finish their request (bounded by reload-mercy), exit 0.
 SIGINT      fast stop (also SIGQUIT): workers exit at once.
-SIGUSR1     log one status line per worker.
+SIGUSR1     log one status line per worker, then reopen the log (logrotate).
 ==========  =============================================================================
 """
 
