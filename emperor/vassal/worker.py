@@ -192,8 +192,8 @@ class Worker:
         self.log_gen = self.ints[self.slot + sb.LOG_GEN]
         try:
             logs.follow(os.getppid())
-        except OSError as exc:
-            log.error("worker %d: cannot follow the reopened log: %s", self.wid, exc.strerror)
+        except OSError as exc:  # e.g. tyrant mode: the emperor's log is not ours to open
+            self.recycle_reason = f"the log was reopened and this worker cannot open it ({exc.strerror})"
 
     # ---- process setup -------------------------------------------------------------------
     def run(self) -> None:
