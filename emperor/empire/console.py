@@ -104,12 +104,10 @@ class Console:
     def deadline(self, now: float) -> float:
         if self.control is not None and self.control.pending():
             return now
-        waiting = [later.deadline for pending in self.scaling.values() for later in pending]
-        if waiting:
-            return min(waiting)
+        due = [now + 60.0, *(later.deadline for pending in self.scaling.values() for later in pending)]
         if self.stats_server is not None and self.stats_server.clients:
-            return now + 0.5  # to drop readers past their deadline
-        return now + 60.0
+            due.append(now + 0.5)  # to drop readers past their deadline
+        return min(due)
 
     def hide_held(self, found: dict[str, Found]) -> None:
         for name in self.held:
@@ -208,7 +206,8 @@ class Console:
             keep = []
             for later in self.scaling[name]:
                 if v is None or proc is None or v.state not in (State.READY, State.LOYAL):
-                    later.fail(Errno.BAD_STATE, f"scale: {name} is no longer running")
+                    now = v.state.value if v is not None and v.state is not None else "gone"
+                    later.fail(Errno.BAD_STATE, f"scale: {name} is {now}; its answer will not come")
                 elif self.emp.now >= later.deadline:
                     later.fail(Errno.BAD_STATE, f"scale: {name} did not answer within {SCALE_WAIT:g} s")
                 else:
