@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -291,5 +292,14 @@ def test_an_emperor_whose_stats_address_is_busy_does_not_start(tmp_path: Path, s
         port = taken.getsockname()[1]
         proc = rig.start(extra=f"emperor-stats = 127.0.0.1:{port}", wait=False)
         assert proc.wait(20) == 1
-    assert f"cannot start: emperor-stats = 127.0.0.1:{port}" in rig.log
-    assert "spawned" not in rig.log  # no vassal was started
+        assert f"cannot start: emperor-stats = 127.0.0.1:{port}" in rig.log
+        assert "spawned" not in rig.log  # no vassal was started
+        # daemonized: the command that started it reports the failure (an init script sees it)
+        log = tmp_path / "daemon.log"
+        ini = tmp_path / "daemon.ini"
+        ini.write_text(f"[uwsgi]\nemperor = {rig.enabled}\nemperor-stats = 127.0.0.1:{port}\n"
+                       f"daemonize = {log}\nemperor-control = off\n")
+        r = subprocess.run([sys.executable, "-m", "emperor", "--ini", str(ini)], capture_output=True,
+                           timeout=30)
+        assert r.returncode == 1
+        assert "cannot start: emperor-stats" in log.read_text()

@@ -118,12 +118,18 @@ class Emperor:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self) -> int:
+    def open(self) -> bool:
+        """Bind what the operator asked for (emperor-stats, emperor-control) before anything starts:
+        one that cannot be served stops the emperor (False), before a daemon reports success."""
         try:
-            self.console.open()  # first: a socket the operator asked for that cannot be served is fatal
+            self.console.open()
         except BootError as exc:
             log.error("cannot start: %s", exc)
-            return 1
+            return False
+        return True
+
+    def run(self) -> int:
+        """The loop; ``open()`` must have succeeded."""
         self._wake_r, self._wake_w = socket.socketpair()
         for sock in (self._wake_r, self._wake_w):
             sock.setblocking(False)
@@ -727,11 +733,14 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             except (PidFileError, OSError) as exc:
                 log.error("pidfile: %s", exc)
                 return 1
+        emp = Emperor(settings)
+        if not emp.open():
+            return 1
         if ready_fd is not None:
             os.write(ready_fd, b"0")
             os.close(ready_fd)
             ready_fd = None
-        status = Emperor(settings).run()
+        status = emp.run()
     finally:
         if ready_fd is not None:
             with contextlib.suppress(OSError):
