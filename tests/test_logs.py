@@ -152,3 +152,14 @@ def test_a_failed_first_boot_does_not_claim_a_previous_configuration(tmp_path: P
     rig.start()
     rig.wait_log(r"config error: 'bad\.ini' \(pid \d+\) cannot start: .*processes")
     assert "keeps its previous configuration" not in rig.log
+
+
+def test_a_stale_socket_file_is_removed_and_logged(procs: ProcGroup, sock_dir: Path) -> None:
+    """docs/vassal.md and docs/emperor.md say so (issue 8, item 18): it was removed silently."""
+    sock = sock_dir / "app.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock))  # a socket file nobody listens on: a crashed server's leftover
+    stale.close()
+    proc = start_vassal(procs, "--socket", str(sock))
+    assert f"removed the stale socket file {sock}" in proc.log_text()
+    assert request(str(sock), wsgi_vars(path="/pid"))[0] == 200
