@@ -171,7 +171,8 @@ class VassalStats:
             counter("emperor_worker_requests", "Requests served by the worker.", "requests")
             counter("emperor_worker_exceptions", "Requests that raised in the application.", "exceptions")
             counter("emperor_worker_harakiri", "Workers killed by harakiri in this slot.", "harakiri_count")
-            counter("emperor_worker_respawns", "Worker respawns in this slot after a crash.", "respawn_count")
+            counter("emperor_worker_respawns", "Worker respawns in this slot (crashes and recycles).",
+                    "respawn_count")
             counter("emperor_worker_tx_bytes", "Response bytes sent by the worker.", "tx")
             rss = GaugeMetricFamily("emperor_worker_rss_bytes", "Resident memory of the worker.",
                                     labels=["vassal", "worker"])
