@@ -8,9 +8,12 @@ only a stale socket (nobody answers) is removed.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
+
+log = logging.getLogger("emperor")
 
 SUN_PATH_MAX = 107
 
@@ -67,6 +70,7 @@ def clear_stale(path: str) -> None:
     except (ConnectionRefusedError, FileNotFoundError):
         try:
             os.unlink(path)
+            log.info("removed the stale socket file %s (no server listened on it)", path)
         except FileNotFoundError:
             pass
         return

@@ -29,11 +29,13 @@ class Msg(enum.IntEnum):
     IDLE = 22  # payload: seconds idle; a die-on-idle zerg asks to be stopped
     BYE = 9  # the vassal is exiting on purpose; payload: reason
     CONFIG_ERROR = 40  # a reload found the ini invalid; the old config keeps running. payload: the error
+    SCALED = 41  # the answer to SCALE: payload ``scale_reply`` ("ok N" or "refused REASON")
     # emperor -> vassal
     STOP = 100  # graceful stop
     RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets
     KILL = 102  # fast stop
     SCALE = 103  # payload: the new worker count, decimal (runtime only: a reload re-reads the ini)
+    LOGREOPEN = 104  # reopen the log (logrotate); carries the emperor's log file as an SCM_RIGHTS fd
 
 
 class Exit(enum.IntEnum):
@@ -62,6 +64,21 @@ def decode(packet: bytes) -> tuple[Msg, str] | None:
     return msg, packet[1 : 1 + MAX_PAYLOAD].decode("ascii", "replace")
 
 
+def scale_reply(accepted: bool, detail: str) -> str:
+    """The SCALED payload: ``ok N`` (N the new worker count) or ``refused REASON``."""
+    return f"{'ok' if accepted else 'refused'} {detail}"
+
+
+def parse_scale_reply(payload: str) -> tuple[bool, str]:
+    """(accepted, detail) from a SCALED payload; anything malformed is a refusal saying so."""
+    word, _, detail = payload.partition(" ")
+    if word == "ok" and detail.isdigit():
+        return True, detail
+    if word == "refused" and detail:
+        return False, detail
+    return False, f"malformed answer from the vassal: {payload[:80]!r}"
+
+
 def pair() -> tuple[socket.socket, socket.socket]:
     """(emperor end, vassal end). The vassal end must be passed with ``pass_fds``."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -86,3 +103,24 @@ def send(sock: socket.socket, msg: Msg, payload: str = "") -> bool:
         return True
     except OSError:
         return False
+
+
+def send_fd(sock: socket.socket, msg: Msg, fd: int) -> bool:
+    """Send a message carrying one file descriptor (SCM_RIGHTS); False if the channel is full or gone.
+
+    ``LOGREOPEN`` passes the emperor's freshly reopened log this way: a vassal running as
+    another user (tyrant mode) could not open the emperor's log file itself.
+    """
+    try:
+        socket.send_fds(sock, [encode(msg)], [fd], socket.MSG_DONTWAIT)
+        return True
+    except OSError:
+        return False
+
+
+def recv(sock: socket.socket) -> tuple[bytes, int | None]:
+    """One packet and the file descriptor it carried, if any (extra ones are closed)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PAYLOAD + 1, 4)
+    for extra in fds[1:]:
+        os.close(extra)
+    return data, fds[0] if fds else None

@@ -199,9 +199,9 @@ OPTIONS: tuple[Option, ...] = (
          "the vassal's file wins); a key that is not a vassal option defines the placeholder %(key). "
          "Repeatable.", scope=Scope.EMPEROR, group="emperor", multi=True, aliases=("vassals-set",),
          metavar="KEY=VALUE"),
-    _opt("touch-logreopen", v.nonempty, None, "Reopen the emperor's log file (logto/daemonize) when this "
-         "file's mtime changes, for logrotate. SIGUSR1 does the same.", scope=Scope.EMPEROR,
-         group="emperor", metavar="PATH"),
+    _opt("touch-logreopen", v.nonempty, None, "Reopen the log file (logto/daemonize) when this file's "
+         "mtime changes, for logrotate. SIGUSR1 does the same. The emperor passes its reopened log to "
+         "every vassal that writes to it.", scope=Scope.ANY, group="logging", metavar="PATH"),
     # ---- broodlord (docs/broodlord.md): lend zergs to overloaded vassals, reclaim them when idle
     _opt("emperor-broodlord", v.integer(0, 1024), 0, "The zerg pool: at most this many zergs alive at "
          "once, over all vassals (0 = broodlord off). A vassal's SOS gets a zerg while the pool has "

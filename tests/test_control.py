@@ -18,7 +18,7 @@ from test_emperor_rig import EventStream, Rig
 
 from emperor.control import reference
 from emperor.control.client import Client
-from emperor.control.protocol import ControlError, Errno
+from emperor.control.protocol import ControlError, Errno, Identity
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "reference" / "commands.md"
 
@@ -41,7 +41,9 @@ def ctl(endpoint: str, *args: str, timeout: float = 20) -> subprocess.CompletedP
 def ok(endpoint: str, *args: str) -> dict:  # type: ignore[type-arg]
     r = ctl(endpoint, "--json", *args)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
+    reply = json.loads(r.stdout)
+    assert reply.pop("emperor")["pid"] > 0  # every reply says which emperor answered
+    return reply  # type: ignore[no-any-return]
 
 
 def start(rig: Rig, sock_dir: Path, *names: str) -> str:
@@ -184,7 +186,8 @@ def test_default_endpoint_is_private(rig: Rig, sock_dir: Path, tmp_path: Path) -
     runtime.mkdir(mode=0o700)
     rig.enable("app")
     rig.start(env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
-    path = runtime / "emperor" / "control"
+    key = Identity.of_config([str(rig.root / "emperor.ini")], [], "/").key
+    path = runtime / "emperor" / f"control-{key}"  # one per emperor: named by its ini
     wait_for(path.exists, 10, what="the default control socket")
     assert (runtime / "emperor").stat().st_mode & 0o777 == 0o700
     assert path.stat().st_mode & 0o777 == 0o600
@@ -233,3 +236,87 @@ def test_scale_up_and_down_under_load_drops_nothing(rig: Rig, sock_dir: Path) ->
     ok(endpoint, "reload", "app")
     rig.wait_log(r"reloaded: 'app.ini'", after=mark)
     wait_for(lambda: len(rig.worker_pids("app")) == 2, 15, what="the ini's two workers again")
+
+
+# ---- issue 8, item 13: what emperor ctl answers ---------------------------------------------
+
+
+def test_scale_is_answered_by_the_vassal_and_held_vassals_are_not_unknown(rig: Rig, sock_dir: Path) -> None:
+    endpoint = start(rig, sock_dir, "app", "other")
+    wait_for(lambda: state(endpoint, "app") in ("ready", "loyal"), 10, what="app ready")
+
+    r = ctl(endpoint, "scale", "app", "4096")  # past the scoreboard (64 slots): the vassal refuses
+    assert r.returncode == 1 and "REFUSED" in r.stderr and "scoreboard has 64 slots" in r.stderr, r.stderr
+    assert r.stdout == ""
+    r = ctl(endpoint, "scale", "app", "0")  # 0 is a value, not a missing one
+    assert r.returncode == 1 and "processes must be 1 to 4096 (got 0)" in r.stderr, r.stderr
+    r = ctl(endpoint, "scale", "app", "3")  # accepted: human text, not JSON
+    assert r.returncode == 0 and r.stdout.startswith("scaled: app.ini now runs 3 worker(s)"), r
+    wait_for(lambda: len(rig.worker_pids("app")) == 3, 10, what="three workers")
+    assert ok(endpoint, "scale", "app", "2")["scaled"] == "app.ini"
+
+    r = ctl(endpoint, "reload", "app")
+    assert r.returncode == 0 and r.stdout.strip() == "reloading: app.ini", r
+    mark = rig.mark()
+    r = ctl(endpoint, "stop", "other")
+    assert r.returncode == 0 and r.stdout.startswith("stopping: other.ini (held"), r
+    rig.wait_log(r"stopped: 'other.ini'", after=mark)
+    wait_for(lambda: "other.ini" not in [v["id"] for v in ok(endpoint, "list")["vassals"]], 10,
+             what="other.ini gone from the table")
+    for args in (("stop", "other"), ("reload", "other"), ("scale", "other", "2")):
+        r = ctl(endpoint, *args)
+        assert r.returncode == 1 and "BAD_STATE" in r.stderr and "held" in r.stderr, (args, r.stderr)
+        assert "UNKNOWN_VASSAL" not in r.stderr
+    assert ok(endpoint, "status", "other")["vassal"]["state"] == "held"
+    r = ctl(endpoint, "status", "other")
+    assert r.returncode == 0 and "state: held" in r.stdout, r
+    r = ctl(endpoint, "start", "other")
+    assert r.returncode == 0 and r.stdout.strip() == "starting: other.ini", r
+    rig.serving("other")
+
+
+# ---- issue 8, item 12: one control plane per emperor ----------------------------------------
+
+
+def _ctl_env(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emperor", "ctl", *args], capture_output=True, text=True,
+                          env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=30)
+
+
+def test_two_emperors_of_one_user_each_get_their_control_plane(tmp_path: Path, sock_dir: Path,
+                                                               procs: ProcGroup) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    first, second = Rig(tmp_path / "one", sock_dir, procs), Rig(tmp_path / "two", sock_dir, procs)
+    first.enable("alpha")
+    second.enable("beta")
+    first.start(env=env)
+    second.start(env=env)
+    first.serving("alpha")
+    second.serving("beta")
+    one, two = str(first.root / "emperor.ini"), str(second.root / "emperor.ini")
+
+    r = _ctl_env(runtime, "--ini", two, "list")
+    assert r.returncode == 0 and "beta.ini" in r.stdout and "alpha.ini" not in r.stdout, r
+    r = _ctl_env(runtime, "--ini", one, "list")
+    assert r.returncode == 0 and "alpha.ini" in r.stdout and "beta.ini" not in r.stdout, r
+    r = _ctl_env(runtime, "list")  # which one? ctl does not guess
+    assert r.returncode == 1 and "2 emperors" in r.stderr and "--ini" in r.stderr, r
+
+    # the first emperor's endpoint with the second's ini: refused before anything is done
+    endpoint = f"ipc://{runtime}/emperor/control-{Identity.of_config([one], [], '/').key}"
+    mark = first.mark()
+    r = _ctl_env(runtime, "--ini", two, "--endpoint", endpoint, "stop", "alpha")
+    assert r.returncode == 1 and "WRONG_EMPEROR" in r.stderr and one in r.stderr, r
+    assert "alpha.ini" in _ctl_env(runtime, "--ini", one, "list").stdout
+    assert "stopping" not in first.log[mark:]
+
+    # an explicitly configured endpoint another emperor holds: a boot error, not an emperor without one
+    third = Rig(tmp_path / "three", sock_dir, procs)
+    third.enable("gamma")
+    proc = third.start(extra=f"emperor-control = {endpoint}", env=env, wait=False)
+    wait_for(lambda: not proc.alive(), 15, what="the third emperor to refuse to start")
+    assert proc.popen.returncode == 1
+    assert "cannot start: emperor-control" in third.log and "in use" in third.log, third.log
+    assert "alpha.ini" in _ctl_env(runtime, "--ini", one, "list").stdout

@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -264,3 +265,41 @@ def test_stats_server_never_blocks_on_a_reader_that_does_not_read(sock_dir: Path
             c.close()
         server.close()
     assert not (sock_dir / "s.sock").exists()
+
+
+# ---- issue 8, item 16: a stats address that cannot be served is a boot error --------------
+
+
+def test_a_vassal_whose_stats_address_is_busy_does_not_boot(procs: ProcGroup, sock_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        sock = sock_dir / "app.sock"
+        proc = start_vassal(procs, "--socket", str(sock), "--stats", f"127.0.0.1:{port}", ready=False)
+        assert proc.wait(20) == 75  # Exit.SOCKET, as for a busy socket
+    assert f"stats = 127.0.0.1:{port}" in proc.log_text() and "ready:" not in proc.log_text()
+    assert not sock.exists()  # its own socket was removed again
+
+
+def test_an_emperor_whose_stats_address_is_busy_does_not_start(tmp_path: Path, sock_dir: Path,
+                                                                procs: ProcGroup) -> None:
+    rig = Rig(tmp_path / "vassals", sock_dir, procs)
+    rig.enable("app")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = rig.start(extra=f"emperor-stats = 127.0.0.1:{port}", wait=False)
+        assert proc.wait(20) == 1
+        assert f"cannot start: emperor-stats = 127.0.0.1:{port}" in rig.log
+        assert "spawned" not in rig.log  # no vassal was started
+        # daemonized: the command that started it reports the failure (an init script sees it)
+        log = tmp_path / "daemon.log"
+        ini = tmp_path / "daemon.ini"
+        ini.write_text(f"[uwsgi]\nemperor = {rig.enabled}\nemperor-stats = 127.0.0.1:{port}\n"
+                       f"daemonize = {log}\nemperor-control = off\n")
+        r = subprocess.run([sys.executable, "-m", "emperor", "--ini", str(ini)], capture_output=True,
+                           timeout=30)
+        assert r.returncode == 1
+        assert "cannot start: emperor-stats" in log.read_text()

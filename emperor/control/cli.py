@@ -1,9 +1,12 @@
 """``emperor ctl`` (also ``emperorctl``): the control plane's command line, generated from the registry.
 
 The endpoint is, in order: ``--endpoint``, the ``emperor-control`` key of ``--ini
-EMPEROR.INI`` (so the CLI finds the emperor the ini describes), ``$EMPEROR_CONTROL``, the
-default ``ipc://`` path. Exit statuses: 0 done, 1 the emperor refused (error reply),
-2 usage, 3 no emperor answered at the endpoint.
+EMPEROR.INI`` or that emperor's default endpoint (so the CLI finds the emperor the ini
+describes), ``$EMPEROR_CONTROL``, else the one default endpoint of this user's running
+emperors (with several, ``--ini`` is required). With ``--ini``, the request names that
+emperor's identity and an emperor with another one refuses it (WRONG_EMPEROR): a shared or
+mistyped endpoint never acts on another emperor's vassals. Exit statuses: 0 done, 1 the
+emperor (or the vassal) refused (error reply), 2 usage, 3 no emperor answered at the endpoint.
 """
 
 from __future__ import annotations
@@ -18,16 +21,16 @@ from typing import Any
 from emperor.control import protocol
 from emperor.control.client import Client
 from emperor.control.commands import REGISTRY, Command
-from emperor.control.protocol import ControlError, Errno
+from emperor.control.protocol import ControlError, Errno, Identity
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emperor ctl", description="Control a running emperor.",
                                      allow_abbrev=False)
     parser.add_argument("--endpoint", "-e", help="the emperor's control endpoint (ipc:///path or "
-                        "tcp://host:port); default: from --ini, $EMPEROR_CONTROL, or "
-                        f"{protocol.default_endpoint()}")
-    parser.add_argument("--ini", help="read the endpoint (emperor-control) from this emperor ini")
+                        "tcp://host:port); default: from --ini, $EMPEROR_CONTROL, or the one emperor "
+                        f"of yours running with a default endpoint (in {protocol.runtime_dir()})")
+    parser.add_argument("--ini", help="the emperor's ini: its endpoint, and the emperor that must answer")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
     parser.add_argument("--json", action="store_true", help="print the raw JSON reply")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -44,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_endpoint(args: argparse.Namespace) -> str:
-    if args.endpoint:
-        configured: str | None = args.endpoint
-    elif args.ini:
+def resolve_endpoint(args: argparse.Namespace) -> tuple[str, Identity | None]:
+    """(endpoint, the identity of the emperor that must answer: known only with ``--ini``)."""
+    identity: Identity | None = None
+    if args.ini:
         from emperor import config
         from emperor.options import Scope
 
@@ -55,24 +58,45 @@ def resolve_endpoint(args: argparse.Namespace) -> str:
             cfg = config.from_args([("ini", args.ini)], Scope.EMPEROR)
         except config.ConfigError as exc:
             raise ControlError(Errno.MESSAGE_ERROR, f"--ini: {exc}") from None
+        identity = Identity.of_config(cfg.files, cfg.emperor, os.getcwd())
+    if args.endpoint:
+        configured: str | None = args.endpoint
+    elif identity is not None:
         configured = cfg.emperor_control
     else:
         configured = os.environ.get("EMPEROR_CONTROL") or None
+        if configured is None:
+            return _the_running_emperor(), None
     try:
-        endpoint = protocol.normalize(configured)
+        endpoint = protocol.normalize(configured, identity.key if identity else None)
     except ValueError as exc:
         raise ControlError(Errno.MESSAGE_ERROR, str(exc)) from None
     if endpoint is None:
         raise ControlError(Errno.NO_EMPEROR, "the control plane is off (emperor-control = off)")
-    return endpoint
+    return endpoint, identity
+
+
+def _the_running_emperor() -> str:
+    """Without --ini/--endpoint: the default endpoint of this user's only running emperor."""
+    found = protocol.running_defaults()
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ControlError(Errno.NO_EMPEROR, f"no emperor of yours is running with a default endpoint "
+                           f"(nothing listens in {protocol.runtime_dir()}); give --ini EMPEROR.INI or "
+                           "--endpoint")
+    raise ControlError(Errno.MESSAGE_ERROR, f"{len(found)} emperors of yours are running: say which with "
+                       f"--ini EMPEROR.INI (or --endpoint: {', '.join(found)})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     cmd = REGISTRY[args.command]
-    props = {p.name: getattr(args, p.name) for p in cmd.params if getattr(args, p.name) not in (None, False)}
+    props = {p.name: getattr(args, p.name) for p in cmd.params
+             if getattr(args, p.name) is not None and getattr(args, p.name) is not False}
     try:
-        client = Client(resolve_endpoint(args), args.timeout)
+        endpoint, identity = resolve_endpoint(args)
+        client = Client(endpoint, args.timeout, identity.key if identity else None)
         reply = client.call(cmd.name, **props)
         if cmd.client_only:
             return _follow(client, reply, props.get("name"))
@@ -81,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3 if exc.errno == Errno.NO_EMPEROR else 1
     reply.pop("status", None)
     reply.pop("id", None)
-    print(json.dumps(reply, indent=2) if args.json else _human(cmd, reply))
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    reply.pop("emperor", None)
+    print(_human(cmd, reply))
     return 0
 
 
@@ -111,4 +139,14 @@ def _human(cmd: Command, reply: dict[str, Any]) -> str:
                          for r in rows).rstrip()
     if cmd.name == "status":
         return "\n".join(f"{k}: {v}" for k, v in reply["vassal"].items())
+    if cmd.name == "reload":
+        return f"reloading: {', '.join(reply['reloaded']) or 'no vassal'}"
+    if cmd.name == "stop":
+        name = reply["stopping"]
+        return f"stopping: {name} (held stopped until 'emperor ctl start {name}')"
+    if cmd.name == "start":
+        return f"starting: {reply['starting']}"
+    if cmd.name == "scale":
+        return (f"scaled: {reply['scaled']} now runs {reply['processes']} worker(s) (master pid "
+                f"{reply['pid']}; until its next reload)")
     return json.dumps(reply, indent=2)

@@ -24,14 +24,18 @@ from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, ControlError,
 
 
 class Client:
-    def __init__(self, endpoint: str, timeout: float = 5.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 5.0, emperor: str | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.emperor = emperor  # the identity key the answering emperor must have (None: any)
 
     def call(self, command: str, **properties: Any) -> dict[str, Any]:
         """Send one command; return the reply's fields, or raise ControlError (with the reply's errno)."""
         req_id = uuid.uuid4().hex[:12]
-        body = json.dumps({"id": req_id, "command": command, "properties": properties}).encode()
+        request: dict[str, Any] = {"id": req_id, "command": command, "properties": properties}
+        if self.emperor is not None:
+            request["emperor"] = self.emperor
+        body = json.dumps(request).encode()
         if len(body) > MAX_MESSAGE:
             raise ControlError(Errno.TOO_LARGE, f"request of {len(body)} bytes; the limit is {MAX_MESSAGE}")
         reply = self.exchange(body)
@@ -43,8 +47,16 @@ class Client:
         if not isinstance(data, dict):
             raise ControlError(Errno.INVALID_JSON, "the emperor's reply is not a JSON object")
         if data.get("status") != "ok":
-            errno = Errno(int(data.get("errno", Errno.INTERNAL)))
+            try:
+                errno = Errno(int(data.get("errno", Errno.INTERNAL)))
+            except ValueError:
+                errno = Errno.INTERNAL
             raise ControlError(errno, str(data.get("reason", "error")))
+        me = data.get("emperor")
+        if self.emperor is not None and not (isinstance(me, dict) and me.get("key") == self.emperor):
+            of = me.get("of") if isinstance(me, dict) else "an emperor that does not say which it is"
+            raise ControlError(Errno.WRONG_EMPEROR, f"the emperor at {self.endpoint} is the one of {of}, "
+                               "not the one of --ini")
         return data
 
     def exchange(self, body: bytes) -> bytes:

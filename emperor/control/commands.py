@@ -14,10 +14,9 @@ Names are looked up in the emperor's tables, never used as paths.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from emperor.channel import Msg
 from emperor.control.protocol import MAX_NAME, ControlError, Errno
 from emperor.empire import stats
 
@@ -26,6 +25,31 @@ if TYPE_CHECKING:
     from emperor.empire.vassals import Vassal
 
 MAX_PROCESSES = 4096  # the processes option's own limit; the vassal also caps at its scoreboard
+SCALE_WAIT = 3.0  # seconds the emperor waits for a vassal's answer to a scale (below ctl's 5 s timeout)
+
+
+@dataclass
+class Later:
+    """A reply that waits for a vassal (``scale``): the server binds ``send``, the console finishes it.
+
+    ``finish`` sends the result dict, ``fail`` an error reply; the first call wins, later
+    ones are ignored (an answer that arrives after the deadline is simply dropped).
+    """
+
+    deadline: float
+    request_id: Any = None
+    send: Callable[[dict[str, Any] | ControlError], None] | None = field(default=None, repr=False)
+    done: bool = False
+
+    def finish(self, result: dict[str, Any] | ControlError) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.send is not None:
+            self.send(result)
+
+    def fail(self, errno: Errno, reason: str) -> None:
+        self.finish(ControlError(errno, reason))
 
 
 @dataclass(frozen=True)
@@ -42,7 +66,7 @@ class Param:
 @dataclass(frozen=True)
 class Command:
     name: str
-    run: Callable[[Emperor, dict[str, Any]], dict[str, Any]]
+    run: Callable[[Emperor, dict[str, Any]], dict[str, Any] | Later]
     params: tuple[Param, ...]
     client_only: bool = False  # ``events``: the server only says where to subscribe
 
@@ -58,10 +82,12 @@ class Command:
 REGISTRY: dict[str, Command] = {}
 
 
-def command(*params: Param, client_only: bool = False) -> Callable[[Callable[..., dict[str, Any]]],
-                                                                   Callable[..., dict[str, Any]]]:
+Runner = Callable[..., "dict[str, Any] | Later"]
+
+
+def command(*params: Param, client_only: bool = False) -> Callable[[Runner], Runner]:
     """Register ``cmd_<name>`` as the command ``<name>``."""
-    def register(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    def register(fn: Runner) -> Runner:
         name = fn.__name__.removeprefix("cmd_")
         assert name not in REGISTRY, f"command {name} registered twice"
         REGISTRY[name] = Command(name, fn, params, client_only)
@@ -99,13 +125,28 @@ def validate(cmd: Command, props: object) -> dict[str, Any]:
     return out
 
 
-def find(emp: Emperor, name: str) -> Vassal:
-    """The vassal record for ``name`` (``app.ini`` or ``app``); UNKNOWN_VASSAL otherwise."""
+def find(emp: Emperor, name: str, command: str) -> Vassal:
+    """The vassal record for ``name`` (``app.ini`` or ``app``).
+
+    A vassal held by ``emperor ctl stop`` is BAD_STATE and says so (it is not unknown: its
+    file is there, ``start`` brings it back); any other missing name is UNKNOWN_VASSAL.
+    """
     for key in (name, f"{name}.ini"):
         v = emp.vassals.get(key)
-        if v is not None:
+        if v is not None and key not in emp.console.held:
             return v
+    held = held_name(emp, name)
+    if held is not None:
+        raise ControlError(Errno.BAD_STATE, f"{command}: {held} is held (stopped with 'emperor ctl stop'); "
+                           f"'emperor ctl start {held}' starts it again")
     raise ControlError(Errno.UNKNOWN_VASSAL, f"no vassal named {name!r} (see 'emperor ctl list')")
+
+
+def held_name(emp: Emperor, name: str) -> str | None:
+    for key in (name, f"{name}.ini"):
+        if key in emp.console.held:
+            return key
+    return None
 
 
 def _known_name(emp: Emperor, name: str) -> str | None:
@@ -137,7 +178,13 @@ def cmd_status(emp: Emperor, props: dict[str, Any]) -> dict[str, Any]:
     Reply: ``{"vassal": {...}}`` (the emperor-stats entry). The vassal's workers are in its
     own stats (``stats = ADDR`` in its ini).
     """
-    v = find(emp, props["name"])
+    held = held_name(emp, props["name"])
+    if held is not None and held not in emp.vassals:
+        return {"vassal": {"id": held, "pid": 0, "state": "held",
+                           "last_error": "stopped with 'emperor ctl stop'"}}
+    if held is not None:  # still stopping
+        return {"vassal": {**stats.vassal(emp, emp.vassals[held]), "held": True}}
+    v = find(emp, props["name"], "status")
     return {"vassal": stats.vassal(emp, v)}
 
 
@@ -168,7 +215,7 @@ def cmd_reload(emp: Emperor, props: dict[str, Any]) -> dict[str, Any]:
         names = sorted(emp.vassals)
         emp.reload_all()
         return {"reloaded": names}
-    v = find(emp, props["name"])
+    v = find(emp, props["name"], "reload")
     if not emp.console.reload(v):
         raise ControlError(Errno.BAD_STATE, f"reload: {v.name} is {_state(v)}")
     return {"reloaded": [v.name]}
@@ -182,9 +229,11 @@ def cmd_stop(emp: Emperor, props: dict[str, Any]) -> dict[str, Any]:
     it is; the emperor ignores it (even when it changes) until ``start`` or an emperor
     restart. Reply: ``{"stopping": name}``.
     """
-    v = find(emp, props["name"])
-    if v.name in emp.console.held:
-        raise ControlError(Errno.BAD_STATE, f"stop: {v.name} is already held stopped")
+    held = held_name(emp, props["name"])
+    if held is not None:
+        raise ControlError(Errno.BAD_STATE, f"stop: {held} is already stopped (held until "
+                           f"'emperor ctl start {held}')")
+    v = find(emp, props["name"], "stop")
     emp.console.hold(v)
     return {"stopping": v.name}
 
@@ -207,23 +256,26 @@ def cmd_start(emp: Emperor, props: dict[str, Any]) -> dict[str, Any]:
 
 @command(Param("name", "the vassal (app.ini or app)"),
          Param("processes", "the new worker count", kind=int))
-def cmd_scale(emp: Emperor, props: dict[str, Any]) -> dict[str, Any]:
+def cmd_scale(emp: Emperor, props: dict[str, Any]) -> Later:
     """Change a running vassal's worker count now, without a restart and without dropping a request.
 
     New workers are forked from the vassal's master; surplus ones (the highest numbers)
     get SIGTERM, finish their request and exit. Runtime only: any reload of the vassal
     (its file changes, ``emperor ctl reload``, SIGHUP) re-reads the ini, whose
     ``processes`` then applies again. The vassal accepts up to four times its ini's
-    ``processes`` (at least 64); it logs a refusal beyond that.
-    Reply: ``{"scaling": name, "processes": N, "pid": master pid}``.
+    ``processes`` (at least 64); beyond that it refuses.
+    The reply waits for the vassal's answer (at most 3 s): ``{"scaled": name, "processes": N,
+    "pid": master pid}``, or the error REFUSED with the vassal's reason.
     """
-    v = find(emp, props["name"])
+    v = find(emp, props["name"], "scale")
     count = props["processes"]
     if not 1 <= count <= MAX_PROCESSES:
-        raise ControlError(Errno.MESSAGE_ERROR, f"scale: processes must be 1 to {MAX_PROCESSES}")
-    if not emp.console.send(v, Msg.SCALE, str(count)):
+        raise ControlError(Errno.MESSAGE_ERROR, f"scale: processes must be 1 to {MAX_PROCESSES} "
+                           f"(got {count}); 'emperor ctl stop' stops a vassal")
+    later = emp.console.scale(v, count, SCALE_WAIT)
+    if later is None:
         raise ControlError(Errno.BAD_STATE, f"scale: {v.name} is {_state(v)}")
-    return {"scaling": v.name, "processes": count, "pid": v.pid}
+    return later
 
 
 @command()

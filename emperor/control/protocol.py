@@ -12,8 +12,11 @@ connection, which the client reports as an error of its own.
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
+import socket
 import stat
+from dataclasses import dataclass
 
 MAX_MESSAGE = 64 * 1024  # the largest request the emperor parses
 TRANSPORT_LIMIT = 16 * 1024 * 1024  # larger frames are dropped by ZMQ before anything is buffered
@@ -31,6 +34,8 @@ class Errno(enum.IntEnum):
     TOO_LARGE = 6  # over MAX_MESSAGE (an error reply), or over TRANSPORT_LIMIT (the connection dropped)
     NO_EMPEROR = 7  # reported by the client: nothing answered at the endpoint
     INTERNAL = 8  # a bug in a command; the emperor logged the traceback and carries on
+    REFUSED = 9  # the vassal refused (a scale past its scoreboard); the reason says why
+    WRONG_EMPEROR = 10  # the emperor at the endpoint is not the one the request was meant for (--ini)
 
 
 class ControlError(Exception):
@@ -46,18 +51,73 @@ def topic(vassal: str, event: str) -> str:
     return f"vassal.{vassal}.{event}"
 
 
-def default_endpoint() -> str:
-    """``ipc://$XDG_RUNTIME_DIR/emperor/control``, else ``ipc:///tmp/emperor-UID/control``."""
+@dataclass(frozen=True)
+class Identity:
+    """Which emperor this is: its ini file, or (started without one) the directories it governs.
+
+    ``key`` (a hash of that) names the default endpoint, so two emperors of one user get two
+    control planes; the emperor puts it in every reply and refuses a request that names
+    another key, so ``emperor ctl --ini second.ini`` never acts on the first emperor.
+    """
+
+    of: str  # "/etc/emperor.ini", or "/srv/a, /srv/b"
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.of.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+    @classmethod
+    def of_config(cls, files: list[str], dirs: list[str], cwd: str) -> Identity:
+        """From the config's ini files (the first one) or, with none, its ``emperor`` values."""
+        if files:
+            return cls(os.path.realpath(os.path.join(cwd, files[0])))
+        return cls(", ".join(sorted(os.path.realpath(os.path.join(cwd, d)) for d in dirs)))
+
+
+def runtime_dir() -> str:
+    """``$XDG_RUNTIME_DIR/emperor``, else ``/tmp/emperor-UID``: where default endpoints live."""
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    base = os.path.join(runtime, "emperor") if runtime and os.path.isdir(runtime) \
-        else f"/tmp/emperor-{os.geteuid()}"
-    return f"ipc://{base}/control"
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "emperor")
+    return f"/tmp/emperor-{os.geteuid()}"
 
 
-def normalize(endpoint: str | None) -> str | None:
-    """The endpoint as ZMQ wants it; ``None`` for ``off``. A bare path means ``ipc://PATH``."""
+def default_endpoint(key: str) -> str:
+    """``ipc://RUNTIME/control-KEY``: one per emperor (KEY is its ``Identity.key``)."""
+    return f"ipc://{runtime_dir()}/control-{key}"
+
+
+def running_defaults() -> list[str]:
+    """The default endpoints in the runtime directory with an emperor behind them (stale files skipped)."""
+    base = runtime_dir()
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.startswith("control-") or name.endswith(".events"):
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(os.path.join(base, name))
+        except OSError:
+            continue  # left by an emperor that was killed
+        finally:
+            probe.close()
+        found.append(f"ipc://{base}/{name}")
+    return found
+
+
+def normalize(endpoint: str | None, key: str | None = None) -> str | None:
+    """The endpoint as ZMQ wants it; ``None`` for ``off``. A bare path means ``ipc://PATH``.
+
+    Unset: the default endpoint of the emperor ``key`` (ValueError without a key).
+    """
     if endpoint is None or endpoint == "":
-        return default_endpoint()
+        if key is None:
+            raise ValueError("no endpoint: give --endpoint, or --ini with the emperor's ini")
+        return default_endpoint(key)
     if endpoint.lower() in ("off", "none", "false", "no"):
         return None
     if endpoint.startswith("/"):

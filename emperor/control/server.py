@@ -28,8 +28,8 @@ import zmq
 
 from emperor import addresses
 from emperor.control import protocol
-from emperor.control.commands import REGISTRY, validate
-from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, ControlError, Errno
+from emperor.control.commands import REGISTRY, Later, validate
+from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, ControlError, Errno, Identity
 
 if TYPE_CHECKING:
     from emperor.empire.emperor import Emperor
@@ -40,9 +40,12 @@ BURST = 32
 
 
 class ControlServer:
-    def __init__(self, endpoint: str, execute: Callable[[str, dict[str, Any]], dict[str, Any]],
-                 default: bool) -> None:
+    def __init__(self, endpoint: str, execute: Callable[[str, dict[str, Any]], dict[str, Any] | Later],
+                 default: bool, identity: Identity | None = None) -> None:
         self.endpoint = endpoint
+        self.identity = identity
+        self.me: dict[str, Any] = {"key": identity.key, "of": identity.of, "pid": os.getpid()} \
+            if identity is not None else {}
         self.events_endpoint = protocol.events_endpoint(endpoint)
         self.execute = execute
         self.paths: list[str] = []
@@ -111,11 +114,32 @@ class ControlServer:
             envelope, body = frames[:-1], frames[-1]
             extra = len(envelope) > 2 or (len(envelope) == 2 and envelope[1] != b"")  # REQ adds b""
             reply = self.answer(body, extra_frames=extra)
-            with contextlib.suppress(zmq.ZMQError):  # the peer may be gone; ROUTER drops it then
-                self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+            if isinstance(reply, Later):  # the console finishes it when the vassal answers
+                reply.send = self._sender(envelope, reply.request_id)
+                continue
+            self._send(envelope, reply)
 
-    def answer(self, body: bytes, extra_frames: bool = False) -> bytes:
-        """One request frame -> one reply frame (JSON)."""
+    def _send(self, envelope: list[bytes], reply: bytes) -> None:
+        with contextlib.suppress(zmq.ZMQError):  # the peer may be gone; ROUTER drops it then
+            self.router.send_multipart([*envelope, reply], zmq.NOBLOCK)
+
+    def _sender(self, envelope: list[bytes], req_id: Any) -> Callable[[dict[str, Any] | ControlError], None]:
+        def send(result: dict[str, Any] | ControlError) -> None:
+            self._send(envelope, self._encode(req_id, result))
+        return send
+
+    def _encode(self, req_id: Any, result: dict[str, Any] | ControlError) -> bytes:
+        if isinstance(result, ControlError):
+            return json.dumps({"id": req_id, "status": "error", "errno": int(result.errno),
+                               "reason": result.reason, "emperor": self.me}).encode()
+        return json.dumps({"id": req_id, "status": "ok", **result, "emperor": self.me}).encode()
+
+    def answer(self, body: bytes, extra_frames: bool = False) -> bytes | Later:
+        """One request frame -> one reply frame (JSON), or a ``Later`` the console will finish.
+
+        Every reply says which emperor answered (``emperor``: key, ini or directories, pid).
+        A request whose ``emperor`` names another key is refused before anything runs.
+        """
         req_id: Any = None
         try:
             if extra_frames:
@@ -141,6 +165,10 @@ class ControlServer:
                 shown = name[:40].encode("ascii", "backslashreplace").decode()
                 raise ControlError(Errno.UNKNOWN_COMMAND,
                                    f"unknown command {shown!r}; known: {', '.join(sorted(REGISTRY))}")
+            meant = req.get("emperor")
+            if meant is not None and self.identity is not None and meant != self.identity.key:
+                raise ControlError(Errno.WRONG_EMPEROR, f"this is the emperor of {self.identity.of} (pid "
+                                   f"{os.getpid()}), not the one the request was meant for; nothing done")
             props = validate(cmd, req.get("properties"))
             try:
                 result = self.execute(name, props)
@@ -150,10 +178,12 @@ class ControlServer:
                 log.exception("control: command %s failed", name)
                 raise ControlError(Errno.INTERNAL, f"{name}: internal error (see the emperor's log)") \
                     from None
-            return json.dumps({"id": req_id, "status": "ok", **result}).encode()
+            if isinstance(result, Later):
+                result.request_id = req_id
+                return result
+            return self._encode(req_id, result)
         except ControlError as exc:
-            return json.dumps({"id": req_id, "status": "error", "errno": int(exc.errno),
-                               "reason": exc.reason}).encode()
+            return self._encode(req_id, exc)
 
     def publish(self, vassal: str, event: str, data: dict[str, Any]) -> None:
         """Send one event (never blocks; dropped when no one listens or a subscriber lags)."""
@@ -173,25 +203,32 @@ class ControlServer:
 
 
 
-def open_server(emp: Emperor, configured: str | None) -> ControlServer | None:
-    """Start the control plane for ``emperor-control``; problems are logged, the emperor runs on."""
+class ControlBootError(Exception):
+    """The control plane cannot listen: the emperor refuses to start (never runs without it unasked)."""
+
+
+def open_server(emp: Emperor, configured: str | None, identity: Identity) -> ControlServer | None:
+    """Start the control plane for ``emperor-control`` (default: the endpoint of ``identity``).
+
+    A busy endpoint (another emperor listens there), or one that cannot be bound, raises
+    ControlBootError: an emperor without its control plane would leave ``emperor ctl``
+    talking to the other emperor. ``off`` returns None.
+    """
     try:
-        endpoint = protocol.normalize(configured)
+        endpoint = protocol.normalize(configured, identity.key)
     except ValueError as exc:
-        log.error("control: disabled: %s", exc)
-        return None
+        raise ControlBootError(f"emperor-control: {exc}") from None
     if endpoint is None:
         log.info("control: off")
         return None
     from emperor.control.commands import REGISTRY as commands
 
-    def execute(name: str, props: dict[str, Any]) -> dict[str, Any]:
+    def execute(name: str, props: dict[str, Any]) -> dict[str, Any] | Later:
         return commands[name].run(emp, props)
 
     try:
-        server = ControlServer(endpoint, execute, default=not configured)
+        server = ControlServer(endpoint, execute, default=not configured, identity=identity)
     except (OSError, zmq.ZMQError, ValueError) as exc:
-        log.error("control: disabled: cannot listen on %s: %s", endpoint, exc)
-        return None
+        raise ControlBootError(f"emperor-control: cannot listen on {endpoint}: {exc}") from None
     log.info("control: listening on %s (events on %s)", server.endpoint, server.events_endpoint)
     return server

@@ -19,7 +19,10 @@ import logging
 import selectors
 from typing import TYPE_CHECKING, Any
 
+from emperor import channel
 from emperor.channel import Msg
+from emperor.control.commands import SCALE_WAIT, Later
+from emperor.control.protocol import Errno, Identity
 from emperor.empire import stats
 from emperor.empire.vassals import DEAD, RUNNING, State, Vassal
 
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("emperor")
 
 
+class BootError(Exception):
+    """A console socket the operator configured cannot be served: the emperor does not start."""
+
+
 class Console:
     def __init__(self, emp: Emperor) -> None:
         self.emp = emp
@@ -39,19 +46,36 @@ class Console:
         self.control: ControlServer | None = None
         self.stats_server: StatsServer | None = None
         self.pool_seen: dict[str, tuple[int, int]] = {}  # vassal -> (lends, reclaims) already published
+        self.scaling: dict[str, list[Later]] = {}  # vassal -> scale replies waiting for its answer (FIFO)
 
     # ---- the emperor's loop -------------------------------------------------------------
     def open(self) -> None:
+        """Bind emperor-stats and the control plane; raises BootError when one cannot be served."""
         s, sel = self.emp.s, self.emp.sel
-        if s.stats:
-            self.stats_server = stats.open_server(self.emp, s.stats, s.stats_http)
-            if self.stats_server is not None:
-                sel.register(self.stats_server, selectors.EVENT_READ, ("console", "stats"))
-        from emperor.control.server import open_server
+        from emperor.control.server import ControlBootError, open_server
 
-        self.control = open_server(self.emp, s.control)
+        try:
+            if s.stats:
+                self.stats_server = stats.open_server(self.emp, s.stats, s.stats_http)
+                log.info("stats: emperor stats on %s", self.stats_server.describe())
+            self.control = open_server(self.emp, s.control, self.identity())
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise BootError(f"emperor-stats = {s.stats}: {exc}") from None
+        except ControlBootError as exc:
+            self.close()
+            raise BootError(str(exc)) from None
+        if self.stats_server is not None:
+            sel.register(self.stats_server, selectors.EVENT_READ, ("console", "stats"))
         if self.control is not None:
             sel.register(self.control.fileno(), selectors.EVENT_READ, ("console", "control"))
+
+    def identity(self) -> Identity:
+        """This emperor's identity (its ini, else its directories): it names the default endpoint."""
+        ident = getattr(self.emp.s, "identity", None)
+        if isinstance(ident, Identity):
+            return ident
+        return Identity.of_config([], [src.path for src in self.emp.s.sources], "/")
 
     def close(self) -> None:
         if self.stats_server is not None:
@@ -75,13 +99,15 @@ class Console:
             self._publish_pool()
         if self.stats_server is not None:
             self.stats_server.expire()
+        self._expire_scales()
 
     def deadline(self, now: float) -> float:
         if self.control is not None and self.control.pending():
             return now
+        due = [now + 60.0, *(later.deadline for pending in self.scaling.values() for later in pending)]
         if self.stats_server is not None and self.stats_server.clients:
-            return now + 0.5  # to drop readers past their deadline
-        return now + 60.0
+            due.append(now + 0.5)  # to drop readers past their deadline
+        return min(due)
 
     def hide_held(self, found: dict[str, Found]) -> None:
         for name in self.held:
@@ -147,8 +173,63 @@ class Console:
             return self.reload(v)
         return False
 
-    def send(self, v: Vassal, msg: Msg, payload: str) -> bool:
+    def scale(self, v: Vassal, count: int, wait: float) -> Later | None:
+        """Send SCALE; the reply waits for the vassal's SCALED (None: it cannot be asked now)."""
         proc = self.emp.procs.get(v.name)
-        if proc is None or v.state not in (State.READY, State.LOYAL):
-            return False
-        return proc.send(msg, payload)
+        if proc is None or v.state not in (State.READY, State.LOYAL) or not proc.send(Msg.SCALE, str(count)):
+            return None
+        later = Later(self.emp.now + wait)
+        self.scaling.setdefault(v.name, []).append(later)
+        return later
+
+    def scaled(self, v: Vassal, payload: str) -> None:
+        """The vassal's SCALED: finish the oldest scale reply waiting for it."""
+        pending = self.scaling.get(v.name)
+        accepted, detail = channel.parse_scale_reply(payload)
+        if accepted:
+            log.info("scaled: %r (pid %s) to %s worker(s)", v.name, v.pid, detail)
+        else:
+            log.warning("scale refused: %r (pid %s): %s", v.name, v.pid, detail)
+        if not pending:
+            return  # answered after its deadline: the operator was told already
+        later = pending.pop(0)
+        if not pending:
+            del self.scaling[v.name]
+        if accepted:
+            later.finish({"scaled": v.name, "processes": int(detail), "pid": v.pid})
+        else:
+            later.fail(Errno.REFUSED, f"scale: {v.name} refused: {detail}")
+
+    def _expire_scales(self) -> None:
+        for name in list(self.scaling):
+            v, proc = self.emp.vassals.get(name), self.emp.procs.get(name)
+            keep = []
+            for later in self.scaling[name]:
+                if v is None or proc is None or v.state not in (State.READY, State.LOYAL):
+                    now = v.state.value if v is not None and v.state is not None else "gone"
+                    later.fail(Errno.BAD_STATE, f"scale: {name} is {now}; its answer will not come")
+                elif self.emp.now >= later.deadline:
+                    later.fail(Errno.BAD_STATE, f"scale: {name} did not answer within {SCALE_WAIT:g} s")
+                else:
+                    keep.append(later)
+            if keep:
+                self.scaling[name] = keep
+            else:
+                del self.scaling[name]
+
+    # ---- SIGUSR1 --------------------------------------------------------------------------
+    def status_lines(self) -> list[str]:
+        """SIGUSR1's dump: one readable line per vassal (what ``emperor ctl list`` shows)."""
+        lines = []
+        for v in sorted(self.emp.vassals.values(), key=lambda v: v.name):
+            snap = v.snapshot(self.emp.now)
+            parts = [f"{v.name}: {snap.get('state', 'new')}", f"pid {snap.get('pid') or '-'}",
+                     f"respawns {snap.get('respawns', 0)}", f"reloads {snap.get('reloads', 0)}",
+                     "loyal" if snap.get("loyal") else "not loyal"]
+            if snap.get("throttle_level"):
+                parts.append(f"throttle {int(snap['throttle_level']) / 1000:g} s")
+            if snap.get("last_error"):
+                parts.append(f"last error: {snap['last_error']}")
+            lines.append(", ".join(parts))
+        lines += [f"{name}: held (emperor ctl stop)" for name in sorted(self.held - set(self.emp.vassals))]
+        return lines or ["no vassals"]

@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, config, logs
+from emperor import __version__, channel, config, logs
 from emperor.channel import Msg, decode
+from emperor.control.protocol import Identity
 from emperor.empire import broodlord, reconcile, scan, spawn
-from emperor.empire.console import Console
+from emperor.empire.console import BootError, Console
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
 from emperor.empire.throttle import Throttle
@@ -62,6 +63,7 @@ class Settings:
     control: str | None = None
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
     required_heartbeat: float = 30.0  # emperor-required-heartbeat
+    identity: Identity | None = None  # names the default control endpoint (emperor/control/protocol.py)
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -82,7 +84,8 @@ class Settings:
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
-            broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat)
+            broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,
+            identity=Identity.of_config(cfg.files, cfg.emperor, cwd))
 
 
 class Emperor:
@@ -117,7 +120,18 @@ class Emperor:
 
     # ---------------------------------------------------------------- the loop
 
+    def open(self) -> bool:
+        """Bind what the operator asked for (emperor-stats, emperor-control) before anything starts:
+        one that cannot be served stops the emperor (False), before a daemon reports success."""
+        try:
+            self.console.open()
+        except BootError as exc:
+            log.error("cannot start: %s", exc)
+            return False
+        return True
+
     def run(self) -> int:
+        """The loop; ``open()`` must have succeeded."""
         self._wake_r, self._wake_w = socket.socketpair()
         for sock in (self._wake_r, self._wake_w):
             sock.setblocking(False)
@@ -126,7 +140,6 @@ class Emperor:
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", None))
         self.sel.register(self.inbox.reader, selectors.EVENT_READ, ("inbox", None))
         self.monitor.start()
-        self.console.open()
         dirs = ", ".join(s.path for s in self.s.sources)
         log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
                  " in tyrant mode" if self.s.tyrant else "")
@@ -381,6 +394,8 @@ class Emperor:
             self._on_sos(v, payload)
         elif msg == Msg.HEARTBEAT:
             v.heartbeat(self.now, payload)
+        elif msg == Msg.SCALED:
+            self.console.scaled(v, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
 
@@ -500,8 +515,8 @@ class Emperor:
             self.reload_all()
         elif signum == signal.SIGUSR1:
             self._reopen_logs("SIGUSR1")
-            for v in self.vassals.values():
-                log.info("vassal: %s", v.snapshot(self.now))
+            for line in self.console.status_lines():
+                log.info("status: %s", line)
         elif signum == signal.SIGURG:
             for v in self.vassals.values():
                 if v.state in DEAD or v.throttle.throttled:
@@ -666,8 +681,16 @@ class Emperor:
     # ---------------------------------------------------------------- logs and status
 
     def _reopen_logs(self, why: str) -> None:
-        if logs.reopen(self.s.logto):
-            log.info("log: reopened %s (%s)", self.s.logto, why)
+        """Reopen our log and pass it to every vassal and zerg: they write to it too (fd 2)."""
+        try:
+            if not logs.reopen(self.s.logto):
+                return
+        except OSError as exc:
+            log.error("log: cannot reopen %s (%s): %s", self.s.logto, why, exc.strerror)
+            return
+        log.info("log: reopened %s (%s)", self.s.logto, why)
+        for proc in self.procs.values():
+            channel.send_fd(proc.channel, Msg.LOGREOPEN, 2)
 
     @staticmethod
     def _mtime(path: str | None) -> int:
@@ -721,11 +744,14 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             except (PidFileError, OSError) as exc:
                 log.error("pidfile: %s", exc)
                 return 1
+        emp = Emperor(settings)
+        if not emp.open():
+            return 1
         if ready_fd is not None:
             os.write(ready_fd, b"0")
             os.close(ready_fd)
             ready_fd = None
-        status = Emperor(settings).run()
+        status = emp.run()
     finally:
         if ready_fd is not None:
             with contextlib.suppress(OSError):

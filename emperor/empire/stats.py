@@ -179,12 +179,8 @@ def metrics(emp: Emperor) -> tuple[str, bytes]:
     return "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)
 
 
-def open_server(emp: Emperor, address: str, http: bool) -> StatsServer | None:
-    """``emperor-stats = ADDR``; an unusable address is logged and the emperor runs without it."""
-    try:
-        server = StatsServer(address, lambda: render(emp), http=http, render_metrics=lambda: metrics(emp))
-    except (OSError, ValueError) as exc:
-        log.error("stats: emperor-stats disabled: %s", exc)
-        return None
+def open_server(emp: Emperor, address: str, http: bool) -> StatsServer:
+    """``emperor-stats = ADDR``; raises OSError or ValueError when it cannot be served (a boot error)."""
+    server = StatsServer(address, lambda: render(emp), http=http, render_metrics=lambda: metrics(emp))
     log.info("stats: emperor stats on %s", server.describe())
     return server

@@ -170,6 +170,9 @@ class Vassal:
     def config_error(self, text: str) -> bool:
         """A reload found the ini invalid; the vassal keeps serving its old configuration."""
         self.last_error = text
+        if self.state == State.STARTING:  # a first boot (or a respawn): there is no previous configuration
+            log.error("config error: %r (pid %s) cannot start: %s", self.name, self.pid, text)
+            return False
         log.error("config error: %r (pid %s) keeps its previous configuration: %s", self.name, self.pid, text)
         if self.state == State.RELOADING:
             self._to(State.READY, "reload failed", "(still serving the previous configuration)",

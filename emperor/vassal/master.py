@@ -9,7 +9,7 @@ SIGHUP      graceful reload: re-read the config (an invalid one is refused and t
             with the listening sockets inherited; new workers import the app afresh.
 SIGTERM     graceful stop: workers finish their request (bounded by reload-mercy), exit 0.
 SIGINT      fast stop (also SIGQUIT): workers exit at once.
-SIGUSR1     log one status line per worker.
+SIGUSR1     log one status line per worker, then reopen the log (logrotate).
 SIGTTIN     one worker more (as gunicorn; at most the scoreboard's size).
 SIGTTOU     one worker less (at least one).
 ==========  =============================================================================
@@ -42,7 +42,7 @@ from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
-from emperor.vassal.stats import VassalStats, open_server
+from emperor.vassal.stats import StatsError, VassalStats, open_server
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.master")
@@ -116,6 +116,8 @@ class Master:
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
         self.next_heartbeat = 0.0  # heartbeat = N: when the next HEARTBEAT is due
+        self.logreopen_mtime: int | None = None  # touch-logreopen: the mtime last seen
+        self.next_logreopen_check = 0.0
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -156,6 +158,12 @@ class Master:
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
+        try:
+            if (served := open_server(self)) is not None:
+                self.stats_server, self.stats = served
+        except StatsError as exc:
+            log.error("%s", exc)
+            return Exit.SOCKET
         if not cfg.lazy_apps:
             try:
                 self.app = loader.load(cfg)
@@ -190,8 +198,7 @@ class Master:
             self._finish(vacuum=True, force=True)
             return failure
         _title(f"{self.cfg.procname_prefix}emperor: master {self.name}")
-        if (served := open_server(self)) is not None:
-            self.stats_server, self.stats = served
+        if self.stats_server is not None:
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
         log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
                  self.pid, f" (reload {self.reloads})" if self.reloads else "", self.cfg.processes,
@@ -249,6 +256,7 @@ class Master:
                 self.stop(graceful=False)
             elif signum == signal.SIGUSR1:
                 self._log_status()
+                self.reopen_log("SIGUSR1")
             elif signum in (signal.SIGTTIN, signal.SIGTTOU):
                 self._scale_by(1 if signum == signal.SIGTTIN else -1, signal.Signals(signum).name)
 
@@ -264,8 +272,9 @@ class Master:
 
     def _on_channel(self) -> None:
         assert self.chan is not None
+        fd: int | None = None
         try:
-            packet = self.chan.recv(channel.MAX_PAYLOAD + 1)
+            packet, fd = channel.recv(self.chan)
         except BlockingIOError:
             return
         except OSError:
@@ -278,7 +287,9 @@ class Master:
             self.stop(graceful=False)
             return
         decoded = channel.decode(packet)
-        if decoded is None:
+        if decoded is None or (fd is not None and decoded[0] != Msg.LOGREOPEN):
+            if fd is not None:
+                os.close(fd)
             log.warning("%s: ignoring unknown message from the emperor: %r", self.name, packet[:16])
             return
         msg, _payload = decoded
@@ -289,7 +300,10 @@ class Master:
         elif msg == Msg.KILL:
             self.stop(graceful=False)
         elif msg == Msg.SCALE:
-            self.scale(_payload)
+            accepted, detail = self.scale(_payload)
+            channel.send(self.chan, Msg.SCALED, channel.scale_reply(accepted, detail))
+        elif msg == Msg.LOGREOPEN:
+            self.reopen_log("the emperor reopened its log", fd)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -303,6 +317,7 @@ class Master:
             self._check_harakiri()
             self._report()
             self._broodlord_tick(now)
+            self._check_logreopen(now)
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -425,6 +440,7 @@ class Master:
             return
         if code == 0:
             log.info("%s: worker %d (pid %d) exited after recycling; respawning", self.name, wid, pid)
+            self.board.set(wid - 1, scoreboard.RESPAWNS, self.board.get(wid - 1, scoreboard.RESPAWNS) + 1)
             self.quick_deaths[wid] = 0
             self._spawn(wid)
             return
@@ -478,13 +494,16 @@ class Master:
                 log.error("zerg-server: %s", exc)
                 return Exit.SOCKET
             self.sel.register(self.zerg_server.sock, selectors.EVENT_READ, self.zerg_server.on_accept)
-        if cfg.vassal_sos_backlog or cfg.vassal_sos:
-            if self.chan is None:
-                log.warning("%s: vassal-sos-backlog/vassal-sos ignored: not governed by an emperor",
-                            self.name)
-            else:
-                probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
-                self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog, cfg.vassal_sos, now)
+        sos = bool(cfg.vassal_sos_backlog or cfg.vassal_sos)
+        if sos and self.chan is None:
+            log.warning("%s: vassal-sos-backlog/vassal-sos ignored: not governed by an emperor", self.name)
+            sos = False
+        # always: the watch also logs a full listen queue (rate-limited), SOS or not
+        probe = backlog.Probe([(lst.name, lst.sock) for lst in self.listeners])
+        self.sos = backlog.SosWatch(probe, cfg.vassal_sos_backlog if sos else 0, cfg.vassal_sos if sos else 0,
+                                    now)
+        if not sos:
+            self.sos.PROBE_EVERY = 1.0  # only the log line: once a second is enough
         if cfg.heartbeat and self.chan is None:
             log.warning("%s: heartbeat ignored: not governed by an emperor", self.name)
         if cfg.idle and cfg.die_on_idle:
@@ -496,11 +515,11 @@ class Master:
 
     def _broodlord_tick(self, now: float) -> None:
         """Once a second: SOS while overloaded (a vassal); leave when idle (a zerg)."""
-        if self.sos is not None and self.chan is not None:
+        if self.sos is not None:
             busy = [self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values()]
             all_busy = len(busy) == self.cfg.processes and all(busy)
-            payload = self.sos.check(now, all_busy)
-            if payload is not None:
+            payload = self.sos.check(now, all_busy)  # also logs a full listen queue
+            if payload is not None and self.chan is not None:
                 channel.send(self.chan, Msg.SOS, payload)
         if self.idle is not None:
             any_busy = any(self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values())
@@ -525,25 +544,27 @@ class Master:
                 self.sos = None
 
     # ---- scale (emperor ctl scale) -------------------------------------------------------
-    def scale(self, payload: str) -> None:
+    def scale(self, payload: str) -> tuple[bool, str]:
         """Change the worker count now, without a reload: spawn the missing workers, or retire the
         highest-numbered ones gracefully (SIGTERM: they finish their request and leave).
 
         Runtime only: ``cfg.processes`` is overwritten in memory, so every reader (readiness,
         stats, SOS) sees the new count, and a reload re-reads the ini and its value wins again.
+        Returns (accepted, the new count or the reason of the refusal) for the emperor.
         """
         if self.state != RUNNING:
-            log.warning("%s: scale ignored: the vassal is %s", self.name, self.state)
-            return
-        try:
-            count = int(payload)
-        except ValueError:
-            log.error("%s: scale ignored: %r is not a worker count", self.name, payload)
-            return
-        if not 1 <= count <= self.board.slots:
-            log.error("%s: scale to %d refused: the scoreboard has %d slots (4 x the ini's processes, at "
-                      "least 64); raise processes in the ini and reload", self.name, count, self.board.slots)
-            return
+            why = f"the vassal is {self.state}"
+        elif not payload.isdigit():
+            why = f"{payload[:40]!r} is not a worker count"
+        elif not 1 <= int(payload) <= self.board.slots:
+            why = (f"{int(payload)} workers: the scoreboard has {self.board.slots} slots (4 x the ini's "
+                   "processes, at least 64); raise processes in the ini and reload")
+        else:
+            why = ""
+        if why:
+            log.error("%s: scale refused: %s", self.name, why)
+            return False, why
+        count = int(payload)
         old = self.cfg.processes
         self.cfg.values["processes"] = count
         log.info("%s: scaled: %d -> %d worker(s) (runtime only: a reload restores the ini's value)",
@@ -556,6 +577,46 @@ class Master:
             if wid > count:
                 _kill(pid, signal.SIGTERM)
         self.ready_sent = self.ready_sent and count <= old  # READY again once the new ones accept
+        return True, str(count)
+
+    # ---- logs (logrotate) ----------------------------------------------------------------
+    def _check_logreopen(self, now: float) -> None:
+        """``touch-logreopen = PATH``: reopen the log when PATH's mtime changes (checked once a second)."""
+        path = self.cfg.touch_logreopen
+        if not path or now < self.next_logreopen_check:
+            return
+        self.next_logreopen_check = now + 1.0
+        mtime = _mtime(path)
+        if self.logreopen_mtime is None:
+            self.logreopen_mtime = mtime
+        elif mtime != self.logreopen_mtime:
+            self.logreopen_mtime = mtime
+            self.reopen_log(f"{path} was touched")
+
+    def reopen_log(self, why: str, fd: int | None = None) -> None:
+        """Point fds 1 and 2 at the log again and tell the workers (logrotate renamed the file).
+
+        The vassal's own ``logto`` wins: it is reopened by name. Otherwise the vassal writes
+        to the emperor's log, which the emperor passes as ``fd`` (the vassal may not be allowed
+        to open it). Workers follow at their next request (``Scoreboard.LOG_GEN``).
+        """
+        own = self.cfg.logto or self.cfg.daemonize
+        try:
+            if own:
+                logs.reopen(own)
+            elif fd is not None:
+                logs.adopt(fd)
+            else:
+                return
+        except OSError as exc:
+            log.error("%s: cannot reopen the log %s: %s", self.name, own or "", exc.strerror)
+            return
+        finally:
+            if fd is not None:
+                os.close(fd)
+        for wid in range(1, self.board.slots + 1):
+            self.board.set(wid - 1, scoreboard.LOG_GEN, self.board.get(wid - 1, scoreboard.LOG_GEN) + 1)
+        log.info("%s: log reopened (%s)", self.name, why)
 
     # ---- reload and stop -----------------------------------------------------------------
     def reload(self) -> None:
@@ -625,6 +686,13 @@ class Master:
         if self.chan is not None:
             channel.send(self.chan, Msg.BYE, "stopped")
         log.info("%s: stopped", self.name)
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _freeze_heap() -> None:

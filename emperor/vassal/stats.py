@@ -171,7 +171,8 @@ class VassalStats:
             counter("emperor_worker_requests", "Requests served by the worker.", "requests")
             counter("emperor_worker_exceptions", "Requests that raised in the application.", "exceptions")
             counter("emperor_worker_harakiri", "Workers killed by harakiri in this slot.", "harakiri_count")
-            counter("emperor_worker_respawns", "Worker respawns in this slot after a crash.", "respawn_count")
+            counter("emperor_worker_respawns", "Worker respawns in this slot (crashes and recycles).",
+                    "respawn_count")
             counter("emperor_worker_tx_bytes", "Response bytes sent by the worker.", "tx")
             rss = GaugeMetricFamily("emperor_worker_rss_bytes", "Resident memory of the worker.",
                                     labels=["vassal", "worker"])
@@ -213,8 +214,12 @@ class VassalStats:
         return "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)
 
 
+class StatsError(Exception):
+    """``stats = ADDR`` cannot be served: a boot error, as a busy ``socket`` is (the operator asked)."""
+
+
 def open_server(master: Master) -> tuple[StatsServer, VassalStats] | None:
-    """Listen on ``stats = ADDR`` if set; an unusable address is logged and stats stay off."""
+    """Listen on ``stats = ADDR`` if set; raises StatsError when the address cannot be used."""
     cfg = master.cfg
     if not cfg.stats:
         return None
@@ -223,8 +228,7 @@ def open_server(master: Master) -> tuple[StatsServer, VassalStats] | None:
         server = StatsServer(cfg.stats, stats.render, http=cfg.stats_http, render_metrics=stats.metrics,
                              timeout=max(1.0, cfg.socket_timeout))
     except (OSError, ValueError) as exc:
-        log.error("%s: stats disabled: %s", master.name, exc)
-        return None
+        raise StatsError(f"stats = {cfg.stats}: {exc}") from None
     log.info("%s: stats on %s", master.name, server.describe())
     return server, stats
 

@@ -29,6 +29,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
+from emperor import logs
 from emperor.protocol import uwsgi
 from emperor.protocol.uwsgi import SCHEME_KEY, check_header, content_length, parse_vars
 from emperor.protocol.wsgi import (
@@ -209,6 +210,16 @@ class Worker:
         self.pid = 0
         self.peer_log = PeerLog(lambda text: log.warning("worker %d: %s", wid, text))
         self.heads: dict[tuple[object, ...], bytes] = {}
+        self.log_second, self.log_prefix = 0, ""
+        self.log_gen = board.get(self.index, sb.LOG_GEN)  # the master bumps it when it reopened the log
+
+    def _follow_log(self) -> None:
+        """The master reopened the log (logrotate): write to the new file too (before this request)."""
+        self.log_gen = self.ints[self.slot + sb.LOG_GEN]
+        try:
+            logs.follow(os.getppid())
+        except OSError as exc:  # e.g. tyrant mode: the emperor's log is not ours to open
+            self.recycle_reason = f"the log was reopened and this worker cannot open it ({exc.strerror})"
 
     # ---- process setup -------------------------------------------------------------------
     def run(self) -> None:
@@ -341,6 +352,8 @@ class Worker:
     def handle(self, conn: Conn) -> None:
         """Serve one connection. Never raises: a bad request closes this connection alone."""
         ints, slot = self.ints, self.slot
+        if ints[slot + sb.LOG_GEN] != self.log_gen:
+            self._follow_log()
         start = time.monotonic_ns()
         ints[slot + sb.BUSY_SINCE] = start
         ex: Exchange | None = None
@@ -619,7 +632,10 @@ class Worker:
     def _log_request(self, env: dict[str, Any], ex: Exchange, start: int) -> None:
         ms = (time.monotonic_ns() - start) / 1e6
         status = (ex.status or "-")[:3]
-        line = (f"{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
+        now = int(time.time())
+        if now != self.log_second:  # one strftime per second, not per request
+            self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
+        line = (f"{self.log_prefix}{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
                 f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
                 f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
         try:
