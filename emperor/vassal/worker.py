@@ -610,14 +610,8 @@ def _peer(conn: Conn | None) -> str:
     return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else "unix peer"
 
 
-_proc: Any = None
-
-
 def _rss() -> int:
-    """Resident memory of this worker (psutil), only consulted when reload-on-rss is set."""
-    global _proc
-    if _proc is None:
-        import psutil
+    """Resident memory of this worker (/proc, no psutil), only consulted when reload-on-rss is set."""
+    from emperor.vassal.stats import proc_memory
 
-        _proc = psutil.Process()
-    return int(_proc.memory_info().rss)
+    return proc_memory()[0]

@@ -46,9 +46,11 @@ class ZergError(Exception):
 class ZergServer:
     """The parent's end: hands every listening fd to whoever connects (same uid only)."""
 
-    def __init__(self, path: str, listeners: list[Listener], backlog: int = 64) -> None:
+    def __init__(self, path: str, listeners: list[Listener], backlog: int = 64,
+                 inherited: Listener | None = None) -> None:
         self.listeners = listeners
-        self.listener = sockets.bind(path, backlog, 0o600, 1.0, False)
+        # a reload keeps the socket (after a privilege drop it could not be bound again)
+        self.listener = inherited or sockets.bind(path, backlog, 0o600, 1.0, False)
         self.listener.sock.setblocking(False)
         log.info("zerg server enabled on %s (%d socket(s) to lend)", path, len(listeners))
 

@@ -1,0 +1,234 @@
+"""Each vassal as its own user: uid/gid/chown-socket/umask under a root emperor (issue #10).
+
+Real emperor, real vassals, real users (``nobody`` and ``daemon``, present on every Debian
+system, so nothing is created), real sockets. The tests run as root, as a deployment does.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import ProcGroup, wait_for
+from identity_rig import APP, SYSTEM_PYTHON, Emperor, children, get_json, ids, make_venv, remove, world_dir
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+USERS = {"a": "nobody", "b": "daemon"}
+WEB_GROUP = "www-data"
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[Path]:
+    d = world_dir()
+    make_venv(d / "venv")
+    (d / "app.py").write_text(APP)
+    (d / "socks").mkdir(mode=0o755)
+    (d / "run").mkdir(mode=0o755)
+    root_file = d / "root-only.txt"
+    root_file.write_text("")
+    root_file.chmod(0o644)
+    try:
+        yield d
+    finally:
+        remove(d)
+
+
+def vassal(world: Path, name: str, extra: str = "") -> str:
+    return "\n".join([
+        "[uwsgi]", f"socket = {world}/socks/{name}.sock", f"chdir = {world}", "module = app",
+        f"home = {world}/venv", "processes = 2", f"env = ROOT_FILE={world}/root-only.txt", extra, ""])
+
+
+def user_ids(user: str) -> tuple[int, int]:
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
+
+
+def assert_runs_as(pid: int, user: str) -> None:
+    uid, gid = user_ids(user)
+    u, g, groups = ids(pid)
+    assert u == (uid,) * 4, (pid, u)
+    assert g == (gid,) * 4, (pid, g)
+    assert set(groups) == set(os.getgrouplist(user, gid)), (pid, groups)
+
+
+def test_two_vassals_two_users(world: Path, procs: ProcGroup) -> None:
+    """Master and every worker of each vassal run as its user, also after a worker recycle and a
+    reload; the app cannot write a root-owned file; the sockets have the owner and mode asked for;
+    the stats socket is the user's; the emperor still drives the vassals over the channel."""
+    (world / "emp1").mkdir()
+    emp = Emperor(world / "emp1", procs)
+    for name, user in USERS.items():
+        emp.write(name, vassal(world, name, f"uid = {user}\ngid = {grp.getgrgid(user_ids(user)[1]).gr_name}\n"
+                                            f"chown-socket = {user}:{WEB_GROUP}\nchmod-socket = 660\n"
+                                            f"max-requests = 3\nstats = {world}/socks/{name}-stats.sock\n"
+                                            f"pidfile = {world}/run/{name}.pid\numask = 027\n"))
+    emp.write("c", vassal(world, "c"))  # no uid: runs as root, warned once
+    emp.start()
+    for name in (*USERS, "c"):
+        emp.wait_log(rf"ready: '{name}\.ini'")
+
+    web_gid = grp.getgrnam(WEB_GROUP).gr_gid
+    for name, user in USERS.items():
+        uid, gid = user_ids(user)
+        master = emp.master(name)
+        wait_for(lambda m=master: len(children(m)) == 2, 10, what=f"{name}: two workers")
+        for pid in (master, *children(master)):
+            assert_runs_as(pid, user)
+        sock = world / "socks" / f"{name}.sock"
+        st = sock.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, web_gid, 0o660)
+        st = (world / "socks" / f"{name}-stats.sock").stat()
+        assert (st.st_uid, st.st_gid) == (uid, gid)
+        assert (world / "run" / f"{name}.pid").read_text().strip() == str(master)
+        doc = get_json(sock)
+        assert (doc["uid"], doc["euid"], doc["gid"]) == (uid, uid, gid)
+        assert doc["wrote"] is False, "the app wrote a root-owned file"
+        assert doc["prefix"] == str(world / "venv")
+
+        # worker recycle (max-requests = 3): new workers, same user
+        first = set(children(master))
+        seen: set[int] = set()
+        for _ in range(20):
+            doc = get_json(sock)
+            assert doc["uid"] == uid
+            seen.add(int(doc["pid"]))  # type: ignore[call-overload]
+            if seen - first:
+                break
+        assert seen - first, "no worker was recycled"
+        for pid in children(master):
+            assert_runs_as(pid, user)
+
+    # a reload (touch): same master pid, re-executed as the user, new workers as the user
+    mark = emp.mark()
+    master = emp.master("a")
+    old = children(master)
+    os.utime(emp.vassals / "a.ini")
+    emp.wait_log(r"reloaded: 'a\.ini'", after=mark)
+    wait_for(lambda: children(master) and not (children(master) & old), 15, what="new workers after reload")
+    assert emp.master("a") == master
+    for pid in (master, *children(master)):
+        assert_runs_as(pid, "nobody")
+    assert get_json(world / "socks" / "a.sock")["uid"] == user_ids("nobody")[0]
+    assert (world / "run" / "a.pid").read_text().strip() == str(master)
+    assert (world / "socks" / "a-stats.sock").exists()
+
+    # the root vassal: warned once, naming its file, also after a reload
+    mark = emp.mark()
+    os.utime(emp.vassals / "c.ini")
+    emp.wait_log(r"reloaded: 'c\.ini'", after=mark)
+    warning = f"{emp.vassals}/c.ini: runs as root: set uid/gid"
+    assert emp.log.count(warning) == 1, emp.log[-3000:]
+    assert "runs as root" not in emp.log.replace(warning, "")
+    assert get_json(world / "socks" / "c.sock")["uid"] == 0
+
+
+def test_socket_group_lets_the_web_server_in(world: Path, procs: ProcGroup) -> None:
+    """chown-socket = user:www-data + chmod-socket = 660: a www-data process connects, another
+    user is refused by the kernel; the vassal itself runs as its own user."""
+    (world / "emp2").mkdir()
+    emp = Emperor(world / "emp2", procs)
+    emp.write("g", vassal(world, "g", f"uid = nobody\nchown-socket = nobody:{WEB_GROUP}\n"
+                                      "chmod-socket = 660\n"))
+    emp.start()
+    emp.wait_log(r"ready: 'g\.ini'")
+    sock = world / "socks" / "g.sock"
+    probe = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+             "try:\n s.connect(sys.argv[1]); print('ok')\nexcept PermissionError: print('denied')\n")
+
+    def connect_as(user: str) -> str:
+        pw = pwd.getpwnam(user)
+        out = subprocess.run([SYSTEM_PYTHON, "-c", probe, str(sock)], user=pw.pw_uid, group=pw.pw_gid,
+                             extra_groups=[], capture_output=True, text=True, timeout=20, cwd="/")
+        return out.stdout.strip() or out.stderr
+
+    assert connect_as(WEB_GROUP) == "ok"
+    assert connect_as("daemon") == "denied"
+
+
+def run_vassal(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "emperor.vassal", *args], capture_output=True, text=True,
+                          timeout=30, env=env)
+
+
+@pytest.mark.parametrize(("line", "key", "message"), [
+    ("uid = no-such-user-xyz", "uid", "no such user 'no-such-user-xyz'"),
+    ("gid = no-such-group-xyz", "gid", "no such group 'no-such-group-xyz'"),
+    ("chown-socket = nobody:no-such-group-xyz", "chown-socket", "no such group 'no-such-group-xyz'"),
+    ("add-gid = no-such-group-xyz", "add-gid", "no such group 'no-such-group-xyz'"),
+])
+def test_unknown_user_or_group_is_a_config_error_before_binding(world: Path, line: str, key: str,
+                                                                  message: str) -> None:
+    sock = world / "socks" / f"bad-{key}.sock"
+    ini = world / f"bad-{key}.ini"
+    ini.write_text(f"[uwsgi]\nsocket = {sock}\nmodule = app\n{line}\n")
+    out = run_vassal(["--ini", str(ini)])
+    assert out.returncode == 78, out.stderr
+    assert f"{ini}:4: {key}: {message}" in out.stderr, out.stderr
+    assert not sock.exists(), "a socket was bound before the configuration was checked"
+
+
+def test_bad_input_under_the_emperor_affects_only_that_vassal(world: Path, procs: ProcGroup) -> None:
+    (world / "emp3").mkdir()
+    emp = Emperor(world / "emp3", procs)
+    emp.write("baduser", vassal(world, "baduser", "uid = no-such-user-xyz\n"))
+    emp.write("badgroup", vassal(world, "badgroup", "uid = nobody\ngid = no-such-group-xyz\n"))
+    emp.write("good", vassal(world, "good", "uid = nobody\n"))
+    emp.start()
+    emp.wait_log(r"ready: 'good\.ini'")
+    emp.wait_log(rf"{emp.vassals}/baduser.ini:8: uid: no such user 'no-such-user-xyz'")
+    emp.wait_log(rf"{emp.vassals}/badgroup.ini:9: gid: no such group 'no-such-group-xyz'")
+    assert not (world / "socks" / "baduser.sock").exists()
+    assert get_json(world / "socks" / "good.sock")["uid"] == user_ids("nobody")[0]
+
+
+def test_tyrant_wins_over_uid_zero_in_the_file(world: Path, procs: ProcGroup) -> None:
+    """A vassal file owned by nobody that asks for uid = 0 runs as nobody (warned), never as root."""
+    (world / "emp4").mkdir()
+    emp = Emperor(world / "emp4", procs)
+    uid, gid = user_ids("nobody")
+    own = world / "socks-nobody"  # a tyrant-mode vassal never has root: it binds in its user's directory
+    own.mkdir()
+    os.chown(own, uid, gid)
+    path = emp.write("t", vassal(world, "t", "uid = 0\ngid = 0\n").replace("/socks/", "/socks-nobody/"))
+    os.chown(path, uid, gid)
+    path.chmod(0o644)
+    emp.start("emperor-tyrant = true")
+    emp.wait_log(r"ready: 't\.ini'")
+    emp.wait_log(r"uid/gid 0:0 ignored: emperor-tyrant runs this vassal as its file's owner")
+    master = emp.master("t")
+    for pid in (master, *children(master)):
+        assert ids(pid)[0] == (uid,) * 4
+    assert get_json(own / "t.sock")["uid"] == uid
+
+
+def test_standalone_reload_keeps_root_owned_log_and_pidfile(world: Path, procs: ProcGroup) -> None:
+    """logto and pidfile in root-owned places: opened as root, kept across a SIGHUP reload (the
+    re-executed master runs as the user and neither re-opens the log nor re-binds a socket)."""
+    log = world / "run" / "st.log"
+    ini = world / "st.ini"
+    ini.write_text(vassal(world, "st", f"uid = nobody\nlogto = {log}\npidfile = {world}/run/st.pid\n"
+                                       f"stats = {world}/socks/st-stats.sock\n"))
+    proc = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(ini)], name="st")
+    wait_for(lambda: log.exists() and "ready:" in log.read_text(), 20, what="standalone vassal ready")
+    master = int((world / "run" / "st.pid").read_text())
+    assert master == proc.pid  # the re-exec into the venv's python keeps the pid
+    assert_runs_as(master, "nobody")
+    assert log.stat().st_uid == 0 and stat.S_IMODE(log.stat().st_mode) == 0o640
+    os.kill(master, 1)
+    wait_for(lambda: "master pid" in log.read_text().split("reloading:")[-1], 20, what="reloaded master")
+    wait_for(lambda: log.read_text().count("ready:") == 2, 20, what="ready after the reload")
+    text = log.read_text()
+    assert "error" not in text.lower() and "disabled" not in text, text
+    assert int((world / "run" / "st.pid").read_text()) == master
+    for pid in (master, *children(master)):
+        assert_runs_as(pid, "nobody")
+    assert get_json(world / "socks" / "st.sock")["uid"] == user_ids("nobody")[0]
