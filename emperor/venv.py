@@ -42,7 +42,7 @@ def check(home: str) -> str:
         raise VenvError(f"{home} has no runnable bin/python (broken virtualenv?): recreate it")
     version = venv_version(home)
     if version is not None and version < MIN_VERSION:
-        raise VenvError(refusal(version))
+        raise VenvError(f"{home}: {refusal(version)}")
     return python
 
 
