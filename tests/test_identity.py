@@ -232,3 +232,67 @@ def test_standalone_reload_keeps_root_owned_log_and_pidfile(world: Path, procs: 
     for pid in (master, *children(master)):
         assert_runs_as(pid, "nobody")
     assert get_json(world / "socks" / "st.sock")["uid"] == user_ids("nobody")[0]
+
+
+def test_zerg_runs_as_its_vassals_user(world: Path, procs: ProcGroup) -> None:
+    """A zerg started as root with no uid of its own drops to the owner of the zerg server, which
+    the vassal bound and handed to its user: the lent workers never run as root."""
+    zsock = world / "socks" / "zv-zerg.sock"
+    ini = world / "zv.ini"
+    ini.write_text(vassal(world, "zv", f"uid = nobody\nzerg-server = {zsock}\n") +
+                   f"\n[zerg]\nzerg = {zsock}\nchdir = {world}\nmodule = app\nhome = {world}/venv\n"
+                   f"processes = 2\nenv = ROOT_FILE={world}/root-only.txt\n")
+    parent = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(ini)], name="zv")
+    wait_for(lambda: zsock.exists(), 20, what="zerg server", proc=parent)
+    uid, gid = user_ids("nobody")
+    assert (zsock.stat().st_uid, zsock.stat().st_gid) == (uid, gid)
+    zerg = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", f"{ini}:zerg"], name="zerg")
+    wait_for(lambda: len(children(zerg.pid)) == 2, 20, what="zerg workers", proc=zerg)
+    for pid in (zerg.pid, *children(zerg.pid)):
+        assert_runs_as(pid, "nobody")
+    assert "handed 1 socket(s)" in parent.log_text()
+
+
+def test_emperor_uid_drops_the_emperor_itself(world: Path, procs: ProcGroup) -> None:
+    """uid/gid in the emperor's ini: the emperor binds what it needs, then runs as that user, and
+    so do the vassals it starts (which need no uid of their own)."""
+    (world / "emp5").mkdir()
+    emp = Emperor(world / "emp5", procs)
+    uid, gid = user_ids("nobody")
+    own = world / "socks-emp5"
+    own.mkdir()
+    os.chown(own, uid, gid)
+    emp.write("e", vassal(world, "e").replace("/socks/", "/socks-emp5/"))
+    stats = world / "socks" / "emp5-stats.sock"
+    proc = emp.start(f"uid = nobody\ngid = nogroup\nemperor-stats = {stats}")
+    emp.wait_log(r"ready: 'e\.ini'")
+    assert_runs_as(proc.pid, "nobody")
+    master = emp.master("e")
+    for pid in (master, *children(master)):
+        assert_runs_as(pid, "nobody")
+    assert get_json(own / "e.sock")["uid"] == uid
+    assert stats.exists()  # bound as root, before the drop
+    assert "runs as root" not in emp.log
+
+
+def test_emperor_uid_with_tyrant_is_refused(world: Path) -> None:
+    ini = world / "tyrant-uid.ini"
+    ini.write_text(f"[uwsgi]\nemperor = {world}\nemperor-tyrant = true\nuid = nobody\n")
+    out = subprocess.run([sys.executable, "-m", "emperor", "--ini", str(ini)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 78, out.stderr
+    assert f"{ini}:3: emperor-tyrant: emperor-tyrant needs the emperor to stay root" in out.stderr
+
+
+def test_reload_cannot_change_the_user(world: Path, procs: ProcGroup) -> None:
+    """After the drop a reload cannot become another user: refused, the old configuration keeps
+    serving as its user."""
+    ini = world / "chg.ini"
+    ini.write_text(vassal(world, "chg", "uid = nobody\n"))
+    proc = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(ini)], name="chg")
+    sock = world / "socks" / "chg.sock"
+    wait_for(lambda: get_json(sock), 20, what="chg serving", ignore=(OSError,), proc=proc)
+    ini.write_text(vassal(world, "chg", "uid = daemon\n"))
+    os.kill(proc.pid, 1)
+    wait_for(lambda: "a reload cannot change the user" in proc.log_text(), 20, what="refusal", proc=proc)
+    assert get_json(sock)["uid"] == user_ids("nobody")[0]

@@ -31,6 +31,7 @@ from emperor.empire.throttle import Throttle
 from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal, describe_exit
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
+from emperor.vassal import identity
 
 log = logging.getLogger("emperor")
 
@@ -61,6 +62,7 @@ class Settings:
     stats_http: bool = False
     control: str | None = None
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
+    ident: identity.Identity = field(default_factory=identity.Identity)  # uid/gid: dropped after binding
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -74,6 +76,14 @@ class Settings:
             raise config.ConfigError("tyrant mode needs root (it runs each vassal as its file's owner)",
                                      cfg.where("emperor-tyrant"), key="emperor-tyrant")
         mercy = cfg.reload_mercy if "reload_mercy" in cfg.sources else 30.0
+        ident = identity.resolve(cfg)
+        if cfg.emperor_tyrant and ident.drops:
+            raise config.ConfigError("emperor-tyrant needs the emperor to stay root: remove uid/gid from "
+                                     "the emperor's configuration", cfg.where("emperor-tyrant"),
+                                     key="emperor-tyrant")
+        if ident.drops and os.geteuid() != 0:
+            raise config.ConfigError("the emperor can switch to uid/gid only when started as root",
+                                     cfg.where("uid" if ident.uid is not None else "gid"), key="uid")
         return cls(
             stats=cfg.emperor_stats, stats_http=cfg.stats_http, control=cfg.emperor_control,
             sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
@@ -81,7 +91,7 @@ class Settings:
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
-            broodlord=cfg.emperor_broodlord)
+            broodlord=cfg.emperor_broodlord, ident=ident)
 
 
 class Emperor:
@@ -130,6 +140,7 @@ class Emperor:
         log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
                  " in tyrant mode" if self.s.tyrant else "")
         try:
+            identity.drop(self.s.ident)  # uid/gid: everything that needs root is bound (uWSGI's order)
             while not self._finished():
                 self._iterate()
         finally:
@@ -695,6 +706,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         return 78
     for warning in cfg.warnings:
         print(f"emperor: warning: {warning}", file=sys.stderr)
+    identity.apply_umask(settings.ident)
     if cfg.daemonize:
         ready_fd = _daemonize()
         if ready_fd is None:
@@ -708,14 +720,18 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         if pidfile:
             try:
                 pidfile.acquire()
-            except (PidFileError, OSError) as exc:
+                identity.hand_over(pidfile.path, settings.ident)
+            except (PidFileError, OSError, identity.IdentityError) as exc:
                 log.error("pidfile: %s", exc)
                 return 1
         if ready_fd is not None:
             os.write(ready_fd, b"0")
             os.close(ready_fd)
             ready_fd = None
-        status = Emperor(settings).run()
+        try:
+            status = Emperor(settings).run()
+        except identity.IdentityError as exc:
+            log.error("%s", exc)
     finally:
         if ready_fd is not None:
             with contextlib.suppress(OSError):
