@@ -43,6 +43,7 @@ log = logging.getLogger("emperor.master")
 ENV_RELOADS = "EMPEROR_RELOADS"
 ENV_OLD_WORKERS = "EMPEROR_OLD_WORKERS"
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 FAST_STOP_GRACE = 3.0
 RUNNING, RELOADING, STOPPING = "running", "reloading", "stopping"
 
@@ -57,12 +58,18 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 def _title(text: str) -> None:
+    """The process title (setproctitle, called after the app is imported, so a venv's own copy is
+    used); without it, as in a ``home`` venv that lacks it, at least the kernel's 15-byte name."""
     try:
         import setproctitle
 
         setproctitle.setproctitle(text)
     except ImportError:
-        pass
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_NAME, text.removeprefix("emperor: ").encode()[:15], 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
 
 
 def render_args(pairs: Sequence[tuple[str, str]]) -> list[str]:
