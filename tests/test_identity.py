@@ -243,7 +243,7 @@ def test_zerg_runs_as_its_vassals_user(world: Path, procs: ProcGroup) -> None:
                    f"\n[zerg]\nzerg = {zsock}\nchdir = {world}\nmodule = app\nhome = {world}/venv\n"
                    f"processes = 2\nenv = ROOT_FILE={world}/root-only.txt\n")
     parent = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(ini)], name="zv")
-    wait_for(lambda: zsock.exists(), 20, what="zerg server", proc=parent)
+    wait_for(lambda: "ready:" in parent.log_text(), 20, what="vassal ready", proc=parent)
     uid, gid = user_ids("nobody")
     assert (zsock.stat().st_uid, zsock.stat().st_gid) == (uid, gid)
     zerg = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", f"{ini}:zerg"], name="zerg")

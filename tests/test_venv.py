@@ -226,3 +226,18 @@ print(sorted(uwsgi.parse_vars(block, 0, len(block)).items()))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "('PATH_INFO', '/x')" in out.stdout
+
+
+def test_tyrant_file_is_read_by_the_emperor_only_when_it_reads_nothing_else(tmp_path: Path) -> None:
+    """In tyrant mode the root emperor picks the venv only from a file that includes nothing and tests
+    no path (if-exists, for ...): otherwise the vassal, as its user, finds its venv itself."""
+    good = fake_venv(tmp_path / "good", "version = 3.11.2\n")
+    plain = tmp_path / "plain.ini"
+    plain.write_text(f"[uwsgi]\nsocket = /tmp/x.sock\nhome = {good}\n")
+    assert spawn.vassal_argv(str(plain), [], [], tyrant=True)[0] == f"{good}/bin/python"
+    for line in ("ini = /root/secret.ini", "if-exists = /root/secret\nenv = X=1\nendif =",
+                 "  include = other.ini"):
+        probing = tmp_path / "probing.ini"
+        probing.write_text(f"[uwsgi]\nsocket = /tmp/x.sock\nhome = {good}\n{line}\n")
+        argv = spawn.vassal_argv(str(probing), [], [], tyrant=True)
+        assert argv[:3] == [sys.executable, "-m", "emperor.vassal"], line

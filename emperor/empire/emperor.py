@@ -311,7 +311,7 @@ class Emperor:
     def _spawn(self, v: Vassal, f: scan.Found) -> None:
         v.path, v.uid, v.gid = f.path, f.uid, f.gid
         v.on_event = self.console.vassal_event
-        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes)
+        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, f.uid is not None)
         try:
             proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)
         except OSError as exc:
@@ -579,7 +579,7 @@ class Emperor:
         self.zerg_seq += 1
         name = f"{v.name}:zerg#{self.zerg_seq}"
         try:
-            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path), v.uid, v.gid)
+            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path, v.uid is not None), v.uid, v.gid)
         except OSError as exc:
             log.error("lend failed: cannot start a zerg for %r: %s", v.name, exc)
             self.brood.spawn_failed(v.name)

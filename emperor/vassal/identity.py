@@ -51,6 +51,13 @@ class Identity:
     def drops(self) -> bool:
         return self.uid is not None or self.gid is not None
 
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) to give the sockets we bind as root before the drop (-1: unchanged)."""
+        if not self.drops or os.getuid() != 0:
+            return None
+        return (-1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
+
     def groups(self) -> list[int]:
         """Supplementary groups: the user's own (as initgroups would set), then ``add-gid``."""
         gid = self.gid if self.gid is not None else os.getgid()
@@ -168,9 +175,9 @@ def apply_umask(ident: Identity) -> None:
 def hand_over(path: str, ident: Identity) -> None:
     """Give a file or socket we created as root to the user: the pidfile (a reload rewrites it as the
     user), the stats and zerg-server sockets (owned by the vassal's user, as its own sockets)."""
-    if ident.drops and os.getuid() == 0:
+    if ident.owner is not None:
         try:
-            os.chown(path, -1 if ident.uid is None else ident.uid, -1 if ident.gid is None else ident.gid)
+            os.chown(path, *ident.owner)
         except OSError as exc:
             raise IdentityError(f"chown {path} to uid {ident.uid} gid {ident.gid}: {exc.strerror}") from None
 

@@ -157,10 +157,8 @@ class Master:
             self.stats_server, self.stats = served
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
         try:  # everything that needs root is done: drop it (docs/hosting.md)
-            for path in (self.stats_server and self.stats_server.path,
-                         self.zerg_server and self.zerg_server.listener.path):
-                if path:
-                    identity.hand_over(path, self.ident)  # the stats and zerg sockets: the user's
+            if self.stats_server is not None and self.stats_server.path:
+                identity.hand_over(self.stats_server.path, self.ident)  # the stats socket: the user's
             identity.drop(identity.for_zerg(self.ident, cfg.zerg))
             if self.chan is not None:
                 set_parent_death_signal()  # a credential change clears it
@@ -468,7 +466,8 @@ class Master:
         cfg, now = self.cfg, time.monotonic()
         if cfg.zerg_server:
             try:
-                self.zerg_server = zerg.ZergServer(cfg.zerg_server, self.listeners, inherited=inherited)
+                self.zerg_server = zerg.ZergServer(cfg.zerg_server, self.listeners, inherited=inherited,
+                                                   owner=self.ident.owner)
             except (addresses.AddressError, OSError) as exc:
                 log.error("zerg-server: %s", exc)
                 return Exit.SOCKET
