@@ -52,12 +52,12 @@ def user_ids(user: str) -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def assert_runs_as(pid: int, user: str) -> None:
+def assert_runs_as(pid: int, user: str, more_groups: tuple[int, ...] = ()) -> None:
     uid, gid = user_ids(user)
     u, g, groups = ids(pid)
     assert u == (uid,) * 4, (pid, u)
     assert g == (gid,) * 4, (pid, g)
-    assert set(groups) == set(os.getgrouplist(user, gid)), (pid, groups)
+    assert set(groups) == {*os.getgrouplist(user, gid), *more_groups}, (pid, groups)
 
 
 def test_two_vassals_two_users(world: Path, procs: ProcGroup) -> None:
@@ -71,24 +71,27 @@ def test_two_vassals_two_users(world: Path, procs: ProcGroup) -> None:
                                             f"chown-socket = {user}:{WEB_GROUP}\nchmod-socket = 660\n"
                                             f"max-requests = 3\nstats = {world}/socks/{name}-stats.sock\n"
                                             f"pidfile = {world}/run/{name}.pid\numask = 027\n"))
+    emp.write("b", (emp.vassals / "b.ini").read_text() + f"lazy-apps = true\nadd-gid = {WEB_GROUP}\n")
     emp.write("c", vassal(world, "c"))  # no uid: runs as root, warned once
     emp.start()
     for name in (*USERS, "c"):
         emp.wait_log(rf"ready: '{name}\.ini'")
 
     web_gid = grp.getgrnam(WEB_GROUP).gr_gid
+    more = {"a": (), "b": (web_gid,)}  # b: add-gid, and lazy-apps (the app is imported in each worker)
     for name, user in USERS.items():
         uid, gid = user_ids(user)
         master = emp.master(name)
         wait_for(lambda m=master: len(children(m)) == 2, 10, what=f"{name}: two workers")
         for pid in (master, *children(master)):
-            assert_runs_as(pid, user)
+            assert_runs_as(pid, user, more[name])
         sock = world / "socks" / f"{name}.sock"
         st = sock.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, web_gid, 0o660)
         st = (world / "socks" / f"{name}-stats.sock").stat()
         assert (st.st_uid, st.st_gid) == (uid, gid)
         assert (world / "run" / f"{name}.pid").read_text().strip() == str(master)
+        assert stat.S_IMODE((world / "run" / f"{name}.pid").stat().st_mode) == 0o640  # umask = 027
         doc = get_json(sock)
         assert (doc["uid"], doc["euid"], doc["gid"]) == (uid, uid, gid)
         assert doc["wrote"] is False, "the app wrote a root-owned file"
@@ -105,7 +108,7 @@ def test_two_vassals_two_users(world: Path, procs: ProcGroup) -> None:
                 break
         assert seen - first, "no worker was recycled"
         for pid in children(master):
-            assert_runs_as(pid, user)
+            assert_runs_as(pid, user, more[name])
 
     # a reload (touch): same master pid, re-executed as the user, new workers as the user
     mark = emp.mark()
@@ -296,3 +299,32 @@ def test_reload_cannot_change_the_user(world: Path, procs: ProcGroup) -> None:
     os.kill(proc.pid, 1)
     wait_for(lambda: "a reload cannot change the user" in proc.log_text(), 20, what="refusal", proc=proc)
     assert get_json(sock)["uid"] == user_ids("nobody")[0]
+
+
+def test_vassal_set_gives_uid_to_every_vassal() -> None:
+    from emperor.empire.spawn import vassal_set_args
+
+    assert vassal_set_args(["uid=nobody", "gid = nogroup", "chown-socket=nobody:www-data"]) == [
+        "--uid", "nobody", "--gid", "nogroup", "--chown-socket", "nobody:www-data"]
+
+
+def test_numeric_uid_without_passwd_entry_needs_gid(world: Path) -> None:
+    ini = world / "numeric.ini"
+    ini.write_text(f"[uwsgi]\nsocket = {world}/socks/numeric.sock\nmodule = app\nuid = 54321\n")
+    out = run_vassal(["--ini", str(ini)])
+    assert out.returncode == 78, out.stderr
+    assert f"{ini}:4: uid: uid 54321 has no passwd entry" in out.stderr, out.stderr
+
+
+def test_not_root_cannot_switch_user(world: Path) -> None:
+    """A vassal started as nobody that asks for daemon: a configuration error (uWSGI ignores it)."""
+    ini = world / "notroot.ini"
+    ini.write_text(vassal(world, "notroot", "uid = daemon"))
+    uid, gid = user_ids("nobody")
+    boot = Path(__file__).resolve().parent.parent / "emperor" / "_boot.py"
+    out = subprocess.run([f"{world}/venv/bin/python", str(boot), "--ini", str(ini)], capture_output=True,
+                         text=True, timeout=30, user=uid, group=gid, extra_groups=[], cwd="/")
+    assert out.returncode == 78, out.stderr
+    want = f"{ini}: cannot switch to uid 1 gid 1: not running as root (uid 65534, gid 65534)"
+    assert want in out.stderr, out.stderr
+    assert not (world / "socks" / "notroot.sock").exists()

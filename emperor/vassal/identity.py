@@ -121,6 +121,9 @@ def resolve(cfg: config.Config) -> Identity:
         raise _error(cfg, "gid", str(exc)) from None
     if gid is None and primary is not None:
         gid = primary  # the user's own group, not root's (uWSGI would keep gid 0)
+    elif gid is None and uid:
+        raise _error(cfg, "uid", f"uid {uid} has no passwd entry, so no group of its own: set gid too "
+                     "(else it would keep root's group)")
     add: list[int] = []
     for raw in cfg.add_gid:
         try:
