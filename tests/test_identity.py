@@ -325,6 +325,6 @@ def test_not_root_cannot_switch_user(world: Path) -> None:
     out = subprocess.run([f"{world}/venv/bin/python", str(boot), "--ini", str(ini)], capture_output=True,
                          text=True, timeout=30, user=uid, group=gid, extra_groups=[], cwd="/")
     assert out.returncode == 78, out.stderr
-    want = f"{ini}: cannot switch to uid 1 gid 1: not running as root (uid 65534, gid 65534)"
+    want = f"{ini}:8: uid: cannot switch to uid 1 gid 1: not running as root (uid 65534, gid 65534)"
     assert want in out.stderr, out.stderr
     assert not (world / "socks" / "notroot.sock").exists()

@@ -46,6 +46,7 @@ class Identity:
     chown: tuple[int, int] | None = None  # chown-socket: (uid, gid), -1 = unchanged
     umask: int | None = None
     origin: str = "command line"  # the configuration file, for messages
+    where: str = "command line"  # ``file:line: key`` of the uid (else gid) setting, for messages
 
     @property
     def drops(self) -> bool:
@@ -140,7 +141,9 @@ def resolve(cfg: config.Config) -> Identity:
             raise _error(cfg, "chown_socket", str(exc)) from None
         chown = (cuid, cgid)
     origin = cfg.files[0] if cfg.files else "command line"
-    return Identity(uid, gid, user, tuple(add), chown, cfg.umask, origin)
+    e = cfg.sources.get("uid" if cfg.uid is not None else "gid")
+    where = f"{e.file}:{e.line}: {e.key}" if e is not None and e.line else origin
+    return Identity(uid, gid, user, tuple(add), chown, cfg.umask, origin, where)
 
 
 class IdentityError(Exception):
@@ -166,7 +169,7 @@ def plan(ident: Identity, reloaded: bool = False) -> Identity:
         log.warning("%s: uid/gid %s:%s ignored: emperor-tyrant runs this vassal as its file's owner "
                     "(uid %d, gid %d)", ident.origin, want_uid, want_gid, os.getuid(), os.getgid())
         return Identity(chown=ident.chown, umask=ident.umask, origin=ident.origin)
-    raise IdentityError(f"{ident.origin}: cannot switch to uid {want_uid} gid {want_gid}: not running "
+    raise IdentityError(f"{ident.where}: cannot switch to uid {want_uid} gid {want_gid}: not running "
                         f"as root (uid {os.getuid()}, gid {os.getgid()})")
 
 
@@ -231,7 +234,8 @@ def for_zerg(ident: Identity, servers: list[str]) -> Identity:
             name: str | None = pwd.getpwuid(st.st_uid).pw_name
         except KeyError:
             name = None
-        return Identity(st.st_uid, st.st_gid, name, ident.add_gids, ident.chown, ident.umask, ident.origin)
+        return Identity(st.st_uid, st.st_gid, name, ident.add_gids, ident.chown, ident.umask, ident.origin,
+                        ident.where)
     return ident
 
 
