@@ -6,9 +6,12 @@ system, so nothing is created), real sockets. The tests run as root, as a deploy
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import json
 import os
 import pwd
+import socket
 import stat
 import subprocess
 import sys
@@ -90,6 +93,10 @@ def test_two_vassals_two_users(world: Path, procs: ProcGroup) -> None:
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, web_gid, 0o660)
         st = (world / "socks" / f"{name}-stats.sock").stat()
         assert (st.st_uid, st.st_gid) == (uid, gid)
+        with socket.socket(socket.AF_UNIX) as s:  # served by the dropped master: it reads /proc as the user
+            s.connect(str(world / "socks" / f"{name}-stats.sock"))
+            doc = json.loads(b"".join(iter(lambda: s.recv(65536), b"")))
+        assert doc["uid"] == uid and all(w["rss"] > 0 for w in doc["workers"]), doc
         assert (world / "run" / f"{name}.pid").read_text().strip() == str(master)
         assert stat.S_IMODE((world / "run" / f"{name}.pid").stat().st_mode) == 0o640  # umask = 027
         doc = get_json(sock)
@@ -328,3 +335,24 @@ def test_not_root_cannot_switch_user(world: Path) -> None:
     want = f"{ini}:8: uid: cannot switch to uid 1 gid 1: not running as root (uid 65534, gid 65534)"
     assert want in out.stderr, out.stderr
     assert not (world / "socks" / "notroot.sock").exists()
+
+
+def test_dropped_vassal_dies_with_its_emperor(world: Path, procs: ProcGroup) -> None:
+    """The drop clears the parent-death signal (a credential change does); it is set again, so a
+    SIGKILLed emperor still takes its dropped vassals and their workers with it."""
+    (world / "emp6").mkdir()
+    emp = Emperor(world / "emp6", procs)
+    emp.write("k", vassal(world, "k", "uid = nobody\n"))
+    proc = emp.start()
+    emp.wait_log(r"ready: 'k\.ini'")
+    master = emp.master("k")
+    family = {master, *children(master)}
+    assert len(family) == 3
+    os.kill(master, 19)  # SIGSTOP: the master cannot notice the closed channel; only the kernel acts
+    os.kill(proc.pid, 9)
+    try:
+        wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in family), 10, what="vassal gone")
+    finally:
+        for p in family:  # never leave a stopped orphan behind, even when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, 9)
