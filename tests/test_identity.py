@@ -356,3 +356,17 @@ def test_dropped_vassal_dies_with_its_emperor(world: Path, procs: ProcGroup) -> 
         for p in family:  # never leave a stopped orphan behind, even when the test fails
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, 9)
+
+
+def test_reload_with_a_new_add_gid_says_it_is_not_applied(world: Path, procs: ProcGroup) -> None:
+    ini = world / "addgid.ini"
+    ini.write_text(vassal(world, "addgid", "uid = nobody\n"))
+    proc = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(ini)], name="addgid")
+    sock = world / "socks" / "addgid.sock"
+    wait_for(lambda: get_json(sock), 20, what="serving", ignore=(OSError,), proc=proc)
+    ini.write_text(vassal(world, "addgid", f"uid = nobody\nadd-gid = {WEB_GROUP}\n"))
+    os.kill(proc.pid, 1)
+    wait_for(lambda: "supplementary groups" in proc.log_text() and "not applied" in proc.log_text(), 20,
+             what="the warning", proc=proc)
+    wait_for(lambda: "ready:" in proc.log_text().partition("(reload 1)")[2], 20, what="reloaded", proc=proc)
+    assert_runs_as(proc.pid, "nobody")

@@ -319,7 +319,7 @@ class Emperor:
             hint = ""
             if isinstance(exc, PermissionError) and f.uid is not None:
                 hint = (f" (tyrant mode: uid {f.uid} must be able to run {sys.executable} and read "
-                        f"the emperor package)")
+                        f"the emperor package, or set home to a virtualenv it can run: docs/hosting.md)")
             v.spawn_failed(self.now, f"{exc}{hint}")
             return
         self.procs[v.name] = proc

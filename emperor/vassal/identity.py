@@ -163,8 +163,12 @@ def plan(ident: Identity, reloaded: bool = False) -> Identity:
         return ident
     want_uid = ident.uid if ident.uid is not None else os.getuid()
     want_gid = ident.gid if ident.gid is not None else os.getgid()
-    if (want_uid, want_gid) == (os.getuid(), os.getgid()):
-        return Identity(chown=ident.chown, umask=ident.umask, origin=ident.origin)  # already them
+    if (want_uid, want_gid) == (os.getuid(), os.getgid()):  # already them (a reload after the drop)
+        if ident.drops and set(ident.groups()) != set(os.getgroups()):
+            log.warning("%s: supplementary groups %s not applied (running with %s): a change of add-gid "
+                        "needs a restart of the vassal, not a reload", ident.where,
+                        sorted(ident.groups()), sorted(os.getgroups()))
+        return Identity(chown=ident.chown, umask=ident.umask, origin=ident.origin)
     if os.environ.get(ENV_TYRANT):
         log.warning("%s: uid/gid %s:%s ignored: emperor-tyrant runs this vassal as its file's owner "
                     "(uid %d, gid %d)", ident.origin, want_uid, want_gid, os.getuid(), os.getgid())
