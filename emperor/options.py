@@ -153,6 +153,27 @@ OPTIONS: tuple[Option, ...] = (
          short="L", flag=True),
     _opt("procname-prefix", v.text, "", "Prefix for the process titles.", scope=Scope.ANY,
          group="logging", metavar="TEXT"),
+    # ---- identity and Python environment (emperor/privileges.py, emperor/venv.py, docs/hosting.md)
+    _opt("uid", v.nonempty, None, "Run as this user (a name or a number) once every socket is bound: the "
+         "master, workers, zergs and reloads. Also sets the user's supplementary groups (initgroups) "
+         "and, when ``gid`` is unset, the user's primary group (uWSGI keeps root's group then). An "
+         "unknown user is a configuration error. In an emperor ini: the emperor itself drops to this "
+         "user after binding its sockets. ``emperor-tyrant`` wins over it.", scope=Scope.ANY,
+         group="identity", metavar="USER"),
+    _opt("gid", v.nonempty, None, "Run as this group (a name or a number); see ``uid``.", scope=Scope.ANY,
+         group="identity", metavar="GROUP"),
+    _opt("add-gid", v.nonempty, None, "Add this supplementary group (name or number) after the user's own "
+         "(repeatable).", scope=Scope.ANY, group="identity", multi=True, metavar="GROUP"),
+    _opt("chown-socket", v.nonempty, None, "Owner of the Unix sockets, ``user[:group]``, set before the "
+         "socket listens (as chmod-socket). Usually the vassal's user and the web server's group, with "
+         "``chmod-socket = 660``.", group="identity", metavar="USER[:GROUP]"),
+    _opt("umask", v.octal_umask, None, "Set the process umask (octal, e.g. 027) before anything is created.",
+         scope=Scope.ANY, group="identity", metavar="MASK"),
+    _opt("home", v.nonempty, None, "Run the application with this virtualenv's packages: the vassal is "
+         "started with the venv's own ``bin/python`` (any CPython >= 3.11), and the emperor's package is "
+         "made importable without its dependencies. A directory without ``bin/python`` and "
+         "``pyvenv.cfg`` is a configuration error.", group="identity",
+         aliases=("virtualenv", "venv", "pyhome"), short="H", metavar="DIR"),
     # ---- stats and control (docs/observability.md, docs/reference/commands.md)
     _opt("stats", v.nonempty, None, "Serve this vassal's stats on this address (``host:port``, a Unix "
          "path, ``@abstract``): one JSON document per connection, the keys uwsgitop and "
@@ -237,10 +258,9 @@ UNSUPPORTED: dict[str, str] = {
     "https": "emperor has no HTTPS router; terminate TLS in nginx",
     "fastcgi-socket": "emperor speaks only the uwsgi protocol",
     "post-buffering": "bodies are streamed to wsgi.input; nginx already buffers request bodies",
-    "virtualenv": "run emperor from the application's virtualenv instead",
-    "home": "run emperor from the application's virtualenv instead",
     "lazy": "use lazy-apps",
     "cheaper": "adaptive worker counts are not implemented",
+    "no-initgroups": "the user's supplementary groups are always set (add more with add-gid)",
 }
 # Keys accepted and ignored, because they only select features emperor always has.
 IGNORED: dict[str, str] = {

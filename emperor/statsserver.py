@@ -68,9 +68,13 @@ class StatsServer:
     clock: Callable[[], float] = time.monotonic
     clients: dict[int, _Client] = field(default_factory=dict)
     refused: int = 0  # connections closed unanswered because max_clients were pending
+    # (socket, path, inode) kept from before a re-exec: a reload after a privilege drop never re-binds
+    inherited: tuple[socket.socket, str | None, tuple[int, int] | None] | None = None
 
     def __post_init__(self) -> None:
-        self.sock, self.path, self.ident = _bind(self.address)
+        self.sock, self.path, self.ident = self.inherited or _bind(self.address)
+        self.inherited = None
+        self.sock.setblocking(False)
         self.sel = selectors.EpollSelector()
         self.sel.register(self.sock, selectors.EVENT_READ, None)
         self._cache: tuple[float, bytes] | None = None

@@ -72,6 +72,14 @@ def octal_mode(raw: str) -> int:
     return int(s, 8)
 
 
+def octal_umask(raw: str) -> int:
+    """``umask``: 1 to 4 octal digits (``022``, ``0027``)."""
+    s = raw.strip()
+    if not (1 <= len(s) <= 4) or any(c not in "01234567" for c in s) or int(s, 8) > 0o777:
+        raise ValueError(f"{raw!r} is not an octal umask such as 022")
+    return int(s, 8)
+
+
 def env_assignment(raw: str) -> str:
     """``env = KEY=VALUE``: the key must be non-empty and contain no NUL."""
     key, sep, _ = raw.partition("=")

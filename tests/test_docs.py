@@ -44,6 +44,8 @@ NOT_OPTIONS = {
     "zerg-fallback": "uWSGI's option, named as not implemented",
     "uwsgi-zerg": "the bytes of uWSGI's zerg handshake",
     "flask-json": "a benchmark workload",
+    "www-data": "Debian's web server user and group",
+    "site-packages": "a Python directory",
     "flask-payload": "a benchmark workload",
     "flask-echo": "a benchmark workload",
     "anchors-1": "a benchmark run",

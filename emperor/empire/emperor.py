@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, channel, config, logs
+from emperor import __version__, channel, config, logs, privileges
 from emperor.channel import Msg, decode
 from emperor.control.protocol import Identity
 from emperor.empire import broodlord, reconcile, scan, spawn
@@ -64,6 +64,7 @@ class Settings:
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
     required_heartbeat: float = 30.0  # emperor-required-heartbeat
     identity: Identity | None = None  # names the default control endpoint (emperor/control/protocol.py)
+    ident: privileges.Identity = field(default_factory=privileges.Identity)  # uid/gid: dropped after binding
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -77,6 +78,14 @@ class Settings:
             raise config.ConfigError("tyrant mode needs root (it runs each vassal as its file's owner)",
                                      cfg.where("emperor-tyrant"), key="emperor-tyrant")
         mercy = cfg.reload_mercy if "reload_mercy" in cfg.sources else 30.0
+        ident = privileges.resolve(cfg)
+        if cfg.emperor_tyrant and ident.drops:
+            raise config.ConfigError("emperor-tyrant needs the emperor to stay root: remove uid/gid from "
+                                     "the emperor's configuration", cfg.where("emperor-tyrant"),
+                                     key="emperor-tyrant")
+        if ident.drops and os.geteuid() != 0:
+            raise config.ConfigError("the emperor can switch to uid/gid only when started as root",
+                                     cfg.where("uid" if ident.uid is not None else "gid"), key="uid")
         return cls(
             stats=cfg.emperor_stats, stats_http=cfg.stats_http, control=cfg.emperor_control,
             sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
@@ -85,7 +94,7 @@ class Settings:
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
             broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,
-            identity=Identity.of_config(cfg.files, cfg.emperor, cwd))
+            identity=Identity.of_config(cfg.files, cfg.emperor, cwd), ident=ident)
 
 
 class Emperor:
@@ -144,6 +153,7 @@ class Emperor:
         log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
                  " in tyrant mode" if self.s.tyrant else "")
         try:
+            privileges.drop(self.s.ident)  # uid/gid: everything that needs root is bound (uWSGI's order)
             while not self._finished():
                 self._iterate()
         finally:
@@ -316,7 +326,7 @@ class Emperor:
     def _spawn(self, v: Vassal, f: scan.Found) -> None:
         v.path, v.uid, v.gid = f.path, f.uid, f.gid
         v.on_event = self.console.vassal_event
-        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes)
+        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, f.uid is not None)
         try:
             proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)
         except OSError as exc:
@@ -324,7 +334,7 @@ class Emperor:
             hint = ""
             if isinstance(exc, PermissionError) and f.uid is not None:
                 hint = (f" (tyrant mode: uid {f.uid} must be able to run {sys.executable} and read "
-                        f"the emperor package)")
+                        f"the emperor package, or set home to a virtualenv it can run: docs/hosting.md)")
             v.spawn_failed(self.now, f"{exc}{hint}")
             return
         self.procs[v.name] = proc
@@ -593,7 +603,7 @@ class Emperor:
         self.zerg_seq += 1
         name = f"{v.name}:zerg#{self.zerg_seq}"
         try:
-            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path), v.uid, v.gid)
+            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path, v.uid is not None), v.uid, v.gid)
         except OSError as exc:
             log.error("lend failed: cannot start a zerg for %r: %s", v.name, exc)
             self.brood.spawn_failed(v.name)
@@ -728,6 +738,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         return 78
     for warning in cfg.warnings:
         print(f"emperor: warning: {warning}", file=sys.stderr)
+    privileges.apply_umask(settings.ident)
     if cfg.daemonize:
         ready_fd = _daemonize()
         if ready_fd is None:
@@ -741,7 +752,8 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         if pidfile:
             try:
                 pidfile.acquire()
-            except (PidFileError, OSError) as exc:
+                privileges.hand_over(pidfile.path, settings.ident)
+            except (PidFileError, OSError, privileges.IdentityError) as exc:
                 log.error("pidfile: %s", exc)
                 return 1
         emp = Emperor(settings)
@@ -751,7 +763,10 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             os.write(ready_fd, b"0")
             os.close(ready_fd)
             ready_fd = None
-        status = emp.run()
+        try:
+            status = emp.run()
+        except privileges.IdentityError as exc:
+            log.error("%s", exc)
     finally:
         if ready_fd is not None:
             with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,8 +21,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from emperor import channel
+from emperor import channel, config, venv
 from emperor.options import Scope, lookup
+from emperor.privileges import ENV_TYRANT
 
 # Variables that belong to the emperor's own supervisor and must not leak into a vassal.
 STRIPPED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
@@ -46,21 +48,50 @@ def vassal_set_args(assignments: Sequence[str]) -> list[str]:
     return args
 
 
-def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str]) -> list[str]:
+def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str], tyrant: bool = False) -> list[str]:
     """uWSGI's order: ``vassal-set`` values first, then the vassal's own file, then ``vassals-include``."""
-    argv = [sys.executable, "-m", "emperor.vassal", *before, "--ini", path]
+    tail = [*before, "--ini", path]
     for inc in includes:
-        argv += ["--ini", inc]
-    return argv
+        tail += ["--ini", inc]
+    return [*interpreter(tail, path if tyrant else None), *tail]
 
 
-def zerg_argv(path: str) -> list[str]:
+# Keys that make the ini reader touch other paths (includes, if-exists ...): in a tyrant-mode file
+# the root emperor does not evaluate them (the vassal does, as its user).
+_READS_OTHER_PATHS = re.compile(rb"^[ \t]*(ini|include|if-[a-z-]+|for[a-z-]*)[ \t]*=", re.MULTILINE)
+
+
+def interpreter(args: Sequence[str], tyrant_file: str | None = None) -> list[str]:
+    """Start the vassal with its ``home`` venv's python when the venv is usable, else with ours.
+
+    Reading ``home`` here saves the vassal a re-exec (and lets a tyrant-mode vassal run
+    although the emperor's own interpreter is not readable by its user). Any problem with
+    the file or the venv is left to the vassal, which reports it with file, line and key.
+    A tyrant-mode file is another user's: the emperor (root) reads it only when it does not
+    make the reader look at other paths, so it cannot learn anything about root-only files.
+    """
+    pairs = [(k.removeprefix("--"), v) for k, v in zip(args[::2], args[1::2], strict=False)]
+    try:
+        if tyrant_file is not None:
+            with open(tyrant_file, "rb") as f:
+                if _READS_OTHER_PATHS.search(f.read(1 << 20)):
+                    return [sys.executable, "-m", "emperor.vassal"]
+        home = config.from_args(pairs, Scope.ZERG if args[-1].endswith(":zerg") else Scope.VASSAL).home
+        if home:
+            return venv.command(venv.check(home))
+    except (config.ConfigError, venv.VenvError, OSError):
+        pass
+    return [sys.executable, "-m", "emperor.vassal"]
+
+
+def zerg_argv(path: str, tyrant: bool = False) -> list[str]:
     """A zerg runs the ``[zerg]`` section of its vassal's file alone, as uWSGI's ``file.ini:zerg``.
 
     Neither ``vassal-set`` nor ``vassals-include`` apply: they are written for vassals and
     may set options (a socket, a zerg-server) that a zerg must not have.
     """
-    return [sys.executable, "-m", "emperor.vassal", "--ini", f"{path}:zerg"]
+    tail = ["--ini", f"{path}:zerg"]
+    return [*interpreter(tail, path if tyrant else None), *tail]
 
 
 def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]:
@@ -110,6 +141,7 @@ def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | Non
         kwargs: dict[str, object] = {}
         if uid is not None:
             kwargs.update(user=uid, group=gid, extra_groups=[])
+            env[ENV_TYRANT] = "1"  # the file's own uid/gid lose (emperor/privileges.py)
         popen = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
                                  cwd=os.path.dirname(path), start_new_session=True, **kwargs)  # type: ignore[call-overload]
     except BaseException:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import addresses, channel, config, logs
+from emperor import addresses, channel, config, logs, privileges, venv
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
@@ -50,6 +50,7 @@ log = logging.getLogger("emperor.master")
 ENV_RELOADS = "EMPEROR_RELOADS"
 ENV_OLD_WORKERS = "EMPEROR_OLD_WORKERS"
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 FAST_STOP_GRACE = 3.0
 # Every signal the master handles: blocked across fork() until the worker has its own handlers.
 MASTER_SIGNALS = frozenset({signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
@@ -67,12 +68,18 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 
 
 def _title(text: str) -> None:
+    """The process title (setproctitle, called after the app is imported, so a venv's own copy is
+    used); without it, as in a ``home`` venv that lacks it, at least the kernel's 15-byte name."""
     try:
         import setproctitle
 
         setproctitle.setproctitle(text)
     except ImportError:
-        pass
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_NAME, text.removeprefix("emperor: ").encode()[:15], 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
 
 
 def render_args(pairs: Sequence[tuple[str, str]]) -> list[str]:
@@ -85,8 +92,9 @@ def render_args(pairs: Sequence[tuple[str, str]]) -> list[str]:
 
 class Master:
     def __init__(self, cfg: config.Config, pairs: list[tuple[str, str]], scope: Scope,
-                 chan: socket.socket | None, name: str) -> None:
+                 chan: socket.socket | None, name: str, ident: privileges.Identity | None = None) -> None:
         self.cfg = cfg
+        self.ident = ident or privileges.Identity()
         self.pairs = pairs
         self.scope = scope
         self.chan = chan
@@ -129,7 +137,8 @@ class Master:
             try:
                 self.pidfile = PidFile(cfg.pidfile)
                 self.pidfile.acquire()
-            except (OSError, PidFileError) as exc:
+                privileges.hand_over(self.pidfile.path, self.ident)  # a reload rewrites it as the user
+            except (OSError, PidFileError, privileges.IdentityError) as exc:
                 self.pidfile = None
                 log.error("pidfile %s: %s", cfg.pidfile, exc)
                 return Exit.CONFIG
@@ -144,26 +153,39 @@ class Master:
             return Exit.CONFIG
         try:
             inherited = sockets.adopt(os.environ.pop(sockets.ENV_FDS, None))
+            kept = {key: inherited.pop(key) for key in self._own_keys() if key in inherited}
             if cfg.zerg:  # a zerg serves its parent's sockets (kept across its own reloads), binds none
-                self.listeners = list(inherited.values()) or zerg.attach(cfg.zerg)
+                own = [s for k, s in inherited.items() if not k.startswith(("stats:", "zerg-server:"))]
+                self.listeners = own or zerg.attach(cfg.zerg)
             else:
                 self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket,
-                                                  cfg.socket_timeout, not cfg.no_defer_accept, inherited)
+                                                  cfg.socket_timeout, not cfg.no_defer_accept, inherited,
+                                                  self.ident.chown)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
-        for lst in self.listeners:
-            # one listener: blocking accept(); several: poll() + non-blocking accept in each worker
-            lst.sock.setblocking(len(self.listeners) == 1)
-        if (failed := self._broodlord_boot()) is not None:
+        if (failed := self._broodlord_boot(kept.get(f"zerg-server:{cfg.zerg_server}"))) is not None:
             return failed
-        self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
         try:
-            if (served := open_server(self)) is not None:
+            if (served := open_server(self, kept.get(f"stats:{cfg.stats}"))) is not None:
                 self.stats_server, self.stats = served
         except StatsError as exc:
             log.error("%s", exc)
             return Exit.SOCKET
+        try:  # everything that needs root is done: drop it (docs/hosting.md)
+            if self.stats_server is not None and self.stats_server.path:
+                privileges.hand_over(self.stats_server.path, self.ident)  # the stats socket: the user's
+            privileges.drop(privileges.for_zerg(self.ident, cfg.zerg))
+            if self.chan is not None:
+                set_parent_death_signal()  # a credential change clears it
+            privileges.chdir_as_user(cfg.chdir)
+        except privileges.IdentityError as exc:
+            log.error("%s", exc)
+            return Exit.CONFIG
+        for lst in self.listeners:
+            # one listener: blocking accept(); several: poll() + non-blocking accept in each worker
+            lst.sock.setblocking(len(self.listeners) == 1)
+        self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
         if not cfg.lazy_apps:
             try:
                 self.app = loader.load(cfg)
@@ -175,6 +197,22 @@ class Master:
         _freeze_heap()
         self._adopt_old_workers()
         return None
+
+    def _own_keys(self) -> list[str]:
+        """Names under which the stats and zerg-server sockets cross a reload with the listeners."""
+        return [f"stats:{self.cfg.stats}", f"zerg-server:{self.cfg.zerg_server}"]
+
+    def _own_listeners(self) -> list[sockets.Listener]:
+        out = []
+        if self.stats_server is not None:
+            srv = self.stats_server
+            out.append(sockets.Listener(f"stats:{self.cfg.stats}", srv.sock, "unix" if srv.path else "tcp",
+                                        srv.path, srv.ident))
+        if self.zerg_server is not None:
+            lst = self.zerg_server.listener
+            out.append(sockets.Listener(f"zerg-server:{self.cfg.zerg_server}", lst.sock, lst.kind, lst.path,
+                                        lst.ident))
+        return out
 
     def _adopt_old_workers(self) -> None:
         raw = os.environ.pop(ENV_OLD_WORKERS, "")
@@ -484,12 +522,13 @@ class Master:
                      b.get(i, scoreboard.RESPAWNS), b.get(i, scoreboard.HARAKIRI))
 
     # ---- broodlord (docs/broodlord.md) ---------------------------------------------------
-    def _broodlord_boot(self) -> int | None:
+    def _broodlord_boot(self, inherited: sockets.Listener | None = None) -> int | None:
         """The zerg server, the SOS watch (a vassal) and the idle watch (a zerg)."""
         cfg, now = self.cfg, time.monotonic()
         if cfg.zerg_server:
             try:
-                self.zerg_server = zerg.ZergServer(cfg.zerg_server, self.listeners)
+                self.zerg_server = zerg.ZergServer(cfg.zerg_server, self.listeners, inherited=inherited,
+                                                   owner=self.ident.owner)
             except (addresses.AddressError, OSError) as exc:
                 log.error("zerg-server: %s", exc)
                 return Exit.SOCKET
@@ -623,7 +662,13 @@ class Master:
         if self.state != RUNNING:
             return
         try:
-            config.from_args(self.pairs, self.scope)
+            privileges.plan(privileges.resolve(config.from_args(self.pairs, self.scope)), reloaded=True)
+        except privileges.IdentityError as exc:
+            why = f"{exc}; a reload cannot change the user: stop and start the vassal"
+            log.error("%s: reload refused (still running the previous configuration): %s", self.name, why)
+            if self.chan is not None:
+                channel.send(self.chan, Msg.CONFIG_ERROR, why)
+            return
         except config.ConfigError as exc:
             log.error("%s: reload refused, the configuration is invalid (still running the previous "
                       "one): %s", self.name, exc)
@@ -636,14 +681,14 @@ class Master:
         for pid in self.workers:
             _kill(pid, signal.SIGTERM)
         env = dict(os.environ)
-        env[sockets.ENV_FDS] = sockets.export(self.listeners)
+        env[sockets.ENV_FDS] = sockets.export(self.listeners + self._own_listeners())
         env[ENV_RELOADS] = str(self.reloads + 1)
         env[ENV_OLD_WORKERS] = json.dumps({"pids": list(old), "deadline": deadline})
         if self.chan is not None:
             self.chan.set_inheritable(True)
             env[channel.ENV_FD] = str(self.chan.fileno())
             env[channel.ENV_NAME] = self.name
-        argv = [sys.executable, "-m", "emperor.vassal", *render_args(self.pairs)]
+        argv = [*venv.self_command(), *render_args(self.pairs)]
         log.info("%s: reloading: %d worker(s) finishing, re-executing the master", self.name, len(old))
         sys.stdout.flush()
         sys.stderr.flush()
@@ -749,26 +794,54 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
         if _channel_dead(chan):
             return Exit.CRASH
     logs.setup(name or "vassal")
+    reloaded = bool(os.environ.get(ENV_RELOADS))
     try:
         cfg = config.from_args(pairs, scope)
-    except config.ConfigError as exc:
+        ident = privileges.resolve(cfg)  # unknown users and groups fail here, before anything is bound
+        if cfg.home:
+            _enter_venv(cfg, pairs, chan)
+        ident = privileges.plan(ident, reloaded)
+    except (config.ConfigError, privileges.IdentityError) as exc:
         log.error("configuration error: %s", exc)
         if chan is not None:
             channel.send(chan, Msg.CONFIG_ERROR, str(exc))
         return Exit.CONFIG
+    privileges.apply_umask(ident)
     if not name:
         name = os.path.splitext(os.path.basename(cfg.files[0]))[0] if cfg.files else "vassal"
         logs.setup(name)
     logfile = cfg.logto or cfg.daemonize
     if cfg.daemonize and chan is None and not os.environ.get(ENV_RELOADS):
         _daemonize()
-    if logfile:
+    if logfile and not (reloaded and privileges.log_already_open(logfile)):
         try:
             logs.redirect(logfile)
         except OSError as exc:
             log.error("logto %s: %s", logfile, exc.strerror)
             return Exit.CONFIG
-    return Master(cfg, pairs, scope, chan, name).run()
+    return Master(cfg, pairs, scope, chan, name, ident).run()
+
+
+def _enter_venv(cfg: config.Config, pairs: list[tuple[str, str]], chan: socket.socket | None) -> None:
+    """``home``: re-execute under the venv's own python unless already running from it (emperor/venv.py)."""
+    try:
+        python = venv.check(cfg.home)
+    except venv.VenvError as exc:
+        e = cfg.sources.get("home")
+        raise config.ConfigError(str(exc), e.file if e else "", e.line if e else 0,
+                                 e.key if e else "home") from None
+    if venv.running_in(cfg.home):
+        return
+    env = dict(os.environ)
+    if chan is not None:
+        chan.set_inheritable(True)
+        env[channel.ENV_FD] = str(chan.fileno())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(python, [*venv.command(python), *render_args(pairs)], env)
+    except OSError as exc:
+        raise config.ConfigError(f"home {cfg.home}: cannot run {python}: {exc.strerror}") from None
 
 
 def _channel_dead(chan: socket.socket) -> bool:

@@ -51,7 +51,8 @@ def _set_timeouts(sock: socket.socket, timeout: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept: bool) -> Listener:
+def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept: bool,
+         owner: tuple[int, int] | None = None) -> Listener:
     family, sockaddr, kind = addresses.parse(addr)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -75,6 +76,11 @@ def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept
         if kind == "unix":
             if mode is not None:
                 os.chmod(addr, mode)  # before listen(): nobody can connect yet
+            if owner is not None:
+                try:
+                    os.chown(addr, *owner)  # chown-socket, also before listen()
+                except OSError as exc:
+                    raise addresses.AddressError(f"chown-socket {addr}: {exc.strerror}") from None
             st = os.lstat(addr)
             listener.path, listener.ident = addr, (st.st_dev, st.st_ino)
         configure(listener, backlog, timeout, defer_accept)
@@ -146,20 +152,40 @@ def vacuum(listener: Listener) -> None:
             log.warning("cannot remove %s: %s", listener.path, exc)
 
 
+def _refresh_owner(path: str, mode: int | None, owner: tuple[int, int] | None) -> None:
+    """Re-apply chmod/chown-socket to an inherited socket, only where it changed.
+
+    After a privilege drop the master may no longer own the socket file (chown-socket gave it
+    away), and a reload must not fail for what is already right; a change it cannot make is
+    logged, and needs a restart of the vassal.
+    """
+    try:
+        st = os.lstat(path)
+        if mode is not None and st.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
+        have = (st.st_uid, st.st_gid)
+        if owner is not None and any(w not in (-1, h) for w, h in zip(owner, have, strict=True)):
+            os.chown(path, *owner)
+    except OSError as exc:
+        log.warning("socket %s: cannot apply the new chmod-socket/chown-socket after the privilege drop "
+                    "(%s): restart the vassal to apply it", path, exc.strerror)
+
+
 def open_all(addresses: list[str], backlog: int, mode: int | None, timeout: float,
-             defer_accept: bool, inherited: dict[str, Listener]) -> list[Listener]:
+             defer_accept: bool, inherited: dict[str, Listener],
+             owner: tuple[int, int] | None = None) -> list[Listener]:
     """Bind each configured address once (duplicates ignored), reusing inherited sockets by name."""
     out: list[Listener] = []
     try:
         for addr in dict.fromkeys(addresses):
             old = inherited.pop(addr, None)
             if old is not None:
-                if old.kind == "unix" and mode is not None and old.path:
-                    os.chmod(old.path, mode)
+                if old.kind == "unix" and old.path:
+                    _refresh_owner(old.path, mode, owner)
                 configure(old, backlog, timeout, defer_accept)
                 out.append(old)
             else:
-                out.append(bind(addr, backlog, mode, timeout, defer_accept))
+                out.append(bind(addr, backlog, mode, timeout, defer_accept, owner))
     except BaseException:
         for lst in out:
             lst.sock.close()

@@ -1,9 +1,11 @@
 """The vassal's stats: uWSGI's stats JSON (what uwsgitop and uwsgi_exporter read) and Prometheus text.
 
 Everything comes from what the master already holds: the scoreboard (written by the
-workers themselves), its worker table, its listeners, and ``/proc`` through psutil for
-``rss``/``vsz``. Rendering never talks to a worker and never waits, so a stats reader cannot
-slow down serving. Every counter is a JSON integer: uwsgi_exporter's Go decoder rejects the
+workers themselves), its worker table, its listeners, and ``/proc/PID/statm`` for
+``rss``/``vsz`` (read directly, not through psutil: a vassal imports nothing outside the standard
+library before the app, so the app's virtualenv decides every package version). Rendering never
+talks to a worker and never waits, so a stats reader cannot slow down serving. Every counter is a
+JSON integer: uwsgi_exporter's Go decoder rejects the
 whole document when one of them is a float (``avg_rt: 12.5``).
 
 Served by :class:`emperor.statsserver.StatsServer`, which the master registers in its loop
@@ -23,9 +25,8 @@ from emperor.statsserver import StatsServer
 from emperor.vassal import scoreboard as sb
 
 if TYPE_CHECKING:
-    import psutil
-
     from emperor.vassal.master import Master
+    from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.stats")
 
@@ -36,7 +37,6 @@ class VassalStats:
     def __init__(self, master: Master) -> None:
         self.master = master
         self.last_requests: dict[int, int] = {}  # worker id -> requests at the previous document
-        self.procs: dict[int, psutil.Process] = {}
         self.probe: Any = None
         self.started = int(time.time())
 
@@ -46,7 +46,6 @@ class VassalStats:
         queues = self._queues()
         backlog = max((q[0] for q in queues.values()), default=0)
         workers = [self._worker(wid, pid) for pid, wid in sorted(m.workers.items(), key=lambda kv: kv[1])]
-        self.procs = {pid: p for pid, p in self.procs.items() if pid in m.workers}
         return {
             "version": __version__,
             "listen_queue": backlog,
@@ -76,7 +75,7 @@ class VassalStats:
         rt_sum = b.get(i, sb.RT_SUM_US)
         busy = b.get(i, sb.BUSY_SINCE) != 0
         exceptions = b.get(i, sb.EXCEPTIONS)
-        rss, vsz = self._memory(pid)
+        rss, vsz = proc_memory(pid)
         return {
             "id": wid,
             "pid": pid,
@@ -103,18 +102,6 @@ class VassalStats:
                        "offloaded_requests": 0, "write_errors": 0, "read_errors": 0,
                        "in_request": int(busy), "vars": [], "req_info": {}}],
         }
-
-    def _memory(self, pid: int) -> tuple[int, int]:
-        import psutil  # only a vassal that serves stats pays for importing it (~15 ms at start-up)
-
-        try:
-            proc = self.procs.get(pid)
-            if proc is None:
-                proc = self.procs[pid] = psutil.Process(pid)
-            mem = proc.memory_info()
-            return int(mem.rss), int(mem.vms)
-        except psutil.Error:
-            return 0, 0
 
     def _queues(self) -> dict[str, tuple[int, int]]:
         """(connections waiting, backlog) per listener, where the kernel tells; 0 otherwise."""
@@ -218,15 +205,17 @@ class StatsError(Exception):
     """``stats = ADDR`` cannot be served: a boot error, as a busy ``socket`` is (the operator asked)."""
 
 
-def open_server(master: Master) -> tuple[StatsServer, VassalStats] | None:
-    """Listen on ``stats = ADDR`` if set; raises StatsError when the address cannot be used."""
+def open_server(master: Master, inherited: Listener | None = None) -> tuple[StatsServer, VassalStats] | None:
+    """Listen on ``stats = ADDR`` if set (or keep the socket a reload inherited); raises StatsError
+    when the address cannot be used."""
     cfg = master.cfg
     if not cfg.stats:
         return None
     stats = VassalStats(master)
     try:
+        kept = (inherited.sock, inherited.path, inherited.ident) if inherited else None
         server = StatsServer(cfg.stats, stats.render, http=cfg.stats_http, render_metrics=stats.metrics,
-                             timeout=max(1.0, cfg.socket_timeout))
+                             timeout=max(1.0, cfg.socket_timeout), inherited=kept)
     except (OSError, ValueError) as exc:
         raise StatsError(f"stats = {cfg.stats}: {exc}") from None
     log.info("%s: stats on %s", master.name, server.describe())
@@ -239,3 +228,16 @@ def _cwd() -> str:
     except OSError:
         return ""
 
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def proc_memory(pid: int | str = "self") -> tuple[int, int]:
+    """(rss, vsz) in bytes from /proc/PID/statm; (0, 0) for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            size, resident = f.read().split()[:2]
+        return int(resident) * _PAGE, int(size) * _PAGE
+    except (OSError, ValueError):
+        return 0, 0

@@ -695,14 +695,10 @@ def _drain(conn: Conn, unread: int, deadline: float) -> None:
         pass
 
 
-_proc: Any = None
 
 
 def _rss() -> int:
-    """Resident memory of this worker (psutil), only consulted when reload-on-rss is set."""
-    global _proc
-    if _proc is None:
-        import psutil
+    """Resident memory of this worker (/proc, no psutil), only consulted when reload-on-rss is set."""
+    from emperor.vassal.stats import proc_memory
 
-        _proc = psutil.Process()
-    return int(_proc.memory_info().rss)
+    return proc_memory()[0]

@@ -46,9 +46,12 @@ class ZergError(Exception):
 class ZergServer:
     """The parent's end: hands every listening fd to whoever connects (same uid only)."""
 
-    def __init__(self, path: str, listeners: list[Listener], backlog: int = 64) -> None:
+    def __init__(self, path: str, listeners: list[Listener], backlog: int = 64,
+                 inherited: Listener | None = None, owner: tuple[int, int] | None = None) -> None:
         self.listeners = listeners
-        self.listener = sockets.bind(path, backlog, 0o600, 1.0, False)
+        # a reload keeps the socket (after a privilege drop it could not be bound again); the owner
+        # (the vassal's user, before listen()) is whom a root zerg drops to (privileges.py)
+        self.listener = inherited or sockets.bind(path, backlog, 0o600, 1.0, False, owner)
         self.listener.sock.setblocking(False)
         log.info("zerg server enabled on %s (%d socket(s) to lend)", path, len(listeners))
 
