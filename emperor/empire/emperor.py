@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from emperor import __version__, config, logs
 from emperor.channel import Msg, decode
-from emperor.empire import broodlord, reconcile, scan, spawn
+from emperor.empire import access, broodlord, reconcile, scan, spawn
 from emperor.empire.console import Console
+from emperor.empire.dirlock import DirLockError, DirLocks
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
 from emperor.empire.throttle import Throttle
@@ -220,13 +221,19 @@ class Emperor:
         self.event_since = None
         self.rescan_at = self.now + self.s.freq
         found, refused = scan.scan(self.s.sources, self.s.tyrant)
+        if self.s.tyrant:
+            interpreter = access.Cache()
+            for name, f in list(found.items()):
+                if f.uid is not None and f.gid is not None and (why := interpreter.problem(f.uid, f.gid)):
+                    refused[name] = f"tyrant mode would run it as its owner, but {why}"
+                    del found[name]
         log.debug("rescan: %d vassal files, %d refused", len(found), len(refused))
         for name, reason in refused.items():
             if self.refused.get(name) != reason:
-                log.error("refused: %r: %s", name, reason)
+                log.error("refused: %s: %s", scan.shown(name), reason)
         for name in set(self.refused) - set(refused):
             if name in found:
-                log.info("accepted: %r is usable again", name)
+                log.info("accepted: %s is usable again", scan.shown(name))
         self.refused = refused
         self.found = found
         self.console.hide_held(self.found)  # `emperor ctl stop` holds a vassal until `start`
@@ -302,7 +309,7 @@ class Emperor:
         v.on_event = self.console.vassal_event
         argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes)
         try:
-            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)
+            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid, f.content)
         except OSError as exc:
             v.stamp = f.stamp
             hint = ""
@@ -330,8 +337,23 @@ class Emperor:
 
     def _send(self, v: Vassal, msg: Msg) -> None:
         proc = self.procs.get(v.name)
-        if proc is not None and not proc.send(msg):
+        if proc is None:
+            return
+        content = self._checked_content(v.name, v.uid, v.gid) if msg == Msg.RELOAD else None
+        sent = proc.send(msg) if content is None else proc.send_ini(msg, content)
+        if not sent:
             log.debug("channel: cannot send %s to %r; it is exiting", msg.name, v.name)
+
+    def _checked_content(self, name: str, uid: int | None, gid: int | None) -> bytes | None:
+        """The ini bytes of the last scan, for a RELOAD: the vassal never re-reads its file by path.
+
+        None when the file is gone or now belongs to someone else (that vassal is being
+        stopped or restarted): the vassal then reloads the bytes it already has.
+        """
+        f = self.found.get(name)
+        if f is None or (f.uid, f.gid) != (uid, gid):
+            return None
+        return f.content
 
     def _messages(self, name: str, proc: spawn.Process) -> Iterator[tuple[Msg, str]]:
         """The messages waiting on a child's channel (vassal or zerg), at most 64 per call so a
@@ -383,11 +405,10 @@ class Emperor:
         proc, v = self.procs.get(name), self.vassals.get(name)
         if proc is None:
             return
-        returncode = proc.poll()
+        returncode = proc.reap()  # kills leftovers of its group (a stray grandchild) before reaping
         if returncode is None:
             return  # not yet: the pidfd fired early (it should not)
         self._close_proc(name)
-        proc.kill_group()  # leftovers of its process group (a stray grandchild), never another group
         if v is None:
             return
         after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
@@ -411,7 +432,7 @@ class Emperor:
 
     def _explain_config_error(self, v: Vassal) -> None:
         """Repeat the vassal's config error in the emperor's words (and keep it for stats)."""
-        args = [("ini", v.path)]
+        args = [("ini", spawn.ini_spec(v.path))]
         try:
             config.from_args(args, Scope.VASSAL)
         except config.ConfigError as exc:
@@ -568,7 +589,8 @@ class Emperor:
         self.zerg_seq += 1
         name = f"{v.name}:zerg#{self.zerg_seq}"
         try:
-            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path), v.uid, v.gid)
+            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path), v.uid, v.gid,
+                               self._checked_content(v.name, v.uid, v.gid))
         except OSError as exc:
             log.error("lend failed: cannot start a zerg for %r: %s", v.name, exc)
             self.brood.spawn_failed(v.name)
@@ -584,9 +606,14 @@ class Emperor:
                  proc.pid)
 
     def _send_zerg(self, z: broodlord.Zerg, msg: Msg) -> None:
-        proc = self.procs.get(z.name)
-        if proc is not None:
+        proc, v = self.procs.get(z.name), self.vassals.get(z.parent)
+        if proc is None:
+            return
+        content = self._checked_content(v.name, v.uid, v.gid) if v and msg == Msg.RELOAD else None
+        if content is None:
             proc.send(msg)
+        else:
+            proc.send_ini(msg, content)
 
     def _stop_zerg(self, z: broodlord.Zerg, how: str, why: str) -> None:
         if z.leaving:
@@ -626,11 +653,10 @@ class Emperor:
         proc, z = self.procs.get(name), self.zergs.get(name)
         if proc is None or z is None:
             return
-        returncode = proc.poll()
+        returncode = proc.reap()
         if returncode is None:
             return
         self._close_proc(name)
-        proc.kill_group()
         del self.zergs[name]
         how = z.leaving or ("lost" if z.ready else "failed")
         self.brood.gone(z.parent, how, preempted=how == "preempted")
@@ -703,6 +729,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         ready_fd = None
     logs.setup("emperor", settings.logto)
     pidfile = PidFile(cfg.pidfile) if cfg.pidfile else None
+    locks = DirLocks()
     status = 1
     try:
         if pidfile:
@@ -711,6 +738,11 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             except (PidFileError, OSError) as exc:
                 log.error("pidfile: %s", exc)
                 return 1
+        try:
+            locks.acquire([s.path for s in settings.sources if not s.is_glob])
+        except DirLockError as exc:
+            log.error("refusing to start: %s", exc)
+            return 1
         if ready_fd is not None:
             os.write(ready_fd, b"0")
             os.close(ready_fd)
@@ -721,6 +753,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)
+        locks.release()
         if pidfile:
             pidfile.release()
     return status

@@ -20,12 +20,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from emperor import channel
+from emperor import channel, inifd
+from emperor.channel import Msg
 from emperor.options import Scope, lookup
 
 # Variables that belong to the emperor's own supervisor and must not leak into a vassal.
 STRIPPED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
-                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME)
+                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME, inifd.ENV)
 
 
 def vassal_set_args(assignments: Sequence[str]) -> list[str]:
@@ -46,9 +47,15 @@ def vassal_set_args(assignments: Sequence[str]) -> list[str]:
     return args
 
 
+def ini_spec(path: str) -> str:
+    """``--ini`` reads ``file.ini:section``; a ``:`` in the file's own name gets an empty section
+    after it (the default one, ``%x`` empty), so ``app:v2.ini`` is not read as section ``v2.ini``."""
+    return f"{path}:" if ":" in os.path.basename(path) else path
+
+
 def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str]) -> list[str]:
     """uWSGI's order: ``vassal-set`` values first, then the vassal's own file, then ``vassals-include``."""
-    argv = [sys.executable, "-m", "emperor.vassal", *before, "--ini", path]
+    argv = [sys.executable, "-m", "emperor.vassal", *before, "--ini", ini_spec(path)]
     for inc in includes:
         argv += ["--ini", inc]
     return argv
@@ -82,41 +89,94 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
-    def send(self, msg: channel.Msg, payload: str = "") -> bool:
+    def send(self, msg: Msg, payload: str = "") -> bool:
         return channel.send(self.channel, msg, payload)
+
+    def send_ini(self, msg: Msg, content: bytes) -> bool:
+        """``msg`` (a RELOAD) with a sealed memfd of the ini bytes the emperor just checked."""
+        try:
+            fd = inifd.seal(content)
+        except OSError:
+            return False
+        try:
+            socket.send_fds(self.channel, [channel.encode(msg)], [fd], socket.MSG_DONTWAIT)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def poll(self) -> int | None:
         return self.popen.poll()
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the master through its pidfd (never a recycled pid), then its process group."""
+        """Signal the master through its pidfd, then its process group, while the master is not reaped.
+
+        Until it is reaped the master (alive or a zombie) holds its pid, so neither the pid
+        nor the group id can name another process. After :meth:`reap` or :meth:`close` this
+        does nothing: the pidfd's number may by then belong to another vassal's pidfd.
+        """
+        if self.pidfd < 0 or self.popen.returncode is not None:
+            return
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(self.pidfd, sig)
         with contextlib.suppress(OSError):
             os.killpg(self.popen.pid, sig)
 
+    def exited(self) -> bool:
+        """The master has exited (its pidfd is readable); it is not reaped yet."""
+        if self.pidfd < 0:
+            return self.popen.returncode is not None
+        try:
+            return os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def reap(self) -> int | None:
+        """The master has exited: SIGKILL what is left of its group (the zombie still holds the
+        group's id, so this cannot hit a newcomer), then reap it. Returns the exit status."""
+        if not self.exited():
+            return None
+        self.kill_group()
+        return self.popen.wait()
+
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.pidfd)
+        fd, self.pidfd = self.pidfd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.channel.close()
 
 
-def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | None) -> Process:
-    """Start one vassal. Raises OSError (EMFILE, ENOMEM, EAGAIN ...) for the caller to throttle."""
+def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | None,
+          content: bytes | None = None) -> Process:
+    """Start one vassal. Raises OSError (EMFILE, ENOMEM, EAGAIN ...) for the caller to throttle.
+
+    ``content``: the bytes of ``path`` the emperor checked; the vassal reads them from an
+    inherited memfd instead of opening ``path`` again (``emperor/inifd.py``).
+    """
     assert threading.current_thread() is threading.main_thread(), "vassals are spawned on the main thread"
     ours, theirs = channel.pair()
+    ini_fd = -1
     try:
         env = vassal_env(os.environ, theirs.fileno(), name)
+        fds = [theirs.fileno()]
+        if content is not None:
+            ini_fd = inifd.seal(content)
+            fds.append(ini_fd)
+            env[inifd.ENV] = inifd.env_value(ini_fd, os.path.abspath(path))
         kwargs: dict[str, object] = {}
         if uid is not None:
             kwargs.update(user=uid, group=gid, extra_groups=[])
-        popen = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL,
                                  cwd=os.path.dirname(path), start_new_session=True, **kwargs)  # type: ignore[call-overload]
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
+        if ini_fd >= 0:
+            os.close(ini_fd)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError as exc:

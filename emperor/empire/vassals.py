@@ -69,11 +69,12 @@ def describe_exit(returncode: int) -> str:
             name = f"signal {-returncode}"
         hint = " (possible OOM kill)" if -returncode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
-    meaning = {
+    meanings: dict[int, str] = {
         Exit.CONFIG: " (invalid configuration)",
         Exit.APP_LOAD: " (the application could not be loaded)",
         Exit.SOCKET: " (a socket could not be bound)",
-    }.get(returncode, "")
+    }
+    meaning = meanings.get(returncode, "")
     return f"exited with status {returncode}{meaning}"
 
 
@@ -168,6 +169,11 @@ class Vassal:
     def config_error(self, text: str) -> bool:
         """A reload found the ini invalid; the vassal keeps serving its old configuration."""
         self.last_error = text
+        if self.state in (State.STARTING, State.STOPPING):
+            # a first boot (it exits with 78 next) or a vassal already stopping: there is no
+            # previous configuration that it keeps serving
+            log.error("config error: %r (pid %s): %s", self.name, self.pid, text)
+            return False
         log.error("config error: %r (pid %s) keeps its previous configuration: %s", self.name, self.pid, text)
         if self.state == State.RELOADING:
             self._to(State.READY, "reload failed", "(still serving the previous configuration)",

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import addresses, channel, config, logs
+from emperor import addresses, channel, config, ini, inifd, logs
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
@@ -234,12 +234,20 @@ class Master:
 
     def _on_channel(self) -> None:
         assert self.chan is not None
+        fds: list[int] = []
         try:
-            packet = self.chan.recv(channel.MAX_PAYLOAD + 1)
+            packet, fds, _, _ = socket.recv_fds(self.chan, channel.MAX_PAYLOAD + 1, 1)
         except BlockingIOError:
             return
         except OSError:
             packet = b""
+        if fds and packet[:1] == bytes((Msg.RELOAD,)):
+            try:
+                inifd.replace(fds.pop())  # the ini bytes the emperor checked (emperor/inifd.py)
+            except OSError as exc:
+                log.error("%s: cannot read the ini the emperor sent: %s", self.name, exc.strerror)
+        for fd in fds:
+            os.close(fd)
         if not packet:
             log.error("%s: lost the emperor (channel closed): stopping now", self.name)
             self.sel.unregister(self.chan)
@@ -635,8 +643,9 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
             return Exit.CRASH
     logs.setup(name or "vassal")
     try:
+        inifd.adopt()  # under an emperor: its checked bytes, never the path again
         cfg = config.from_args(pairs, scope)
-    except config.ConfigError as exc:
+    except (config.ConfigError, ini.IniError) as exc:
         log.error("configuration error: %s", exc)
         if chan is not None:
             channel.send(chan, Msg.CONFIG_ERROR, str(exc))
