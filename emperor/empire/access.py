@@ -55,11 +55,11 @@ def _walk(path: str, uid: int, gid: int, last: int) -> str | None:
     return None
 
 
-def interpreter_problem(uid: int, gid: int) -> str | None:
-    """Why ``uid``:``gid`` could not start a vassal, or None (it can)."""
+def interpreter_problem(uid: int, gid: int, exe: str = "") -> str | None:
+    """Why ``uid``:``gid`` could not start a vassal (``exe``: this interpreter), or None (it can)."""
     if uid == 0:
         return None
-    exe = sys.executable
+    exe = exe or sys.executable
     problem = _walk(exe, uid, gid, 0o1)
     if problem:
         return f"uid {uid} (gid {gid}) cannot execute the interpreter {exe}: {problem}"
