@@ -150,9 +150,13 @@ def _read_bytes(path: str) -> bytes:
 _PINNED: dict[str, bytes] = {}
 
 
-def pin(path: str, data: bytes) -> None:
-    """From now on, reading the file at absolute ``path`` yields ``data`` (``emperor/inifd.py``)."""
-    _PINNED[path] = data
+def pin(path: str, data: bytes | None) -> None:
+    """From now on, reading the file at absolute ``path`` yields ``data`` (``emperor/inifd.py``);
+    None: read the file again."""
+    if data is None:
+        _PINNED.pop(path, None)
+    else:
+        _PINNED[path] = data
 
 
 class _ReadError(Exception):

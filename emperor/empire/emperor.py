@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, config, logs
+from emperor import __version__, config, ini, logs
 from emperor.channel import Msg, decode
 from emperor.empire import access, broodlord, reconcile, scan, spawn
 from emperor.empire.console import Console
@@ -433,6 +433,9 @@ class Emperor:
     def _explain_config_error(self, v: Vassal) -> None:
         """Repeat the vassal's config error in the emperor's words (and keep it for stats)."""
         args = [("ini", spawn.ini_spec(v.path))]
+        f = self.found.get(v.name)
+        path = os.path.abspath(v.path)
+        ini.pin(path, f.content if f else None)  # the bytes the vassal was given, not the path again
         try:
             config.from_args(args, Scope.VASSAL)
         except config.ConfigError as exc:
@@ -440,6 +443,8 @@ class Emperor:
             log.error("failed: %r: %s", v.name, exc)
         except Exception:  # the vassal's own message is in the log already
             return
+        finally:
+            ini.pin(path, None)
 
     # ---------------------------------------------------------------- timers
 
