@@ -207,18 +207,19 @@ def test_link_targets_must_be_ini_files_of_a_trusted_owner(tmp_path: Path) -> No
     avail.mkdir()
     enabled.mkdir()
     ini_text = "[uwsgi]\nsocket = /tmp/x.sock\n"
-    cases = {"mine": (0, 0o644), "theirs": (NOBODY, 0o644), "groupw": (0, 0o664), "worldw": (0, 0o646)}
-    for name, (uid, mode) in cases.items():
+    cases = {"mine": (0, 0, 0o644), "private": (0, 0, 0o664), "theirs": (NOBODY, NOBODY, 0o644),
+             "groupw": (0, NOBODY, 0o664), "worldw": (0, 0, 0o646)}
+    for name, (uid, gid, mode) in cases.items():
         p = avail / f"{name}.ini"
         p.write_text(ini_text)
-        os.chown(p, uid, uid)
+        os.chown(p, uid, gid)
         p.chmod(mode)
         (enabled / f"{name}.ini").symlink_to(p)
     (avail / "notes.txt").write_text(ini_text)
     (enabled / "notes.ini").symlink_to(avail / "notes.txt")
     (enabled / "shadow.ini").symlink_to("/etc/shadow")
     found, refused = scan([Source.parse(str(enabled), "/")], False)
-    assert list(found) == ["mine.ini"]
+    assert sorted(found) == ["mine.ini", "private.ini"]  # root:root 0664: group root holds only root
     assert "not an .ini file" in refused["shadow.ini"] and "/etc/shadow" in refused["shadow.ini"]
     assert "not an .ini file" in refused["notes.ini"]
     assert "owned by uid 65534" in refused["theirs.ini"] and "must belong to root" in refused["theirs.ini"]

@@ -6,15 +6,20 @@ target, so a quick second edit, a ``touch -h`` on the link, an editor's atomic s
 inode) or a relinked target all count as changes (uWSGI compares whole seconds).
 
 Files are opened with ``O_NONBLOCK`` only after ``stat`` says they are regular, so a
-symlink to a FIFO or a device never blocks the emperor; the owner used in tyrant mode
-comes from ``fstat`` of the opened file, not from the path.
+symlink to a FIFO or a device never blocks the emperor. The owner used in tyrant mode, the
+rule on what a link may lead to (:func:`check_target`) and the content handed to the vassal
+all come from the one opened descriptor, not from the path. Names come from ``os.listdir``
+with undecodable bytes as surrogate escapes; :func:`name_problem` refuses those and names
+with control characters, and :func:`shown` is how a refused name is logged.
 """
 
 from __future__ import annotations
 
 import errno
 import glob
+import grp
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 
@@ -202,9 +207,21 @@ def check_target(fd: int, fst: os.stat_result, lst: os.stat_result, tyrant: bool
         owners = "root" if euid == 0 else f"root or uid {euid} (the emperor's user)"
         raise Refused(f"owned by uid {fst.st_uid}, but the vassal would run with the emperor's rights; "
                       f"the file must belong to {owners} (or use emperor-tyrant)")
-    if fst.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    writable = fst.st_mode & stat.S_IWOTH or (fst.st_mode & stat.S_IWGRP
+                                               and not _private_group(fst.st_uid, fst.st_gid))
+    if writable:
         raise Refused(f"mode {stat.S_IMODE(fst.st_mode):04o} lets other users edit it, and the vassal runs "
                       f"with the emperor's rights; chmod go-w the file")
+
+
+def _private_group(uid: int, gid: int) -> bool:
+    """The owner's own group (same name, the owner's primary group, nobody else listed): group
+    write then adds no writer, as with Debian's user private groups and their umask 002."""
+    try:
+        user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return user.pw_gid == gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
 
 
 def check_tyrant_owner(st: os.stat_result) -> None:

@@ -1,8 +1,9 @@
 """Exec a vassal: its command line, its environment, and the only OS calls that touch it.
 
 A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``), never a fork of
-the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly one
-extra fd, its end of the channel, and runs in its own session so that the emperor can
+the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
+extra fds, its end of the channel and a sealed memfd holding the ini bytes the emperor
+checked (``emperor/inifd.py``), and runs in its own session so that the emperor can
 signal its whole process group. Spawning must happen on the main thread: the vassal's
 parent-death signal fires when the *thread* that forked it exits.
 """
