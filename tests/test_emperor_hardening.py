@@ -8,11 +8,13 @@ does on the CI machine.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
 import shutil
 import signal
+import socket
 import stat
 import sys
 import tempfile
@@ -74,7 +76,8 @@ def test_bad_names_cannot_take_the_emperor_down_and_a_colon_works(rig: Rig) -> N
     _link(rig.enabled, "app:v2.ini", "../apps-available/colon.ini")
     _link(rig.enabled, "shadow.ini", "/etc/shadow")
     rig.enable("app")
-    rig.start()
+    stats = rig.socks / "stats.sock"
+    rig.start(f"emperor-stats = {stats}")
     rig.wait_log(r"refused: b'caf\\xe9\.ini': the file name is not valid UTF-8")
     rig.wait_log(r"refused: 'cr\\rname\.ini': the file name holds control characters")
     rig.wait_log(r"refused: 'esc\\x1b\[31mred\.ini': the file name holds control characters")
@@ -87,6 +90,13 @@ def test_bad_names_cannot_take_the_emperor_down_and_a_colon_works(rig: Rig) -> N
     assert b"\xe9" not in raw and b"\x1b" not in raw and b"cr\rname" not in raw
     assert rig.count(r"refused: b'caf") == 1  # once, not at every rescan
     assert not rig.sock("bad").exists()
+    with socket.socket(socket.AF_UNIX) as c:  # the stats document lists them, as valid UTF-8 JSON
+        c.settimeout(5)
+        c.connect(str(stats))
+        data = b"".join(iter(lambda: c.recv(65536), b""))
+    ids = {r["id"] for r in json.loads(data.decode("utf-8"))["refused"]}
+    assert {"caf\\xe9.ini", "cr\rname.ini", "esc\x1b[31mred.ini", "shadow.ini"} <= ids, ids
+    assert b"\\udc" not in data
 
 
 # ------------------------------------------------------------------ item 2: the vassal reads what was checked
