@@ -147,6 +147,18 @@ def _read_bytes(path: str) -> bytes:
         raise _ReadError(f"cannot read: {exc}") from None
 
 
+_PINNED: dict[str, bytes] = {}
+
+
+def pin(path: str, data: bytes | None) -> None:
+    """From now on, reading the file at absolute ``path`` yields ``data`` (``emperor/inifd.py``);
+    None: read the file again."""
+    if data is None:
+        _PINNED.pop(path, None)
+    else:
+        _PINNED[path] = data
+
+
 class _ReadError(Exception):
     """Internal: why a file could not be read; the caller decides where to attribute it."""
 
@@ -268,7 +280,7 @@ class _Loader:
         if self.files > MAX_FILES:
             raise IniError(f"more than {MAX_FILES} files included", ofile, oline, okey)
         try:
-            data = _read_bytes(path)
+            data = _PINNED[path] if path in _PINNED else _read_bytes(path)
         except _ReadError as exc:
             if origin is None:
                 raise IniError(str(exc), path) from None

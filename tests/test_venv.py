@@ -234,10 +234,16 @@ def test_tyrant_file_is_read_by_the_emperor_only_when_it_reads_nothing_else(tmp_
     good = fake_venv(tmp_path / "good", "version = 3.11.2\n")
     plain = tmp_path / "plain.ini"
     plain.write_text(f"[uwsgi]\nsocket = /tmp/x.sock\nhome = {good}\n")
-    assert spawn.vassal_argv(str(plain), [], [], tyrant=True)[0] == f"{good}/bin/python"
+    checked = plain.read_bytes()
+    assert spawn.vassal_argv(str(plain), [], [], tyrant=True, content=checked)[0] == f"{good}/bin/python"
+    # the bytes the scan checked choose the interpreter, never the path read again (a swap after
+    # the check must not pick what a tyrant-mode vassal runs as its owner)
+    plain.write_text("[uwsgi]\nsocket = /tmp/x.sock\nhome = /tmp/elsewhere\n")
+    assert spawn.vassal_argv(str(plain), [], [], tyrant=True, content=checked)[0] == f"{good}/bin/python"
+    assert spawn.vassal_argv(str(plain), [], [], tyrant=True)[:3] == [sys.executable, "-m", "emperor.vassal"]
     for line in ("ini = /root/secret.ini", "if-exists = /root/secret\nenv = X=1\nendif =",
                  "  include = other.ini"):
         probing = tmp_path / "probing.ini"
         probing.write_text(f"[uwsgi]\nsocket = /tmp/x.sock\nhome = {good}\n{line}\n")
-        argv = spawn.vassal_argv(str(probing), [], [], tyrant=True)
+        argv = spawn.vassal_argv(str(probing), [], [], tyrant=True, content=probing.read_bytes())
         assert argv[:3] == [sys.executable, "-m", "emperor.vassal"], line

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, channel, config, logs, privileges
+from emperor import __version__, channel, config, ini, logs, privileges
 from emperor.channel import Msg, decode
 from emperor.control.protocol import Identity
-from emperor.empire import broodlord, reconcile, scan, spawn
+from emperor.empire import access, broodlord, reconcile, scan, spawn
 from emperor.empire.console import BootError, Console
+from emperor.empire.dirlock import DirLockError, DirLocks
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
 from emperor.empire.throttle import Throttle
@@ -246,13 +247,23 @@ class Emperor:
         self.event_since = None
         self.rescan_at = self.now + self.s.freq
         found, refused = scan.scan(self.s.sources, self.s.tyrant)
+        if self.s.tyrant:
+            interpreter = access.Cache()
+            for name, f in list(found.items()):
+                if f.uid is None or f.gid is None:
+                    continue
+                exe = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, True,
+                                        f.content)[0]  # its venv's python (home), else ours
+                if why := interpreter.problem(f.uid, f.gid, exe):
+                    refused[name] = f"tyrant mode would run it as its owner, but {why}"
+                    del found[name]
         log.debug("rescan: %d vassal files, %d refused", len(found), len(refused))
         for name, reason in refused.items():
             if self.refused.get(name) != reason:
-                log.error("refused: %r: %s", name, reason)
+                log.error("refused: %s: %s", scan.shown(name), reason)
         for name in set(self.refused) - set(refused):
             if name in found:
-                log.info("accepted: %r is usable again", name)
+                log.info("accepted: %s is usable again", scan.shown(name))
         self.refused = refused
         self.found = found
         self.console.hide_held(self.found)  # `emperor ctl stop` holds a vassal until `start`
@@ -326,9 +337,10 @@ class Emperor:
     def _spawn(self, v: Vassal, f: scan.Found) -> None:
         v.path, v.uid, v.gid = f.path, f.uid, f.gid
         v.on_event = self.console.vassal_event
-        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, f.uid is not None)
+        argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, f.uid is not None,
+                                 f.content)
         try:
-            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid)
+            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid, f.content)
         except OSError as exc:
             v.stamp = f.stamp
             hint = ""
@@ -356,8 +368,23 @@ class Emperor:
 
     def _send(self, v: Vassal, msg: Msg) -> None:
         proc = self.procs.get(v.name)
-        if proc is not None and not proc.send(msg):
+        if proc is None:
+            return
+        content = self._checked_content(v.name, v.uid, v.gid) if msg == Msg.RELOAD else None
+        sent = proc.send(msg) if content is None else proc.send_ini(msg, content)
+        if not sent:
             log.debug("channel: cannot send %s to %r; it is exiting", msg.name, v.name)
+
+    def _checked_content(self, name: str, uid: int | None, gid: int | None) -> bytes | None:
+        """The ini bytes of the last scan, for a RELOAD: the vassal never re-reads its file by path.
+
+        None when the file is gone or now belongs to someone else (that vassal is being
+        stopped or restarted): the vassal then reloads the bytes it already has.
+        """
+        f = self.found.get(name)
+        if f is None or (f.uid, f.gid) != (uid, gid):
+            return None
+        return f.content
 
     def _messages(self, name: str, proc: spawn.Process) -> Iterator[tuple[Msg, str]]:
         """The messages waiting on a child's channel (vassal or zerg), at most 64 per call so a
@@ -413,11 +440,10 @@ class Emperor:
         proc, v = self.procs.get(name), self.vassals.get(name)
         if proc is None:
             return
-        returncode = proc.poll()
+        returncode = proc.reap()  # kills leftovers of its group (a stray grandchild) before reaping
         if returncode is None:
             return  # not yet: the pidfd fired early (it should not)
         self._close_proc(name)
-        proc.kill_group()  # leftovers of its process group (a stray grandchild), never another group
         if v is None:
             return
         after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
@@ -441,7 +467,10 @@ class Emperor:
 
     def _explain_config_error(self, v: Vassal) -> None:
         """Repeat the vassal's config error in the emperor's words (and keep it for stats)."""
-        args = [("ini", v.path)]
+        args = [("ini", spawn.ini_spec(v.path))]
+        f = self.found.get(v.name)
+        path = os.path.abspath(v.path)
+        ini.pin(path, f.content if f else None)  # the bytes the vassal was given, not the path again
         try:
             config.from_args(args, Scope.VASSAL)
         except config.ConfigError as exc:
@@ -449,6 +478,8 @@ class Emperor:
             log.error("failed: %r: %s", v.name, exc)
         except Exception:  # the vassal's own message is in the log already
             return
+        finally:
+            ini.pin(path, None)
 
     # ---------------------------------------------------------------- timers
 
@@ -603,7 +634,9 @@ class Emperor:
         self.zerg_seq += 1
         name = f"{v.name}:zerg#{self.zerg_seq}"
         try:
-            proc = spawn.spawn(name, v.path, spawn.zerg_argv(v.path, v.uid is not None), v.uid, v.gid)
+            content = self._checked_content(v.name, v.uid, v.gid)
+            argv = spawn.zerg_argv(v.path, v.uid is not None, content)
+            proc = spawn.spawn(name, v.path, argv, v.uid, v.gid, content)
         except OSError as exc:
             log.error("lend failed: cannot start a zerg for %r: %s", v.name, exc)
             self.brood.spawn_failed(v.name)
@@ -619,9 +652,14 @@ class Emperor:
                  proc.pid)
 
     def _send_zerg(self, z: broodlord.Zerg, msg: Msg) -> None:
-        proc = self.procs.get(z.name)
-        if proc is not None:
+        proc, v = self.procs.get(z.name), self.vassals.get(z.parent)
+        if proc is None:
+            return
+        content = self._checked_content(v.name, v.uid, v.gid) if v and msg == Msg.RELOAD else None
+        if content is None:
             proc.send(msg)
+        else:
+            proc.send_ini(msg, content)
 
     def _stop_zerg(self, z: broodlord.Zerg, how: str, why: str) -> None:
         if z.leaving:
@@ -661,11 +699,10 @@ class Emperor:
         proc, z = self.procs.get(name), self.zergs.get(name)
         if proc is None or z is None:
             return
-        returncode = proc.poll()
+        returncode = proc.reap()
         if returncode is None:
             return
         self._close_proc(name)
-        proc.kill_group()
         del self.zergs[name]
         how = z.leaving or ("lost" if z.ready else "failed")
         self.brood.gone(z.parent, how, preempted=how == "preempted")
@@ -747,6 +784,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         ready_fd = None
     logs.setup("emperor", settings.logto)
     pidfile = PidFile(cfg.pidfile) if cfg.pidfile else None
+    locks = DirLocks()
     status = 1
     try:
         if pidfile:
@@ -756,6 +794,11 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             except (PidFileError, OSError, privileges.IdentityError) as exc:
                 log.error("pidfile: %s", exc)
                 return 1
+        try:
+            locks.acquire([s.path for s in settings.sources if not s.is_glob])
+        except DirLockError as exc:
+            log.error("refusing to start: %s", exc)
+            return 1
         emp = Emperor(settings)
         if not emp.open():
             return 1
@@ -772,6 +815,7 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)
+        locks.release()
         if pidfile:
             pidfile.release()
     return status

@@ -17,10 +17,12 @@ import threading
 from watchdog.events import (
     EVENT_TYPE_CLOSED_NO_WRITE,
     EVENT_TYPE_OPENED,
+    DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirModifiedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -38,10 +40,14 @@ log = logging.getLogger("emperor")
 # loop again, forever. The inotify watch is also asked only for the events below, so the
 # kernel never queues the opens and read-only closes the rescan itself causes (about two per
 # vassal per rescan, which watchdog would otherwise read and decode in Python to drop them).
+# Attribute changes (IN_ATTRIB) are wanted: since watchdog 5 they are their own event type, and
+# ``os.utime`` (Python's ``Path.touch``, Ansible's ``state=touch``), ``touch -h`` on a link, a
+# chmod or a chown (tyrant mode: a new owner) change nothing else. The scan never changes an
+# attribute (reading updates atime without IN_ATTRIB), so this cannot wake the loop forever.
 _IGNORED = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 _WANTED: list[type[FileSystemEvent]] = [
     FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
-    DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent,
+    FileAttribEvent, DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent, DirAttribEvent,
 ]
 
 

@@ -6,15 +6,20 @@ target, so a quick second edit, a ``touch -h`` on the link, an editor's atomic s
 inode) or a relinked target all count as changes (uWSGI compares whole seconds).
 
 Files are opened with ``O_NONBLOCK`` only after ``stat`` says they are regular, so a
-symlink to a FIFO or a device never blocks the emperor; the owner used in tyrant mode
-comes from ``fstat`` of the opened file, not from the path.
+symlink to a FIFO or a device never blocks the emperor. The owner used in tyrant mode, the
+rule on what a link may lead to (:func:`check_target`) and the content handed to the vassal
+all come from the one opened descriptor, not from the path. Names come from ``os.listdir``
+with undecodable bytes as surrogate escapes; :func:`name_problem` refuses those and names
+with control characters, and :func:`shown` is how a refused name is logged.
 """
 
 from __future__ import annotations
 
 import errno
 import glob
+import grp
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 
@@ -36,6 +41,7 @@ class Found:
     uid: int | None = None
     gid: int | None = None
     target_dir: str | None = None  # where a symlink points, to watch that directory too
+    content: bytes = b""  # the bytes read from the descriptor the checks were made on: the vassal gets these
 
 
 @dataclass(frozen=True)
@@ -67,18 +73,50 @@ class Source:
         """(vassal name, absolute path) for every name that looks like a vassal file."""
         if self.is_glob:
             paths = sorted(glob.glob(self.path))
-            return [(p, p) for p in paths if is_vassal_name(os.path.basename(p))]
+            return [(p, p) for p in paths if looks_like_vassal(os.path.basename(p))]
         try:
             names = sorted(os.listdir(self.path))
         except OSError:
             return []
-        return [(n, os.path.join(self.path, n)) for n in names if is_vassal_name(n)]
+        return [(n, os.path.join(self.path, n)) for n in names if looks_like_vassal(n)]
+
+
+def looks_like_vassal(name: str) -> bool:
+    """``*.ini``, not hidden, not editor or packaging debris: anything else is silently not a vassal."""
+    return name.endswith(EXTENSIONS) and not name.startswith(".") and not name.endswith(DEBRIS)
+
+
+def name_problem(name: str) -> str | None:
+    """Why a name that looks like a vassal file cannot be one, or None.
+
+    The name is the vassal's id: it is logged, sent in events and stats, put in the
+    environment and in ``%n``. A name that is not UTF-8 (``os.listdir`` hands it over with
+    surrogate escapes) or holds control characters (CR, ESC, bidi overrides: anything
+    ``str.isprintable`` rejects) is refused rather than escaped everywhere it goes.
+    """
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8; rename it"
+    if not name.isprintable():
+        return "the file name holds control characters; rename it"
+    if len(raw) > MAX_NAME:
+        return f"the file name is longer than {MAX_NAME} bytes"
+    return None
 
 
 def is_vassal_name(name: str) -> bool:
-    """``*.ini``, not hidden, not editor or packaging debris, short enough."""
-    return (name.endswith(EXTENSIONS) and not name.startswith(".") and len(name.encode()) <= MAX_NAME
-            and not name.endswith(DEBRIS) and "\n" not in name)
+    """``*.ini``, not hidden, not editor or packaging debris, printable UTF-8, short enough."""
+    return looks_like_vassal(name) and name_problem(name) is None
+
+
+def shown(name: str) -> str:
+    """A file name safe in one log line: quoted, control characters and undecodable bytes escaped."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(os.fsencode(name))  # b'caf\xe9.ini'
+    return repr(name)
 
 
 class Refused(Exception):
@@ -86,7 +124,12 @@ class Refused(Exception):
 
 
 def examine(name: str, path: str, tyrant: bool) -> Found | None:
-    """Look at one candidate. None: it vanished (or is a dangling link). Refused: unusable."""
+    """Look at one candidate. None: it vanished (or is a dangling link). Refused: unusable.
+
+    Everything that decides whether and as whom the vassal runs (owner, mode, real name)
+    and the content the vassal will be given come from one open file descriptor, so a path
+    swapped between the checks and the read cannot slip another file in.
+    """
     try:
         lst = os.lstat(path)
     except FileNotFoundError:
@@ -109,17 +152,76 @@ def examine(name: str, path: str, tyrant: bool) -> Found | None:
         raise Refused(f"cannot open: {exc.strerror}") from None
     try:
         fst = os.fstat(fd)
+        if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            return None  # replaced while we looked: the next scan sees the new file
+        check_target(fd, fst, lst, tyrant)
+        content = _read(fd)
     finally:
         os.close(fd)
-    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-        return None  # replaced while we looked: the next scan sees the new file
     uid = gid = None
     if tyrant:
         uid, gid = fst.st_uid, fst.st_gid
-        check_tyrant_owner(fst)
     target_dir = os.path.dirname(os.path.realpath(path)) if stat.S_ISLNK(lst.st_mode) else None
     stamp = (lst.st_ino, lst.st_mtime_ns, fst.st_dev, fst.st_ino, fst.st_mtime_ns, fst.st_size)
-    return Found(name, path, stamp, uid, gid, target_dir)
+    return Found(name, path, stamp, uid, gid, target_dir, content)
+
+
+def _read(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_SIZE:
+        chunk = os.read(fd, MAX_SIZE + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > MAX_SIZE:
+        raise Refused(f"grew past {MAX_SIZE} bytes while read; too large for a vassal ini")
+    return b"".join(chunks)
+
+
+def check_target(fd: int, fst: os.stat_result, lst: os.stat_result, tyrant: bool) -> None:
+    """The rule that keeps a link in the vassal directory from turning any readable file into a vassal.
+
+    The opened file must be named ``*.ini`` (its real name, read from ``/proc/self/fd``, so
+    ``/etc/shadow`` or a key file never parses as a config), must not be writable by group or
+    others, and must be owned by someone who may decide what the vassal runs: root or the
+    emperor's own user; in tyrant mode its owner (who the vassal runs as, never root), and a
+    link to it must belong to that owner or to root, so nobody can enable someone else's file.
+    """
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}").removesuffix(" (deleted)")
+    except OSError:
+        real = ""
+    if real and not real.endswith(EXTENSIONS):
+        raise Refused(f"it leads to {shown(real)}, which is not an .ini file; a vassal file (or the "
+                      "target of its link) must be named *.ini")
+    if tyrant:
+        check_tyrant_owner(fst)
+        if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (0, fst.st_uid):
+            raise Refused(f"the link belongs to uid {lst.st_uid} but its target to uid {fst.st_uid}; "
+                          "in tyrant mode only the target's owner (or root) may enable it")
+        return
+    euid = os.geteuid()
+    if fst.st_uid not in (0, euid):
+        owners = "root" if euid == 0 else f"root or uid {euid} (the emperor's user)"
+        raise Refused(f"owned by uid {fst.st_uid}, but the vassal would run with the emperor's rights; "
+                      f"the file must belong to {owners} (or use emperor-tyrant)")
+    writable = fst.st_mode & stat.S_IWOTH or (fst.st_mode & stat.S_IWGRP
+                                               and not _private_group(fst.st_uid, fst.st_gid))
+    if writable:
+        raise Refused(f"mode {stat.S_IMODE(fst.st_mode):04o} lets other users edit it, and the vassal runs "
+                      f"with the emperor's rights; chmod go-w the file")
+
+
+def _private_group(uid: int, gid: int) -> bool:
+    """The owner's own group (same name, the owner's primary group, nobody else listed): group
+    write then adds no writer, as with Debian's user private groups and their umask 002."""
+    try:
+        user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return user.pw_gid == gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
 
 
 def check_tyrant_owner(st: os.stat_result) -> None:
@@ -157,6 +259,10 @@ def scan(sources: list[Source], tyrant: bool) -> tuple[dict[str, Found], dict[st
             if name in found or name in refused:
                 if path != (found[name].path if name in found else ""):
                     refused.setdefault(f"{path}", f"the name {name!r} is already used by another source")
+                continue
+            problem = name_problem(os.path.basename(name))
+            if problem is not None:
+                refused[name] = problem
                 continue
             try:
                 f = examine(name, path, tyrant)

@@ -1,8 +1,9 @@
 """Exec a vassal: its command line, its environment, and the only OS calls that touch it.
 
 A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``), never a fork of
-the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly one
-extra fd, its end of the channel, and runs in its own session so that the emperor can
+the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
+extra fds, its end of the channel and a sealed memfd holding the ini bytes the emperor
+checked (``emperor/inifd.py``), and runs in its own session so that the emperor can
 signal its whole process group. Spawning must happen on the main thread: the vassal's
 parent-death signal fires when the *thread* that forked it exits.
 """
@@ -21,13 +22,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from emperor import channel, config, venv
+from emperor import channel, config, ini, inifd, venv
+from emperor.channel import Msg
 from emperor.options import Scope, lookup
 from emperor.privileges import ENV_TYRANT
 
 # Variables that belong to the emperor's own supervisor and must not leak into a vassal.
 STRIPPED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
-                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME)
+                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME, inifd.ENV)
 
 
 def vassal_set_args(assignments: Sequence[str]) -> list[str]:
@@ -48,12 +50,19 @@ def vassal_set_args(assignments: Sequence[str]) -> list[str]:
     return args
 
 
-def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str], tyrant: bool = False) -> list[str]:
+def ini_spec(path: str) -> str:
+    """``--ini`` reads ``file.ini:section``; a ``:`` in the file's own name gets an empty section
+    after it (the default one, ``%x`` empty), so ``app:v2.ini`` is not read as section ``v2.ini``."""
+    return f"{path}:" if ":" in os.path.basename(path) else path
+
+
+def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str], tyrant: bool = False,
+                content: bytes | None = None) -> list[str]:
     """uWSGI's order: ``vassal-set`` values first, then the vassal's own file, then ``vassals-include``."""
-    tail = [*before, "--ini", path]
+    tail = [*before, "--ini", ini_spec(path)]
     for inc in includes:
         tail += ["--ini", inc]
-    return [*interpreter(tail, path if tyrant else None), *tail]
+    return [*interpreter(tail, path, content, tyrant), *tail]
 
 
 # Keys that make the ini reader touch other paths (includes, if-exists ...): in a tyrant-mode file
@@ -61,37 +70,44 @@ def vassal_argv(path: str, before: Sequence[str], includes: Sequence[str], tyran
 _READS_OTHER_PATHS = re.compile(rb"^[ \t]*(ini|include|if-[a-z-]+|for[a-z-]*)[ \t]*=", re.MULTILINE)
 
 
-def interpreter(args: Sequence[str], tyrant_file: str | None = None) -> list[str]:
+def interpreter(args: Sequence[str], path: str, content: bytes | None, tyrant: bool = False) -> list[str]:
     """Start the vassal with its ``home`` venv's python when the venv is usable, else with ours.
 
     Reading ``home`` here saves the vassal a re-exec (and lets a tyrant-mode vassal run
     although the emperor's own interpreter is not readable by its user). Any problem with
     the file or the venv is left to the vassal, which reports it with file, line and key.
+    ``content`` is what the scan checked: the file is never opened again by path, so a swap
+    after the check cannot choose the interpreter a tyrant-mode vassal runs as its owner.
     A tyrant-mode file is another user's: the emperor (root) reads it only when it does not
     make the reader look at other paths, so it cannot learn anything about root-only files.
     """
+    default = [sys.executable, "-m", "emperor.vassal"]
+    if tyrant and (content is None or _READS_OTHER_PATHS.search(content)):
+        return default
     pairs = [(k.removeprefix("--"), v) for k, v in zip(args[::2], args[1::2], strict=False)]
+    pinned = os.path.abspath(path)
+    if content is not None:
+        ini.pin(pinned, content)
     try:
-        if tyrant_file is not None:
-            with open(tyrant_file, "rb") as f:
-                if _READS_OTHER_PATHS.search(f.read(1 << 20)):
-                    return [sys.executable, "-m", "emperor.vassal"]
         home = config.from_args(pairs, Scope.ZERG if args[-1].endswith(":zerg") else Scope.VASSAL).home
         if home:
             return venv.command(venv.check(home))
-    except (config.ConfigError, venv.VenvError, OSError):
+    except (config.ConfigError, ini.IniError, venv.VenvError, OSError):
         pass
-    return [sys.executable, "-m", "emperor.vassal"]
+    finally:
+        if content is not None:
+            ini.pin(pinned, None)
+    return default
 
 
-def zerg_argv(path: str, tyrant: bool = False) -> list[str]:
+def zerg_argv(path: str, tyrant: bool = False, content: bytes | None = None) -> list[str]:
     """A zerg runs the ``[zerg]`` section of its vassal's file alone, as uWSGI's ``file.ini:zerg``.
 
     Neither ``vassal-set`` nor ``vassals-include`` apply: they are written for vassals and
     may set options (a socket, a zerg-server) that a zerg must not have.
     """
     tail = ["--ini", f"{path}:zerg"]
-    return [*interpreter(tail, path if tyrant else None), *tail]
+    return [*interpreter(tail, path, content, tyrant), *tail]
 
 
 def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]:
@@ -113,42 +129,95 @@ class Process:
     def pid(self) -> int:
         return self.popen.pid
 
-    def send(self, msg: channel.Msg, payload: str = "") -> bool:
+    def send(self, msg: Msg, payload: str = "") -> bool:
         return channel.send(self.channel, msg, payload)
+
+    def send_ini(self, msg: Msg, content: bytes) -> bool:
+        """``msg`` (a RELOAD) with a sealed memfd of the ini bytes the emperor just checked."""
+        try:
+            fd = inifd.seal(content)
+        except OSError:
+            return False
+        try:
+            socket.send_fds(self.channel, [channel.encode(msg)], [fd], socket.MSG_DONTWAIT)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def poll(self) -> int | None:
         return self.popen.poll()
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the master through its pidfd (never a recycled pid), then its process group."""
+        """Signal the master through its pidfd, then its process group, while the master is not reaped.
+
+        Until it is reaped the master (alive or a zombie) holds its pid, so neither the pid
+        nor the group id can name another process. After :meth:`reap` or :meth:`close` this
+        does nothing: the pidfd's number may by then belong to another vassal's pidfd.
+        """
+        if self.pidfd < 0 or self.popen.returncode is not None:
+            return
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(self.pidfd, sig)
         with contextlib.suppress(OSError):
             os.killpg(self.popen.pid, sig)
 
+    def exited(self) -> bool:
+        """The master has exited (its pidfd is readable); it is not reaped yet."""
+        if self.pidfd < 0:
+            return self.popen.returncode is not None
+        try:
+            return os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def reap(self) -> int | None:
+        """The master has exited: SIGKILL what is left of its group (the zombie still holds the
+        group's id, so this cannot hit a newcomer), then reap it. Returns the exit status."""
+        if not self.exited():
+            return None
+        self.kill_group()
+        return self.popen.wait()
+
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.pidfd)
+        fd, self.pidfd = self.pidfd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.channel.close()
 
 
-def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | None) -> Process:
-    """Start one vassal. Raises OSError (EMFILE, ENOMEM, EAGAIN ...) for the caller to throttle."""
+def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | None,
+          content: bytes | None = None) -> Process:
+    """Start one vassal. Raises OSError (EMFILE, ENOMEM, EAGAIN ...) for the caller to throttle.
+
+    ``content``: the bytes of ``path`` the emperor checked; the vassal reads them from an
+    inherited memfd instead of opening ``path`` again (``emperor/inifd.py``).
+    """
     assert threading.current_thread() is threading.main_thread(), "vassals are spawned on the main thread"
     ours, theirs = channel.pair()
+    ini_fd = -1
     try:
         env = vassal_env(os.environ, theirs.fileno(), name)
+        fds = [theirs.fileno()]
+        if content is not None:
+            ini_fd = inifd.seal(content)
+            fds.append(ini_fd)
+            env[inifd.ENV] = inifd.env_value(ini_fd, os.path.abspath(path))
         kwargs: dict[str, object] = {}
         if uid is not None:
             kwargs.update(user=uid, group=gid, extra_groups=[])
             env[ENV_TYRANT] = "1"  # the file's own uid/gid lose (emperor/privileges.py)
-        popen = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL,
                                  cwd=os.path.dirname(path), start_new_session=True, **kwargs)  # type: ignore[call-overload]
     except BaseException:
         ours.close()
         raise
     finally:
         theirs.close()
+        if ini_fd >= 0:
+            os.close(ini_fd)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError as exc:

@@ -121,7 +121,10 @@ def document(emp: Emperor) -> dict[str, Any]:
         "throttle_level": 0,
         "vassals": vassals,
         "blacklist": blacklist,
-        "refused": [{"id": name, "reason": why} for name, why in sorted(emp.refused.items())],
+        # a refused name may hold undecodable bytes (surrogate escapes): shown as \xNN, not as a
+        # lone surrogate that strict JSON readers reject
+        "refused": [{"id": os.fsencode(name).decode("utf-8", "backslashreplace"), "reason": why}
+                    for name, why in sorted(emp.refused.items())],
     }
     brood = pool(emp)
     if brood is not None:

@@ -69,11 +69,12 @@ def describe_exit(returncode: int) -> str:
             name = f"signal {-returncode}"
         hint = " (possible OOM kill)" if -returncode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
-    meaning = {
+    meanings: dict[int, str] = {
         Exit.CONFIG: " (invalid configuration)",
         Exit.APP_LOAD: " (the application could not be loaded)",
         Exit.SOCKET: " (a socket could not be bound)",
-    }.get(returncode, "")
+    }
+    meaning = meanings.get(returncode, "")
     return f"exited with status {returncode}{meaning}"
 
 
@@ -172,6 +173,9 @@ class Vassal:
         self.last_error = text
         if self.state == State.STARTING:  # a first boot (or a respawn): there is no previous configuration
             log.error("config error: %r (pid %s) cannot start: %s", self.name, self.pid, text)
+            return False
+        if self.state == State.STOPPING:  # already on its way out: nothing is kept
+            log.error("config error: %r (pid %s): %s", self.name, self.pid, text)
             return False
         log.error("config error: %r (pid %s) keeps its previous configuration: %s", self.name, self.pid, text)
         if self.state == State.RELOADING:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import addresses, channel, config, logs, privileges, venv
+from emperor import addresses, channel, config, ini, inifd, logs, privileges, venv
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
@@ -317,6 +317,12 @@ class Master:
             return
         except OSError:
             packet = b""
+        if fd is not None and packet[:1] == bytes((Msg.RELOAD,)):
+            try:
+                inifd.replace(fd)  # the ini bytes the emperor checked (emperor/inifd.py)
+            except OSError as exc:
+                log.error("%s: cannot read the ini the emperor sent: %s", self.name, exc.strerror)
+            fd = None
         if not packet:
             log.error("%s: lost the emperor (channel closed): stopping now", self.name)
             self.sel.unregister(self.chan)
@@ -796,12 +802,13 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
     logs.setup(name or "vassal")
     reloaded = bool(os.environ.get(ENV_RELOADS))
     try:
+        inifd.adopt()  # under an emperor: its checked bytes, never the path again
         cfg = config.from_args(pairs, scope)
         ident = privileges.resolve(cfg)  # unknown users and groups fail here, before anything is bound
         if cfg.home:
             _enter_venv(cfg, pairs, chan)
         ident = privileges.plan(ident, reloaded)
-    except (config.ConfigError, privileges.IdentityError) as exc:
+    except (config.ConfigError, ini.IniError, privileges.IdentityError) as exc:
         log.error("configuration error: %s", exc)
         if chan is not None:
             channel.send(chan, Msg.CONFIG_ERROR, str(exc))
