@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -312,13 +313,69 @@ BLOCK_CASES = [
     ("if-file/if-dir", "if-file = .\nf = 1\nendif\nif-dir = .\nd = 1\nendif\n", {}, [("d", "1")]),
     ("include inside for", "for = p q\nini = t.ini:%(_)\nendfor\n[p]\nk = P\n[q]\nk = Q\n", {},
      [("k", "P"), ("k", "Q")]),
+    ("if-opt set earlier", "processes = 4\nif-opt = processes\nseen = %(_)\nendif\n", {},
+     [("processes", "4"), ("seen", "4")]),
+    ("if-opt takes the first value", "a = 1\na = 2\nif-opt = a=1\nfirst = yes\nendif\n", {},
+     [("a", "1"), ("a", "2"), ("first", "yes")]),
+    ("if-opt not yet set", "if-opt = later\nno = 1\nendif\nlater = 1\n", {}, [("later", "1")]),
+    ("if-not-opt", "if-not-opt = socket\nsocket = /d.sock\nendif\n", {}, [("socket", "/d.sock")]),
+    ("if-not-opt value differs", "mode = dev\nif-not-opt = mode=prod\ndebug = 1\nendif\n", {},
+     [("mode", "dev"), ("debug", "1")]),
+    ("else after a failed if", "if-env = NOPE\na = 1\nelse\nb = 2\nendif\n", {}, [("b", "2")]),
+    ("else after a true if", "if-env = HOME\na = %(_)\nelse\nb = 2\nendif\n", {"HOME": "/h"},
+     [("a", "/h")]),
+    ("uWSGI's short spellings", "ifenv = HOME\ne = 1\nendif\nifdir = .\nd = 1\nendif\n"
+     "if-directory = .\nd2 = 1\nendif\nifexists = t.ini\nx = 1\nendif\n", {"HOME": "/h"},
+     [("e", "1"), ("d", "1"), ("d2", "1"), ("x", "1")]),
+    ("if-hostname", f"if-hostname = {socket.gethostname()}\nh = %(_)\nendif\n"
+     "if-not-hostname = not-this-host.invalid\nn = 1\nendif\n", {},
+     [("h", socket.gethostname()), ("n", "1")]),
+    ("for-glob, sorted, directories marked", "for-glob = g/*\npythonpath = %(_)\nendfor\n", {},
+     [("pythonpath", "g/a.py"), ("pythonpath", "g/b.py"), ("pythonpath", "g/sub/")]),
+    ("for-glob without a match gives the pattern", "for-glob = nomatch/*.py\np = %(_)\nendfor\n", {},
+     [("p", "nomatch/*.py")]),
+    ("for-readline", "for-readline = hosts.txt\nenv = HOST=%(_)\nendfor\n", {},
+     [("env", "HOST=alpha"), ("env", "HOST=beta"), ("env", "HOST=")]),
+    ("ini = :section is a section of this file", "a = 1\nini = :extra\nb = 2\n[extra]\nx = %x\n", {},
+     [("a", "1"), ("x", "extra"), ("b", "2")]),
 ]
 
 
 @pytest.mark.parametrize(("body", "env", "expected"), [c[1:] for c in BLOCK_CASES],
                          ids=[c[0] for c in BLOCK_CASES])
 def test_blocks(tmp_path: Path, body: str, env: dict[str, str], expected: list[tuple[str, str]]) -> None:
+    for name in ("g/a.py", "g/b.py", "g/sub/c.py", "g/.hidden"):
+        write(tmp_path, name, "")
+    write(tmp_path, "hosts.txt", "alpha\r\nbeta\n\n")
     assert pairs(load_text(tmp_path, "[uwsgi]\n" + body, environ=env)) == expected
+
+
+def test_if_opt_sees_the_command_line_before_the_file(tmp_path: Path) -> None:
+    cmdline = [Entry("processes", "8", "command line", 0)]
+    got = load_text(tmp_path, "[uwsgi]\nif-opt = processes=8\nthreads = 2\nendif\n", before=cmdline)
+    assert pairs(got) == [("threads", "2")]
+
+
+def test_for_readline_is_bounded_like_an_ini_file(tmp_path: Path) -> None:
+    big = write(tmp_path, "big.txt", "x\n" * (ini.MAX_FILE_SIZE // 2 + 1))
+    with pytest.raises(IniError, match="file too large"):
+        load_text(tmp_path, f"[uwsgi]\nfor-readline = {big}\nk = %(_)\nendfor\n")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(IniError, match="refusing to read a FIFO"):
+        load_text(tmp_path, "[uwsgi]\nfor-readline = fifo\nk = %(_)\nendfor\n")
+
+
+def test_colon_section_on_the_command_line_is_the_last_file(tmp_path: Path) -> None:
+    from emperor import config
+    from emperor.options import Scope
+
+    path = write(tmp_path, "app.ini", "[uwsgi]\nsocket = /a.sock\n[more]\nprocesses = 3\n")
+    cfg = config.from_args([("ini", str(path)), ("ini", ":more")], Scope.VASSAL)
+    assert cfg.socket == ["/a.sock"] and cfg.processes == 3
+
+
+def test_magic_k_is_the_cpu_count(tmp_path: Path) -> None:
+    assert pairs(load_text(tmp_path, "[uwsgi]\nprocesses = %k\n")) == [("processes", str(os.cpu_count()))]
 
 
 def test_for_lines_keep_their_line_numbers(tmp_path: Path) -> None:
