@@ -155,11 +155,12 @@ def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | N
             continue
         if opt.uwsgi is Decision.BUILT_IN and opt.attr not in values:
             continue
+        attr = opt.extra.get("sets", opt.name).replace("-", "_")  # procname-prefix-spaced
         if opt.multi:
-            values[opt.attr].append(value)
+            values[attr].append(value)
         else:
-            values[opt.attr] = value
-        sources[opt.attr] = e
+            values[attr] = value
+        sources[attr] = e
         if opt.name == "chmod-socket" and value & 0o002:
             warn(e, f"mode {value:o} lets every local user connect and set any CGI variable")
     if any(p.error for p in problems):

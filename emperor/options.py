@@ -153,6 +153,19 @@ OPTIONS: tuple[Option, ...] = (
          group="processes", short="t", metavar="SECONDS"),
     _opt("reload-on-rss", v.integer(0), 0, "Recycle a worker after the response that took its resident "
          "memory over this many MB (0 = off).", group="processes", metavar="MB"),
+    _opt("reload-on-as", v.integer(0), 0, "Recycle a worker after the response that took its address space "
+         "(virtual memory) over this many MB (0 = off).", group="processes", metavar="MB"),
+    _opt("max-worker-lifetime", v.integer(0), 0, "Recycle a worker (gracefully: it finishes its request) "
+         "once it has lived this many seconds, busy or idle (0 = off).", group="processes",
+         metavar="SECONDS"),
+    _opt("max-worker-lifetime-delta", v.integer(0), 0, "Add worker-id x this many seconds to "
+         "max-worker-lifetime, so that workers do not all recycle together.", group="processes",
+         metavar="SECONDS"),
+    _opt("touch-reload", v.nonempty, None, "Reload gracefully (as SIGHUP) when this file's modification "
+         "time changes, or it appears or disappears; checked about once a second. Repeatable.",
+         group="processes", multi=True, metavar="PATH"),
+    _opt("harakiri-verbose", v.boolean, False, "On harakiri, also log what the worker was doing in the "
+         "kernel (/proc/PID/syscall and wchan) before killing it.", group="processes", flag=True),
     _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
          "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (30 s "
          "there when unset, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
@@ -171,6 +184,26 @@ OPTIONS: tuple[Option, ...] = (
          short="L", flag=True),
     _opt("procname-prefix", v.text, "", "Prefix for the process titles.", scope=Scope.ANY,
          group="logging", metavar="TEXT"),
+    _opt("procname-prefix-spaced", v.spaced, None, "The same as procname-prefix with a space added after "
+         "the text.", scope=Scope.ANY, group="logging", metavar="TEXT", extra={"sets": "procname-prefix"}),
+    _opt("log-date", v.log_date, None, "Prefix each request line with the date: uWSGI's ctime form "
+         "(``Mon Nov 30 10:39:04 2026 - ``) for a bare key or ``true``, else this strftime format "
+         "followed by `` - `` (write ``%%%%`` for ``%%`` in an ini file: ``%%Y`` would be a magic variable). "
+         "``false`` turns it off. Other log lines always carry emperor's own timestamp.",
+         group="logging", aliases=("logdate",), flag=True, metavar="STRFTIME"),
+    _opt("log-4xx", v.boolean, False, "With disable-logging: still log requests answered with a 4xx status.",
+         group="logging", flag=True),
+    _opt("log-5xx", v.boolean, False, "With disable-logging: still log requests answered with a 5xx status.",
+         group="logging", flag=True),
+    _opt("log-slow", v.integer(0), 0, "With disable-logging: still log requests slower than this many "
+         "milliseconds (0 = off).", group="logging", metavar="MS"),
+    _opt("log-big", v.integer(0), 0, "With disable-logging: still log responses bigger than this many bytes "
+         "(0 = off).", group="logging", metavar="BYTES"),
+    _opt("log-zero", v.boolean, False, "With disable-logging: still log responses with an empty body.",
+         group="logging", flag=True),
+    _opt("memory-report", v.boolean, False, "After each logged request, log the worker's address space and "
+         "resident memory (``{address space usage: ...} {rss usage: ...}``).", group="logging",
+         flag=True),
     # ---- stats and control (docs/observability.md, docs/reference/commands.md)
     _opt("stats", v.nonempty, None, "Serve this vassal's stats on this address (``host:port``, a Unix "
          "path, ``@abstract``): one JSON document per connection, the keys uwsgitop and "
@@ -253,6 +286,8 @@ COMPAT: tuple[Option, ...] = (
     # ---- built in: emperor always behaves this way
     _compat("enable-threads", _B, "Python threads always work in emperor's workers (uWSGI needs this "
             "option to create the GIL)"),
+    _compat("auto-procname", _B, "process titles are always set: 'emperor: master NAME' and "
+            "'emperor: worker N NAME' (after procname-prefix)"),
     _compat("single-interpreter", _B, "a worker runs exactly one Python interpreter; there are no "
             "sub-interpreters"),
     _compat("thunder-lock", _B, "there is no accept lock to take: with one socket each worker blocks in "
@@ -269,21 +304,10 @@ COMPAT: tuple[Option, ...] = (
             aliases=("plugins",)),
     _compat("log-master", _I, "workers write their log lines straight to the shared log; there is no "
             "log pipe through the master, and lines stay whole because each is one write()"),
-    _compat("memory-report", _I, "no memory line is logged per request; each worker's RSS is in the stats"),
-    _compat("harakiri-verbose", _I, "the harakiri message already names the worker, its pid and its request"),
-    _compat("auto-procname", _I, "process titles are always set: 'emperor: master NAME' and "
-            "'emperor: worker N NAME'"),
     _compat("procname-master", _I, "the master's title is always 'emperor: master NAME' (after "
             "procname-prefix)", flag=False),
-    _compat("log-date", _I, "log lines keep emperor's own timestamp", flag=False, aliases=("logdate",)),
     _compat("log-format", _I, "request log lines keep emperor's format (docs/observability.md)",
             flag=False, aliases=("logformat",)),
-    _compat("log-4xx", _I, "with disable-logging no request line is logged, whatever its status"),
-    _compat("log-5xx", _I, "with disable-logging no request line is logged, whatever its status; "
-            "exceptions raised by the app are always logged"),
-    _compat("log-slow", _I, "with disable-logging no request line is logged, however slow", flag=False),
-    _compat("log-big", _I, "with disable-logging no request line is logged, however big", flag=False),
-    _compat("log-zero", _I, "with disable-logging no request line is logged, even for empty responses"),
     _compat("log-x-forwarded-for", _I, "the request line logs REMOTE_ADDR as nginx sends it"),
     _compat("log-maxsize", _I, "the log file is not rotated by size; rotate it with logrotate "
             "(copytruncate, or touch-logreopen in the emperor)", flag=False),
@@ -306,20 +330,12 @@ COMPAT: tuple[Option, ...] = (
             flag=False),
     _compat("min-worker-lifetime", _I, "a worker is recycled as soon as max-requests or reload-on-rss "
             "asks", flag=False),
-    _compat("max-worker-lifetime", _I, "workers are not recycled by age; use max-requests or "
-            "reload-on-rss", flag=False),
-    _compat("reload-on-as", _I, "address space is not checked; reload-on-rss (resident memory) is",
-            flag=False),
     _compat("evil-reload-on-rss", _I, "the master does not kill a worker mid-request for its memory; "
             "reload-on-rss recycles it after the response that crossed the limit", flag=False),
     _compat("cpu-affinity", _I, "workers are not pinned to CPUs", flag=False),
     _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
-    _compat("procname-prefix-spaced", _I, "use procname-prefix (with a trailing space)", flag=False),
-    # ---- refused: ignoring it would weaken security or change results
     _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
             flag=False),
-    _compat("touch-reload", _R, "not implemented yet: a deploy that touches this file would not reload "
-            "the app; use emperor ctl reload or touch the vassal file", flag=False),
     _compat("touch-chain-reload", _R, "not implemented: a deploy that touches this file would not "
             "reload the app", flag=False),
     _compat("touch-workers-reload", _R, "not implemented: a deploy that touches this file would not "

@@ -15,7 +15,8 @@ from emperor.options import ALL, BY_NAME, UNSUPPORTED, Decision, Option, Scope
 
 _TYPES: dict[Callable[[str], Any], str] = {
     v.boolean: "boolean", v.text: "string", v.nonempty: "string", v.seconds: "seconds",
-    v.octal_mode: "octal mode", v.env_assignment: "KEY=VALUE", v.python_callable_ref: "module[:callable]",
+    v.octal_mode: "octal mode", v.spaced: "string", v.log_date: "strftime format or boolean",
+    v.env_assignment: "KEY=VALUE", v.python_callable_ref: "module[:callable]",
 }
 _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",

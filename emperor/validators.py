@@ -22,6 +22,22 @@ def text(raw: str) -> str:
     return raw
 
 
+def spaced(raw: str) -> str:
+    """``procname-prefix-spaced``: the text with one space after it, as uWSGI adds."""
+    return raw.strip() + " "
+
+
+def log_date(raw: str) -> str | None:
+    """``log-date``: None when off, "" for uWSGI's default (ctime) form, else a strftime format.
+
+    uWSGI would print ``true - `` for ``log-date = true``; reading the words as booleans is
+    what such a file means."""
+    s = raw.strip()
+    if s.lower() in _FALSE_WORDS:
+        return None
+    return "" if s.lower() in ("", "true", "yes", "on", "1") else s
+
+
 def nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("needs a value")

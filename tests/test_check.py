@@ -134,7 +134,7 @@ def test_check_real_style_files(tmp_path: Path, sock_dir: Path) -> None:
     r = _check("check", str(django), str(flask), str(emperor))
     assert r.returncode == 0, r.stdout + r.stderr
     verdicts = [line for line in r.stdout.splitlines() if ": OK" in line or ": FAILED" in line]
-    assert verdicts == [f"{django}: OK, would start (0 errors, 5 warnings)",
+    assert verdicts == [f"{django}: OK, would start (0 errors, 2 warnings)",
                         f"{flask}: OK, would start (0 errors, 1 warning)",
                         f"{emperor}: OK, would start (0 errors, 0 warnings)"]
     assert f"{django}:28: post-buffering: warning: accepted and ignored: the body is streamed" in r.stdout
@@ -179,7 +179,9 @@ def test_production_style_file_starts_on_first_try(procs, tmp_path: Path, sock_d
     wait_for_log(v, r"ready: 2 worker", timeout=20)
     assert request(sock, GET, timeout=10)[0] == 200
     log = v.log_path.read_text()
-    assert "shop.ini:40: memory-report: accepted and ignored" in log  # every warning, once, at start
+    assert "shop.ini:28: post-buffering: accepted and ignored" in log  # every warning, at start
+    assert "shop.ini:44: log-master: accepted and ignored" in log
+    wait_for_log(v, r"\{rss usage: \d+ bytes")  # memory-report is implemented
     assert (tmp_path / "shop.pid").read_text().strip() == str(v.pid)
 
 

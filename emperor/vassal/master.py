@@ -36,6 +36,7 @@ from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import VassalStats, open_server
+from emperor.vassal.touch import TouchWatch
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.master")
@@ -54,6 +55,15 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _proc_text(pid: int, name: str) -> str:
+    """One line of /proc/PID/NAME (harakiri-verbose), or why it could not be read."""
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read(256).decode("ascii", "replace").strip() or "-"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
 
 
 def _title(text: str) -> None:
@@ -105,6 +115,8 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
+        self.touch = TouchWatch(cfg.touch_reload) if cfg.touch_reload else None  # touch-reload
+        self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -271,8 +283,12 @@ class Master:
                     del self.respawn_at[wid]
                     self._spawn(wid)
             self._check_harakiri()
+            self._check_lifetime(now)
             self._report()
             self._broodlord_tick(now)
+        if self.state == RUNNING and self.touch is not None and (path := self.touch.touched(now)):
+            log.info("%s: %s was touched: graceful reload (touch-reload)", self.name, path)
+            self.reload()
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -363,6 +379,7 @@ class Master:
         lived = time.monotonic() - self.spawned_at.get(wid, 0.0)
         harakiri = pid in self.harakiri_done
         self.harakiri_done.discard(pid)
+        self.lifetime_done.discard(pid)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             what = f"killed by signal {sig} ({signal.Signals(sig).name})"
@@ -413,7 +430,24 @@ class Master:
                 log.error("%s: HARAKIRI: worker %d (pid %d) spent more than %d s on %r: killing it and "
                           "its process group", self.name, wid, pid, limit, request)
                 self.board.set(wid - 1, scoreboard.HARAKIRI, self.board.get(wid - 1, scoreboard.HARAKIRI) + 1)
+                if self.cfg.harakiri_verbose:
+                    for what in ("syscall", "wchan"):
+                        log.error("%s: HARAKIRI: -- %s> %s", self.name, what, _proc_text(pid, what))
                 _killpg(pid, signal.SIGKILL)
+
+    def _check_lifetime(self, now: float) -> None:
+        """max-worker-lifetime: a graceful SIGTERM to each worker older than its lifetime; the
+        worker finishes its request, exits 0 and is respawned by _worker_died."""
+        base = self.cfg.max_worker_lifetime
+        if not base:
+            return
+        for pid, wid in self.workers.items():
+            limit = base + wid * self.cfg.max_worker_lifetime_delta
+            if pid not in self.lifetime_done and now - self.spawned_at.get(wid, now) > limit:
+                self.lifetime_done.add(pid)
+                log.info("%s: worker %d (pid %d) recycled: max-worker-lifetime (%d s)", self.name, wid,
+                         pid, limit)
+                _kill(pid, signal.SIGTERM)
 
     def _log_status(self) -> None:
         for pid, wid in sorted(self.workers.items(), key=lambda kv: kv[1]):

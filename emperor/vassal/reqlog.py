@@ -1,0 +1,49 @@
+"""Which requests get a log line, and what is added to it: uWSGI's logging options.
+
+``disable-logging`` turns request lines off; ``log-4xx``, ``log-5xx``, ``log-slow``,
+``log-big`` and ``log-zero`` bring back the ones worth seeing (as in uWSGI, they matter only
+when logging is off). ``log-date`` prefixes each line with the date, ``memory-report``
+appends the worker's memory. Kept apart from the worker's hot path: with the defaults,
+the worker asks nothing of this module beyond one attribute.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class RequestLog:
+    def __init__(self, cfg: Any) -> None:
+        self.all = not cfg.disable_logging
+        self.slow_ms = cfg.log_slow
+        self.big = cfg.log_big
+        self.statuses = tuple(p for p, on in (("4", cfg.log_4xx), ("5", cfg.log_5xx)) if on)
+        self.zero = cfg.log_zero
+        self.some = self.all or bool(self.statuses or self.slow_ms or self.big or self.zero)
+        self.date_format: str | None = cfg.log_date
+        self.memory = cfg.memory_report
+
+    def wanted(self, status: str, sent: int, ms: float) -> bool:
+        """True when this request gets a line (``status`` is the 3-digit code, or "-")."""
+        if self.all:
+            return True
+        return (status[:1] in self.statuses or (self.slow_ms > 0 and ms > self.slow_ms)
+                or (self.big > 0 and sent > self.big) or (self.zero and sent == 0))
+
+    def prefix(self) -> str:
+        """uWSGI's log-date prefix: ``ctime - `` or ``strftime(format) - ``; "" when off."""
+        if self.date_format is None:
+            return ""
+        if not self.date_format:
+            return time.ctime() + " - "
+        return time.strftime(self.date_format) + " - "
+
+    @staticmethod
+    def memory_line(pid: int, wid: int, requests: int) -> str:
+        """The memory-report line, in uWSGI's words, for this worker (read from /proc)."""
+        import psutil
+
+        mem = psutil.Process(pid).memory_info()
+        return (f"{{address space usage: {mem.vms} bytes/{mem.vms >> 20}MB}} {{rss usage: {mem.rss} "
+                f"bytes/{mem.rss >> 20}MB}} [pid: {pid}|worker: {wid}|req: {requests}]\n")
