@@ -7,6 +7,9 @@ fail at start-up are made without side effects: socket addresses are parsed (not
 ``chdir`` and ``wsgi-file`` must exist, an emperor's vassal directories must exist. The
 application is never imported, so checking an untrusted file runs none of its code.
 
+An emperor file brings its vassals along: each vassal file it would run is checked with the
+``vassal-set`` values and ``vassals-include`` files the emperor would give it.
+
 The output is one ``file:line: key: message`` line per problem (warnings say ``warning:``),
 then one verdict line per file; the exit status is 0 when every file can run and 78
 (EX_CONFIG, what a vassal with a bad config exits with) otherwise.
@@ -101,15 +104,38 @@ def report(label: str, problems: Sequence[Problem], out: list[str]) -> bool:
     return not errors
 
 
+def vassals_of(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """For an emperor configuration that loads: (vassal file, the command line the emperor would
+    give it: its ``vassal-set`` values, the file, its ``vassals-include`` files)."""
+    from emperor.empire.emperor import Settings
+
+    try:
+        settings = Settings.from_config(config.from_args(pairs, Scope.EMPEROR), os.getcwd())
+    except config.ConfigError:
+        return []
+    before = settings.vassal_before
+    set_pairs = [(before[i].removeprefix("--"), before[i + 1]) for i in range(0, len(before) - 1, 2)]
+    after = [("ini", inc) for inc in settings.vassal_includes]
+    return [(path, [*set_pairs, ("ini", path), *after])
+            for source in settings.sources for _name, path in source.candidates()]
+
+
 def main(files: Sequence[str]) -> int:
-    """``emperor check FILE...``: check each file on its own; 0 when all can run, else 78."""
+    """``emperor check FILE...``: check each file on its own, and the vassals an emperor file
+    would run (with its vassal-set and vassals-include); 0 when all can run, else 78."""
     if not files:
         print("usage: emperor check FILE.ini[:section]...", file=sys.stderr)
         return 2
     out: list[str] = []
     ok = True
+    given = {os.path.abspath(f) for f in files}
     for spec in files:
-        ok = report(spec, check_pairs([("ini", spec)], label=spec), out) and ok
+        pairs = [("ini", spec)]
+        ok = report(spec, check_pairs(pairs, label=spec), out) and ok
+        if scope_of(pairs) is Scope.EMPEROR:
+            for path, vassal in vassals_of(pairs):
+                if path not in given:
+                    ok = report(path, check_pairs(vassal, label=path), out) and ok
     print("\n".join(out))
     return EXIT_OK if ok else EXIT_CONFIG
 

@@ -192,3 +192,55 @@ def test_flask_style_file_with_logic_blocks_starts(procs, tmp_path: Path, sock_d
                     env={"APP_ENV": "production"})
     wait_for_log(v, r"ready: 2 worker", timeout=20)
     assert request(sock, GET, timeout=10)[0] == 200
+
+
+def test_emperor_file_with_uwsgi_options_runs_the_production_vassal(procs, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                    sock_dir: Path) -> None:
+    from test_emperor_rig import Rig
+
+    rig = Rig(tmp_path / "vassals", sock_dir, procs)
+    shop = rig.avail / "shop.ini"
+    shop.write_text(DJANGO.format(apps=APPS, sock=rig.sock("shop"), tmp=tmp_path))
+    rig.enable("shop")
+    rig.start("master = true\nvacuum = true\nthunder-lock = true\nenable-threads = true\n"
+              f"die-on-term = true\npidfile = {tmp_path}/emperor.pid\nemperor-control = off")
+    rig.serving("shop")
+    assert "emperor: warning" not in rig.log  # the emperor's own file: accepted, nothing to warn about
+    rig.wait_log(r"shop.ini:28: post-buffering: accepted and ignored")  # the vassal's warnings
+
+    broken = rig.avail / "broken.ini"
+    broken.write_text(f"[uwsgi]\nsocket = {rig.sock('broken')}\nprocesses = many\nthreads = 0\nchroot = /j\n"
+                      "module = testapp\n")
+    mark = rig.mark()
+    rig.enable("broken")
+    m = rig.wait_log(r"failed: 'broken.ini': (.*\n){3}", after=mark)  # every problem, in one message
+    text = m.group(0)
+    assert "broken.ini:3: processes: bad value" in text and "broken.ini:4: threads: bad value" in text
+    assert "broken.ini:5: chroot: not supported by emperor" in text
+
+
+
+def test_check_of_an_emperor_file_checks_its_vassals_as_the_emperor_runs_them(tmp_path: Path) -> None:
+    vassals = tmp_path / "vassals"
+    vassals.mkdir()
+    (tmp_path / "common.ini").write_text("[uwsgi]\nlog-master = true\n")
+    emperor = _write(tmp_path, "emperor.ini", EMPEROR)
+    with emperor.open("a") as f:
+        f.write(f"vassal-set = processes=3\nvassals-include = {tmp_path}/common.ini\n")
+    good = vassals / "good.ini"
+    good.write_text(f"[uwsgi]\nsocket = {tmp_path}/g.sock\nmodule = testapp\nchdir = {APPS}\n")
+    bad = vassals / "bad.ini"
+    bad.write_text(f"[uwsgi]\nsocket = {tmp_path}/b.sock\nmodule = testapp\nthreads = none\n")
+    r = _check("check", str(emperor))
+    assert r.returncode == 78, r.stdout
+    assert r.stdout.splitlines() == [
+        f"{emperor}: OK, would start (0 errors, 0 warnings)",
+        f"{bad}:4: threads: bad value: 'none' is not a whole number",
+        f"{tmp_path}/common.ini:2: log-master: warning: accepted and ignored: workers write their log "
+        "lines straight to the shared log; there is no log pipe through the master, and lines stay whole "
+        "because each is one write()",
+        f"{bad}: FAILED, would not start (1 error, 1 warning)",
+        f"{tmp_path}/common.ini:2: log-master: warning: accepted and ignored: workers write their log "
+        "lines straight to the shared log; there is no log pipe through the master, and lines stay whole "
+        "because each is one write()",
+        f"{good}: OK, would start (0 errors, 1 warning)"]
