@@ -162,8 +162,11 @@ OPTIONS: tuple[Option, ...] = (
          "max-worker-lifetime, so that workers do not all recycle together.", group="processes",
          metavar="SECONDS"),
     _opt("touch-reload", v.nonempty, None, "Reload gracefully (as SIGHUP) when this file's modification "
-         "time changes, or it appears or disappears; checked about once a second. Repeatable.",
-         group="processes", multi=True, metavar="PATH"),
+         "time changes, or it appears or disappears; checked about once a second. Repeatable. "
+         "touch-chain-reload and touch-workers-reload do the same graceful reload of every worker "
+         "(uWSGI replaces workers one at a time, or only the workers).",
+         group="processes", multi=True, aliases=("touch-chain-reload", "touch-workers-reload"),
+         metavar="PATH"),
     _opt("harakiri-verbose", v.boolean, False, "On harakiri, also log what the worker was doing in the "
          "kernel (/proc/PID/syscall and wchan) before killing it.", group="processes", flag=True),
     _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
@@ -336,10 +339,6 @@ COMPAT: tuple[Option, ...] = (
     _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
     _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
             flag=False),
-    _compat("touch-chain-reload", _R, "not implemented: a deploy that touches this file would not "
-            "reload the app", flag=False),
-    _compat("touch-workers-reload", _R, "not implemented: a deploy that touches this file would not "
-            "reload the app", flag=False),
     _compat("fs-reload", _R, "not implemented: a change to this path would not reload the app", flag=False),
     _compat("attach-daemon", _R, "companion processes are not implemented: " + _NOT_RUN, flag=False,
             aliases=("attach-daemon2", "smart-attach-daemon", "smart-attach-daemon2")),

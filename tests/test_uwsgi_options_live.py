@@ -26,7 +26,9 @@ def test_touch_reload_reloads_on_touch_and_on_removal(procs, sock_dir: Path, tmp
     sock = str(sock_dir / "t.sock")
     stamp = tmp_path / "deployed"
     stamp.write_text("")
-    v = start_vassal(procs, "--socket", sock, "--touch-reload", str(stamp))
+    chain = tmp_path / "chain"
+    v = start_vassal(procs, "--socket", sock, "--touch-reload", str(stamp),
+                     "--touch-chain-reload", str(chain))
     before = worker_pids(v)
     mark = v.log_size()
     future = time.time() + 5
@@ -39,6 +41,12 @@ def test_touch_reload_reloads_on_touch_and_on_removal(procs, sock_dir: Path, tmp
     mark = v.log_size()
     stamp.unlink()  # disappearing counts too, as in uWSGI
     wait_for_log(v, r"was touched: graceful reload", after=mark)
+    wait_for_log(v, r"ready: 1 worker", after=mark, timeout=15)
+    assert worker_pids(v).isdisjoint(before)
+    before = worker_pids(v)
+    mark = v.log_size()
+    chain.write_text("")  # touch-chain-reload: appearing counts; the same graceful reload
+    wait_for_log(v, re.escape(str(chain)) + r" was touched: graceful reload", after=mark)
     wait_for_log(v, r"ready: 1 worker", after=mark, timeout=15)
     assert worker_pids(v).isdisjoint(before)
 
