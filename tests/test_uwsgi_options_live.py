@@ -134,3 +134,25 @@ def test_request_log_filter_rules() -> None:
     r = RequestLog(SimpleNamespace(**{**base, "log_slow": 100, "log_big": 1000}))
     assert r.wanted("200", 10, 100.5) and r.wanted("200", 1001, 1.0) and not r.wanted("200", 1000, 100.0)
     assert RequestLog(SimpleNamespace(**{**base, "disable_logging": False})).wanted("200", 10, 0.1)
+
+
+def test_touch_reload_paths_are_relative_to_chdir(procs, sock_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A relative touch-reload path means the same file before and after chdir: no spurious reload."""
+    from vassal_runner import APPS
+
+    sock = str(sock_dir / "r.sock")
+    site = tmp_path / "site"
+    site.mkdir()
+    stamp = site / "deployed"
+    stamp.write_text("")
+    v = start_vassal(procs, "--socket", sock, "--pythonpath", str(APPS), "--touch-reload", "deployed",
+                     chdir=site)
+    pids = worker_pids(v)
+    assert get(sock, "/sleep?s=1.5") == 200  # the watch has looked at least once meanwhile
+    assert "was touched" not in v.log_path.read_text()  # the same file before and after chdir
+    mark = v.log_size()
+    future = time.time() + 5
+    os.utime(stamp, (future, future))
+    wait_for_log(v, r"deployed was touched: graceful reload", after=mark)
+    wait_for_log(v, r"ready: 1 worker", after=mark, timeout=15)
+    assert worker_pids(v).isdisjoint(pids)

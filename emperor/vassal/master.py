@@ -115,7 +115,7 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
-        self.touch = TouchWatch(cfg.touch_reload) if cfg.touch_reload else None  # touch-reload
+        self.touch: TouchWatch | None = None  # touch-reload, set up after chdir (paths are relative to it)
         self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
 
     # ---- boot ----------------------------------------------------------------------------
@@ -137,6 +137,8 @@ class Master:
         except loader.AppLoadError as exc:
             log.error("%s", exc)
             return Exit.APP_LOAD
+        if cfg.touch_reload:
+            self.touch = TouchWatch(cfg.touch_reload)
         if not cfg.socket and not cfg.zerg:
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
