@@ -80,6 +80,9 @@ def test_harakiri_verbose_logs_what_the_worker_was_doing(procs, sock_dir: Path) 
     wait_for_log(v, r"HARAKIRI: worker 1")
     wait_for_log(v, r"HARAKIRI: -- syscall> \S+")
     wait_for_log(v, r"HARAKIRI: -- wchan> \S+")
+    # the respawned worker serves before the test ends: a SIGTERM that reaches a worker between
+    # its fork and its own signal handlers is lost (a race in the master, reported separately)
+    wait_for(lambda: get(sock, "/pid") == 200, 10, what="the respawned worker", ignore=(OSError,))
 
 
 def test_log_filters_bring_back_the_lines_worth_seeing(procs, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
