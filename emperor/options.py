@@ -103,7 +103,7 @@ OPTIONS: tuple[Option, ...] = (
          group="sockets", short="l", metavar="N"),
     _opt("chmod-socket", v.octal_mode, None, "Mode of Unix sockets, set before the socket listens (so no "
          "client can connect earlier). Unset: the umask decides. A bare key means 666, as in uWSGI, "
-         "and is warned about.", group="sockets", metavar="MODE"),
+         "and is warned about.", group="sockets", aliases=("chmod",), metavar="MODE"),
     _opt("vacuum", v.boolean, False, "Remove our own Unix sockets and pidfile at exit (only if the inode "
          "is still the one we created). In an emperor file: accepted, the emperor always removes its "
          "own pidfile at exit.", scope=Scope.ANY, group="sockets", flag=True),
@@ -336,6 +336,18 @@ COMPAT: tuple[Option, ...] = (
     _compat("evil-reload-on-rss", _I, "the master does not kill a worker mid-request for its memory; "
             "reload-on-rss recycles it after the response that crossed the limit", flag=False),
     _compat("cpu-affinity", _I, "workers are not pinned to CPUs", flag=False),
+    _compat("so-keepalive", _I, "TCP keepalive is left at the kernel's default on accepted connections"),
+    _compat("tcp-nodelay", _I, "responses are written in as few sends as possible; Nagle's delay does "
+            "not hold them back"),
+    _compat("pcre-jit", _I, "there is no internal routing, so no regular expressions to compile"),
+    _compat("wsgi-disable-file-wrapper", _I, "wsgi.file_wrapper stays available; it sends the same bytes"),
+    _compat("no-site", _I, "the interpreter is emperor's own, started with its site-packages"),
+    _compat("procname", _I, "process titles are always 'emperor: master NAME' and 'emperor: worker N "
+            "NAME' (after procname-prefix)", flag=False, aliases=("procname-append",)),
+    _compat("py-tracebacker", _I, "there is no tracebacker socket; SIGUSR1 logs each worker's status",
+            flag=False),
+    _compat("show-config", _I, "use emperor check FILE to see every problem in a file"),
+    _compat("stats-minified", _I, "the stats document is always compact JSON"),
     _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
     _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
             flag=False),
@@ -367,6 +379,10 @@ COMPAT: tuple[Option, ...] = (
     _compat("jail", _R, _SANDBOX, flag=False, aliases=("jail2", "emperor-jail", "pivot_root")),
     _compat("limit-as", _R, "a resource limit emperor does not apply; ignoring it would run the app "
             "without it", flag=False, aliases=("limit-nproc", "rlimit")),
+    _compat("pyargv", _R, "sys.argv is not set for the app; an app that reads it would behave differently",
+            flag=False),
+    _compat("alarm", _R, "alarms are not implemented: the alarm would never fire", flag=False,
+            aliases=("alarm-log", "alarm-segfault", "alarm-backlog")),
     _compat("declare-option", _R, "custom options are not supported", flag=False),
 )
 
@@ -388,6 +404,12 @@ UNSUPPORTED: dict[str, str] = {
     "protocol": "planned (HTTP work): emperor speaks the uwsgi protocol",
     "http-timeout": "planned (HTTP work)",
     "http-keepalive": "planned (HTTP work)",
+    "check-static": "planned (HTTP work): serve static files from nginx",
+    "static-index": "planned (HTTP work): serve static files from nginx",
+    "static-expires": "planned (HTTP work): serve static files from nginx",
+    "static-gzip-all": "planned (HTTP work): serve static files from nginx",
+    "logto2": "planned (identity work): use logto",
+    "pidfile2": "planned (identity work): use pidfile",
     "lazy": "use lazy-apps",
     "cheaper": "planned (autoscaling work): adaptive worker counts are not implemented",
 }

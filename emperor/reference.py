@@ -46,6 +46,8 @@ REAL_FILE_OPTIONS = (
     "umask", "home", "virtualenv", "venv", "pyhome", "http", "http-socket", "https", "static-map",
     "protocol", "http-timeout", "http-keepalive", "cheaper", "chroot", "cap", "unshare", "namespace",
     "jail", "emperor", "emperor-tyrant", "vassals-include", "vassal-set", "touch-logreopen",
+    "chmod", "so-keepalive", "static-expires", "check-static", "logto2", "procname", "catch-exceptions",
+    "evil-reload-on-rss", "min-worker-lifetime", "cpu-affinity", "reuse-port", "max-requests-delta",
 )
 
 
