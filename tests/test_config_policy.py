@@ -97,3 +97,27 @@ def test_configuration_page_has_the_current_decision_table() -> None:
     table = page[page.index(begin) + len(begin):page.index(end)]
     assert table == reference.render_decisions(), \
         "regenerate with: python -m emperor.reference --decisions (between the markers)"
+
+
+def test_uwsgi_names_work_on_the_command_line_too() -> None:
+    from emperor.cli import parse_pairs
+
+    pairs = parse_pairs(["--socket", "/tmp/a.sock", "--thunder-lock", "--chmod", "660", "--logdate",
+                         "--procname-prefix-spaced", "shop"], "t", Scope.VASSAL)
+    cfg = config.from_args(pairs, Scope.VASSAL)
+    assert cfg.chmod_socket == 0o660 and cfg.log_date == "" and cfg.procname_prefix == "shop "
+    assert cfg.warnings == []
+
+
+def test_hints_cover_uwsgi_spellings(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "[uwsgi]\nthunderlock = true\nharakiri_verbose = true\n")
+    assert [w.rsplit("(", 1)[1] for w in cfg.warnings] == ["did you mean 'thunder-lock'?)",
+                                                         "did you mean 'harakiri-verbose'?)"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", ""), ("true", ""), ("1", ""), ("off", None),
+                                               ("false", None), ("%Y-%m-%d", "%Y-%m-%d")])
+def test_log_date_values(raw: str, expected: str | None) -> None:
+    from emperor import validators as v
+
+    assert v.log_date(raw) == expected
