@@ -51,10 +51,6 @@ class ConfigError(Exception):
         self.file, self.line, self.key, self.message = first.file, first.line, first.key, first.message
         super().__init__("\n".join(str(p) for p in errors))
 
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.error]
-
 
 @dataclass
 class Config:
