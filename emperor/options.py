@@ -204,6 +204,9 @@ OPTIONS: tuple[Option, ...] = (
          "(0 = off).", group="logging", metavar="BYTES"),
     _opt("log-zero", v.boolean, False, "With disable-logging: still log responses with an empty body.",
          group="logging", flag=True),
+    _opt("log-x-forwarded-for", v.boolean, False, "Log the client address from the X-Forwarded-For "
+         "header (as the proxy sent it) instead of REMOTE_ADDR, when the header is there.",
+         group="logging", flag=True),
     _opt("memory-report", v.boolean, False, "After each logged request, log the worker's address space and "
          "resident memory (``{address space usage: ...} {rss usage: ...}``).", group="logging",
          flag=True),
@@ -311,7 +314,6 @@ COMPAT: tuple[Option, ...] = (
             "procname-prefix)", flag=False),
     _compat("log-format", _I, "request log lines keep emperor's format (docs/observability.md)",
             flag=False, aliases=("logformat",)),
-    _compat("log-x-forwarded-for", _I, "the request line logs REMOTE_ADDR as nginx sends it"),
     _compat("log-maxsize", _I, "the log file is not rotated by size; rotate it with logrotate "
             "(copytruncate, or touch-logreopen in the emperor)", flag=False),
     _compat("logger", _I, "log lines go to logto or daemonize if set, else to the emperor's log",

@@ -114,6 +114,16 @@ def test_log_date_and_memory_report(procs, sock_dir: Path) -> None:  # type: ign
     wait_for_log(v2, r"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} - \S+ \"GET /ctime HTTP/1.1\" 200")
 
 
+def test_log_x_forwarded_for(procs, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    sock = str(sock_dir / "x.sock")
+    v = start_vassal(procs, "--socket", sock, "--log-x-forwarded-for")
+    vars_ = {**GET, "PATH_INFO": "/xff", "REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    assert request(sock, vars_, timeout=10)[0] == 200
+    assert request(sock, {**GET, "PATH_INFO": "/plain", "REMOTE_ADDR": "127.0.0.1"}, timeout=10)[0] == 200
+    wait_for_log(v, r'127\.0\.0\.1 "GET /plain HTTP/1.1" 200')
+    assert '203.0.113.9 "GET /xff HTTP/1.1" 200' in v.log_path.read_text()
+
+
 def test_procname_prefix_spaced(procs, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
     sock = str(sock_dir / "p.sock")
     v = start_vassal(procs, "--socket", sock, "--procname-prefix-spaced", "shop")
@@ -130,7 +140,7 @@ def test_request_log_filter_rules() -> None:
     from emperor.vassal.reqlog import RequestLog
 
     base = dict(disable_logging=True, log_4xx=False, log_5xx=False, log_slow=0, log_big=0, log_zero=False,
-                log_date=None, memory_report=False)
+                log_date=None, memory_report=False, log_x_forwarded_for=False)
     assert not RequestLog(SimpleNamespace(**base)).some
     r = RequestLog(SimpleNamespace(**{**base, "log_4xx": True}))
     assert r.some and r.wanted("404", 10, 1.0) and not r.wanted("500", 10, 1.0) and not r.wanted("-", 0, 1)

@@ -552,7 +552,7 @@ class Worker:
         reqlog = self.reqlog
         if not reqlog.all and not reqlog.wanted(status, _body_size(ex, status), ms):
             return
-        line = (f"{reqlog.prefix()}{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
+        line = (f"{reqlog.prefix()}{reqlog.client(env)} \"{env.get('REQUEST_METHOD', '-')} "
                 f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
                 f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
         if reqlog.memory:
