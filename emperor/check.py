@@ -123,9 +123,12 @@ def vassals_of(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, list[tuple[s
 def main(files: Sequence[str]) -> int:
     """``emperor check FILE...``: check each file on its own, and the vassals an emperor file
     would run (with its vassal-set and vassals-include); 0 when all can run, else 78."""
-    if not files:
-        print("usage: emperor check FILE.ini[:section]...", file=sys.stderr)
-        return 2
+    usage = ("usage: emperor check FILE.ini[:section]...\n\nLoad each file as the emperor or a vassal "
+             "would, start nothing, print every error and warning and one verdict per file.\nExit "
+             "status: 0 when every file can run, 78 when one cannot.")
+    if not files or files[0] in ("-h", "--help"):
+        print(usage, file=sys.stdout if files else sys.stderr)
+        return 0 if files else 2
     out: list[str] = []
     ok = True
     given = {os.path.abspath(f) for f in files}

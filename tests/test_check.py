@@ -244,3 +244,10 @@ def test_check_of_an_emperor_file_checks_its_vassals_as_the_emperor_runs_them(tm
         "lines straight to the shared log; there is no log pipe through the master, and lines stay whole "
         "because each is one write()",
         f"{good}: OK, would start (0 errors, 1 warning)"]
+
+
+def test_check_usage() -> None:
+    r = _check("check", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: emperor check FILE.ini")
+    r = _check("check")
+    assert r.returncode == 2 and "usage: emperor check" in r.stderr
