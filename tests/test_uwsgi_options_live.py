@@ -99,6 +99,27 @@ def test_log_filters_bring_back_the_lines_worth_seeing(procs, sock_dir: Path) ->
     assert "quiet-ok" not in log  # fast, small, 200 with a body: not logged
 
 
+STATUS_APP = """\
+def application(environ, start_response):
+    status = environ.get("QUERY_STRING") or "200"
+    start_response(status + " X", [("Content-Type", "text/plain")])
+    return [b"body"]
+"""
+
+
+def test_log_4xx_and_5xx_only(procs, sock_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app = tmp_path / "status_app.py"
+    app.write_text(STATUS_APP)
+    sock = str(sock_dir / "s.sock")
+    v = start_vassal(procs, "--socket", sock, "--wsgi-file", str(app), "--disable-logging", "--log-4xx")
+    for path in ("/ok?200", "/missing?404", "/redirect?302", "/broken?503", "/gone?410"):
+        get(sock, path)
+    wait_for_log(v, r'"GET /gone HTTP/1.1" 410')  # the last one logged
+    log = v.log_path.read_text()
+    assert '"GET /missing HTTP/1.1" 404' in log
+    assert "/ok" not in log and "/redirect" not in log and "/broken" not in log  # no log-5xx here
+
+
 def test_log_date_and_memory_report(procs, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
     sock = str(sock_dir / "d.sock")
     v = start_vassal(procs, "--socket", sock, "--log-date", "%Y/%m/%d", "--memory-report")
