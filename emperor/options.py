@@ -87,9 +87,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("ini", v.nonempty, None, "Load an ini file (``file.ini`` or ``file.ini:section``; default "
          "section ``[uwsgi]``). Repeatable; applied in order at the place it appears.",
          scope=Scope.ANY, group="config", multi=True, metavar="FILE[:SECTION]"),
-    _opt("strict", v.boolean, False, "Also refuse unknown keys that are used as ``%(placeholders)``: "
-         "placeholders must then be declared with ``set-placeholder``. (An unknown key that nothing "
-         "refers to is always an error; see docs/configuration.md.)",
+    _opt("strict", v.boolean, False, "Make unknown keys errors (without it they are warnings, as in "
+         "uWSGI), including keys used as ``%(placeholders)``: declare those with ``set-placeholder``. "
+         "Applies to the whole configuration, wherever the line is (docs/configuration.md).",
          scope=Scope.ANY, group="config", flag=True),
     _opt("set-placeholder", v.text, None, "Define a placeholder ``name=value`` usable as ``%(name)``.",
          scope=Scope.ANY, group="config", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),
@@ -191,7 +191,7 @@ OPTIONS: tuple[Option, ...] = (
          "the text.", scope=Scope.ANY, group="logging", metavar="TEXT", extra={"sets": "procname-prefix"}),
     _opt("log-date", v.log_date, None, "Prefix each request line with the date: uWSGI's ctime form "
          "(``Mon Nov 30 10:39:04 2026 - ``) for a bare key or ``true``, else this strftime format "
-         "followed by `` - `` (write ``%%%%`` for ``%%`` in an ini file: ``%%Y`` would be a magic variable). "
+         "followed by `` - `` (in an ini file write each % twice: %Y alone is a magic variable). "
          "``false`` turns it off. Other log lines always carry emperor's own timestamp.",
          group="logging", aliases=("logdate",), flag=True, metavar="STRFTIME"),
     _opt("log-4xx", v.boolean, False, "With disable-logging: still log requests answered with a 4xx status.",
