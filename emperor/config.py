@@ -83,18 +83,23 @@ def _suggest(key: str, scope: Scope) -> str:
 _WHERE = {Scope.EMPEROR: "an emperor", Scope.VASSAL: "a vassal", Scope.ZERG: "a [zerg]"}
 
 
-def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | None = None) -> Config:
+def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | None = None,
+          prior: Iterable[Problem] = ()) -> Config:
     """Validate ``entries`` for ``scope`` and return the typed config, or raise ConfigError
     listing every problem found (not just the first: a file is fixed in one pass).
 
     The policy is uWSGI's (docs/configuration.md): an unknown key is a warning with a "did you
     mean" hint and is otherwise ignored, because uWSGI treats it as a placeholder; ``strict``
     makes it an error. A uWSGI option emperor does not implement follows its row's Decision.
+    ``prior`` are problems found before (by the reader); they come first in the report.
     """
-    expanded, referenced = ini.expand(list(entries), environ)
+    problems: list[Problem] = list(prior)
+    try:
+        expanded, referenced = ini.expand(list(entries), environ)
+    except ini.IniError as exc:
+        raise ConfigError(problems=[*problems, _problem(exc)]) from None
     values: dict[str, Any] = {}
     sources: dict[str, Entry] = {}
-    problems: list[Problem] = []
     files: list[str] = []
     for o in OPTIONS:
         values[o.attr] = [] if o.multi else o.default
@@ -175,18 +180,19 @@ def from_args(pairs: Iterable[tuple[str, str]], scope: Scope,
               environ: Mapping[str, str] | None = None) -> Config:
     """Build from command-line ``(key, value)`` pairs; ``('ini', spec)`` splices that file in place."""
     entries: list[Entry] = []
+    reader: list[ini.IniError] = []
     last = ""
     for key, value in pairs:
         if key == "ini":
             try:
-                loaded = ini.load(value, environ=environ, before=entries, last=last)
+                entries.extend(ini.load(value, environ=environ, before=entries, last=last, problems=reader))
             except ini.IniError as exc:
-                raise ConfigError(exc.message, exc.file, exc.line, exc.key) from None
+                raise ConfigError(problems=[*map(_problem, reader), _problem(exc)]) from None
             last = _spec_file(value, last)
-            entries.extend(loaded)
         else:
             entries.append(Entry(key, value, "command line", 0))
-    try:
-        return build(entries, scope, environ)
-    except ini.IniError as exc:
-        raise ConfigError(exc.message, exc.file, exc.line, exc.key) from None
+    return build(entries, scope, environ, map(_problem, reader))
+
+
+def _problem(exc: ini.IniError) -> Problem:
+    return Problem(exc.file, exc.line, exc.key, exc.message)

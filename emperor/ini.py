@@ -33,6 +33,7 @@ MAX_FILES = 256  # files opened by one load()
 MAX_ENTRIES = 100_000  # entries produced by one load(), for-loops included
 MAX_VALUE_LEN = 64 << 10  # characters in one value after expansion
 MAX_TOTAL_LEN = 16 << 20  # characters in all values together (load output, then expand output)
+MAX_PROBLEMS = 1000  # problems collected by one load() before it stops reading
 
 INCLUDE_KEYS = frozenset({"ini", "include"})
 PLACEHOLDER_KEYS = frozenset({"set-placeholder", "set-ph"})
@@ -80,8 +81,10 @@ class Entry:
 class IniError(Exception):
     """A reader problem, located like a compiler error: ``file:line: key: message``."""
 
-    def __init__(self, message: str, file: str = "", line: int = 0, key: str = "") -> None:
+    def __init__(self, message: str, file: str = "", line: int = 0, key: str = "",
+                 fatal: bool = False) -> None:
         self.message, self.file, self.line, self.key = message, file, line, key
+        self.fatal = fatal  # a limit was hit: reading stops even when problems are being collected
         where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
         super().__init__(f"{where}{key + ': ' if key else ''}{message}")
 
@@ -226,8 +229,9 @@ def _global_magic(cwd: str, start: float) -> dict[str, Callable[[], str]]:
 class _Loader:
     """One ``load()`` call: the include stack, the limits, and the output list."""
 
-    def __init__(self, environ: Mapping[str, str], cwd: str, before: Sequence[Entry] = ()) -> None:
-        self.environ, self.cwd, self.before = environ, cwd, before
+    def __init__(self, environ: Mapping[str, str], cwd: str, before: Sequence[Entry] = (),
+                 collect: list[IniError] | None = None) -> None:
+        self.environ, self.cwd, self.before, self.collect = environ, cwd, before, collect
         self.out: list[Entry] = []
         self.stack: list[tuple[str, str]] = []
         self.files = 0
@@ -235,6 +239,15 @@ class _Loader:
         self.top: dict[str, str] = {}
         self.glob = _global_magic(cwd, time.time())
         self.glob_cache: dict[str, str] = {}
+
+    def problem(self, exc: IniError) -> None:
+        """Record a problem and go on with the next line, or raise it (when not collecting, or
+        for a limit). What was skipped: the line, the include, or the block."""
+        if self.collect is None or exc.fatal:
+            raise exc
+        if len(self.collect) >= MAX_PROBLEMS:
+            raise IniError(f"more than {MAX_PROBLEMS} problems; stopped reading", exc.file, fatal=True)
+        self.collect.append(exc)
 
     def magic(self, table: dict[str, str]) -> Callable[[re.Match[str]], str]:
         def sub(m: re.Match[str]) -> str:
@@ -264,7 +277,7 @@ class _Loader:
                            + " -> ".join([*names, me]), ofile, oline, okey)
         self.files += 1
         if self.files > MAX_FILES:
-            raise IniError(f"more than {MAX_FILES} files included", ofile, oline, okey)
+            raise IniError(f"more than {MAX_FILES} files included", ofile, oline, okey, fatal=True)
         try:
             data = _read_bytes(path)
         except _ReadError as exc:
@@ -274,7 +287,7 @@ class _Loader:
         table = _file_magic(given, path, asked)
         if not self.top:
             self.top = table
-        lines = self.section_lines(_decode(data, path), path, section, self.magic(table))
+        lines = self.section_lines(_decode(data, path), path, section, self.magic(table), self.problem)
         self.stack.append((path, section))
         try:
             self.run(lines, path)
@@ -282,9 +295,10 @@ class _Loader:
             self.stack.pop()
 
     @staticmethod
-    def section_lines(raw: list[str], path: str, section: str,
-                      magic: Callable[[re.Match[str]], str]) -> list[tuple[int, str, str]]:
-        """The ``(line, key, value)`` triples of the requested section, magic variables applied."""
+    def section_lines(raw: list[str], path: str, section: str, magic: Callable[[re.Match[str]], str],
+                      problem: Callable[[IniError], None]) -> list[tuple[int, str, str]]:
+        """The ``(line, key, value)`` triples of the requested section, magic variables applied.
+        A malformed line goes to ``problem`` (which raises unless problems are collected)."""
         current: str | None = None
         found = False
         lines: list[tuple[int, str, str]] = []
@@ -294,7 +308,9 @@ class _Loader:
                 continue
             if line[0] == "[":
                 if len(line) < 2 or line[-1] != "]":
-                    raise IniError(f"section header without closing ']': {line[:80]!r}", path, number)
+                    problem(IniError(f"section header without closing ']': {line[:80]!r}", path, number))
+                    current = None  # the lines up to the next header belong to no section
+                    continue
                 current = line[1:-1].strip(" \t")
                 found = found or current == section
                 continue
@@ -303,7 +319,8 @@ class _Loader:
             key, _, value = line.partition("=")
             key = key.rstrip(" \t\r")
             if not key:
-                raise IniError("'=' with no key before it", path, number)
+                problem(IniError("'=' with no key before it", path, number))
+                continue
             lines.append((number, key, value.strip(" \t\r")))
         if not found:
             raise IniError(f"section [{section}] not found", path)
@@ -322,32 +339,38 @@ class _Loader:
         for number, key, value in lines:
             if key in _END_KEYS or key == "else":
                 if block is None:
-                    raise IniError(f"no open {'if' if key == 'else' else 'for/if'} block to "
-                                   f"{'continue' if key == 'else' else 'end'}", path, number, key)
-                tokens = self.block_tokens(block, path)
+                    self.problem(IniError(f"no open {'if' if key == 'else' else 'for/if'} block to "
+                                          f"{'continue' if key == 'else' else 'end'}", path, number, key))
+                    continue
+                try:
+                    tokens = self.block_tokens(block, path)
+                except IniError as exc:
+                    self.problem(exc)  # then the block's lines are skipped
+                    tokens = []
                 for token in tokens:
                     for n, k, v in body:
                         self.emit(path, n, k, v if token is None else v.replace("%(_)", token))
-                if key == "else":
-                    if block[1] not in _IF_KEYS:
-                        raise IniError(f"else needs an if block, not '{block[1]}' (line {block[0]})",
-                                       path, number, key)
+                body = []
+                if key != "else":
+                    block = None
+                elif block[1] in _IF_KEYS:
                     block = (number, "else", "1" if tokens else "")
                 else:
-                    block = None
-                body = []
+                    self.problem(IniError(f"else needs an if block, not '{block[1]}' (line {block[0]})",
+                                          path, number, key))
+                    block = (number, "else", "1")  # skip what follows, up to the end line
             elif block is not None:
                 if key in _BLOCK_KEYS:
-                    raise IniError(f"nested block inside '{block[1]}' (line {block[0]}) is not supported",
-                                   path, number, key)
+                    self.problem(IniError(f"nested block inside '{block[1]}' (line {block[0]}) is not "
+                                          "supported", path, number, key))
+                    continue
                 body.append((number, key, value))
             elif key in _BLOCK_KEYS:
                 block = (number, key, value)
             else:
                 self.emit(path, number, key, value)
         if block is not None:
-            raise IniError("block is never closed (missing endfor/endif)", path, block[0], block[1])
-
+            self.problem(IniError("block is never closed (missing endfor/endif)", path, block[0], block[1]))
     def block_tokens(self, block: tuple[int, str, str], path: str) -> list[str | None]:
         """The values of ``%(_)`` for each repetition of the block body (none = skip it;
         ``None`` = apply once without replacing ``%(_)``)."""
@@ -400,7 +423,7 @@ class _Loader:
         found: list[str] = []
         for m in glob.iglob(pattern, root_dir=base):
             if len(found) >= MAX_ENTRIES:
-                raise IniError(f"more than {MAX_ENTRIES} matches", path, number, key)
+                raise IniError(f"more than {MAX_ENTRIES} matches", path, number, key, fatal=True)
             found.append(m + "/" if not m.endswith("/") and os.path.isdir(os.path.join(base, m)) else m)
         return sorted(found) or [pattern]
 
@@ -412,7 +435,7 @@ class _Loader:
         target = os.path.join(base, name)
         self.files += 1
         if self.files > MAX_FILES:
-            raise IniError(f"more than {MAX_FILES} files read", path, number, key)
+            raise IniError(f"more than {MAX_FILES} files read", path, number, key, fatal=True)
         try:
             data = _read_bytes(target)
         except _ReadError as exc:
@@ -424,15 +447,20 @@ class _Loader:
 
     def emit(self, path: str, number: int, key: str, value: str) -> None:
         if key in INCLUDE_KEYS:
-            self.include(path, number, key, value)
+            try:
+                self.include(path, number, key, value)
+            except IniError as exc:
+                self.problem(exc)  # the include is skipped
             return
         if key in _REFUSED:
-            raise IniError(f"not supported by emperor: {_REFUSED[key]}", path, number, key)
+            self.problem(IniError(f"not supported by emperor: {_REFUSED[key]}", path, number, key))
+            return
         if len(self.out) >= MAX_ENTRIES:
-            raise IniError(f"more than {MAX_ENTRIES} entries", path, number, key)
+            raise IniError(f"more than {MAX_ENTRIES} entries", path, number, key, fatal=True)
         self.total += len(key) + len(value)
         if self.total > MAX_TOTAL_LEN:
-            raise IniError(f"configuration larger than {MAX_TOTAL_LEN} characters", path, number, key)
+            raise IniError(f"configuration larger than {MAX_TOTAL_LEN} characters", path, number, key,
+                           fatal=True)
         self.out.append(Entry(key, value, path, number))
 
     def include(self, path: str, number: int, key: str, value: str) -> None:
@@ -453,7 +481,7 @@ class _Loader:
 
 
 def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None = None,
-         before: Sequence[Entry] = (), last: str = "") -> list[Entry]:
+         before: Sequence[Entry] = (), last: str = "", problems: list[IniError] | None = None) -> list[Entry]:
     """Read ``path.ini`` or ``path.ini:section`` (default ``[uwsgi]``) into ordered entries.
 
     Magic variables are applied per file; ``ini``/``include`` lines are replaced by the included
@@ -462,6 +490,10 @@ def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None
     (default: the process's) anchors a relative ``spec`` and is ``%v``. ``before`` are the
     entries already given (the command line so far), which ``if-opt`` sees; ``last`` is the
     file ``:section`` alone refers to (the last file loaded, as in uWSGI).
+
+    Without ``problems`` the first problem is raised. With it, a problem in a line, a block or
+    an include is appended there and reading goes on without that line, block or include, so
+    that one run reports them all; a file that cannot be read at all, and a limit, still raise.
     """
     env = os.environ if environ is None else environ
     try:
@@ -474,7 +506,7 @@ def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None
             raise IniError(f"{spec!r}: no file name (':section' alone means a section of the last "
                            "file loaded, and none was)")
         given = last
-    loader = _Loader(env, base, before)
+    loader = _Loader(env, base, before, problems)
     try:
         path = os.path.abspath(os.path.join(base, given))
     except ValueError as exc:

@@ -251,3 +251,17 @@ def test_check_usage() -> None:
     assert r.returncode == 0 and r.stdout.startswith("usage: emperor check FILE.ini")
     r = _check("check")
     assert r.returncode == 2 and "usage: emperor check" in r.stderr
+
+
+def test_check_reports_reader_and_option_problems_in_one_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ini"
+    bad.write_text(f"[uwsgi]\nsocket = {tmp_path}/x.sock\nmodule = testapp\nxml = old.xml\n"
+                   "ini = missing.ini\nendif\nprocesses = many\n")
+    r = _check("check", str(bad))
+    assert r.returncode == 78
+    assert r.stdout.splitlines() == [
+        f"{bad}:4: xml: not supported by emperor: only ini files are read",
+        f"{bad}:5: ini: cannot include {tmp_path}/missing.ini: cannot read: No such file or directory",
+        f"{bad}:6: endif: no open for/if block to end",
+        f"{bad}:7: processes: bad value: 'many' is not a whole number",
+        f"{bad}: FAILED, would not start (4 errors, 0 warnings)"]

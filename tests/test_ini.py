@@ -585,3 +585,31 @@ def test_expand_property(rows: list[tuple[str, str]]) -> None:
         assert exc.message.startswith("placeholder loop: ")
         return
     assert [e.key for e in out] == [e.key for e in entries]
+
+
+def test_problems_are_collected_and_reading_goes_on(tmp_path: Path) -> None:
+    write(tmp_path, "inc.ini", "[uwsgi]\nfrom-include = 1\nyaml = x.yml\n")
+    problems: list[IniError] = []
+    got = load_text(tmp_path, "[uwsgi]\na = 1\nxml = a.xml\nini = missing.ini\nendfor\n= v\n"
+                    "for-times = many\nskipped = %(_)\nendfor\nini = inc.ini\nfor = x\nfor = y\nb = %(_)\n"
+                    "endfor\n[broken\nhidden = 1\n[uwsgi]\nc = 3\nif-env = X\n", problems=problems)
+    assert pairs(got) == [("a", "1"), ("from-include", "1"), ("b", "x"), ("c", "3")]
+    # malformed lines are found when the file is split, the rest when its lines are applied
+    assert [(Path(p.file).name, p.line, p.key, p.message.split(":")[0]) for p in problems] == [
+        ("t.ini", 6, "", "'=' with no key before it"),
+        ("t.ini", 15, "", "section header without closing ']'"),
+        ("t.ini", 3, "xml", "not supported by emperor"),
+        ("t.ini", 4, "ini", f"cannot include {tmp_path}/missing.ini"),
+        ("t.ini", 5, "endfor", "no open for/if block to end"),
+        ("t.ini", 7, "for-times", "needs a count from 0 to 100000, got 'many'"),
+        ("inc.ini", 3, "yaml", "not supported by emperor"),
+        ("t.ini", 12, "for", "nested block inside 'for' (line 11) is not supported"),
+        ("t.ini", 19, "if-env", "block is never closed (missing endfor/endif)")]
+
+
+def test_limits_still_stop_reading_when_collecting(tmp_path: Path) -> None:
+    problems: list[IniError] = []
+    with pytest.raises(IniError, match="more than 100000 entries"):
+        load_text(tmp_path, "[uwsgi]\nxml = a\nfor-times = 100000\nk = %(_)\nk2 = %(_)\nendfor\n",
+                  problems=problems)
+    assert [p.key for p in problems] == ["xml"]
