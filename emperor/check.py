@@ -144,9 +144,13 @@ def main(files: Sequence[str]) -> int:
 
 
 def check_command_line(pairs: Sequence[tuple[str, str]]) -> int:
-    """``emperor --ini FILE ... --check``: the whole command line as one configuration."""
+    """``emperor --ini FILE ... --check``: the whole command line as one configuration (and, for
+    an emperor, each vassal it would run)."""
     label = " ".join(v for k, v in pairs if k == "ini") or "command line"
     out: list[str] = []
     ok = report(label, check_pairs(pairs, label=label), out)
+    if scope_of(pairs) is Scope.EMPEROR:
+        for path, vassal in vassals_of(pairs):
+            ok = report(path, check_pairs(vassal, label=path), out) and ok
     print("\n".join(out))
     return EXIT_OK if ok else EXIT_CONFIG

@@ -233,6 +233,8 @@ def test_check_of_an_emperor_file_checks_its_vassals_as_the_emperor_runs_them(tm
     bad.write_text(f"[uwsgi]\nsocket = {tmp_path}/b.sock\nmodule = testapp\nthreads = none\n")
     r = _check("check", str(emperor))
     assert r.returncode == 78, r.stdout
+    r2 = _check("--ini", str(emperor), "--check")
+    assert (r2.returncode, r2.stdout) == (r.returncode, r.stdout)
     assert r.stdout.splitlines() == [
         f"{emperor}: OK, would start (0 errors, 0 warnings)",
         f"{bad}:4: threads: bad value: 'none' is not a whole number",
