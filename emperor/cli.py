@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from emperor import __version__
-from emperor.options import OPTIONS, Option, Scope
+from emperor.options import ALL, Option, Scope
 
 
 class _Ordered(argparse.Action):
@@ -33,16 +33,21 @@ class _Ordered(argparse.Action):
         namespace.pairs = pairs
 
 
-def build_parser(prog: str, scope: Scope) -> argparse.ArgumentParser:
+def build_parser(prog: str, scope: Scope, check: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="uWSGI-style emperor and uwsgi-protocol WSGI server. "
-        "Every option can also be written as 'key = value' in the [uwsgi] section of an ini file.",
-        allow_abbrev=False)
+        "Every option can also be written as 'key = value' in the [uwsgi] section of an ini file. "
+        "'emperor check FILE...' checks files without starting anything; 'emperor ctl' controls "
+        "a running emperor.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"emperor {__version__}")
+    if check:
+        parser.add_argument("--check", action="store_true",
+                            help="load the configuration as it would run, print every error and warning "
+                            "and a verdict, start nothing (exit 0 when it can run, 78 when not)")
     parser.add_argument("configs", nargs="*", metavar="FILE.ini",
                         help="ini files, the same as --ini FILE.ini")
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for opt in OPTIONS:
+    for opt in ALL:
         if not (opt.scope & scope):
             continue
         group = groups.get(opt.group) or parser.add_argument_group(opt.group)
@@ -58,10 +63,14 @@ def build_parser(prog: str, scope: Scope) -> argparse.ArgumentParser:
 
 
 def parse_pairs(argv: Sequence[str], prog: str, scope: Scope) -> list[tuple[str, str]]:
-    ns = build_parser(prog, scope).parse_args(list(argv))
+    return _parse(build_parser(prog, scope), argv)[0]
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[tuple[str, str]], bool]:
+    ns = parser.parse_args(list(argv))
     pairs: list[tuple[str, str]] = [("ini", c) for c in ns.configs]
     pairs.extend(getattr(ns, "pairs", None) or [])
-    return pairs
+    return pairs, bool(getattr(ns, "check", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emperor.control.cli import main as ctl_main  # issue 5
 
         return ctl_main(args[1:])
-    pairs = parse_pairs(args, "emperor", Scope.ANY)
+    if args[:1] == ["check"]:
+        from emperor.check import main as check_main
+
+        return check_main(args[1:])
+    pairs, check = _parse(build_parser("emperor", Scope.ANY, check=True), args)
+    if check:
+        from emperor.check import check_command_line
+
+        return check_command_line(pairs)
     if not pairs:
         build_parser("emperor", Scope.ANY).print_usage(sys.stderr)
         print("emperor: give --ini FILE, or --emperor DIR, or vassal options such as --socket",

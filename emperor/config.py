@@ -9,25 +9,47 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from emperor import ini
-from emperor.options import BY_NAME, IGNORED, OPTIONS, UNSUPPORTED, Option, Scope
+from emperor import validators as v
+from emperor.options import BY_NAME, OPTIONS, UNSUPPORTED, Decision, Option, Scope
 
 log = logging.getLogger("emperor.config")
 
 Entry = ini.Entry
 
 
-class ConfigError(Exception):
-    """A configuration problem, located: ``file:line: key: message``."""
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a configuration, located like a compiler message."""
 
-    def __init__(self, message: str, file: str = "", line: int = 0, key: str = "") -> None:
-        self.file, self.line, self.key, self.message = file, line, key, message
-        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
-        super().__init__(f"{where}{key + ': ' if key else ''}{message}")
+    file: str
+    line: int
+    key: str
+    message: str
+    error: bool = True
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else (
+            f"{self.file}: " if self.file else "")
+        return f"{where}{self.key + ': ' if self.key else ''}{self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot run. ``problems`` holds every error and warning found, in file
+    order; the message lists the errors, one per line, each ``file:line: key: message``."""
+
+    def __init__(self, message: str = "", file: str = "", line: int = 0, key: str = "",
+                 problems: list[Problem] | None = None) -> None:
+        self.problems = problems if problems is not None else [Problem(file, line, key, message)]
+        errors = [p for p in self.problems if p.error] or [Problem(file, line, key, message)]
+        first = errors[0]
+        self.file, self.line, self.key, self.message = first.file, first.line, first.key, first.message
+        super().__init__("\n".join(str(p) for p in errors))
 
 
 @dataclass
@@ -38,6 +60,7 @@ class Config:
     sources: dict[str, Entry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the warnings, located
 
     def __getattr__(self, attr: str) -> Any:
         try:
@@ -52,76 +75,124 @@ class Config:
 
 
 def _suggest(key: str, scope: Scope) -> str:
-    names = [n for n, o in BY_NAME.items() if o.scope & scope]
+    names = [n for n, o in BY_NAME.items() if o.scope & scope and o.uwsgi is not Decision.REFUSED]
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate ``entries`` for ``scope`` and return the typed config.
+_WHERE = {Scope.EMPEROR: "an emperor", Scope.VASSAL: "a vassal", Scope.ZERG: "a [zerg]"}
 
-    Unknown keys are accepted only as placeholders that some ``%(name)`` refers to (the
-    uWSGI idiom ``base = /srv/app`` / ``chdir = %(base)``); any other unknown key is an
-    error with a "did you mean" hint, because uWSGI's silent acceptance hides typos.
+
+def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | None = None,
+          prior: Iterable[Problem] = ()) -> Config:
+    """Validate ``entries`` for ``scope`` and return the typed config, or raise ConfigError
+    listing every problem found (not just the first: a file is fixed in one pass).
+
+    The policy is uWSGI's (docs/configuration.md): an unknown key is a warning with a "did you
+    mean" hint and is otherwise ignored, because uWSGI treats it as a placeholder; ``strict``
+    makes it an error. A uWSGI option emperor does not implement follows its row's Decision.
+    ``prior`` are problems found before (by the reader); they come first in the report.
     """
-    expanded, referenced = ini.expand(list(entries), environ)
+    problems: list[Problem] = list(prior)
+    try:
+        expanded, referenced = ini.expand(list(entries), environ)
+    except ini.IniError as exc:
+        raise ConfigError(problems=[*problems, _problem(exc)]) from None
     values: dict[str, Any] = {}
     sources: dict[str, Entry] = {}
-    warnings: list[str] = []
     files: list[str] = []
     for o in OPTIONS:
         values[o.attr] = [] if o.multi else o.default
-    strict = any(e.key == "strict" and BY_NAME["strict"].convert(e.value) for e in expanded)
+    strict = False
+    for e in expanded:
+        if e.key == "strict":
+            try:
+                strict = BY_NAME["strict"].convert(e.value)
+            except ValueError:
+                pass  # reported below with its line
+
+    def warn(e: Entry, message: str) -> None:
+        problems.append(Problem(e.file, e.line, e.key, message, error=False))
+
+    def fail(e: Entry, message: str) -> None:
+        problems.append(Problem(e.file, e.line, e.key, message))
+
     for e in expanded:
         if e.line and e.file not in files:
             files.append(e.file)
         key = e.key
         opt: Option | None = BY_NAME.get(key)
         if opt is None:
-            if key in IGNORED:
-                warnings.append(f"{e.file}:{e.line}: {key}: ignored ({IGNORED[key]})")
-                continue
             if key in UNSUPPORTED:
-                raise ConfigError(f"not supported by emperor: {UNSUPPORTED[key]}", e.file, e.line, key)
-            if key in referenced and not strict:
-                continue  # a placeholder definition
-            if key in referenced:
-                raise ConfigError("unknown option used as a placeholder (strict: declare it with "
-                                  f"set-placeholder = {key}=...)", e.file, e.line, key)
-            raise ConfigError("unknown option" + _suggest(key, scope), e.file, e.line, key)
+                fail(e, f"not supported by emperor: {UNSUPPORTED[key]}")
+            elif key in referenced:
+                if strict:
+                    fail(e, "unknown option used as a placeholder (strict: declare it with "
+                         f"set-placeholder = {key}=...)")
+            elif strict:
+                fail(e, "unknown option (strict)" + _suggest(key, scope))
+            else:
+                warn(e, "unknown option, ignored" + _suggest(key, scope))
+            continue
         if not (opt.scope & scope):
-            where = {Scope.EMPEROR: "an emperor", Scope.VASSAL: "a vassal", Scope.ZERG: "a [zerg]"}
-            raise ConfigError(f"not valid in {where.get(scope, 'this')} configuration", e.file, e.line, key)
+            fail(e, f"not valid in {_WHERE.get(scope, 'this')} configuration")
+            continue
+        if opt.uwsgi is Decision.REFUSED:
+            fail(e, f"not supported by emperor: {opt.why}")
+            continue
         if opt.name in ("ini", "set-placeholder"):
             continue  # already applied by the reader
         try:
             value = opt.convert(e.value)
+        except v.Lenient as exc:
+            value = exc.value
+            warn(e, str(exc))
         except ValueError as exc:
-            raise ConfigError(f"bad value: {exc}", e.file, e.line, key) from None
+            fail(e, f"bad value: {exc}")
+            continue
+        if opt.uwsgi is Decision.IGNORED:
+            if value is not False:  # `thunder-lock = false` asks for nothing
+                warn(e, f"accepted and ignored: {opt.why}")
+            continue
+        if opt.uwsgi is Decision.BUILT_IN and opt.attr not in values:
+            continue
+        attr = opt.extra.get("sets", opt.name).replace("-", "_")  # procname-prefix-spaced
         if opt.multi:
-            values[opt.attr].append(value)
+            values[attr].append(value)
         else:
-            values[opt.attr] = value
-        sources[opt.attr] = e
+            values[attr] = value
+        sources[attr] = e
         if opt.name == "chmod-socket" and value & 0o002:
-            warnings.append(f"{e.file}:{e.line}: chmod-socket: mode {value:o} lets every local user "
-                            "connect and set any CGI variable")
-    return Config(values, sources, warnings, files)
+            warn(e, f"mode {value:o} lets every local user connect and set any CGI variable")
+    if any(p.error for p in problems):
+        raise ConfigError(problems=problems)
+    warnings = [str(p) for p in problems]
+    return Config(values, sources, warnings, files, problems)
+
+
+def _spec_file(spec: str, last: str) -> str:
+    """The absolute file an ``--ini`` spec names (for a later ``--ini :section``)."""
+    given = spec.rpartition(":")[0] if ":" in spec and "/" not in spec.rpartition(":")[2] else spec
+    return os.path.abspath(given) if given else last
 
 
 def from_args(pairs: Iterable[tuple[str, str]], scope: Scope,
               environ: Mapping[str, str] | None = None) -> Config:
     """Build from command-line ``(key, value)`` pairs; ``('ini', spec)`` splices that file in place."""
     entries: list[Entry] = []
+    reader: list[ini.IniError] = []
+    last = ""
     for key, value in pairs:
         if key == "ini":
             try:
-                entries.extend(ini.load(value, environ=environ))
+                entries.extend(ini.load(value, environ=environ, before=entries, last=last, problems=reader))
             except ini.IniError as exc:
-                raise ConfigError(exc.message, exc.file, exc.line, exc.key) from None
+                raise ConfigError(problems=[*map(_problem, reader), _problem(exc)]) from None
+            last = _spec_file(value, last)
         else:
             entries.append(Entry(key, value, "command line", 0))
-    try:
-        return build(entries, scope, environ)
-    except ini.IniError as exc:
-        raise ConfigError(exc.message, exc.file, exc.line, exc.key) from None
+    return build(entries, scope, environ, map(_problem, reader))
+
+
+def _problem(exc: ini.IniError) -> Problem:
+    return Problem(exc.file, exc.line, exc.key, exc.message)

@@ -14,13 +14,14 @@ exception this module raises on bad input is :class:`IniError`.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from emperor import __version__
@@ -32,13 +33,18 @@ MAX_FILES = 256  # files opened by one load()
 MAX_ENTRIES = 100_000  # entries produced by one load(), for-loops included
 MAX_VALUE_LEN = 64 << 10  # characters in one value after expansion
 MAX_TOTAL_LEN = 16 << 20  # characters in all values together (load output, then expand output)
+MAX_PROBLEMS = 1000  # problems collected by one load() before it stops reading
 
 INCLUDE_KEYS = frozenset({"ini", "include"})
 PLACEHOLDER_KEYS = frozenset({"set-placeholder", "set-ph"})
 _END_KEYS = frozenset({"end", "endfor", "end-for", "endif", "end-if"})
+# uWSGI's short spellings of the same tests
+_IF_ALIASES = {"ifenv": "if-env", "ifexists": "if-exists", "ifdir": "if-dir", "if-directory": "if-dir"}
 _IF_KEYS = frozenset({"if-env", "if-not-env", "if-exists", "if-not-exists", "if-file", "if-not-file",
-                      "if-dir", "if-not-dir"})
-_FOR_KEYS = frozenset({"for", "for-times"})
+                      "if-dir", "if-not-dir", "if-opt", "if-not-opt", "if-hostname", "if-not-hostname",
+                      *_IF_ALIASES})
+_FOR_KEYS = frozenset({"for", "for-times", "for-glob", "for-readline"})
+_BLOCK_KEYS = _IF_KEYS | _FOR_KEYS
 # Reader-level directives uWSGI knows and emperor refuses loudly instead of mis-reading.
 _REFUSED: dict[str, str] = {
     "inherit": "inherit is not supported; use ini = file.ini (spliced in place)",
@@ -48,14 +54,11 @@ _REFUSED: dict[str, str] = {
     "json": "only ini files are read",
     "js": "only ini files are read",
     "config": "only ini files are read; use ini = file.ini",
-    "for-glob": "for-glob blocks are not supported (for and for-times are)",
-    "for-readline": "for-readline blocks are not supported (for and for-times are)",
-    "if-opt": "if-opt blocks are not supported",
-    "if-not-opt": "if-not-opt blocks are not supported",
     "if-reload": "if-reload blocks are not supported",
     "if-not-reload": "if-not-reload blocks are not supported",
-    "if-hostname": "if-hostname blocks are not supported",
-    "if-not-hostname": "if-not-hostname blocks are not supported",
+    "if-plugin": "emperor has no plugins (if-plugin blocks are not supported)",
+    "if-not-plugin": "emperor has no plugins (if-not-plugin blocks are not supported)",
+    "ifplugin": "emperor has no plugins (if-plugin blocks are not supported)",
 }
 _NOT_INI_EXT = (".xml", ".yaml", ".yml", ".json", ".js")
 
@@ -78,8 +81,10 @@ class Entry:
 class IniError(Exception):
     """A reader problem, located like a compiler error: ``file:line: key: message``."""
 
-    def __init__(self, message: str, file: str = "", line: int = 0, key: str = "") -> None:
+    def __init__(self, message: str, file: str = "", line: int = 0, key: str = "",
+                 fatal: bool = False) -> None:
         self.message, self.file, self.line, self.key = message, file, line, key
+        self.fatal = fatal  # a limit was hit: reading stops even when problems are being collected
         where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
         super().__init__(f"{where}{key + ': ' if key else ''}{message}")
 
@@ -90,16 +95,12 @@ def _split_spec(spec: str) -> tuple[str, str]:
     """``file.ini:section`` -> (file, section or ""). The last ``:`` counts unless a ``/`` follows it.
 
     The section stays empty when none is given, because ``%x`` is empty then (as in uWSGI).
+    ``:section`` gives an empty file name: the caller decides which file that means.
     """
     colon = spec.rfind(":")
     if colon >= 0 and "/" not in spec[colon + 1:]:
-        path, section = spec[:colon], spec[colon + 1:]
-    else:
-        path, section = spec, ""
-    if not path:
-        raise IniError(f"{spec!r}: no file name (':section' alone, meaning 'the last file', is not "
-                       "supported)")
-    return path, section
+        return spec[:colon], spec[colon + 1:]
+    return spec, ""
 
 
 def _kind(mode: int) -> str:
@@ -240,8 +241,9 @@ def _global_magic(cwd: str, start: float) -> dict[str, Callable[[], str]]:
 class _Loader:
     """One ``load()`` call: the include stack, the limits, and the output list."""
 
-    def __init__(self, environ: Mapping[str, str], cwd: str) -> None:
-        self.environ, self.cwd = environ, cwd
+    def __init__(self, environ: Mapping[str, str], cwd: str, before: Sequence[Entry] = (),
+                 collect: list[IniError] | None = None) -> None:
+        self.environ, self.cwd, self.before, self.collect = environ, cwd, before, collect
         self.out: list[Entry] = []
         self.stack: list[tuple[str, str]] = []
         self.files = 0
@@ -249,6 +251,15 @@ class _Loader:
         self.top: dict[str, str] = {}
         self.glob = _global_magic(cwd, time.time())
         self.glob_cache: dict[str, str] = {}
+
+    def problem(self, exc: IniError) -> None:
+        """Record a problem and go on with the next line, or raise it (when not collecting, or
+        for a limit). What was skipped: the line, the include, or the block."""
+        if self.collect is None or exc.fatal:
+            raise exc
+        if len(self.collect) >= MAX_PROBLEMS:
+            raise IniError(f"more than {MAX_PROBLEMS} problems; stopped reading", exc.file, fatal=True)
+        self.collect.append(exc)
 
     def magic(self, table: dict[str, str]) -> Callable[[re.Match[str]], str]:
         def sub(m: re.Match[str]) -> str:
@@ -278,7 +289,7 @@ class _Loader:
                            + " -> ".join([*names, me]), ofile, oline, okey)
         self.files += 1
         if self.files > MAX_FILES:
-            raise IniError(f"more than {MAX_FILES} files included", ofile, oline, okey)
+            raise IniError(f"more than {MAX_FILES} files included", ofile, oline, okey, fatal=True)
         try:
             data = _PINNED[path] if path in _PINNED else _read_bytes(path)
         except _ReadError as exc:
@@ -288,7 +299,7 @@ class _Loader:
         table = _file_magic(given, path, asked)
         if not self.top:
             self.top = table
-        lines = self.section_lines(_decode(data, path), path, section, self.magic(table))
+        lines = self.section_lines(_decode(data, path), path, section, self.magic(table), self.problem)
         self.stack.append((path, section))
         try:
             self.run(lines, path)
@@ -296,9 +307,10 @@ class _Loader:
             self.stack.pop()
 
     @staticmethod
-    def section_lines(raw: list[str], path: str, section: str,
-                      magic: Callable[[re.Match[str]], str]) -> list[tuple[int, str, str]]:
-        """The ``(line, key, value)`` triples of the requested section, magic variables applied."""
+    def section_lines(raw: list[str], path: str, section: str, magic: Callable[[re.Match[str]], str],
+                      problem: Callable[[IniError], None]) -> list[tuple[int, str, str]]:
+        """The ``(line, key, value)`` triples of the requested section, magic variables applied.
+        A malformed line goes to ``problem`` (which raises unless problems are collected)."""
         current: str | None = None
         found = False
         lines: list[tuple[int, str, str]] = []
@@ -308,7 +320,9 @@ class _Loader:
                 continue
             if line[0] == "[":
                 if len(line) < 2 or line[-1] != "]":
-                    raise IniError(f"section header without closing ']': {line[:80]!r}", path, number)
+                    problem(IniError(f"section header without closing ']': {line[:80]!r}", path, number))
+                    current = None  # the lines up to the next header belong to no section
+                    continue
                 current = line[1:-1].strip(" \t")
                 found = found or current == section
                 continue
@@ -317,72 +331,148 @@ class _Loader:
             key, _, value = line.partition("=")
             key = key.rstrip(" \t\r")
             if not key:
-                raise IniError("'=' with no key before it", path, number)
+                problem(IniError("'=' with no key before it", path, number))
+                continue
             lines.append((number, key, value.strip(" \t\r")))
         if not found:
             raise IniError(f"section [{section}] not found", path)
         return lines
 
     def run(self, lines: list[tuple[int, str, str]], path: str) -> None:
-        """Apply for/if blocks (one level, like uWSGI) and emit or splice each line."""
+        """Apply logic blocks (one level, like uWSGI) and emit or splice each line.
+
+        A block's body is applied once per token of its header (``for``: each word, an ``if``:
+        once or not at all), with ``%(_)`` in each value replaced by the token, as uWSGI does
+        when it replays the block. ``else`` inside an ``if`` block applies what follows it when
+        the test failed; ``%(_)`` is not replaced there (uWSGI has no token to give).
+        """
         block: tuple[int, str, str] | None = None
         body: list[tuple[int, str, str]] = []
         for number, key, value in lines:
-            if key in _END_KEYS:
+            if key in _END_KEYS or key == "else":
                 if block is None:
-                    raise IniError("no open for/if block to end", path, number, key)
-                for token in self.block_tokens(block, path):
+                    self.problem(IniError(f"no open {'if' if key == 'else' else 'for/if'} block to "
+                                          f"{'continue' if key == 'else' else 'end'}", path, number, key))
+                    continue
+                try:
+                    tokens = self.block_tokens(block, path)
+                except IniError as exc:
+                    self.problem(exc)  # then the block's lines are skipped
+                    tokens = []
+                for token in tokens:
                     for n, k, v in body:
-                        self.emit(path, n, k, v.replace("%(_)", token))
-                block, body = None, []
+                        self.emit(path, n, k, v if token is None else v.replace("%(_)", token))
+                body = []
+                if key != "else":
+                    block = None
+                elif block[1] in _IF_KEYS:
+                    block = (number, "else", "1" if tokens else "")
+                else:
+                    self.problem(IniError(f"else needs an if block, not '{block[1]}' (line {block[0]})",
+                                          path, number, key))
+                    block = (number, "else", "1")  # skip what follows, up to the end line
             elif block is not None:
-                if key in _FOR_KEYS or key in _IF_KEYS:
-                    raise IniError(f"nested block inside '{block[1]}' (line {block[0]}) is not supported",
-                                   path, number, key)
+                if key in _BLOCK_KEYS:
+                    self.problem(IniError(f"nested block inside '{block[1]}' (line {block[0]}) is not "
+                                          "supported", path, number, key))
+                    continue
                 body.append((number, key, value))
-            elif key in _FOR_KEYS or key in _IF_KEYS:
+            elif key in _BLOCK_KEYS:
                 block = (number, key, value)
             else:
                 self.emit(path, number, key, value)
         if block is not None:
-            raise IniError("block is never closed (missing endfor/endif)", path, block[0], block[1])
-
-    def block_tokens(self, block: tuple[int, str, str], path: str) -> list[str]:
-        """The values of ``%(_)`` for each repetition of the block body (none = skip it)."""
+            self.problem(IniError("block is never closed (missing endfor/endif)", path, block[0], block[1]))
+    def block_tokens(self, block: tuple[int, str, str], path: str) -> list[str | None]:
+        """The values of ``%(_)`` for each repetition of the block body (none = skip it;
+        ``None`` = apply once without replacing ``%(_)``)."""
         number, key, value = block
+        if key == "else":
+            return [] if value else [None]  # value is "1" when the if block ran
+        key = _IF_ALIASES.get(key, key)
         value = _env_sub(value, self.environ)
+        base = os.path.dirname(path)
         if key == "for":
-            return value.split()
+            return list(value.split())
         if key == "for-times":
             if not value.isdigit() or int(value) > MAX_ENTRIES:
                 raise IniError(f"needs a count from 0 to {MAX_ENTRIES}, got {value!r}", path, number, key)
             return [str(i) for i in range(1, int(value) + 1)]
+        if key == "for-glob":
+            return list(self.glob_tokens(value, base, path, number, key))
+        if key == "for-readline":
+            return list(self.readline_tokens(value, base, path, number, key))
         negate = key.startswith("if-not-")
         kind = key.removeprefix("if-not-") if negate else key.removeprefix("if-")
-        if kind == "env":
+        token: str = value
+        if kind in ("env", "opt"):
             name, eq, want = value.partition("=")
-            have = self.environ.get(name)
+            have = self.environ.get(name) if kind == "env" else self.option_value(name)
             ok, token = (have == want if eq else have is not None), have or ""
+        elif kind == "hostname":
+            ok = socket.gethostname() == value
         else:
-            target = os.path.join(os.path.dirname(path), value)
+            target = os.path.join(base, value)
             try:
                 ok = {"exists": os.path.lexists, "file": os.path.isfile, "dir": os.path.isdir}[kind](target)
             except ValueError:
                 ok = False
-            token = value
         return [token] if ok != negate else []
+
+    def option_value(self, name: str) -> str | None:
+        """``if-opt``: the raw value of the first ``name`` set so far (uWSGI's rule), or None."""
+        for e in (*self.before, *self.out):
+            if e.key == name:
+                return e.value
+        return None
+
+    @staticmethod
+    def glob_tokens(pattern: str, base: str, path: str, number: int, key: str) -> list[str]:
+        """``for-glob``: sorted matches, directories marked with a trailing ``/``; no match gives
+        the pattern itself (uWSGI's GLOB_MARK | GLOB_NOCHECK). Relative to the file's directory."""
+        if not pattern:
+            raise IniError("needs a glob pattern", path, number, key)
+        found: list[str] = []
+        for m in glob.iglob(pattern, root_dir=base):
+            if len(found) >= MAX_ENTRIES:
+                raise IniError(f"more than {MAX_ENTRIES} matches", path, number, key, fatal=True)
+            found.append(m + "/" if not m.endswith("/") and os.path.isdir(os.path.join(base, m)) else m)
+        return sorted(found) or [pattern]
+
+    def readline_tokens(self, name: str, base: str, path: str, number: int, key: str) -> list[str]:
+        """``for-readline``: each line of the file (trailing CR/LF removed); the file counts
+        towards the same size and file-count limits as an included ini file."""
+        if not name:
+            raise IniError("needs a file name", path, number, key)
+        target = os.path.join(base, name)
+        self.files += 1
+        if self.files > MAX_FILES:
+            raise IniError(f"more than {MAX_FILES} files read", path, number, key, fatal=True)
+        try:
+            data = _read_bytes(target)
+        except _ReadError as exc:
+            raise IniError(f"cannot read {target}: {exc}", path, number, key) from None
+        lines = _decode(data, target)
+        if lines and lines[-1] == "":
+            lines.pop()  # the newline that ends the last line
+        return [line.rstrip("\r") for line in lines]
 
     def emit(self, path: str, number: int, key: str, value: str) -> None:
         if key in INCLUDE_KEYS:
-            self.include(path, number, key, value)
+            try:
+                self.include(path, number, key, value)
+            except IniError as exc:
+                self.problem(exc)  # the include is skipped
             return
         if key in _REFUSED:
-            raise IniError(f"not supported by emperor: {_REFUSED[key]}", path, number, key)
+            self.problem(IniError(f"not supported by emperor: {_REFUSED[key]}", path, number, key))
+            return
         if len(self.out) >= MAX_ENTRIES:
-            raise IniError(f"more than {MAX_ENTRIES} entries", path, number, key)
+            raise IniError(f"more than {MAX_ENTRIES} entries", path, number, key, fatal=True)
         self.total += len(key) + len(value)
         if self.total > MAX_TOTAL_LEN:
-            raise IniError(f"configuration larger than {MAX_TOTAL_LEN} characters", path, number, key)
+            raise IniError(f"configuration larger than {MAX_TOTAL_LEN} characters", path, number, key,
+                           fatal=True)
         self.out.append(Entry(key, value, path, number))
 
     def include(self, path: str, number: int, key: str, value: str) -> None:
@@ -393,23 +483,29 @@ class _Loader:
                            "resolved only after every file is read", path, number, key)
         if not spec:
             raise IniError("needs a file name", path, number, key)
-        try:
-            given, section = _split_spec(spec)
-        except IniError as exc:
-            raise IniError(exc.message, path, number, key) from None
+        given, section = _split_spec(spec)
+        if not given:
+            given = path  # ':section' is a section of this file (uWSGI: of the last file read)
         if key == "include" and given.lower().endswith(_NOT_INI_EXT):
             raise IniError(f"not supported by emperor: only ini files are read ({given})", path, number, key)
         target = os.path.abspath(os.path.join(os.path.dirname(path), given))
         self.load_file(given, target, section, (path, number, key))
 
 
-def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None = None) -> list[Entry]:
+def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None = None,
+         before: Sequence[Entry] = (), last: str = "", problems: list[IniError] | None = None) -> list[Entry]:
     """Read ``path.ini`` or ``path.ini:section`` (default ``[uwsgi]``) into ordered entries.
 
     Magic variables are applied per file; ``ini``/``include`` lines are replaced by the included
-    entries; for/if blocks are unrolled. ``$(ENV)`` and ``%(name)`` in ordinary values are left
+    entries; logic blocks are unrolled. ``$(ENV)`` and ``%(name)`` in ordinary values are left
     for :func:`expand`. ``environ`` serves ``$(VAR)`` in include paths and ``if-env``; ``cwd``
-    (default: the process's) anchors a relative ``spec`` and is ``%v``.
+    (default: the process's) anchors a relative ``spec`` and is ``%v``. ``before`` are the
+    entries already given (the command line so far), which ``if-opt`` sees; ``last`` is the
+    file ``:section`` alone refers to (the last file loaded, as in uWSGI).
+
+    Without ``problems`` the first problem is raised. With it, a problem in a line, a block or
+    an include is appended there and reading goes on without that line, block or include, so
+    that one run reports them all; a file that cannot be read at all, and a limit, still raise.
     """
     env = os.environ if environ is None else environ
     try:
@@ -417,7 +513,12 @@ def load(spec: str, *, environ: Mapping[str, str] | None = None, cwd: str | None
     except OSError as exc:
         raise IniError(f"cannot determine the current directory: {exc.strerror}") from None
     given, section = _split_spec(spec)
-    loader = _Loader(env, base)
+    if not given:
+        if not last:
+            raise IniError(f"{spec!r}: no file name (':section' alone means a section of the last "
+                           "file loaded, and none was)")
+        given = last
+    loader = _Loader(env, base, before, problems)
     try:
         path = os.path.abspath(os.path.join(base, given))
     except ValueError as exc:

@@ -26,6 +26,19 @@ class Scope(enum.Flag):
     ANY = EMPEROR | VASSAL | ZERG
 
 
+class Decision(enum.Enum):
+    """What emperor does with an option uWSGI has (the table in docs/configuration.md).
+
+    Unknown keys are warnings (uWSGI's placeholder rule), so every uWSGI option whose absence
+    would matter must be declared with one of these, never left to fall through silently.
+    """
+
+    IMPLEMENTED = "implemented"  # it does what uWSGI's option does (differences in the help)
+    BUILT_IN = "built in"  # emperor always behaves this way: accepted silently
+    IGNORED = "accepted, warned"  # harmless here (``why`` says why): accepted with a warning
+    REFUSED = "refused"  # ignoring it would weaken security or change results: an error
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -40,6 +53,8 @@ class Option:
     flag: bool = False  # a bare key (or --flag without a value) means true
     metavar: str = "VALUE"
     extra: dict[str, Any] = field(default_factory=dict)
+    uwsgi: Decision = Decision.IMPLEMENTED  # see Decision; rows without it are implemented
+    why: str = ""  # for BUILT_IN / IGNORED / REFUSED: the reason, shown in warnings and docs
 
     @property
     def attr(self) -> str:
@@ -50,6 +65,21 @@ def _opt(*args: Any, **kwargs: Any) -> Option:
     return Option(*args, **kwargs)
 
 
+_COMPAT_HELP = {Decision.BUILT_IN: "Accepted, nothing to do: ", Decision.IGNORED: "Accepted and ignored, "
+                "with a warning: ", Decision.REFUSED: "Refused with an error: "}
+
+
+def _compat(name: str, decision: Decision, why: str, *, flag: bool = True, scope: Scope = Scope.ANY,
+            aliases: tuple[str, ...] = ()) -> Option:
+    """A uWSGI option emperor does not implement, with its decision and the reason."""
+    return Option(name, v.boolean if flag else v.text, None, _COMPAT_HELP[decision] + why + ".",
+                  scope=scope, group="compat", flag=flag, aliases=aliases,
+                  metavar="VALUE", uwsgi=decision, why=why)
+
+
+_B, _I, _R = Decision.BUILT_IN, Decision.IGNORED, Decision.REFUSED
+
+
 BUFFER_MAX = 65535
 
 OPTIONS: tuple[Option, ...] = (
@@ -57,9 +87,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("ini", v.nonempty, None, "Load an ini file (``file.ini`` or ``file.ini:section``; default "
          "section ``[uwsgi]``). Repeatable; applied in order at the place it appears.",
          scope=Scope.ANY, group="config", multi=True, metavar="FILE[:SECTION]"),
-    _opt("strict", v.boolean, False, "Also refuse unknown keys that are used as ``%(placeholders)``: "
-         "placeholders must then be declared with ``set-placeholder``. (An unknown key that nothing "
-         "refers to is always an error; see docs/configuration.md.)",
+    _opt("strict", v.boolean, False, "Make unknown keys errors (without it they are warnings, as in "
+         "uWSGI), including keys used as ``%(placeholders)``: declare those with ``set-placeholder``. "
+         "Applies to the whole configuration, wherever the line is (docs/configuration.md).",
          scope=Scope.ANY, group="config", flag=True),
     _opt("set-placeholder", v.text, None, "Define a placeholder ``name=value`` usable as ``%(name)``.",
          scope=Scope.ANY, group="config", multi=True, aliases=("set-ph",), metavar="NAME=VALUE"),
@@ -73,9 +103,10 @@ OPTIONS: tuple[Option, ...] = (
          group="sockets", short="l", metavar="N"),
     _opt("chmod-socket", v.octal_mode, None, "Mode of Unix sockets, set before the socket listens (so no "
          "client can connect earlier). Unset: the umask decides. A bare key means 666, as in uWSGI, "
-         "and is warned about.", group="sockets", metavar="MODE"),
+         "and is warned about.", group="sockets", aliases=("chmod",), metavar="MODE"),
     _opt("vacuum", v.boolean, False, "Remove our own Unix sockets and pidfile at exit (only if the inode "
-         "is still the one we created).", group="sockets", flag=True),
+         "is still the one we created). In an emperor file: accepted, the emperor always removes its "
+         "own pidfile at exit.", scope=Scope.ANY, group="sockets", flag=True),
     _opt("buffer-size", v.integer(64, BUFFER_MAX), BUFFER_MAX, "Largest uwsgi vars block accepted, in "
          "bytes. uWSGI's default (4096) makes big cookies and JWTs fail with a bare 502, so the default "
          "is the protocol's maximum, 65535.", group="sockets", short="b", metavar="BYTES"),
@@ -116,8 +147,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt("need-app", v.boolean, True, "Exit (status 22) when the application cannot be loaded. On by "
          "default, as in uWSGI 2.1; ``need-app = false`` serves 500s instead.", group="app", flag=True),
     # ---- processes
-    _opt("master", v.boolean, True, "Accepted for compatibility: emperor always runs a master process.",
-         group="processes", flag=True),
+    _opt("master", v.boolean, True, "Accepted for compatibility: a vassal always runs a master process "
+         "(``master = false`` too); in an emperor file it has no meaning.", scope=Scope.ANY,
+         group="processes", flag=True, uwsgi=Decision.BUILT_IN,
+         why="a vassal always has a master process; the emperor is its own master"),
     _opt("processes", v.integer(1, 4096), 1, "Number of worker processes.", group="processes",
          aliases=("workers",), short="p", metavar="N"),
     _opt("threads", v.integer(1, 1024), 1, "Threads per worker: each worker serves this many requests at "
@@ -132,6 +165,22 @@ OPTIONS: tuple[Option, ...] = (
          group="processes", short="t", metavar="SECONDS"),
     _opt("reload-on-rss", v.integer(0), 0, "Recycle a worker after the response that took its resident "
          "memory over this many MB (0 = off).", group="processes", metavar="MB"),
+    _opt("reload-on-as", v.integer(0), 0, "Recycle a worker after the response that took its address space "
+         "(virtual memory) over this many MB (0 = off).", group="processes", metavar="MB"),
+    _opt("max-worker-lifetime", v.integer(0), 0, "Recycle a worker (gracefully: it finishes its request) "
+         "once it has lived this many seconds, busy or idle (0 = off).", group="processes",
+         metavar="SECONDS"),
+    _opt("max-worker-lifetime-delta", v.integer(0), 0, "Add worker-id x this many seconds to "
+         "max-worker-lifetime, so that workers do not all recycle together.", group="processes",
+         metavar="SECONDS"),
+    _opt("touch-reload", v.nonempty, None, "Reload gracefully (as SIGHUP) when this file's modification "
+         "time changes, or it appears or disappears; checked about once a second. Repeatable. "
+         "touch-chain-reload and touch-workers-reload do the same graceful reload of every worker "
+         "(uWSGI replaces workers one at a time, or only the workers).",
+         group="processes", multi=True, aliases=("touch-chain-reload", "touch-workers-reload"),
+         metavar="PATH"),
+    _opt("harakiri-verbose", v.boolean, False, "On harakiri, also log what the worker was doing in the "
+         "kernel (/proc/PID/syscall and wchan) before killing it.", group="processes", flag=True),
     _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
          "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (30 s "
          "there when unset, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
@@ -141,7 +190,8 @@ OPTIONS: tuple[Option, ...] = (
          "is killed and respawned by the emperor after ``emperor-required-heartbeat`` seconds "
          "(docs/emperor.md#heartbeat).", scope=Scope.VASSAL, group="processes", metavar="SECONDS"),
     _opt("die-on-term", v.boolean, False, "Accepted for compatibility: SIGTERM is always a graceful stop "
-         "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True),
+         "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True,
+         uwsgi=Decision.BUILT_IN, why="SIGTERM always stops gracefully in emperor (docs/signals.md)"),
     # ---- logging and files
     _opt("pidfile", v.nonempty, None, "Write the master's pid to this file.", scope=Scope.ANY,
          group="logging", metavar="PATH"),
@@ -174,6 +224,29 @@ OPTIONS: tuple[Option, ...] = (
          "made importable without its dependencies. A directory without ``bin/python`` and "
          "``pyvenv.cfg`` is a configuration error.", group="identity",
          aliases=("virtualenv", "venv", "pyhome"), short="H", metavar="DIR"),
+    _opt("procname-prefix-spaced", v.spaced, None, "The same as procname-prefix with a space added after "
+         "the text.", scope=Scope.ANY, group="logging", metavar="TEXT", extra={"sets": "procname-prefix"}),
+    _opt("log-date", v.log_date, None, "Prefix each request line with the date: uWSGI's ctime form "
+         "(``Mon Nov 30 10:39:04 2026 - ``) for a bare key or ``true``, else this strftime format "
+         "followed by `` - `` (in an ini file write each % twice: %Y alone is a magic variable). "
+         "``false`` turns it off. Other log lines always carry emperor's own timestamp.",
+         group="logging", aliases=("logdate",), flag=True, metavar="STRFTIME"),
+    _opt("log-4xx", v.boolean, False, "With disable-logging: still log requests answered with a 4xx status.",
+         group="logging", flag=True),
+    _opt("log-5xx", v.boolean, False, "With disable-logging: still log requests answered with a 5xx status.",
+         group="logging", flag=True),
+    _opt("log-slow", v.integer(0), 0, "With disable-logging: still log requests slower than this many "
+         "milliseconds (0 = off).", group="logging", metavar="MS"),
+    _opt("log-big", v.integer(0), 0, "With disable-logging: still log responses bigger than this many bytes "
+         "(0 = off).", group="logging", metavar="BYTES"),
+    _opt("log-zero", v.boolean, False, "With disable-logging: still log responses with an empty body.",
+         group="logging", flag=True),
+    _opt("log-x-forwarded-for", v.boolean, False, "Log the client address from the X-Forwarded-For "
+         "header (as the proxy sent it) instead of REMOTE_ADDR, when the header is there.",
+         group="logging", flag=True),
+    _opt("memory-report", v.boolean, False, "After each logged request, log the worker's address space and "
+         "resident memory (``{address space usage: ...} {rss usage: ...}``).", group="logging",
+         flag=True),
     # ---- stats and control (docs/observability.md, docs/reference/commands.md)
     _opt("stats", v.nonempty, None, "Serve this vassal's stats on this address (``host:port``, a Unix "
          "path, ``@abstract``): one JSON document per connection, the keys uwsgitop and "
@@ -251,27 +324,136 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
-# uWSGI options users copy that emperor does not implement: a clear error, never a silent no-op.
+# uWSGI options that emperor does not implement (yet), each with its decision and the reason.
+# Unknown keys are only warnings, so an option whose absence matters must be listed here.
+_NOT_RUN = "the process would never run"
+_SANDBOX = ("a sandbox setting emperor cannot apply; ignoring it would run the app with fewer "
+            "restrictions than asked")
+COMPAT: tuple[Option, ...] = (
+    # ---- built in: emperor always behaves this way
+    _compat("enable-threads", _B, "Python threads always work in emperor's workers (uWSGI needs this "
+            "option to create the GIL)"),
+    _compat("auto-procname", _B, "process titles are always set: 'emperor: master NAME' and "
+            "'emperor: worker N NAME' (after procname-prefix)"),
+    _compat("single-interpreter", _B, "a worker runs exactly one Python interpreter; there are no "
+            "sub-interpreters"),
+    _compat("thunder-lock", _B, "there is no accept lock to take: with one socket each worker blocks in "
+            "accept(), which Linux hands to a single waiter; with several, a worker that loses the race "
+            "polls again"),
+    _compat("ignore-sigpipe", _B, "Python ignores SIGPIPE, and a client that went away is logged at "
+            "debug level only"),
+    _compat("ignore-write-errors", _B, "a write to a client that went away is logged at debug level only"),
+    _compat("disable-write-exception", _B, "the server writes the iterable the app returns, so a client "
+            "that went away never raises inside the app (only the legacy write() callable can)"),
+    _compat("log-reopen", _B, "a reload re-executes the vassal, which opens its log file again"),
+    # ---- accepted with a warning: harmless here
+    _compat("plugin", _I, "emperor is a Python WSGI server and has no plugins", flag=False,
+            aliases=("plugins",)),
+    _compat("log-master", _I, "workers write their log lines straight to the shared log; there is no "
+            "log pipe through the master, and lines stay whole because each is one write()"),
+    _compat("procname-master", _I, "the master's title is always 'emperor: master NAME' (after "
+            "procname-prefix)", flag=False),
+    _compat("log-format", _I, "request log lines keep emperor's format (docs/observability.md)",
+            flag=False, aliases=("logformat",)),
+    _compat("log-maxsize", _I, "the log file is not rotated by size; rotate it with logrotate "
+            "(copytruncate, or touch-logreopen in the emperor)", flag=False),
+    _compat("logger", _I, "log lines go to logto or daemonize if set, else to the emperor's log",
+            flag=False),
+    _compat("req-logger", _I, "request lines go to the same log as everything else", flag=False),
+    _compat("post-buffering", _I, "the body is streamed to wsgi.input as the app reads it; nginx in "
+            "front buffers request bodies already (uwsgi_request_buffering is on by default)", flag=False),
+    _compat("post-buffering-bufsize", _I, "see post-buffering", flag=False),
+    _compat("offload-threads", _I, "there are no offload threads; file responses use sendfile() in the "
+            "worker", flag=False),
+    _compat("max-fd", _I, "the open-file limit is inherited from the emperor; raise it there "
+            "(LimitNOFILE in the systemd unit)", flag=False),
+    _compat("reuse-port", _I, "each socket is bound once by the master and shared by its workers"),
+    _compat("catch-exceptions", _I, "tracebacks go to the log, never to the client"),
+    _compat("no-orphans", _I, "a vassal already dies with its emperor (PR_SET_PDEATHSIG)"),
+    _compat("py-autoreload", _I, "source files are not watched; use touch-reload or emperor ctl reload",
+            flag=False, aliases=("python-autoreload",)),
+    _compat("harakiri-graceful-timeout", _I, "harakiri kills the worker's process group at once",
+            flag=False),
+    _compat("min-worker-lifetime", _I, "a worker is recycled as soon as max-requests or reload-on-rss "
+            "asks", flag=False),
+    _compat("evil-reload-on-rss", _I, "the master does not kill a worker mid-request for its memory; "
+            "reload-on-rss recycles it after the response that crossed the limit", flag=False),
+    _compat("cpu-affinity", _I, "workers are not pinned to CPUs", flag=False),
+    _compat("so-keepalive", _I, "TCP keepalive is left at the kernel's default on accepted connections"),
+    _compat("tcp-nodelay", _I, "responses are written in as few sends as possible; Nagle's delay does "
+            "not hold them back"),
+    _compat("pcre-jit", _I, "there is no internal routing, so no regular expressions to compile"),
+    _compat("wsgi-disable-file-wrapper", _I, "wsgi.file_wrapper stays available; it sends the same bytes"),
+    _compat("no-site", _I, "the interpreter is emperor's own, started with its site-packages"),
+    _compat("procname", _I, "process titles are always 'emperor: master NAME' and 'emperor: worker N "
+            "NAME' (after procname-prefix)", flag=False, aliases=("procname-append",)),
+    _compat("py-tracebacker", _I, "there is no tracebacker socket; SIGUSR1 logs each worker's status",
+            flag=False),
+    _compat("show-config", _I, "use emperor check FILE to see every problem in a file"),
+    _compat("stats-minified", _I, "the stats document is always compact JSON"),
+    _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
+    _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
+            flag=False),
+    _compat("fs-reload", _R, "not implemented: a change to this path would not reload the app", flag=False),
+    _compat("attach-daemon", _R, "companion processes are not implemented: " + _NOT_RUN, flag=False,
+            aliases=("attach-daemon2", "smart-attach-daemon", "smart-attach-daemon2")),
+    _compat("cron", _R, "cron jobs are not implemented: the job would never run", flag=False,
+            aliases=("unique-cron", "cron2")),
+    _compat("spooler", _R, "the spooler is not implemented: spooled tasks would never run", flag=False),
+    _compat("mule", _R, "mules are not implemented: " + _NOT_RUN, flag=False),
+    _compat("exec-pre-app", _R, "hooks are not implemented: the command would never run", flag=False,
+            aliases=("exec-as-root", "exec-as-user", "exec-post-app", "hook-pre-app", "hook-as-root",
+                     "hook-as-user")),
+    _compat("master-fifo", _R, "there is no master FIFO (a writer would block or fill a file); "
+            "use the control plane (emperor ctl) or signals", flag=False),
+    _compat("mount", _R, "one application per vassal; mounting apps under prefixes would route "
+            "requests differently", flag=False),
+    _compat("manage-script-name", _R, "PATH_INFO would keep the mount prefix; use nginx's "
+            "uwsgi_modifier1 30, which emperor implements"),
+    _compat("route", _R, "internal routing is not implemented; requests would not be routed as asked",
+            flag=False, aliases=("route-host", "route-uri", "route-run", "final-route", "response-route")),
+    _compat("add-header", _R, "responses would lack the header; add it in nginx", flag=False),
+    _compat("gevent", _R, "loop engines are not implemented; one request per worker thread (use "
+            "threads)", flag=False, aliases=("async", "ugreen")),
+    _compat("chroot", _R, _SANDBOX, flag=False),
+    _compat("cap", _R, _SANDBOX, flag=False, aliases=("emperor-cap",)),
+    _compat("unshare", _R, _SANDBOX, flag=False, aliases=("emperor-unshare", "setns", "emperor-use-clone")),
+    _compat("namespace", _R, _SANDBOX, flag=False, aliases=("ns", "namespace-keep-mount")),
+    _compat("jail", _R, _SANDBOX, flag=False, aliases=("jail2", "emperor-jail", "pivot_root")),
+    _compat("limit-as", _R, "a resource limit emperor does not apply; ignoring it would run the app "
+            "without it", flag=False, aliases=("limit-nproc", "rlimit")),
+    _compat("pyargv", _R, "sys.argv is not set for the app; an app that reads it would behave differently",
+            flag=False),
+    _compat("alarm", _R, "alarms are not implemented: the alarm would never fire", flag=False,
+            aliases=("alarm-log", "alarm-segfault", "alarm-backlog")),
+    _compat("declare-option", _R, "custom options are not supported", flag=False),
+)
+
+# Options other work is implementing (identity, HTTP, autoscaling): refused until a row in
+# OPTIONS declares them (a row always wins over this map).
 UNSUPPORTED: dict[str, str] = {
-    "http-socket": "emperor speaks only the uwsgi protocol; put nginx (uwsgi_pass) in front",
-    "http": "emperor has no HTTP router; put nginx (uwsgi_pass) in front",
-    "https": "emperor has no HTTPS router; terminate TLS in nginx",
-    "fastcgi-socket": "emperor speaks only the uwsgi protocol",
-    "post-buffering": "bodies are streamed to wsgi.input; nginx already buffers request bodies",
-    "lazy": "use lazy-apps",
-    "cheaper": "adaptive worker counts are not implemented",
+    "http": "planned (HTTP work): put nginx (uwsgi_pass) in front",
+    "http-socket": "planned (HTTP work): put nginx (uwsgi_pass) in front",
+    "https": "planned (HTTP work): terminate TLS in nginx",
+    "static-map": "planned (HTTP work): serve static files from nginx",
+    "protocol": "planned (HTTP work): emperor speaks the uwsgi protocol",
+    "http-timeout": "planned (HTTP work)",
+    "http-keepalive": "planned (HTTP work)",
+    "check-static": "planned (HTTP work): serve static files from nginx",
+    "static-index": "planned (HTTP work): serve static files from nginx",
+    "static-expires": "planned (HTTP work): serve static files from nginx",
+    "static-gzip-all": "planned (HTTP work): serve static files from nginx",
+    "logto2": "not supported: logto is opened before the privilege drop and kept across reloads",
+    "pidfile2": "not supported: pidfile is written as root and handed to the user, so reloads rewrite it",
     "no-initgroups": "the user's supplementary groups are always set (add more with add-gid)",
-}
-# Keys accepted and ignored, because they only select features emperor always has.
-IGNORED: dict[str, str] = {
-    "plugin": "emperor is Python-only; plugin lines are ignored",
-    "plugins": "emperor is Python-only; plugin lines are ignored",
-    "enable-threads": "Python threads are always enabled in emperor",
-    "single-interpreter": "emperor always runs one interpreter per worker",
+    "lazy": "use lazy-apps",
+    "cheaper": "planned (autoscaling work): adaptive worker counts are not implemented",
 }
 
+ALL: tuple[Option, ...] = (*OPTIONS, *COMPAT)  # what the CLI, the reader and the docs know
+
 BY_NAME: dict[str, Option] = {}
-for _o in OPTIONS:
+for _o in ALL:
     for _n in (_o.name, *_o.aliases):
         assert _n not in BY_NAME, f"option {_n} declared twice"
         BY_NAME[_n] = _o

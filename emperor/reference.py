@@ -11,17 +11,67 @@ from collections.abc import Callable
 from typing import Any
 
 from emperor import validators as v
-from emperor.options import IGNORED, OPTIONS, UNSUPPORTED, Option, Scope
+from emperor.options import ALL, BY_NAME, UNSUPPORTED, Decision, Option, Scope
 
 _TYPES: dict[Callable[[str], Any], str] = {
     v.boolean: "boolean", v.text: "string", v.nonempty: "string", v.seconds: "seconds",
-    v.octal_mode: "octal mode", v.env_assignment: "KEY=VALUE", v.python_callable_ref: "module[:callable]",
+    v.octal_mode: "octal mode", v.spaced: "string", v.log_date: "strftime format or boolean",
+    v.env_assignment: "KEY=VALUE", v.python_callable_ref: "module[:callable]",
 }
 _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",
     "app": "The application", "processes": "Processes, recycling and reloads",
     "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
+    "compat": "uWSGI options emperor does not implement",
 }
+
+# uWSGI options seen in real deployments' ini files (issue 11's survey of 110 files, and the
+# options those projects' documentation recommends). docs/configuration.md shows the decision
+# for each; tests/test_options.py checks that every one has a decision.
+REAL_FILE_OPTIONS = (
+    "socket", "uwsgi-socket", "module", "wsgi-file", "callable", "chdir", "pythonpath", "env", "master",
+    "processes", "workers", "threads", "enable-threads", "single-interpreter", "thunder-lock",
+    "lazy-apps", "need-app", "harakiri", "harakiri-verbose", "harakiri-graceful-timeout",
+    "max-requests", "max-requests-delta", "max-worker-lifetime", "min-worker-lifetime",
+    "reload-on-rss", "reload-on-as", "evil-reload-on-rss", "reload-mercy", "worker-reload-mercy",
+    "buffer-size", "listen", "socket-timeout", "limit-post", "post-buffering", "post-buffering-bufsize",
+    "chmod-socket", "vacuum", "die-on-term", "pidfile", "logto", "daemonize", "disable-logging",
+    "log-date", "logdate", "log-format", "logformat", "log-4xx", "log-5xx", "log-slow", "log-big",
+    "log-zero", "log-x-forwarded-for", "log-maxsize", "log-reopen", "log-master", "logger", "req-logger",
+    "memory-report", "disable-write-exception", "ignore-sigpipe", "ignore-write-errors",
+    "auto-procname", "procname-prefix", "procname-prefix-spaced", "procname-master", "stats",
+    "stats-http", "strict", "plugins", "py-autoreload", "offload-threads", "no-orphans", "max-fd",
+    "touch-reload", "touch-chain-reload", "touch-workers-reload", "fs-reload", "attach-daemon",
+    "attach-daemon2", "smart-attach-daemon", "cron", "unique-cron", "uid", "gid", "chown-socket",
+    "umask", "home", "virtualenv", "venv", "pyhome", "http", "http-socket", "https", "static-map",
+    "protocol", "http-timeout", "http-keepalive", "cheaper", "chroot", "cap", "unshare", "namespace",
+    "jail", "emperor", "emperor-tyrant", "vassals-include", "vassal-set", "touch-logreopen",
+    "chmod", "so-keepalive", "static-expires", "check-static", "logto2", "procname", "catch-exceptions",
+    "evil-reload-on-rss", "min-worker-lifetime", "cpu-affinity", "reuse-port", "max-requests-delta",
+)
+
+
+def decision(name: str) -> tuple[str, str]:
+    """(decision, reason) for a uWSGI option name, as the config builder applies it."""
+    opt = BY_NAME.get(name)
+    if opt is not None:
+        if opt.uwsgi is Decision.IMPLEMENTED:
+            alias = f"alias of `{opt.name}`; " if name != opt.name else ""
+            return "implemented", alias + opt.help.split(". ")[0].rstrip(".") + "."
+        return opt.uwsgi.value, opt.why + "."
+    if name in UNSUPPORTED:
+        why = UNSUPPORTED[name]
+        return ("planned" if why.startswith("planned") else "refused"), why + "; refused until then."
+    return "unknown", "warned about and ignored."
+
+
+def render_decisions() -> str:
+    """The decision table of docs/configuration.md (between its ``decisions`` markers)."""
+    out = ["| uWSGI option | decision | why / what it does here |", "|---|---|---|"]
+    for name in sorted(REAL_FILE_OPTIONS):
+        what, why = decision(name)
+        out.append(f"| `{name}` | {what} | {why.replace('|', chr(92) + '|')} |")
+    return "\n".join(out) + "\n"
 
 
 def type_name(opt: Option) -> str:
@@ -45,26 +95,38 @@ def render() -> str:
            "*Where* says which configurations accept the option: the emperor's ini, a vassal's, "
            "or a vassal's `[zerg]` section.", ""]
     groups: dict[str, list[Option]] = {}
-    for opt in OPTIONS:
+    for opt in ALL:
         groups.setdefault(opt.group, []).append(opt)
     for group, opts in groups.items():
+        if group == "compat":
+            continue
         out += [f"## {_GROUPS.get(group, group.capitalize())}", "",
                 "| option | type | default | where | meaning |", "|---|---|---|---|---|"]
         for opt in opts:
-            names = f"`{opt.name}`" + "".join(f"<br>`{a}`" for a in opt.aliases)
-            if opt.short:
-                names += f"<br>`-{opt.short}`"
             default = "" if opt.default is None or opt.multi else f"`{_fmt(opt.default)}`"
-            text = opt.help.replace("%%", "%").replace("|", "\\|").replace("\n", " ")
-            out.append(f"| {names} | {type_name(opt)} | {default} | {scopes(opt)} | {text} |")
+            row = [_names(opt), type_name(opt), default, scopes(opt), _cell(opt.help)]
+            out.append("| " + " | ".join(row) + " |")
         out.append("")
-    out += ["## uWSGI options that are refused", "",
-            "These uWSGI options stop the configuration with an error rather than being silently "
-            "ignored:", "", "| option | why |", "|---|---|"]
-    out += [f"| `{k}` | {why} |" for k, why in sorted(UNSUPPORTED.items())]
-    out += ["", "## uWSGI options that are accepted and ignored", "", "| option | why |", "|---|---|"]
-    out += [f"| `{k}` | {why} |" for k, why in sorted(IGNORED.items())]
+    out += [f"## {_GROUPS['compat']}", "",
+            "Unknown keys are warnings (see docs/configuration.md). These uWSGI options are known, "
+            "and each has a decision: *built in* (emperor always behaves this way; accepted "
+            "silently), *accepted, warned* (harmless here; a warning says why) or *refused* "
+            "(ignoring it would weaken security or change results; an error).", "",
+            "| option | decision | why |", "|---|---|---|"]
+    out += [f"| {_names(o)} | {o.uwsgi.value} | {_cell(o.why)} |" for o in groups.get("compat", [])]
+    out += ["", "## uWSGI options refused until other work implements them", "", "| option | why |",
+            "|---|---|"]
+    out += [f"| `{k}` | {why} |" for k, why in sorted(UNSUPPORTED.items()) if k not in BY_NAME]
     return "\n".join(out) + "\n"
+
+
+def _names(opt: Option) -> str:
+    names = f"`{opt.name}`" + "".join(f"<br>`{a}`" for a in opt.aliases)
+    return names + (f"<br>`-{opt.short}`" if opt.short else "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("%%", "%").replace("|", "\\|").replace("\n", " ")
 
 
 def _fmt(value: Any) -> str:
@@ -76,4 +138,4 @@ def _fmt(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.stdout.write(render_decisions() if sys.argv[1:] == ["--decisions"] else render())

@@ -7,6 +7,7 @@ adds the file, line and key, so these stay small and table-testable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from emperor import proxies
@@ -23,24 +24,71 @@ def text(raw: str) -> str:
     return raw
 
 
+def spaced(raw: str) -> str:
+    """``procname-prefix-spaced``: the text with one space after it, as uWSGI adds."""
+    return raw.strip() + " "
+
+
+def log_date(raw: str) -> str | None:
+    """``log-date``: None when off, "" for uWSGI's default (ctime) form, else a strftime format.
+
+    uWSGI would print ``true - `` for ``log-date = true``; reading the words as booleans is
+    what such a file means."""
+    s = raw.strip()
+    if s.lower() in _FALSE_WORDS:
+        return None
+    return "" if s.lower() in ("", "true", "yes", "on", "1") else s
+
+
 def nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("needs a value")
     return raw.strip()
 
 
+class Lenient(ValueError):
+    """The value was read the way uWSGI reads it, but the text had more than the value.
+
+    ``value`` is what uWSGI (and emperor) use; the message says what was dropped. The config
+    builder keeps the value and turns the message into a warning. It subclasses ValueError so
+    that a caller that knows nothing about leniency refuses the text instead of mis-reading it.
+    """
+
+    def __init__(self, value: object, message: str) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+_LEADING_INT = re.compile(r"-?[0-9]+")
+_LEADING_NUM = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def integer(low: int | None = 0, high: int | None = None) -> Callable[[str], int]:
-    """A decimal integer within [low, high]. No size suffixes, as in uWSGI (but no silent atoi either)."""
+    """A decimal integer within [low, high], read like uWSGI's ``atoi``: the leading digits count.
+
+    ``32k`` is 32, as in uWSGI (which has no size suffixes), with a warning (:class:`Lenient`)
+    naming what was dropped. Text with no leading digit is an error rather than uWSGI's silent 0.
+    """
 
     def convert(raw: str) -> int:
         s = raw.strip()
-        if not s or not (s.isdigit() or (s[0] == "-" and s[1:].isdigit())) or not s.isascii():
-            raise ValueError(f"{raw!r} is not a whole number (size suffixes such as 32k are not accepted)")
-        value = int(s)
+        m = _LEADING_INT.match(s) if s.isascii() else None
+        if m is None:
+            raise ValueError(f"{raw!r} is not a whole number")
+        value = int(m.group())
+        rest = s[m.end():]
+        read_as = ""
+        if rest:
+            why = ": there are no size suffixes" if rest[0].isalpha() else ""
+            read_as = (f"{s!r} is read as {value}, as uWSGI reads it (only the leading digits count; "
+                       f"{rest!r} is ignored{why})")
+        shown = f"{read_as}, and {value}" if read_as else str(value)
         if low is not None and value < low:
-            raise ValueError(f"{value} is below the minimum {low}")
+            raise ValueError(f"{shown} is below the minimum {low}")
         if high is not None and value > high:
-            raise ValueError(f"{value} is above the maximum {high}")
+            raise ValueError(f"{shown} is above the maximum {high}")
+        if read_as:
+            raise Lenient(value, read_as)
         return value
 
     if high is None:
@@ -51,14 +99,15 @@ def integer(low: int | None = 0, high: int | None = None) -> Callable[[str], int
 
 
 def seconds(raw: str) -> float:
-    """A non-negative number of seconds; decimals allowed (``0.5``)."""
+    """A non-negative number of seconds; decimals allowed (``0.5``). ``30s`` is 30 with a warning."""
     s = raw.strip()
-    try:
-        value = float(s)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a number of seconds") from None
-    if value < 0 or value != value or value == float("inf"):
-        raise ValueError(f"{raw!r} must be a finite number >= 0")
+    m = _LEADING_NUM.match(s) if s.isascii() else None
+    if m is None:
+        raise ValueError(f"{raw!r} is not a number of seconds (a finite number >= 0)")
+    value = float(m.group())
+    if m.end() < len(s):
+        raise Lenient(value, f"{s!r} is read as {m.group()} seconds (only the leading number counts; "
+                      f"{s[m.end():]!r} is ignored)")
     return value
 
 

@@ -12,7 +12,7 @@ The rule (a heuristic, strict on purpose; extend ``NOT_OPTIONS`` only with a rea
 4. ``emperor ctl WORD`` (also ``emperorctl WORD``) anywhere names a registered command.
 
 "Names an option" means: declared in ``emperor/options.py`` (a name or an alias), listed
-there as UNSUPPORTED/IGNORED (the docs say so for uWSGI options users copy), or a
+there as a uWSGI decision (COMPAT) or in UNSUPPORTED (the docs say so for uWSGI options users copy), or a
 directive of the ini reader (``if-env``, ``for``, ``end-if``, ...). A name that is none of
 those and not in ``NOT_OPTIONS`` below fails the test with its file and line. One-word
 keys in inline code (`` `k = "a b"` ``) are not checked: the docs use them for placeholders.
@@ -24,9 +24,10 @@ import re
 from pathlib import Path
 
 from emperor import ini
+from emperor.cli import build_parser as emperor_parser
 from emperor.control.cli import build_parser
 from emperor.control.commands import REGISTRY
-from emperor.options import BY_NAME, IGNORED, UNSUPPORTED
+from emperor.options import BY_NAME, UNSUPPORTED, Scope
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -35,12 +36,8 @@ NOT_OPTIONS = {
     "apps-available": "directory of the symlink workflow",
     "apps-enabled": "directory of the symlink workflow",
     "reload-failed": "an event name",
-    "log-master": "uWSGI's option, named as not needed",
-    "log-format": "uWSGI's option, named as not supported",
     "emperor-nofollow": "uWSGI's option, named as not implemented",
-    "min-worker-lifetime": "uWSGI's option, named as not implemented",
     "dynamic-apps": "uWSGI 2.1's option, named in a comparison",
-    "memory-report": "uWSGI's option, named as not needed",
     "zerg-fallback": "uWSGI's option, named as not implemented",
     "uwsgi-zerg": "the bytes of uWSGI's zerg handshake",
     "flask-json": "a benchmark workload",
@@ -61,16 +58,19 @@ INLINE = re.compile(r"`([^`\n]+)`")
 
 INI_DIRECTIVES = (ini.INCLUDE_KEYS | ini.PLACEHOLDER_KEYS | ini._END_KEYS | ini._IF_KEYS | ini._FOR_KEYS
                   | set(ini._REFUSED))
-RUNS_EMPEROR = re.compile(r"(?:^|[\s/])(?:emperor|emperorctl)(?:\s|$)|-m emperor\b")
+RUNS_EMPEROR = re.compile(r"(?:^|[\s/])(?:emperor|emperorctl)(?:\s|$)|-m emperor(?:\.vassal)?(?![\w.])")
 
 
 def _is_option(name: str) -> bool:
-    return name in BY_NAME or name in UNSUPPORTED or name in IGNORED or name in INI_DIRECTIVES
+    return name in BY_NAME or name in UNSUPPORTED or name in INI_DIRECTIVES
 
 
 def _ctl_flags() -> set[str]:
+    """The flags of ``emperor ctl`` and its commands, and the ``emperor`` command's own (``--check``)."""
     parser = build_parser()
     flags = {s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    own = emperor_parser("emperor", Scope.EMPEROR | Scope.VASSAL, check=True)
+    flags |= {s[2:] for a in own._actions for s in a.option_strings if s.startswith("--")}
     for sub in parser._subparsers._group_actions:  # type: ignore[union-attr]
         for p in sub.choices.values():  # type: ignore[union-attr]
             flags |= {s[2:] for a in p._actions for s in a.option_strings if s.startswith("--")}

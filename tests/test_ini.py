@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -101,7 +102,13 @@ ERROR_CASES = [
     ("stray endfor", "[uwsgi]\nendfor\n", "no open for/if block", 2, "endfor"),
     ("xml refused", "[uwsgi]\nxml = a.xml\n", "not supported by emperor", 2, "xml"),
     ("inherit refused", "[uwsgi]\ninherit = base.ini\n", "not supported by emperor", 2, "inherit"),
-    ("for-glob refused", "[uwsgi]\nfor-glob = *.py\nendfor\n", "not supported by emperor", 2, "for-glob"),
+    ("if-reload refused", "[uwsgi]\nif-reload\nk\nendif\n", "not supported by emperor", 2, "if-reload"),
+    ("else outside a block", "[uwsgi]\nelse\n", "no open if block", 2, "else"),
+    ("else after for", "[uwsgi]\nfor = a\nk\nelse\nendfor\n", "else needs an if block", 4, "else"),
+    ("nested for-glob", "[uwsgi]\nif-env = X\nfor-glob = *\nendfor\nendif\n", "nested block", 3,
+     "for-glob"),
+    ("for-readline missing file", "[uwsgi]\nfor-readline = nope.txt\nk\nendfor\n", "cannot read", 2,
+     "for-readline"),
     ("yaml include refused", "[uwsgi]\ninclude = x.yaml\n", "only ini files", 2, "include"),
     ("bad for-times", "[uwsgi]\nfor-times = many\nk\nendfor\n", "needs a count", 2, "for-times"),
     ("empty include", "[uwsgi]\nini =\n", "needs a file name", 2, "ini"),
@@ -306,13 +313,69 @@ BLOCK_CASES = [
     ("if-file/if-dir", "if-file = .\nf = 1\nendif\nif-dir = .\nd = 1\nendif\n", {}, [("d", "1")]),
     ("include inside for", "for = p q\nini = t.ini:%(_)\nendfor\n[p]\nk = P\n[q]\nk = Q\n", {},
      [("k", "P"), ("k", "Q")]),
+    ("if-opt set earlier", "processes = 4\nif-opt = processes\nseen = %(_)\nendif\n", {},
+     [("processes", "4"), ("seen", "4")]),
+    ("if-opt takes the first value", "a = 1\na = 2\nif-opt = a=1\nfirst = yes\nendif\n", {},
+     [("a", "1"), ("a", "2"), ("first", "yes")]),
+    ("if-opt not yet set", "if-opt = later\nno = 1\nendif\nlater = 1\n", {}, [("later", "1")]),
+    ("if-not-opt", "if-not-opt = socket\nsocket = /d.sock\nendif\n", {}, [("socket", "/d.sock")]),
+    ("if-not-opt value differs", "mode = dev\nif-not-opt = mode=prod\ndebug = 1\nendif\n", {},
+     [("mode", "dev"), ("debug", "1")]),
+    ("else after a failed if", "if-env = NOPE\na = 1\nelse\nb = 2\nendif\n", {}, [("b", "2")]),
+    ("else after a true if", "if-env = HOME\na = %(_)\nelse\nb = 2\nendif\n", {"HOME": "/h"},
+     [("a", "/h")]),
+    ("uWSGI's short spellings", "ifenv = HOME\ne = 1\nendif\nifdir = .\nd = 1\nendif\n"
+     "if-directory = .\nd2 = 1\nendif\nifexists = t.ini\nx = 1\nendif\n", {"HOME": "/h"},
+     [("e", "1"), ("d", "1"), ("d2", "1"), ("x", "1")]),
+    ("if-hostname", f"if-hostname = {socket.gethostname()}\nh = %(_)\nendif\n"
+     "if-not-hostname = not-this-host.invalid\nn = 1\nendif\n", {},
+     [("h", socket.gethostname()), ("n", "1")]),
+    ("for-glob, sorted, directories marked", "for-glob = g/*\npythonpath = %(_)\nendfor\n", {},
+     [("pythonpath", "g/a.py"), ("pythonpath", "g/b.py"), ("pythonpath", "g/sub/")]),
+    ("for-glob without a match gives the pattern", "for-glob = nomatch/*.py\np = %(_)\nendfor\n", {},
+     [("p", "nomatch/*.py")]),
+    ("for-readline", "for-readline = hosts.txt\nenv = HOST=%(_)\nendfor\n", {},
+     [("env", "HOST=alpha"), ("env", "HOST=beta"), ("env", "HOST=")]),
+    ("ini = :section is a section of this file", "a = 1\nini = :extra\nb = 2\n[extra]\nx = %x\n", {},
+     [("a", "1"), ("x", "extra"), ("b", "2")]),
 ]
 
 
 @pytest.mark.parametrize(("body", "env", "expected"), [c[1:] for c in BLOCK_CASES],
                          ids=[c[0] for c in BLOCK_CASES])
 def test_blocks(tmp_path: Path, body: str, env: dict[str, str], expected: list[tuple[str, str]]) -> None:
+    for name in ("g/a.py", "g/b.py", "g/sub/c.py", "g/.hidden"):
+        write(tmp_path, name, "")
+    write(tmp_path, "hosts.txt", "alpha\r\nbeta\n\n")
     assert pairs(load_text(tmp_path, "[uwsgi]\n" + body, environ=env)) == expected
+
+
+def test_if_opt_sees_the_command_line_before_the_file(tmp_path: Path) -> None:
+    cmdline = [Entry("processes", "8", "command line", 0)]
+    got = load_text(tmp_path, "[uwsgi]\nif-opt = processes=8\nthreads = 2\nendif\n", before=cmdline)
+    assert pairs(got) == [("threads", "2")]
+
+
+def test_for_readline_is_bounded_like_an_ini_file(tmp_path: Path) -> None:
+    big = write(tmp_path, "big.txt", "x\n" * (ini.MAX_FILE_SIZE // 2 + 1))
+    with pytest.raises(IniError, match="file too large"):
+        load_text(tmp_path, f"[uwsgi]\nfor-readline = {big}\nk = %(_)\nendfor\n")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(IniError, match="refusing to read a FIFO"):
+        load_text(tmp_path, "[uwsgi]\nfor-readline = fifo\nk = %(_)\nendfor\n")
+
+
+def test_colon_section_on_the_command_line_is_the_last_file(tmp_path: Path) -> None:
+    from emperor import config
+    from emperor.options import Scope
+
+    path = write(tmp_path, "app.ini", "[uwsgi]\nsocket = /a.sock\n[more]\nprocesses = 3\n")
+    cfg = config.from_args([("ini", str(path)), ("ini", ":more")], Scope.VASSAL)
+    assert cfg.socket == ["/a.sock"] and cfg.processes == 3
+
+
+def test_magic_k_is_the_cpu_count(tmp_path: Path) -> None:
+    assert pairs(load_text(tmp_path, "[uwsgi]\nprocesses = %k\n")) == [("processes", str(os.cpu_count()))]
 
 
 def test_for_lines_keep_their_line_numbers(tmp_path: Path) -> None:
@@ -522,3 +585,31 @@ def test_expand_property(rows: list[tuple[str, str]]) -> None:
         assert exc.message.startswith("placeholder loop: ")
         return
     assert [e.key for e in out] == [e.key for e in entries]
+
+
+def test_problems_are_collected_and_reading_goes_on(tmp_path: Path) -> None:
+    write(tmp_path, "inc.ini", "[uwsgi]\nfrom-include = 1\nyaml = x.yml\n")
+    problems: list[IniError] = []
+    got = load_text(tmp_path, "[uwsgi]\na = 1\nxml = a.xml\nini = missing.ini\nendfor\n= v\n"
+                    "for-times = many\nskipped = %(_)\nendfor\nini = inc.ini\nfor = x\nfor = y\nb = %(_)\n"
+                    "endfor\n[broken\nhidden = 1\n[uwsgi]\nc = 3\nif-env = X\n", problems=problems)
+    assert pairs(got) == [("a", "1"), ("from-include", "1"), ("b", "x"), ("c", "3")]
+    # malformed lines are found when the file is split, the rest when its lines are applied
+    assert [(Path(p.file).name, p.line, p.key, p.message.split(":")[0]) for p in problems] == [
+        ("t.ini", 6, "", "'=' with no key before it"),
+        ("t.ini", 15, "", "section header without closing ']'"),
+        ("t.ini", 3, "xml", "not supported by emperor"),
+        ("t.ini", 4, "ini", f"cannot include {tmp_path}/missing.ini"),
+        ("t.ini", 5, "endfor", "no open for/if block to end"),
+        ("t.ini", 7, "for-times", "needs a count from 0 to 100000, got 'many'"),
+        ("inc.ini", 3, "yaml", "not supported by emperor"),
+        ("t.ini", 12, "for", "nested block inside 'for' (line 11) is not supported"),
+        ("t.ini", 19, "if-env", "block is never closed (missing endfor/endif)")]
+
+
+def test_limits_still_stop_reading_when_collecting(tmp_path: Path) -> None:
+    problems: list[IniError] = []
+    with pytest.raises(IniError, match="more than 100000 entries"):
+        load_text(tmp_path, "[uwsgi]\nxml = a\nfor-times = 100000\nk = %(_)\nk2 = %(_)\nendfor\n",
+                  problems=problems)
+    assert [p.key for p in problems] == ["xml"]

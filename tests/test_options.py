@@ -62,9 +62,15 @@ def _cfg(tmp_path: Path, text: str, scope: Scope = Scope.VASSAL) -> config.Confi
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[uwsgi]\nproceses = 2\n", "v.ini:2: proceses: unknown option (did you mean 'processes'?)"),
+    ("[uwsgi]\nstrict\nproceses = 2\n", "v.ini:3: proceses: unknown option (strict) (did you mean "
+     "'processes'?)"),
     ("[uwsgi]\nprocesses = 0\n", "v.ini:2: processes: bad value: 0 is below the minimum 1"),
-    ("[uwsgi]\nbuffer-size = 32k\n", "v.ini:2: buffer-size: bad value: '32k' is not a whole number"),
+    ("[uwsgi]\nprocesses = two\n", "v.ini:2: processes: bad value: 'two' is not a whole number"),
+    ("[uwsgi]\nbuffer-size = 32k\n", "v.ini:2: buffer-size: bad value: '32k' is read as 32, as uWSGI "
+     "reads it (only the leading digits count; 'k' is ignored: there are no size suffixes), and 32 is "
+     "below the minimum 64"),
+    ("[uwsgi]\nchroot = /jail\n", "v.ini:2: chroot: not supported by emperor: a sandbox setting"),
+    ("[uwsgi]\nlogto2 = /x.log\n", "v.ini:2: logto2: not supported by emperor: not supported: logto"),
     ("[uwsgi]\nchmod-socket = 999\n", "v.ini:2: chmod-socket: bad value: '999' is not an octal mode"),
     ("[uwsgi]\nhttp-socket = :8080\n", "v.ini:2: http-socket: not supported by emperor"),
     ("[uwsgi]\nenv = NOEQUALS\n", "v.ini:2: env: bad value: 'NOEQUALS' is not KEY=VALUE"),
@@ -94,7 +100,8 @@ def test_scope_is_enforced(tmp_path: Path) -> None:
 
 def test_ignored_keys_warn(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "[uwsgi]\nplugins = python3\n")
-    assert any("plugins: ignored" in w for w in cfg.warnings)
+    assert any("v.ini:2: plugins: accepted and ignored: emperor is a Python WSGI server" in w
+               for w in cfg.warnings)
 
 
 def test_world_writable_socket_mode_warns(tmp_path: Path) -> None:

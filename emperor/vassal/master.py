@@ -43,6 +43,7 @@ from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import StatsError, VassalStats, open_server
+from emperor.vassal.touch import TouchWatch
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.master")
@@ -65,6 +66,15 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _proc_text(pid: int, name: str) -> str:
+    """One line of /proc/PID/NAME (harakiri-verbose), or why it could not be read."""
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read(256).decode("ascii", "replace").strip() or "-"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
 
 
 def _title(text: str) -> None:
@@ -126,6 +136,8 @@ class Master:
         self.next_heartbeat = 0.0  # heartbeat = N: when the next HEARTBEAT is due
         self.logreopen_mtime: int | None = None  # touch-logreopen: the mtime last seen
         self.next_logreopen_check = 0.0
+        self.touch: TouchWatch | None = None  # touch-reload, set up after chdir (paths are relative to it)
+        self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -147,6 +159,8 @@ class Master:
         except loader.AppLoadError as exc:
             log.error("%s", exc)
             return Exit.APP_LOAD
+        if cfg.touch_reload:
+            self.touch = TouchWatch(cfg.touch_reload)
         if not cfg.socket and not cfg.zerg:
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
@@ -359,9 +373,13 @@ class Master:
                     del self.respawn_at[wid]
                     self._spawn(wid)
             self._check_harakiri()
+            self._check_lifetime(now)
             self._report()
             self._broodlord_tick(now)
             self._check_logreopen(now)
+        if self.state == RUNNING and self.touch is not None and (path := self.touch.touched(now)):
+            log.info("%s: %s was touched: graceful reload (touch-reload)", self.name, path)
+            self.reload()
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -467,6 +485,7 @@ class Master:
         lived = time.monotonic() - self.spawned_at.get(wid, 0.0)
         harakiri = pid in self.harakiri_done
         self.harakiri_done.discard(pid)
+        self.lifetime_done.discard(pid)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             what = f"killed by signal {sig} ({signal.Signals(sig).name})"
@@ -518,7 +537,24 @@ class Master:
                 log.error("%s: HARAKIRI: worker %d (pid %d) spent more than %d s on %r: killing it and "
                           "its process group", self.name, wid, pid, limit, request)
                 self.board.set(wid - 1, scoreboard.HARAKIRI, self.board.get(wid - 1, scoreboard.HARAKIRI) + 1)
+                if self.cfg.harakiri_verbose:
+                    for what in ("syscall", "wchan"):
+                        log.error("%s: HARAKIRI: -- %s> %s", self.name, what, _proc_text(pid, what))
                 _killpg(pid, signal.SIGKILL)
+
+    def _check_lifetime(self, now: float) -> None:
+        """max-worker-lifetime: a graceful SIGTERM to each worker older than its lifetime; the
+        worker finishes its request, exits 0 and is respawned by _worker_died."""
+        base = self.cfg.max_worker_lifetime
+        if not base:
+            return
+        for pid, wid in self.workers.items():
+            limit = base + wid * self.cfg.max_worker_lifetime_delta
+            if pid not in self.lifetime_done and now - self.spawned_at.get(wid, now) > limit:
+                self.lifetime_done.add(pid)
+                log.info("%s: worker %d (pid %d) recycled: max-worker-lifetime (%d s)", self.name, wid,
+                         pid, limit)
+                _kill(pid, signal.SIGTERM)
 
     def _log_status(self) -> None:
         for pid, wid in sorted(self.workers.items(), key=lambda kv: kv[1]):

@@ -48,6 +48,7 @@ from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.loader import AppLoadError, WSGIApp
 from emperor.vassal.peerlog import PeerLog
+from emperor.vassal.reqlog import RequestLog
 from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
@@ -199,11 +200,13 @@ class Worker:
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         self.base_env = base_environ(cfg.threads > 1)
         self.proxies = AllowList(cfg.forwarded_allow_ips)
-        self.log_requests = not cfg.disable_logging
+        self.reqlog = RequestLog(cfg)
+        self.log_requests = self.reqlog.some  # every request, or some (log-4xx, log-slow ...)
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
         self.max_requests = cfg.max_requests + (random.randint(0, delta) if cfg.max_requests and delta else 0)
         self.rss_limit = cfg.reload_on_rss * 1024 * 1024
+        self.as_limit = cfg.reload_on_as * 1024 * 1024
         self.recycle_reason = ""
         self.slot = board.base(self.index)
         self.ints = board.ints
@@ -430,6 +433,8 @@ class Worker:
                 self.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
             elif self.rss_limit and (rss := _rss()) > self.rss_limit:
                 self.recycle_reason = f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)"
+            elif self.as_limit and (vms := _vms()) > self.as_limit:
+                self.recycle_reason = f"reload-on-as ({vms >> 20} MB > {self.as_limit >> 20} MB)"
             done = time.monotonic_ns()
             took = (done - start) // 1000
             if done / 1e9 >= self.peer_log.next_flush:
@@ -632,12 +637,17 @@ class Worker:
     def _log_request(self, env: dict[str, Any], ex: Exchange, start: int) -> None:
         ms = (time.monotonic_ns() - start) / 1e6
         status = (ex.status or "-")[:3]
+        reqlog = self.reqlog
+        if not reqlog.all and not reqlog.wanted(status, _body_size(ex, status), ms):
+            return
         now = int(time.time())
         if now != self.log_second:  # one strftime per second, not per request
             self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
-        line = (f"{self.log_prefix}{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
+        line = (f"{self.log_prefix}{reqlog.prefix()}{reqlog.client(env)} \"{env.get('REQUEST_METHOD', '-')} "
                 f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
                 f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
+        if reqlog.memory:
+            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
         try:
             os.write(2, line.encode("latin-1", "replace"))
         except OSError:
@@ -702,3 +712,21 @@ def _rss() -> int:
     from emperor.vassal.stats import proc_memory
 
     return proc_memory()[0]
+
+
+def _vms() -> int:
+    """Address space of this worker (/proc), only consulted when reload-on-as is set."""
+    from emperor.vassal.stats import proc_memory
+
+    return proc_memory()[1]
+
+
+def _body_size(ex: Exchange, status: str) -> int:
+    """For log-zero: 0 when nothing was sent, the response cannot have a body (204, 304, HEAD)
+    or it declared ``Content-Length: 0``; else the bytes sent (a body follows the head)."""
+    if not ex.sent or status in ("204", "304") or ex.method == "HEAD":
+        return 0
+    for name, value in ex.headers or ():
+        if name.lower() == "content-length" and value.strip() == "0":
+            return 0
+    return ex.sent
