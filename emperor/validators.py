@@ -89,3 +89,16 @@ def python_callable_ref(raw: str) -> str:
     if attr and not all(p.isidentifier() for p in attr.split(".")):
         raise ValueError(f"{attr!r} is not a callable name")
     return s
+
+
+def choice(*words: str) -> Callable[[str], str]:
+    """One of ``words`` (any case), returned lower-cased; the error lists the accepted words."""
+
+    def convert(raw: str) -> str:
+        s = raw.strip().lower()
+        if s not in words:
+            raise ValueError(f"{raw!r} is not one of {', '.join(words)}")
+        return s
+
+    convert.__doc__ = "one of " + ", ".join(words)
+    return convert

@@ -333,6 +333,9 @@ class Master:
                     self.stats_server.close_in_child()
                 self._broodlord_close(in_worker=True)
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
+                if cfg.asgi:  # an event-loop worker (docs/asgi.md); imported only in ASGI workers
+                    from emperor.vassal import aio
+                    aio.Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
                 Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
             finally:
                 os._exit(1)
@@ -383,7 +386,7 @@ class Master:
             self.quick_deaths[wid] = 0
             self._spawn(wid)
             return
-        if code == Exit.APP_LOAD and self.cfg.lazy_apps and self.cfg.need_app:
+        if code == Exit.APP_LOAD and (self.cfg.lazy_apps or self.cfg.asgi) and self.cfg.need_app:
             log.error("%s: worker %d could not load the app (lazy-apps, need-app): stopping", self.name, wid)
             self.exit_code = Exit.APP_LOAD
             self.stop(graceful=False)
