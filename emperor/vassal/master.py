@@ -387,7 +387,8 @@ class Master:
             self._spawn(wid)
             return
         if code == Exit.APP_LOAD and (self.cfg.lazy_apps or self.cfg.asgi) and self.cfg.need_app:
-            log.error("%s: worker %d could not load the app (lazy-apps, need-app): stopping", self.name, wid)
+            log.error("%s: worker %d could not %s the app (need-app): stopping", self.name, wid,
+                      "load" if self.cfg.lazy_apps else "start (ASGI lifespan startup)")
             self.exit_code = Exit.APP_LOAD
             self.stop(graceful=False)
             return

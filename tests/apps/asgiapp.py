@@ -75,6 +75,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if path == "/scope":
         out = _jsonable({k: v for k, v in scope.items()})
         out["pid"] = os.getpid()
+        out["loop"] = type(asyncio.get_running_loop()).__module__
         await _text(send, json.dumps(out).encode(), headers=[(b"content-type", b"application/json")])
     elif path == "/echo":  # streams the body back as it arrives
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -145,3 +146,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"x"})
     else:
         await _text(send, b"hello asgi\n" if path == "/" else b"not found\n", 200 if path == "/" else 404)
+
+
+async def http_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app without lifespan support: it refuses other scopes before reading anything."""
+    assert scope["type"] == "http", "only http"
+    await _text(send, b"http only\n")

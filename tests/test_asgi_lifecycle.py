@@ -1,0 +1,187 @@
+"""ASGI vassals over their life: lifespan, harakiri on a blocked loop, recycling, reload, stop.
+
+Each test starts its own vassal (tests/apps/asgiapp.py) and talks uwsgi to its socket, or
+runs it under a real emperor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from harness import ProcGroup, request, wait_for, wait_for_log
+from test_asgi import start_asgi
+from vassal_runner import APPS, worker_pids
+
+
+def get(sock: str, path: str, query: str = "", timeout: float = 10.0) -> tuple[int, bytes]:
+    status, _, body, _ = request(sock, [("REQUEST_METHOD", "GET"), ("PATH_INFO", path),
+                                        ("QUERY_STRING", query)], timeout=timeout)
+    return status, body
+
+
+def in_flight(stats: Path) -> int:
+    """Requests in flight over all workers, from the vassal's stats server."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(stats))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return sum(w["in_flight"] for w in json.loads(data)["workers"])
+
+
+def events(path: Path, word: str) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(line.split()[1]) for line in path.read_text().splitlines() if line.split()[0] == word]
+
+
+def test_lifespan_startup_state_and_shutdown_per_worker(procs: ProcGroup, sock_dir: Path,
+                                                         tmp_path: Path) -> None:
+    log = tmp_path / "events"
+    sock = str(sock_dir / "a.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "2", env={"ASGI_EVENTS": str(log)})
+    workers = worker_pids(proc)
+    assert sorted(events(log, "startup")) == sorted(workers)  # before "ready": every worker started
+    status, body = get(sock, "/state")
+    assert status == 200 and json.loads(body)["started_by"] in workers  # lifespan state, per worker
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert sorted(events(log, "shutdown")) == sorted(workers)
+
+
+def test_lifespan_off_and_auto_without_support(procs: ProcGroup, sock_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "events"
+    sock = str(sock_dir / "off.sock")
+    start_asgi(procs, "--socket", sock, "--lifespan", "off", env={"ASGI_EVENTS": str(log)})
+    assert get(sock, "/")[0] == 200 and events(log, "startup") == []
+    sock2 = str(sock_dir / "auto.sock")
+    proc = start_asgi(procs, "--socket", sock2, app="asgiapp:http_only", name="auto")
+    assert get(sock2, "/") == (200, b"http only\n")
+    assert "does not support ASGI lifespan" in proc.log_text()
+    proc3 = start_asgi(procs, "--socket", str(sock_dir / "on.sock"), "--lifespan", "on",
+                       app="asgiapp:http_only", name="on", ready=False)
+    assert proc3.wait(15) == 22
+    assert "lifespan startup failed" in proc3.log_text()
+
+
+def test_failing_startup_exits_cannot_boot_with_the_traceback(procs: ProcGroup, sock_dir: Path) -> None:
+    t0 = time.monotonic()
+    proc = start_asgi(procs, "--socket", str(sock_dir / "f.sock"), "--processes", "2", ready=False,
+                      env={"ASGI_FAIL_STARTUP": "1"})
+    assert proc.wait(15) == 22
+    took = time.monotonic() - t0
+    text = proc.log_text()
+    assert "Traceback" in text and "RuntimeError: database unreachable" in text, text
+    assert "ready" not in text
+    assert took < 5, took  # python start-up and import included; the failure itself is immediate
+
+
+def test_failing_startup_is_throttled_by_the_emperor(procs: ProcGroup, sock_dir: Path,
+                                                     tmp_path: Path) -> None:
+    vassals = tmp_path / "vassals"
+    vassals.mkdir()
+    (vassals / "bad.ini").write_text(f"[uwsgi]\nsocket = {sock_dir}/bad.sock\nchdir = {APPS}\n"
+                                     "asgi = asgiapp:app\nenv = ASGI_FAIL_STARTUP=1\n")
+    ini = tmp_path / "emperor.ini"
+    ini.write_text(f"[uwsgi]\nemperor = {vassals}\nemperor-control = off\n")
+    emperor = procs.start([sys.executable, "-m", "emperor", "--ini", str(ini)], name="emperor")
+    wait_for_log(emperor, r"RuntimeError: database unreachable", timeout=20)
+    wait_for_log(emperor, r"throttled.*bad\.ini|bad\.ini.*throttled|status 22", timeout=20)
+    m = wait_for_log(emperor, r"next attempt in ([\d.]+) s", timeout=20)
+    assert float(m.group(1)) >= 1
+
+
+def test_harakiri_kills_a_worker_whose_loop_is_blocked(procs: ProcGroup, sock_dir: Path) -> None:
+    sock = str(sock_dir / "h.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "1", "--harakiri", "2")
+    [old] = worker_pids(proc)
+    t0 = time.monotonic()
+    status, _ = get(sock, "/block", "s=60", timeout=30)
+    assert status == 0  # the worker died with the request: closed without an answer
+    assert time.monotonic() - t0 < 10
+    wait_for_log(proc, r"HARAKIRI: worker 1 .*GET /block", timeout=5)
+    wait_for(lambda: worker_pids(proc) and old not in worker_pids(proc), 10, what="a new worker")
+    wait_for(lambda: get(sock, "/")[0] == 200, 10, what="serving again", ignore=(OSError,))
+
+
+def test_harakiri_spares_slow_requests_that_await(procs: ProcGroup, sock_dir: Path) -> None:
+    """A request that awaits for longer than harakiri does not block the loop: no kill."""
+    sock = str(sock_dir / "s.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "1", "--harakiri", "1")
+    status, body = get(sock, "/sleep", "s=3", timeout=10)
+    assert status == 200, body
+    assert "HARAKIRI" not in proc.log_text()
+
+
+def test_max_requests_recycles_between_requests(procs: ProcGroup, sock_dir: Path) -> None:
+    sock = str(sock_dir / "m.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "1", "--max-requests", "3",
+                      "--max-requests-delta", "0")
+    [first] = worker_pids(proc)
+    for _ in range(7):  # connections made while the worker is replaced wait in the listen queue
+        assert get(sock, "/")[0] == 200
+    wait_for_log(proc, r"recycled: max-requests \(3 requests\)")
+    assert first not in worker_pids(proc)
+
+
+def test_graceful_reload_and_stop_finish_in_flight_requests(procs: ProcGroup, sock_dir: Path,
+                                                            tmp_path: Path) -> None:
+    log = tmp_path / "events"
+    sock = str(sock_dir / "r.sock")
+    stats = sock_dir / "stats.sock"
+    proc = start_asgi(procs, "--socket", sock, "--processes", "2", "--stats", str(stats),
+                      env={"ASGI_EVENTS": str(log)})
+    old = worker_pids(proc)
+    results: list[tuple[int, bytes]] = []
+
+    def slow() -> None:
+        results.append(get(sock, "/sleep", "s=1.5", timeout=20))
+
+    threads = [threading.Thread(target=slow) for _ in range(6)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: in_flight(stats) == 6, 10, what="6 requests in flight (stats)")
+    mark = proc.log_size()
+    os.kill(proc.pid, signal.SIGHUP)
+    wait_for_log(proc, r"ready: 2 worker", after=mark, timeout=15)
+    for t in threads:
+        t.join(20)
+    assert [s for s, _ in results] == [200] * 6, results
+    wait_for(lambda: not (worker_pids(proc) & old), 10, what="the old workers to exit")
+    wait_for(lambda: sorted(events(log, "shutdown")) == sorted(old), 10,
+             what="the old workers' lifespan shutdown")
+    # graceful stop with requests in flight
+    threads = [threading.Thread(target=slow) for _ in range(4)]
+    results.clear()
+    for t in threads:
+        t.start()
+    wait_for(lambda: in_flight(stats) == 4, 10, what="4 requests in flight (stats)")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(15) == 0
+    for t in threads:
+        t.join(20)
+    assert [s for s, _ in results] == [200] * 4, results
+
+
+@pytest.mark.parametrize("loop,module", [("asyncio", "asyncio"), ("uvloop", "uvloop")])
+def test_asgi_loop_choice(procs: ProcGroup, sock_dir: Path, loop: str, module: str) -> None:
+    sock = str(sock_dir / "l.sock")
+    start_asgi(procs, "--socket", sock, "--asgi-loop", loop)
+    status, body = get(sock, "/scope")
+    assert status == 200 and json.loads(body)["loop"].split(".")[0] == module
+
+
+def test_need_app_false_serves_500(procs: ProcGroup, sock_dir: Path) -> None:
+    sock = str(sock_dir / "n.sock")
+    start_asgi(procs, "--socket", sock, "--need-app", "false", app="no_such_module:app")
+    status, body = get(sock, "/")
+    assert status == 500 and b"application not loaded" in body
