@@ -120,6 +120,9 @@ OPTIONS: tuple[Option, ...] = (
          "``on`` requires the app to support them, ``auto`` skips them when the app refuses the "
          "lifespan scope before reading its first event, ``off`` never sends them. Not in uWSGI.",
          group="asgi", metavar="auto|on|off"),
+    _opt("websockets-max-size", v.integer(1, 1 << 20), 1024, "Largest WebSocket message an ASGI app "
+         "receives, in KiB; a larger one closes the connection with code 1009 (uWSGI's key and "
+         "default).", group="asgi", metavar="KIB"),
     # ---- processes
     _opt("master", v.boolean, True, "Accepted for compatibility: emperor always runs a master process.",
          group="processes", flag=True),

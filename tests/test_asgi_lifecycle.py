@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -131,6 +132,8 @@ def test_max_requests_recycles_between_requests(procs: ProcGroup, sock_dir: Path
         assert get(sock, "/")[0] == 200
     wait_for_log(proc, r"recycled: max-requests \(3 requests\)")
     assert first not in worker_pids(proc)
+    served = re.findall(r'"GET / -" 200 .* pid=(\d+)', proc.log_text())
+    assert len(served) == 7 and max(served.count(p) for p in served) == 3, served  # none took a 4th
 
 
 def test_graceful_reload_and_stop_finish_in_flight_requests(procs: ProcGroup, sock_dir: Path,

@@ -75,6 +75,23 @@ def http_scope(env: Mapping[str, str], modifier1: int = 0,
     }
 
 
+def is_websocket(env: Mapping[str, str]) -> bool:
+    """A WebSocket handshake: ``GET`` with ``Upgrade: websocket`` (nginx passes both headers)."""
+    return env.get("REQUEST_METHOD") == "GET" and "websocket" in env.get("HTTP_UPGRADE", "").lower()
+
+
+def websocket_scope(env: Mapping[str, str], modifier1: int = 0,
+                    state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ASGI ``websocket`` scope of an upgrade request (the http scope, less ``method``)."""
+    scope = http_scope(env, modifier1, state)
+    del scope["method"]
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+    offered = env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
+    scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
+    return scope
+
+
 def _address(host: str | None, port: str | None) -> tuple[str, int] | None:
     if not host:
         return None

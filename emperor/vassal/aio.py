@@ -123,6 +123,146 @@ class HttpCycle:
             self.writer.finish(ok=True)
 
 
+class WebSocketCycle:
+    """One WebSocket between a codec and the app, after the handshake arrived (codec-independent).
+
+    The codec passes the upgrade request's scope and, once the app accepted, every byte the
+    peer sends (nginx tunnels them after our 101). Frames are wsproto's; the app sees ASGI
+    ``websocket.*`` events. A message over ``websockets-max-size`` closes with 1009, a graceful
+    stop of the worker with 1001.
+    """
+
+    def __init__(self, scope: dict[str, Any], writer: Writer, key: str, max_size: int) -> None:
+        from wsproto.connection import Connection, ConnectionType  # only WebSocket users import it
+
+        self.scope = scope
+        self.writer = writer
+        self.key = key
+        self.max_size = max_size
+        self.ws = Connection(ConnectionType.SERVER)
+        self.inbox: list[Message] = [{"type": "websocket.connect"}]
+        self.wake = asyncio.Event()
+        self.accepted = False
+        self.closed = False  # we sent a close frame (or the connection is gone)
+        self.gone = False
+        self.status = 0  # for the request log: 101 once accepted, 403 when refused
+        self.sent = 0
+        self.parts: list[str | bytes] = []
+        self.size = 0
+
+    # codec side
+    def feed(self, data: bytes, done: bool = False) -> None:
+        from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+        from wsproto.utilities import ProtocolError as WsError
+
+        if self.gone:
+            return
+        try:
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    self.size += len(event.data)
+                    if self.size > self.max_size:
+                        self.close_with(1009, f"message over {self.max_size} bytes")
+                        return
+                    self.parts.append(event.data if isinstance(event.data, str) else bytes(event.data))
+                    if event.message_finished:
+                        self._deliver()
+                elif isinstance(event, Ping):
+                    self._write(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    if not self.closed:
+                        self.closed = True
+                        self._write(self.ws.send(event.response()))
+                    self._disconnect(event.code, event.reason or "")
+                    self.writer.finish(ok=True)
+        except WsError as exc:
+            self.close_with(1002, f"protocol error: {exc}")
+
+    def _deliver(self) -> None:
+        if isinstance(self.parts[0], str):
+            msg: Message = {"type": "websocket.receive", "text": "".join(self.parts)}  # type: ignore[arg-type]
+        else:
+            msg = {"type": "websocket.receive", "bytes": b"".join(self.parts)}  # type: ignore[arg-type]
+        self.parts, self.size = [], 0
+        self.inbox.append(msg)
+        self.wake.set()
+
+    def _disconnect(self, code: int, reason: str = "") -> None:
+        if not self.gone:
+            self.gone = True
+            self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+            self.wake.set()
+
+    def client_gone(self) -> None:
+        self._disconnect(1006)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Close from the server side (message too big, bad frames, worker stopping)."""
+        if self.accepted and not self.closed:
+            from wsproto.events import CloseConnection
+
+            self.closed = True
+            self._write(self.ws.send(CloseConnection(code, reason)))
+        self._disconnect(code, reason)
+        self.writer.finish(ok=True)
+
+    def _write(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.writer.write(data)
+
+    # app side
+    async def receive(self) -> Message:
+        while not self.inbox:
+            self.wake.clear()
+            await self.wake.wait()
+        return self.inbox.pop(0)
+
+    async def send(self, message: Message) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if self.gone or self.closed:
+            if kind == "websocket.close":
+                return
+            raise ClientDisconnected("the WebSocket is closed")
+        if kind == "websocket.accept" and not self.accepted:
+            self.accepted = True
+            self.status = 101
+            self._write(self._accept_head(message))
+        elif kind == "websocket.close" and not self.accepted:
+            self.status = 403  # refused before the handshake: a plain HTTP answer
+            self._write(asgi.error_response(403, "Forbidden"))
+            self.closed = True
+            self._disconnect(1000)
+            self.writer.finish(ok=True)
+            return
+        elif kind == "websocket.send" and self.accepted:
+            from wsproto.events import BytesMessage, TextMessage
+
+            if message.get("bytes") is not None:
+                self._write(self.ws.send(BytesMessage(data=bytes(message["bytes"]))))
+            elif isinstance(message.get("text"), str):
+                self._write(self.ws.send(TextMessage(data=message["text"])))
+            else:
+                raise asgi.ResponseError("websocket.send needs bytes or text")
+        elif kind == "websocket.close":
+            self.close_with(int(message.get("code", 1000)), str(message.get("reason") or ""))
+            return
+        else:
+            raise asgi.ResponseError(f"unexpected message {kind!r} in a websocket scope "
+                                     f"({'after' if self.accepted else 'before'} websocket.accept)")
+        await self.writer.drain()
+
+    def _accept_head(self, message: Message) -> bytes:
+        from wsproto.utilities import generate_accept_token
+
+        headers = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+                   (b"sec-websocket-accept", generate_accept_token(self.key.encode()))]
+        if message.get("subprotocol"):
+            headers.append((b"sec-websocket-protocol", str(message["subprotocol"]).encode()))
+        headers += [tuple(h) for h in message.get("headers", ())]  # checked by serialize_head
+        return asgi.serialize_head(101, headers)
+
+
 # ---- the uwsgi codec -----------------------------------------------------------------------
 class UwsgiCodec(asyncio.Protocol):
     """One uwsgi connection: the packet, the body stream, the response; then close."""
@@ -131,7 +271,7 @@ class UwsgiCodec(asyncio.Protocol):
         self.w = worker
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.cycle: HttpCycle | None = None
+        self.cycle: HttpCycle | WebSocketCycle | None = None
         self.body_left = 0
         self.discarding = False  # the response is done: read and drop the rest of the body, then close
         self.closing = False
@@ -173,6 +313,19 @@ class UwsgiCodec(asyncio.Protocol):
         rest = bytes(self.buf[end:])
         modifier1 = self.buf[0]
         self.buf = bytearray()
+        if asgi.is_websocket(env):
+            key = env.get("HTTP_SEC_WEBSOCKET_KEY", "")
+            if not key or env.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
+                self._reject(uwsgi.ProtocolError("WebSocket upgrade without Sec-WebSocket-Key or "
+                                                 "with a version other than 13"))
+                return
+            ws = WebSocketCycle(asgi.websocket_scope(env, modifier1, self.w.lifespan_state), self, key,
+                                self.w.ws_max_size)
+            self.cycle = ws
+            if rest:
+                ws.feed(rest)
+            self.w.start_websocket(ws, self)
+            return
         scope = asgi.http_scope(env, modifier1, self.w.lifespan_state)
         self.body_left = length
         self.cycle = HttpCycle(scope, self, length > 0)
@@ -181,6 +334,9 @@ class UwsgiCodec(asyncio.Protocol):
         self.w.start_app(self.cycle, self)
 
     def _body(self, data: bytes) -> None:
+        if isinstance(self.cycle, WebSocketCycle):
+            self.cycle.feed(data)  # nginx tunnels the frames after our 101
+            return
         if self.body_left <= 0:
             return  # bytes after the body: nothing in the uwsgi protocol sends any; ignored
         chunk = data[: self.body_left]
@@ -247,7 +403,7 @@ class UwsgiCodec(asyncio.Protocol):
             # The peer may still be sending the body the app did not read: closing now would
             # reset the connection and nginx would turn a good answer into a 502.
             self.discarding = True
-            if self.cycle is not None:
+            if isinstance(self.cycle, HttpCycle):
                 self.cycle.body.clear()
             self.resume_reading()
             self.timer = self.w.loop.call_later(min(self.w.timeout, 2.0), self._close)
@@ -321,6 +477,8 @@ class Worker:
         self.slot = board.base(self.index)
         self.buffer_size = cfg.buffer_size
         self.limit_post = cfg.limit_post
+        self.ws_max_size = cfg.websockets_max_size * 1024
+        self.websockets: set[WebSocketCycle] = set()
         self.timeout = cfg.socket_timeout
         self.cap = cfg.asgi_concurrency
         self.log_requests = not cfg.disable_logging
@@ -407,6 +565,9 @@ class Worker:
             self.stop_reason = self.stop_reason or reason
         if self.stopping is not None:
             self.stopping.set()
+            self._accept_off()  # now: the loop may call the listener's reader before _main resumes
+        for ws in list(self.websockets):  # they would hold the worker until reload-mercy
+            ws.close_with(1001, "server stopping")
 
     async def _heartbeat(self) -> None:
         """Stamp the slot while requests are in flight: a stale stamp means a blocked loop (harakiri)."""
@@ -487,6 +648,37 @@ class Worker:
                                             f"({self.in_flight} in flight)")
         self.loop.create_task(self._run_app(cycle, codec))
 
+    def start_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
+        if self.stop_reason:
+            ws.close_with(1001, "server stopping")
+        self.websockets.add(ws)
+        self.loop.create_task(self._run_websocket(ws, codec))
+
+    async def _run_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
+        path = ws.scope["path"]
+        try:
+            await self.app(ws.scope, ws.receive, ws.send)
+        except ClientDisconnected:
+            pass
+        except Exception as exc:
+            self.ints[self.slot + sb.EXCEPTIONS] += 1
+            what = "broke the ASGI protocol" if isinstance(exc, asgi.ResponseError) else "raised"
+            log.error("worker %d: WebSocket %s %s:\n%s", self.wid, path, what,
+                      traceback.format_exc().rstrip())
+            if ws.accepted:
+                ws.close_with(1011, "internal error")
+            elif not ws.gone:
+                ws.status = 500
+                ws._write(asgi.error_response(500, "Internal Server Error"))
+                codec.finish(ok=True)
+        else:
+            if ws.accepted:
+                ws.close_with(1000, "")
+            elif not ws.gone:  # returned without accepting: refused (ASGI: 403)
+                await ws.send({"type": "websocket.close"})
+        finally:
+            self.websockets.discard(ws)
+
     async def _run_app(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
         response = cycle.response
         scope = cycle.scope
@@ -545,7 +737,10 @@ class Worker:
     def _log_request(self, codec: UwsgiCodec, took_us: int) -> None:
         env = codec.env or {}
         cycle = codec.cycle
-        status = cycle.response.status if cycle is not None else codec.status
+        if isinstance(cycle, WebSocketCycle):
+            status = cycle.status
+        else:
+            status = cycle.response.status if cycle is not None else codec.status
         line = (f"{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
                 f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
                 f"{status or '-'} {cycle.sent if cycle else 0} {took_us / 1000:.2f}ms pid={self.pid} "

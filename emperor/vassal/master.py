@@ -317,6 +317,11 @@ class Master:
         cfg = self.cfg
         load = lambda: loader.load(cfg)  # noqa: E731 - lazy-apps import in the worker
         self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
+        worker_class: Any = Worker
+        if cfg.asgi:  # an event-loop worker (docs/asgi.md). Imported before fork(), so that a new
+            from emperor.vassal import aio  # worker takes over SIGTERM at once, not after importing asyncio
+
+            worker_class = aio.Worker
         pid = os.fork()
         if pid == 0:  # the worker
             try:
@@ -333,10 +338,7 @@ class Master:
                     self.stats_server.close_in_child()
                 self._broodlord_close(in_worker=True)
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
-                if cfg.asgi:  # an event-loop worker (docs/asgi.md); imported only in ASGI workers
-                    from emperor.vassal import aio
-                    aio.Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
-                Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
+                worker_class(wid, self.listeners, cfg, self.board, self.app, load).run()
             finally:
                 os._exit(1)
         try:

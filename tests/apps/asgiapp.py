@@ -39,6 +39,32 @@ async def _lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
 
 
+async def _websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    assert (await receive())["type"] == "websocket.connect"
+    path = scope["path"]
+    if path == "/ws-refuse":
+        await send({"type": "websocket.close"})
+        return
+    subprotocol = scope["subprotocols"][0] if scope["subprotocols"] else None
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    if path == "/ws-raise":
+        raise RuntimeError("the WebSocket app failed")
+    if path == "/ws-scope":
+        await send({"type": "websocket.send", "text": json.dumps(_jsonable(scope))})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            _event(f"ws-disconnect-{message['code']}")
+            return
+        if message.get("text") == "close-me":
+            await send({"type": "websocket.close", "code": 4000, "reason": "asked to"})
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
 async def _text(send: Any, body: bytes, status: int = 200, headers: list[Any] | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain"), *(headers or [])]})
@@ -69,6 +95,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     global active, peak
     if scope["type"] == "lifespan":
         await _lifespan(scope, receive, send)
+        return
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
         return
     path = scope["path"].removeprefix(scope["root_path"])
     q = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
