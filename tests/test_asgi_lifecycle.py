@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import ProcGroup, request, wait_for, wait_for_log
+from harness import ProcGroup, http_get, request, uwsgi_params_directive, wait_for, wait_for_log
 from test_asgi import start_asgi
 from vassal_runner import APPS, worker_pids
 
@@ -188,3 +190,36 @@ def test_need_app_false_serves_500(procs: ProcGroup, sock_dir: Path) -> None:
     start_asgi(procs, "--socket", sock, "--need-app", "false", app="no_such_module:app")
     status, body = get(sock, "/")
     assert status == 500 and b"application not loaded" in body
+
+
+def test_example_asgi_vassal_under_the_emperor(procs: ProcGroup, sock_dir: Path, tmp_path: Path,
+                                              nginx: Any) -> None:
+    """vassals-examples/apps-available/asgi.ini under an emperor, behind nginx as in the demo's
+    nginx-site.conf (/asgi, SCRIPT_NAME + modifier1 30): hello and the streamed clock."""
+    examples = Path(__file__).resolve().parent.parent / "vassals-examples"
+    shutil.copytree(examples / "apps", tmp_path / "apps")
+    (tmp_path / "apps-available").mkdir()
+    (tmp_path / "apps-enabled").mkdir()
+    ini = (examples / "apps-available" / "asgi.ini").read_text().replace("/tmp/emperor-demo", str(sock_dir))
+    (tmp_path / "apps-available" / "asgi.ini").write_text(ini)
+    (tmp_path / "apps-enabled" / "asgi.ini").symlink_to("../apps-available/asgi.ini")
+    (tmp_path / "emperor.ini").write_text(f"[uwsgi]\nemperor = {tmp_path}/apps-enabled\n"
+                                          "emperor-control = off\n")
+    site = (examples / "nginx-site.conf").read_text()
+    block = re.search(r"location /asgi \{(.*?)\}", site, re.S)
+    assert block is not None
+    ng = nginx()
+    ng.add_location("/asgi", block.group(1).replace("/tmp/emperor-demo", str(sock_dir))
+                    .replace("include uwsgi_params;", uwsgi_params_directive()))  # nginx -p is ours
+    ng.start()
+    emperor = procs.start([sys.executable, "-m", "emperor", "--ini", str(tmp_path / "emperor.ini")],
+                          name="emperor")
+    wait_for_log(emperor, r"ready: 'asgi\.ini'", timeout=20)
+    status, _, body = http_get(ng.url("/asgi/"))
+    assert status == 200 and body.startswith(b"Hello from ASGI! (worker up since "), body
+    assert b"since ?" not in body  # the lifespan ran
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", ng.port), timeout=10) as s:
+        s.sendall(b"GET /asgi/clock HTTP/1.0\r\nHost: x\r\n\r\n")
+        first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 1.0  # not after 5 s
