@@ -185,6 +185,17 @@ def test_asgi_loop_choice(procs: ProcGroup, sock_dir: Path, loop: str, module: s
     assert status == 200 and json.loads(body)["loop"].split(".")[0] == module
 
 
+def test_lazy_apps_imports_in_each_worker(procs: ProcGroup, sock_dir: Path) -> None:
+    sock = str(sock_dir / "z.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "2", "--lazy-apps")
+    assert get(sock, "/") == (200, b"hello asgi\n")
+    bad = start_asgi(procs, "--socket", str(sock_dir / "zb.sock"), "--lazy-apps", app="testapp:application",
+                     name="lazy-wsgi", ready=False)
+    assert bad.wait(15) == 22  # the kind check runs in the worker too
+    assert "is a WSGI application" in bad.log_text()
+    assert proc.alive()
+
+
 def test_need_app_false_serves_500(procs: ProcGroup, sock_dir: Path) -> None:
     sock = str(sock_dir / "n.sock")
     start_asgi(procs, "--socket", sock, "--need-app", "false", app="no_such_module:app")

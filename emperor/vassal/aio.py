@@ -34,6 +34,7 @@ import sys
 import time
 import traceback
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ log = logging.getLogger("emperor.worker")
 ASGIApp = Callable[..., Awaitable[None]]
 Message = dict[str, Any]
 BODY_HIGH_WATER = 256 * 1024  # buffered request body above which reading from the peer pauses
+WS_INBOX_HIGH = 32  # WebSocket messages queued for an app that is not reading; then reading pauses
 ACCEPT_BATCH = 16  # connections accepted per wake-up, so that idle sibling workers get their share
 DRAIN_LIMIT = 64 << 20  # unread request body discarded before close; beyond it the connection is cut
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
@@ -140,7 +142,7 @@ class WebSocketCycle:
         self.key = key
         self.max_size = max_size
         self.ws = Connection(ConnectionType.SERVER)
-        self.inbox: list[Message] = [{"type": "websocket.connect"}]
+        self.inbox: deque[Message] = deque([{"type": "websocket.connect"}])
         self.wake = asyncio.Event()
         self.accepted = False
         self.closed = False  # we sent a close frame (or the connection is gone)
@@ -186,6 +188,8 @@ class WebSocketCycle:
             msg = {"type": "websocket.receive", "bytes": b"".join(self.parts)}  # type: ignore[arg-type]
         self.parts, self.size = [], 0
         self.inbox.append(msg)
+        if len(self.inbox) >= WS_INBOX_HIGH:  # the app is not reading: stop reading the peer
+            self.writer.pause_reading()
         self.wake.set()
 
     def _disconnect(self, code: int, reason: str = "") -> None:
@@ -216,7 +220,9 @@ class WebSocketCycle:
         while not self.inbox:
             self.wake.clear()
             await self.wake.wait()
-        return self.inbox.pop(0)
+        if len(self.inbox) <= WS_INBOX_HIGH // 2:
+            self.writer.resume_reading()
+        return self.inbox.popleft()
 
     async def send(self, message: Message) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
@@ -280,6 +286,7 @@ class UwsgiCodec(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.start = time.monotonic_ns()
         self.env: dict[str, str] | None = None
+        self.status = 0  # of a request the codec itself answered (400, 413, ...), for the log
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -287,6 +294,8 @@ class UwsgiCodec(asyncio.Protocol):
         self.timer = self.w.loop.call_later(self.w.timeout, self._too_slow)
 
     def data_received(self, data: bytes) -> None:
+        if self.closing and not self.discarding:
+            return  # answered already (a rejected request): nothing more is parsed
         if self.cycle is not None or self.discarding:
             self._body(data)
             return
@@ -419,7 +428,7 @@ class UwsgiCodec(asyncio.Protocol):
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
+                except (OSError, AttributeError):
                     pass
             self.transport.abort()
 
@@ -457,8 +466,6 @@ class UwsgiCodec(asyncio.Protocol):
         else:
             self.abort()
 
-    status = 0
-
 
 # ---- the worker process --------------------------------------------------------------------
 class Worker:
@@ -491,6 +498,7 @@ class Worker:
         self.stopping: asyncio.Event | None = None
         self.idle: asyncio.Event | None = None
         self.lifespan_state: dict[str, Any] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.logged: set[str] = set()
         self.pid = 0
         self.loop: asyncio.AbstractEventLoop
@@ -613,7 +621,7 @@ class Worker:
                 raise
             conn.setblocking(False)
             self._count_in()
-            self.loop.create_task(self._connect(conn))
+            self._task(self._connect(conn))
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
@@ -646,13 +654,18 @@ class Worker:
             s = cycle.scope
             self.board.set_text(self.index, f"{s['method']} {s['raw_path'].decode('latin-1')} "
                                             f"({self.in_flight} in flight)")
-        self.loop.create_task(self._run_app(cycle, codec))
+        self._task(self._run_app(cycle, codec))
+
+    def _task(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def start_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
         if self.stop_reason:
             ws.close_with(1001, "server stopping")
         self.websockets.add(ws)
-        self.loop.create_task(self._run_websocket(ws, codec))
+        self._task(self._run_websocket(ws, codec))
 
     async def _run_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
         path = ws.scope["path"]
