@@ -14,9 +14,11 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import (
@@ -254,24 +256,43 @@ def test_malformed_requests_close_that_connection_only(front: dict[str, object])
 
 
 # ---- vassals of their own ------------------------------------------------------------------
+def stats_doc(stats: Path) -> dict[str, Any]:
+    """One document from the vassal's stats server (a Unix socket)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(stats))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)  # type: ignore[no-any-return]
+
+
 def test_concurrency_cap_leaves_connections_in_the_queue(procs: ProcGroup, sock_dir: Path) -> None:
-    """asgi-concurrency = 2: five slow requests are all answered, never more than two at once."""
+    """asgi-concurrency = 2: of six slow requests, two are in flight and four wait in the listen
+    queue, where the stats (and broodlord's backlog probe) see them; all are answered."""
     sock = str(sock_dir / "cap.sock")
-    start_asgi(procs, "--socket", sock, "--processes", "1", "--asgi-concurrency", "2")
-    vars_ = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/sleep"), ("QUERY_STRING", "s=0.5")]
+    stats = sock_dir / "stats.sock"
+    start_asgi(procs, "--socket", sock, "--processes", "1", "--asgi-concurrency", "2", "--stats", str(stats))
+    vars_ = [("REQUEST_METHOD", "GET"), ("PATH_INFO", "/sleep"), ("QUERY_STRING", "s=1")]
+    results: list[tuple[int, bytes]] = []
 
-    async def one() -> tuple[int, bytes]:
-        return await asyncio.to_thread(lambda: request(sock, vars_, timeout=20)[::2])  # type: ignore[return-value]
+    def one() -> None:
+        status, _, body, _ = request(sock, vars_, timeout=20)
+        results.append((status, body))
 
-    async def five() -> list[tuple[int, bytes]]:
-        return await asyncio.gather(*(one() for _ in range(5)))
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    def queued() -> dict[str, Any] | None:
+        doc = stats_doc(stats)
+        return doc if doc["listen_queue"] >= 4 else None
 
-    t0 = time.monotonic()
-    answers = asyncio.run(five())
-    took = time.monotonic() - t0
-    assert all(status == 200 for status, _ in answers), answers
-    assert max(json.loads(body)["peak"] for _, body in answers) == 2
-    assert took >= 1.4, took  # three rounds of 0.5 s
+    doc = wait_for(queued, 5, what="4 connections in the listen queue")
+    assert doc["workers"][0]["in_flight"] == 2 and doc["workers"][0]["status"] == "busy"
+    for t in threads:
+        t.join(20)
+    assert [status for status, _ in results] == [200] * 6, results
+    assert max(json.loads(body)["peak"] for _, body in results) == 2
 
 
 def test_wsgi_key_with_asgi_app_stops_at_load(procs: ProcGroup, sock_dir: Path) -> None:

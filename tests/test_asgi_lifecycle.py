@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ProcGroup, http_get, request, uwsgi_params_directive, wait_for, wait_for_log
-from test_asgi import start_asgi
+from harness import (
+    BackgroundLoad,
+    ProcGroup,
+    http_get,
+    request,
+    uwsgi_params_directive,
+    wait_for,
+    wait_for_log,
+)
+from test_asgi import start_asgi, stats_doc
 from vassal_runner import APPS, worker_pids
 
 
@@ -32,13 +40,7 @@ def get(sock: str, path: str, query: str = "", timeout: float = 10.0) -> tuple[i
 
 def in_flight(stats: Path) -> int:
     """Requests in flight over all workers, from the vassal's stats server."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(str(stats))
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return sum(w["in_flight"] for w in json.loads(data)["workers"])
+    return sum(w["in_flight"] for w in stats_doc(stats)["workers"])
 
 
 def events(path: Path, word: str) -> list[int]:
@@ -175,6 +177,29 @@ def test_graceful_reload_and_stop_finish_in_flight_requests(procs: ProcGroup, so
     for t in threads:
         t.join(20)
     assert [s for s, _ in results] == [200] * 4, results
+
+
+def test_reload_under_load_through_nginx_fails_nothing(procs: ProcGroup, sock_dir: Path,
+                                                      nginx: Any) -> None:
+    sock = str(sock_dir / "u.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "2")
+    ng = nginx()
+    ng.add_uwsgi("/", sock)
+    ng.start()
+    old = worker_pids(proc)
+
+    def probe() -> None:
+        status, _, body = http_get(ng.url("/sleep?s=0.05"))
+        if status != 200:
+            raise AssertionError(f"HTTP {status} {body[:80]!r}")
+
+    with BackgroundLoad(probe, threads=8, seconds=30) as load:
+        wait_for(lambda: load.result.ok >= 50, 10, what="load before the reload")
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: worker_pids(proc) and not (worker_pids(proc) & old), 15, what="new workers")
+        settled = load.result.ok
+        wait_for(lambda: load.result.ok >= settled + 50, 10, what="load served by the new workers")
+    assert load.result.failed == 0 and load.result.ok > 100, load.result
 
 
 @pytest.mark.parametrize("loop,module", [("asyncio", "asyncio"), ("uvloop", "uvloop")])
