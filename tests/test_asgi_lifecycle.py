@@ -23,6 +23,7 @@ from harness import (
     BackgroundLoad,
     ProcGroup,
     http_get,
+    pack,
     request,
     uwsgi_params_directive,
     wait_for,
@@ -138,6 +139,25 @@ def test_max_requests_recycles_between_requests(procs: ProcGroup, sock_dir: Path
     assert first not in worker_pids(proc)
     served = re.findall(r'"GET / -" 200 .* pid=(\d+)', proc.log_text())
     assert len(served) == 7 and max(served.count(p) for p in served) == 3, served  # none took a 4th
+
+
+def test_recycle_is_bounded_by_reload_mercy(procs: ProcGroup, sock_dir: Path) -> None:
+    """max-requests while a request streams for ever: the worker stops accepting, and after
+    reload-mercy it closes the stream and exits, so the master can replace it."""
+    sock = str(sock_dir / "b.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "1", "--max-requests", "1",
+                      "--max-requests-delta", "0", "--reload-mercy", "2")
+    [first] = worker_pids(proc)
+    endless = socket.socket(socket.AF_UNIX)
+    endless.connect(sock)
+    endless.sendall(pack([("REQUEST_METHOD", "GET"), ("PATH_INFO", "/stream"),
+                          ("QUERY_STRING", "n=1000")]))
+    assert endless.recv(100).startswith(b"HTTP/1.1 200")
+    assert get(sock, "/")[0] == 200  # the first to end (requests count when they end): now recycling
+    wait_for_log(proc, r"1 request\(s\) still in flight after reload-mercy", timeout=10)
+    wait_for(lambda: worker_pids(proc) and first not in worker_pids(proc), 10, what="a new worker")
+    assert get(sock, "/")[0] == 200
+    endless.close()
 
 
 def test_graceful_reload_and_stop_finish_in_flight_requests(procs: ProcGroup, sock_dir: Path,

@@ -561,9 +561,21 @@ class Worker:
         self._accept_off()
         for lst in self.listeners:
             lst.sock.close()  # this process's copies; the master keeps the sockets
-        await self.idle.wait()  # in-flight requests finish; the master's reload-mercy bounds this
+        # In-flight requests finish, within reload-mercy: the master enforces it on reload and stop,
+        # but nobody would on a recycle (max-requests), and an endless stream would keep this
+        # worker, no longer accepting, alive for ever.
+        mercy = self.cfg.reload_mercy
+        try:
+            await asyncio.wait_for(self.idle.wait(), mercy)
+        except TimeoutError:
+            log.warning("worker %d: %d request(s) still in flight after reload-mercy (%g s): closing them",
+                        self.wid, self.in_flight, mercy)
         heartbeat.cancel()
-        await lifespan.shutdown()
+        try:
+            await asyncio.wait_for(lifespan.shutdown(), mercy)
+        except TimeoutError:
+            log.warning("worker %d: ASGI lifespan shutdown did not complete within reload-mercy (%g s)",
+                        self.wid, mercy)
         if self.stop_reason not in ("graceful stop", ""):
             log.info("worker %d (pid %d) recycled: %s", self.wid, self.pid, self.stop_reason)
         return 0
