@@ -123,6 +123,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("websockets-max-size", v.integer(1, 1 << 20), 1024, "Largest WebSocket message an ASGI app "
          "receives, in KiB; a larger one closes the connection with code 1009 (uWSGI's key and "
          "default).", group="asgi", metavar="KIB"),
+    _opt("websockets-ping-freq", v.integer(0, 86400), 30, "Seconds between the pings an ASGI worker "
+         "sends on each open WebSocket (0 = none), which also keep nginx's read timeout from "
+         "closing a quiet one (uWSGI's key and default).", group="asgi", metavar="SECONDS"),
+    _opt("websockets-pong-tolerance", v.integer(1, 3600), 3, "Seconds a WebSocket peer has to answer "
+         "a ping; then the connection is closed with code 1011 (uWSGI's key and default).",
+         group="asgi", metavar="SECONDS"),
     # ---- processes
     _opt("master", v.boolean, True, "Accepted for compatibility: emperor always runs a master process.",
          group="processes", flag=True),

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,10 @@ WS_LOCATION = "uwsgi_read_timeout 60s;"
 class Client:
     """A blocking WebSocket client: connect, send, receive whole messages, see the close."""
 
-    def __init__(self, port: int, path: str, subprotocols: list[str] | None = None) -> None:
+    def __init__(self, port: int, path: str, subprotocols: list[str] | None = None,
+                 answer_pings: bool = True) -> None:
+        self.answer_pings = answer_pings
+        self.pings = 0
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.pending: list[Any] = []
@@ -49,10 +53,27 @@ class Client:
         while not self.pending:
             data = self.sock.recv(65536)
             self.ws.receive_data(data or None)
-            self.pending += list(self.ws.events())
+            for event in self.ws.events():
+                if isinstance(event, Ping) and event.payload == b"emperor":  # the server's own pings
+                    self.pings += 1
+                    if self.answer_pings:
+                        self.sock.sendall(self.ws.send(event.response()))
+                    continue
+                self.pending.append(event)
             if not data and not self.pending:
                 raise ConnectionError("closed without a close frame")
         return self.pending.pop(0)
+
+    def pump(self) -> int:
+        """Read what has arrived (answering pings) without waiting long; return the pings seen."""
+        self.sock.settimeout(0.05)
+        try:
+            self.next_event()
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(10)
+        return self.pings
 
     def send(self, event: Any) -> None:
         self.sock.sendall(self.ws.send(event))
@@ -177,3 +198,25 @@ def test_graceful_stop_closes_open_websockets_with_1001(procs: ProcGroup, sock_d
         c.close()
     assert vassal.wait(10) == 0
     assert events.read_text().count("ws-disconnect-1001") == 3
+
+
+def test_server_pings_and_pong_tolerance(procs: ProcGroup, sock_dir: Path, nginx: Any) -> None:
+    """websockets-ping-freq = 1: a client that answers stays connected; one that does not is
+    closed with 1011 after websockets-pong-tolerance."""
+    sock = str(sock_dir / "ping.sock")
+    start_asgi(procs, "--socket", sock, "--websockets-ping-freq", "1", "--websockets-pong-tolerance", "1")
+    ng = nginx()
+    ng.add_uwsgi("/", sock, extra=WS_LOCATION)
+    ng.start()
+    good = Client(ng.port, "/ws")
+    wait_for(lambda: good.pump() >= 3, 10, what="three server pings answered")
+    assert not good.pending  # no close
+    good.send(TextMessage(data="still here"))
+    assert good.message() == "still here"
+    good.close()
+    silent = Client(ng.port, "/ws", answer_pings=False)
+    t0 = time.monotonic()
+    closed = silent.message()  # only server pings arrive, unanswered, then the close
+    assert isinstance(closed, CloseConnection) and closed.code == 1011, closed
+    assert 1.5 < time.monotonic() - t0 < 5 and silent.pings >= 1
+    silent.close()

@@ -134,13 +134,17 @@ class WebSocketCycle:
     stop of the worker with 1001.
     """
 
-    def __init__(self, scope: dict[str, Any], writer: Writer, key: str, max_size: int) -> None:
+    def __init__(self, scope: dict[str, Any], writer: Writer, key: str, max_size: int,
+                 ping: tuple[int, int] = (0, 0)) -> None:
         from wsproto.connection import Connection, ConnectionType  # only WebSocket users import it
 
         self.scope = scope
         self.writer = writer
         self.key = key
         self.max_size = max_size
+        self.ping_every, self.pong_within = ping
+        self.pong_due = False
+        self.timer: asyncio.TimerHandle | None = None
         self.ws = Connection(ConnectionType.SERVER)
         self.inbox: deque[Message] = deque([{"type": "websocket.connect"}])
         self.wake = asyncio.Event()
@@ -154,7 +158,7 @@ class WebSocketCycle:
 
     # codec side
     def feed(self, data: bytes, done: bool = False) -> None:
-        from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+        from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
         from wsproto.utilities import ProtocolError as WsError
 
         if self.gone:
@@ -172,6 +176,8 @@ class WebSocketCycle:
                         self._deliver()
                 elif isinstance(event, Ping):
                     self._write(self.ws.send(event.response()))
+                elif isinstance(event, Pong):
+                    self.pong_due = False
                 elif isinstance(event, CloseConnection):
                     if not self.closed:
                         self.closed = True
@@ -192,7 +198,31 @@ class WebSocketCycle:
             self.writer.pause_reading()
         self.wake.set()
 
+    def _ping(self) -> None:
+        """Every websockets-ping-freq: a ping; no pong within websockets-pong-tolerance closes."""
+        from wsproto.events import Ping
+
+        if self.gone or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        if self.pong_due:
+            self.close_with(1011, f"no pong within {self.pong_within} s")
+            return
+        self.pong_due = True
+        self._write(self.ws.send(Ping(b"emperor")))
+        self.timer = loop.call_later(self.pong_within, self._pong_check)
+
+    def _pong_check(self) -> None:
+        if self.pong_due:
+            self._ping()  # closes
+        elif not (self.gone or self.closed):
+            self.timer = asyncio.get_running_loop().call_later(
+                max(0, self.ping_every - self.pong_within), self._ping)
+
     def _disconnect(self, code: int, reason: str = "") -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if not self.gone:
             self.gone = True
             self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
@@ -234,6 +264,8 @@ class WebSocketCycle:
             self.accepted = True
             self.status = 101
             self._write(self._accept_head(message))
+            if self.ping_every:
+                self.timer = asyncio.get_running_loop().call_later(self.ping_every, self._ping)
         elif kind == "websocket.close" and not self.accepted:
             self.status = 403  # refused before the handshake: a plain HTTP answer
             self._write(asgi.error_response(403, "Forbidden"))
@@ -329,7 +361,7 @@ class UwsgiCodec(asyncio.Protocol):
                                                  "with a version other than 13"))
                 return
             ws = WebSocketCycle(asgi.websocket_scope(env, modifier1, self.w.lifespan_state), self, key,
-                                self.w.ws_max_size)
+                                self.w.ws_max_size, self.w.ws_ping)
             self.cycle = ws
             if rest:
                 ws.feed(rest)
@@ -485,6 +517,7 @@ class Worker:
         self.buffer_size = cfg.buffer_size
         self.limit_post = cfg.limit_post
         self.ws_max_size = cfg.websockets_max_size * 1024
+        self.ws_ping = (cfg.websockets_ping_freq, cfg.websockets_pong_tolerance)
         self.websockets: set[WebSocketCycle] = set()
         self.timeout = cfg.socket_timeout
         self.cap = cfg.asgi_concurrency
