@@ -141,6 +141,16 @@ def test_max_requests_recycles_between_requests(procs: ProcGroup, sock_dir: Path
     assert len(served) == 7 and max(served.count(p) for p in served) == 3, served  # none took a 4th
 
 
+def test_reload_on_rss_recycles_after_the_request(procs: ProcGroup, sock_dir: Path) -> None:
+    sock = str(sock_dir / "rss.sock")
+    proc = start_asgi(procs, "--socket", sock, "--processes", "1", "--reload-on-rss", "1")  # always over 1 MB
+    [first] = worker_pids(proc)
+    assert get(sock, "/")[0] == 200
+    wait_for_log(proc, r"worker 1 \(pid \d+\) recycled: reload-on-rss \(\d+ MB > 1 MB\)")
+    wait_for(lambda: worker_pids(proc) and first not in worker_pids(proc), 10, what="a new worker")
+    assert get(sock, "/")[0] == 200
+
+
 def test_recycle_is_bounded_by_reload_mercy(procs: ProcGroup, sock_dir: Path) -> None:
     """max-requests while a request streams for ever: the worker stops accepting, and after
     reload-mercy it closes the stream and exits, so the master can replace it."""
