@@ -146,6 +146,32 @@ OPTIONS: tuple[Option, ...] = (
          "of once in the master.", group="app", flag=True),
     _opt("need-app", v.boolean, True, "Exit (status 22) when the application cannot be loaded. On by "
          "default, as in uWSGI 2.1; ``need-app = false`` serves 500s instead.", group="app", flag=True),
+    # ---- ASGI (docs/asgi.md): emperor's own keys, uWSGI has no ASGI support
+    _opt("asgi", v.python_callable_ref, None, "The ASGI application: ``pkg.mod:callable`` (``callable`` "
+         "names it when the module alone is given). Not in uWSGI. Each worker then runs one event loop "
+         "serving many requests at once; ``chdir``, ``pythonpath``, ``env`` and ``lazy-apps`` apply as "
+         "for ``module``. Not combinable with ``module``/``wsgi-file`` nor with ``threads``.",
+         group="asgi", metavar="MODULE:CALLABLE"),
+    _opt("asgi-loop", v.choice("auto", "asyncio", "uvloop"), "auto", "The event loop of ASGI workers: "
+         "``auto`` takes uvloop when it is installed (``pip install emperor[asgi]``), else asyncio. "
+         "Not in uWSGI.", group="asgi", metavar="auto|asyncio|uvloop"),
+    _opt("asgi-concurrency", v.integer(1, 100_000), 1000, "Requests in flight per ASGI worker. At the "
+         "cap the worker stops accepting, so further connections wait in the listen queue (where "
+         "broodlord's backlog probe sees them) or go to another worker. Not in uWSGI (its ``async`` "
+         "cores are the nearest thing).", group="asgi", metavar="N"),
+    _opt("lifespan", v.choice("auto", "on", "off"), "auto", "ASGI lifespan events in each worker: "
+         "``on`` requires the app to support them, ``auto`` skips them when the app refuses the "
+         "lifespan scope before reading its first event, ``off`` never sends them. Not in uWSGI.",
+         group="asgi", metavar="auto|on|off"),
+    _opt("websockets-max-size", v.integer(1, 1 << 20), 1024, "Largest WebSocket message an ASGI app "
+         "receives, in KiB; a larger one closes the connection with code 1009 (uWSGI's key and "
+         "default).", group="asgi", metavar="KIB"),
+    _opt("websockets-ping-freq", v.integer(0, 86400), 30, "Seconds between the pings an ASGI worker "
+         "sends on each open WebSocket (0 = none), which also keep nginx's read timeout from "
+         "closing a quiet one (uWSGI's key and default).", group="asgi", metavar="SECONDS"),
+    _opt("websockets-pong-tolerance", v.integer(1, 3600), 3, "Seconds a WebSocket peer has to answer "
+         "a ping; then the connection is closed with code 1011 (uWSGI's key and default).",
+         group="asgi", metavar="SECONDS"),
     # ---- processes
     _opt("master", v.boolean, True, "Accepted for compatibility: a vassal always runs a master process "
          "(``master = false`` too); in an emperor file it has no meaning.", scope=Scope.ANY,

@@ -20,7 +20,7 @@ _TYPES: dict[Callable[[str], Any], str] = {
 }
 _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",
-    "app": "The application", "processes": "Processes, recycling and reloads",
+    "app": "The application", "asgi": "ASGI applications", "processes": "Processes, recycling and reloads",
     "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
     "compat": "uWSGI options emperor does not implement",
 }

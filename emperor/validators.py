@@ -154,3 +154,16 @@ def ip_list(raw: str) -> str:
     """IPs and CIDR networks, comma-separated, or ``*``"""
     proxies.parse(raw)
     return raw.strip()
+
+
+def choice(*words: str) -> Callable[[str], str]:
+    """One of ``words`` (any case), returned lower-cased; the error lists the accepted words."""
+
+    def convert(raw: str) -> str:
+        s = raw.strip().lower()
+        if s not in words:
+            raise ValueError(f"{raw!r} is not one of {', '.join(words)}")
+        return s
+
+    convert.__doc__ = "one of " + ", ".join(words)
+    return convert

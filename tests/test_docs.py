@@ -42,6 +42,7 @@ NOT_OPTIONS = {
     "uwsgi-zerg": "the bytes of uWSGI's zerg handshake",
     "flask-json": "a benchmark workload",
     "www-data": "Debian's web server user and group",
+    "x-foo": "an example HTTP header name",
     "site-packages": "a Python directory",
     "flask-payload": "a benchmark workload",
     "flask-echo": "a benchmark workload",

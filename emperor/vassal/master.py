@@ -428,6 +428,11 @@ class Master:
         cfg = self.cfg
         load = lambda: loader.load(cfg)  # noqa: E731 - lazy-apps import in the worker
         self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
+        worker_class: Any = Worker
+        if cfg.asgi:  # an event-loop worker (docs/asgi.md), imported before fork()
+            from emperor.vassal import aio
+
+            worker_class = aio.Worker
         # Blocked across fork(): until the worker has its own handlers, a signal would run the
         # master's do-nothing handler (a SIGTERM lost) and write to the master's wakeup socket.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
@@ -438,7 +443,7 @@ class Master:
             raise
         if pid == 0:  # the worker
             try:
-                worker = Worker(wid, self.listeners, cfg, self.board, self.app, load)
+                worker = worker_class(wid, self.listeners, cfg, self.board, self.app, load)
                 worker.install_signals()
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending signals are handled here
                 os.setpgid(0, 0)
@@ -507,8 +512,9 @@ class Master:
             self.quick_deaths[wid] = 0
             self._spawn(wid)
             return
-        if code == Exit.APP_LOAD and self.cfg.lazy_apps and self.cfg.need_app:
-            log.error("%s: worker %d could not load the app (lazy-apps, need-app): stopping", self.name, wid)
+        if code == Exit.APP_LOAD and (self.cfg.lazy_apps or self.cfg.asgi) and self.cfg.need_app:
+            log.error("%s: worker %d could not %s the app (need-app): stopping", self.name, wid,
+                      "load" if self.cfg.lazy_apps else "start (ASGI lifespan startup)")
             self.exit_code = Exit.APP_LOAD
             self.stop(graceful=False)
             return

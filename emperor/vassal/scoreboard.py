@@ -14,6 +14,7 @@ import time
 PID, REQUESTS, BUSY_SINCE, ACCEPTING, EXCEPTIONS, TX, HARAKIRI, RESPAWNS, LAST_SPAWN, RT_SUM_US, \
     DROPPED_VARS = range(11)
 LOG_GEN = 11  # bumped by the master when it reopened the log: the worker reopens at its next request
+IN_FLIGHT = 12  # ASGI workers: requests in flight now (sync workers leave it at 0)
 # Request-duration histogram (for Prometheus): HIST + i counts requests that took at most
 # HIST_BOUNDS_US[i] microseconds; HIST + len(HIST_BOUNDS_US) counts the slower ones. The worker
 # finds the bucket with one bisect and does one store, so the hot path stays a few int stores.

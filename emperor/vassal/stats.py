@@ -87,6 +87,7 @@ class VassalStats:
             "signals": 0,
             "signal_queue": 0,
             "status": "busy" if busy else "idle",
+            "in_flight": b.get(i, sb.IN_FLIGHT),  # ASGI workers (docs/asgi.md); 0 for sync workers
             "rss": rss,
             "vsz": vsz,
             "running_time": rt_sum,

@@ -1,0 +1,146 @@
+"""Pure logic of ASGI support: the scope from uwsgi vars, the response checker, the app-kind check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from emperor.protocol import asgi
+from emperor.vassal.loader import kind
+
+NGINX_VARS = {
+    "QUERY_STRING": "a=1&b=%C3%A9", "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/json",
+    "CONTENT_LENGTH": "12", "REQUEST_URI": "/caf%C3%A9/x?a=1&b=%C3%A9",
+    "PATH_INFO": "/café/x".encode().decode("latin-1"), "SERVER_PROTOCOL": "HTTP/1.0",
+    "REQUEST_SCHEME": "https", "REMOTE_ADDR": "10.0.0.7", "REMOTE_PORT": "50123", "SERVER_PORT": "443",
+    "SERVER_NAME": "example.org", "HTTP_HOST": "example.org", "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+    "HTTP_COOKIE": "a=b; c=d",
+}
+
+
+def test_scope_from_nginx_vars() -> None:
+    s = asgi.http_scope(NGINX_VARS, state={"db": 1})
+    assert s["type"] == "http" and s["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert s["http_version"] == "1.0" and s["method"] == "POST" and s["scheme"] == "https"
+    assert s["path"] == "/café/x" and s["raw_path"] == b"/caf%C3%A9/x" and s["root_path"] == ""
+    assert s["query_string"] == b"a=1&b=%C3%A9"
+    assert s["client"] == ("10.0.0.7", 50123) and s["server"] == ("example.org", 443)
+    assert (b"x-forwarded-for", b"1.2.3.4") in s["headers"]
+    assert (b"content-type", b"application/json") in s["headers"]
+    assert (b"content-length", b"12") in s["headers"]
+    assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in s["headers"])
+    assert s["state"] == {"db": 1}
+    assert s["state"] is not asgi.http_scope(NGINX_VARS, state=s["state"])["state"]  # a copy per request
+
+
+def test_scheme_from_https_var_and_defaults() -> None:
+    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTPS": "on"})
+    assert s["scheme"] == "https" and s["client"] is None and s["server"] is None
+    assert s["http_version"] == "1.1" and s["raw_path"] == b"/" and s["headers"] == []
+
+
+@pytest.mark.parametrize("modifier1,path_info,path", [
+    (30, "/app/x", "/app/x"),  # nginx sends the full path; SCRIPT_NAME is its prefix
+    (0, "/x", "/app/x"),  # WSGI convention: PATH_INFO is relative to SCRIPT_NAME
+])
+def test_root_path_from_script_name(modifier1: int, path_info: str, path: str) -> None:
+    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": path_info, "SCRIPT_NAME": "/app",
+                         "REQUEST_URI": "/app/x?q"}, modifier1)
+    assert s["root_path"] == "/app" and s["path"] == path and s["raw_path"] == b"/app/x"
+
+
+def start(status: Any = 200, headers: Any = ()) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": list(headers)}
+
+
+def body(data: Any = b"", more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def test_response_head_waits_for_the_first_body() -> None:
+    r = asgi.HttpResponse("GET")
+    assert r.on_message(start(200, [(b"content-type", b"text/plain")])) == (b"", False)
+    assert r.started and not r.head_sent
+    out, done = r.on_message(body(b"hello ", more=True))
+    assert out == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nhello " and not done
+    assert r.head_sent
+    assert r.on_message(body(b"world")) == (b"world", True)
+    assert r.complete
+
+
+@pytest.mark.parametrize("method,status", [("HEAD", 200), ("GET", 204), ("GET", 304), ("GET", 101)])
+def test_no_body_for_head_and_bodiless_statuses(method: str, status: int) -> None:
+    r = asgi.HttpResponse(method)
+    r.on_message(start(status, [(b"content-length", b"5")]))
+    out, done = r.on_message(body(b"abcde"))
+    assert out.endswith(b"\r\n\r\n") and b"abcde" not in out and done
+
+
+@pytest.mark.parametrize("messages,error", [
+    ([body(b"x")], "before http.response.start"),
+    ([start(), start()], "sent twice"),
+    ([start(), body(), body()], "after the response was complete"),
+    ([start(999)], "status must be an int"),
+    ([start("200")], "status must be an int"),
+    ([start(200, [("x", "y")])], "must be bytes"),
+    ([start(200, [(b"bad name", b"y")])], "bad header name"),
+    ([start(200, [(b"x", b"a\r\nSet-Cookie: evil")])], "response splitting"),
+    ([start(200, [(b"x",)])], "[name, value] pair"),
+    ([start(), body("text")], "body must be bytes"),
+    ([{"type": "websocket.accept"}], "unexpected message type"),
+    (["not a dict"], "must be a dict"),
+])
+def test_protocol_violations(messages: list[Any], error: str) -> None:
+    r = asgi.HttpResponse("GET")
+    with pytest.raises(asgi.ResponseError, match=error.replace("[", r"\[")):
+        for m in messages:
+            r.on_message(m)
+
+
+def test_error_response_is_complete() -> None:
+    raw = asgi.error_response(500, "Internal Server Error")
+    head, _, text = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert f"content-length: {len(text)}".encode() in head
+
+
+# ---- which kind of app: loader.kind ----------------------------------------------------------
+async def asgi_function(scope: Any, receive: Any, send: Any) -> None: ...
+
+
+def wsgi_function(environ: Any, start_response: Any) -> list[bytes]:
+    return []
+
+
+class AsgiClass:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None: ...
+
+
+class WsgiClass:
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        return []
+
+
+class Inherits(AsgiClass):
+    pass
+
+
+def wrapper(*args: Any) -> Any: ...
+
+
+@pytest.mark.parametrize("app,expected", [
+    (asgi_function, "asgi"), (AsgiClass(), "asgi"), (Inherits(), "asgi"),
+    (wsgi_function, "wsgi"), (WsgiClass(), "wsgi"),
+    (wrapper, None), (AsgiClass, None), (print, None),
+])
+def test_app_kind(app: Any, expected: str | None) -> None:
+    assert kind(app) == expected
+
+
+def test_framework_kinds() -> None:
+    import flask
+    from fastapi import FastAPI
+    from starlette.applications import Starlette
+
+    assert kind(Starlette()) == "asgi" and kind(FastAPI()) == "asgi" and kind(flask.Flask("x")) == "wsgi"
