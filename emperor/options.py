@@ -84,6 +84,29 @@ OPTIONS: tuple[Option, ...] = (
          group="sockets", metavar="SECONDS"),
     _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
          "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
+    # ---- HTTP listeners (docs/http.md)
+    _opt("http-socket", v.nonempty, None, "Listen for HTTP/1.1 on this address (same forms as "
+         "``socket``; repeatable): the workers parse HTTP themselves, with keep-alive. A vassal may have "
+         "uwsgi and HTTP sockets at once.", group="http", multi=True, aliases=("http11-socket",),
+         metavar="ADDR"),
+    _opt("http", v.nonempty, None, "uWSGI's HTTP router address. emperor has no router process: this "
+         "binds an HTTP listener served by the workers, exactly like ``http-socket`` (docs/http.md).",
+         group="http", multi=True, metavar="ADDR"),
+    _opt("protocol", v.protocol, "uwsgi", "What plain ``socket`` lines speak: ``uwsgi`` or ``http``. "
+         "(uWSGI also has fastcgi, scgi and others; emperor refuses them.)", group="http",
+         metavar="PROTO"),
+    _opt("http-keepalive", v.keepalive_seconds, 75.0, "Seconds an idle HTTP keep-alive connection is "
+         "kept open (0 = close after each response). The default is longer than nginx's upstream "
+         "keepalive_timeout (60 s), so nginx closes first and never reuses a connection we are "
+         "closing. uWSGI's option of the same name is the router's keep-alive switch: ``true`` or a "
+         "bare key keeps the default, ``false`` turns keep-alive off.",
+         group="http", flag=True, metavar="SECONDS"),
+    _opt("http-keepalive-requests", v.integer(1), 1000, "Requests served on one HTTP connection before "
+         "the server closes it (nginx's keepalive_requests). Not in uWSGI.", group="http", metavar="N"),
+    _opt("http-timeout", v.seconds, 0.0, "Seconds a client may take to send the request head (and each "
+         "read of the body) or to accept each write on HTTP sockets (0 = socket-timeout). In uWSGI "
+         "this is the router's timeout towards its backends; here the workers are the backend.",
+         group="http", metavar="SECONDS"),
     _opt("no-defer-accept", v.boolean, False, "Do not set TCP_DEFER_ACCEPT on TCP sockets.",
          group="sockets", flag=True),
     # ---- application
@@ -212,8 +235,8 @@ OPTIONS: tuple[Option, ...] = (
 
 # uWSGI options users copy that emperor does not implement: a clear error, never a silent no-op.
 UNSUPPORTED: dict[str, str] = {
-    "http-socket": "emperor speaks only the uwsgi protocol; put nginx (uwsgi_pass) in front",
-    "http": "emperor has no HTTP router; put nginx (uwsgi_pass) in front",
+    "http-websockets": "WebSocket upgrades are not implemented: an Upgrade request is served as a "
+                       "plain HTTP request",
     "https": "emperor has no HTTPS router; terminate TLS in nginx",
     "fastcgi-socket": "emperor speaks only the uwsgi protocol",
     "post-buffering": "bodies are streamed to wsgi.input; nginx already buffers request bodies",

@@ -89,3 +89,24 @@ def python_callable_ref(raw: str) -> str:
     if attr and not all(p.isidentifier() for p in attr.split(".")):
         raise ValueError(f"{attr!r} is not a callable name")
     return s
+
+
+def protocol(raw: str) -> str:
+    """``protocol``: what plain ``socket`` lines speak, ``uwsgi`` (default) or ``http``."""
+    s = raw.strip().lower()
+    if s not in ("uwsgi", "http"):
+        raise ValueError(f"{raw!r} is not a protocol emperor speaks (uwsgi or http)")
+    return s
+
+
+def keepalive_seconds(raw: str) -> float:
+    """``http-keepalive``: seconds; ``true``/``on``/a bare key keep the default (75), ``false``/``off`` = 0.
+
+    uWSGI's ``http-keepalive`` is a switch (often written ``= 1``): a number is taken as seconds.
+    """
+    s = raw.strip().lower()
+    if s in ("", "true", "yes", "on"):
+        return 75.0
+    if s in ("false", "no", "off"):
+        return 0.0
+    return seconds(raw)

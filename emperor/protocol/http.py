@@ -103,6 +103,11 @@ class RequestParser:
 
     # ---- the consumer's side -------------------------------------------------------------
     @property
+    def head_started(self) -> bool:
+        """True while a head is partly received (a client that stops now is a slow one)."""
+        return self._in_head and self._head_bytes > 0
+
+    @property
     def dead(self) -> bool:
         """True after an error: feed nothing more; the connection must close."""
         return self._dead

@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emperor import addresses, channel, config, logs
 from emperor.channel import Exit, Msg
@@ -37,6 +37,9 @@ from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import VassalStats, open_server
 from emperor.vassal.worker import Worker
+
+if TYPE_CHECKING:
+    from emperor.vassal.http_conn import ParkingLot
 
 log = logging.getLogger("emperor.master")
 
@@ -105,6 +108,7 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
+        self.parking: ParkingLot | None = None
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -125,23 +129,36 @@ class Master:
         except loader.AppLoadError as exc:
             log.error("%s", exc)
             return Exit.APP_LOAD
-        if not cfg.socket and not cfg.zerg:
-            log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT (%s)",
+        if not cfg.socket and not cfg.zerg and not cfg.http_socket and not cfg.http:
+            log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT, or "
+                      "http-socket = 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
             return Exit.CONFIG
         try:
             inherited = sockets.adopt(os.environ.pop(sockets.ENV_FDS, None))
             if cfg.zerg:  # a zerg serves its parent's sockets (kept across its own reloads), binds none
                 self.listeners = list(inherited.values()) or zerg.attach(cfg.zerg)
+                for lst in self.listeners:  # the zerg protocol carries no protocol: ours decides
+                    lst.proto = cfg.protocol
             else:
-                self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket,
+                http_addrs = [*cfg.http_socket, *cfg.http] if cfg.http_socket or cfg.http else []
+                if cfg.protocol == "http":
+                    wanted = sockets.plan([], [*cfg.socket, *http_addrs])
+                else:
+                    wanted = sockets.plan(cfg.socket or [], http_addrs)
+                self.listeners = sockets.open_all(wanted, cfg.listen, cfg.chmod_socket,
                                                   cfg.socket_timeout, not cfg.no_defer_accept, inherited)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
+        speaks_http = any(lst.proto == "http" for lst in self.listeners)
         for lst in self.listeners:
-            # one listener: blocking accept(); several: poll() + non-blocking accept in each worker
-            lst.sock.setblocking(len(self.listeners) == 1)
+            # one uwsgi listener: blocking accept(); else poll() + non-blocking accept in each worker
+            lst.sock.setblocking(len(self.listeners) == 1 and not speaks_http)
+        if speaks_http:  # idle keep-alive connections no worker holds (docs/http.md)
+            from emperor.vassal import http_conn  # only vassals with an HTTP socket load httptools
+
+            self.parking = http_conn.ParkingLot(cfg.http_keepalive, self.sel)
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
@@ -273,6 +290,8 @@ class Master:
             self._check_harakiri()
             self._report()
             self._broodlord_tick(now)
+        if self.parking is not None:
+            self.parking.tick()
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -332,8 +351,12 @@ class Master:
                 if self.stats_server is not None:
                     self.stats_server.close_in_child()
                 self._broodlord_close(in_worker=True)
+                worker = Worker(wid, self.listeners, cfg, self.board, self.app, load)
+                if self.parking is not None:
+                    self.parking.close_in_worker()
+                    worker.park = self.parking.worker_end
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
-                Worker(wid, self.listeners, cfg, self.board, self.app, load).run()
+                worker.run()
             finally:
                 os._exit(1)
         try:
@@ -566,6 +589,9 @@ class Master:
             if vacuum and (self.cfg.vacuum or under_emperor or force):
                 sockets.vacuum(lst)
             lst.sock.close()
+        if self.parking is not None:
+            self.parking.close()
+            self.parking = None
         self._broodlord_close()
         if self.stats_server is not None:
             self.sel.unregister(self.stats_server)

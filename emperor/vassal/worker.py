@@ -183,6 +183,7 @@ class Worker:
         self.pid = 0
         self.logged_peers: set[str] = set()
         self.heads: dict[tuple[object, ...], bytes] = {}
+        self.park: socket.socket | None = None  # HTTP keep-alive hand-over to the master (http_conn)
 
     # ---- process setup -------------------------------------------------------------------
     def run(self) -> None:
@@ -200,7 +201,12 @@ class Worker:
                 gc.collect()  # lazy-apps: the same freeze the master does before forking
                 gc.freeze()
             self.ints[self.slot + sb.ACCEPTING] = 1
-            if self.cfg.threads > 1:
+            if any(lst.proto == "http" for lst in self.listeners):
+                from emperor.vassal import http_conn  # only vassals with an HTTP socket load it
+
+                serve = http_conn.serve_threaded if self.cfg.threads > 1 else http_conn.serve_forever
+                serve(self, self.park)
+            elif self.cfg.threads > 1:
                 self._serve_threaded()
             else:
                 self._serve()
