@@ -216,11 +216,12 @@ class HTTPInput:
 class HTTPExchange(Exchange):
     """One HTTP response: framing (Content-Length, chunked or close), Date, Connection."""
 
-    __slots__ = ("chunked", "keep", "left", "server", "version10")
+    __slots__ = ("chunked", "client", "keep", "left", "server", "version10")
 
     def __init__(self, worker: Worker, conn: Connection, method: str, keep: bool, version10: bool,
                  server: HTTPServer) -> None:
         super().__init__(worker, conn.sock, method)  # type: ignore[arg-type]
+        self.client = conn
         self.keep = keep
         self.version10 = version10
         self.chunked = False
@@ -233,8 +234,8 @@ class HTTPExchange(Exchange):
         assert self.status is not None
         base, cl, close = self.server.head(self.status, self.headers)
         extra = self.server.date()
-        if close:
-            self.keep = False
+        if close or self.client.continue_due:  # (a client still waiting for 100 Continue: the
+            self.keep = False                 # body it may send anyway cannot be told from a request)
         if not body_allowed(self.method, self.status):
             if self.method == "HEAD" and cl < 0 and length >= 0:
                 extra += b"Content-Length: %d\r\n" % length
@@ -348,7 +349,7 @@ class HTTPServer:
                 if not self.one(conn, first):
                     break
                 first = False
-                if not worker.alive or worker.recycle_reason:
+                if not worker.alive or worker.recycle_reason or (conn.parser.dead and not conn.parser.events):
                     self.close(conn)
                     return False
                 if not conn.pending():
@@ -397,8 +398,7 @@ class HTTPServer:
         start = time.monotonic_ns()
         ints[slot + sb.BUSY_SINCE] = start
         conn.served += 1
-        keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn \
-            and worker.alive and not conn.parser.dead
+        keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive
         ex = HTTPExchange(worker, conn, head.method, keep, head.version == "HTTP/1.0", self)
         env: dict[str, Any] | None = None
         try:

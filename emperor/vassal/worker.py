@@ -504,8 +504,8 @@ class Worker:
             ex.status = "500 Internal Server Error"
             self._send_error(ex, 500)
 
-    def _send_error(self, ex: Exchange, status: int) -> None:
-        body = _ERROR_BODY.get(status, b"Error\n")
+    def _send_error(self, ex: Exchange, status: int, body: bytes | None = None) -> None:
+        body = body or _ERROR_BODY.get(status, b"Error\n")
         head = (f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         ex.head_sent = True
@@ -520,7 +520,7 @@ class Worker:
         if self._first(peer, exc.kind):
             log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
         if ex is not None and exc.status:
-            self._send_error(ex, exc.status)
+            self._send_error(ex, exc.status, exc.body)
             if exc.body_pending:
                 _drain(ex.conn, exc.body_pending, self.timeout)
 
