@@ -601,8 +601,8 @@ class HTTPServer:
         """A connection the master saw a request arrive on (None: another worker took it)."""
         assert self.park_sock is not None
         try:
-            msg, anc, _flags, _addr = self.park_sock.recvmsg(_META.size, socket.CMSG_SPACE(4),
-                                                             socket.MSG_DONTWAIT)
+            msg, anc, _flags, _addr = self.park_sock.recvmsg(
+                _META.size, socket.CMSG_SPACE(4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return None
         fds = _fds(anc)
@@ -862,7 +862,10 @@ class ParkingLot:
         """Selector callback on ``master_end``: take every connection the workers sent."""
         while True:
             try:
-                msg, anc, _f, _a = self.master_end.recvmsg(_META.size, socket.CMSG_SPACE(4))
+                # CLOEXEC: a re-exec (graceful reload) must not carry parked connections along,
+                # or they would stay open, unserved, with a proxy's request waiting on them
+                msg, anc, _f, _a = self.master_end.recvmsg(_META.size, socket.CMSG_SPACE(4),
+                                                           socket.MSG_CMSG_CLOEXEC)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
