@@ -103,6 +103,12 @@ OPTIONS: tuple[Option, ...] = (
          group="http", flag=True, metavar="SECONDS"),
     _opt("http-keepalive-requests", v.integer(1), 1000, "Requests served on one HTTP connection before "
          "the server closes it (nginx's keepalive_requests). Not in uWSGI.", group="http", metavar="N"),
+    _opt("forwarded-allow-ips", v.address_list, "", "Peers of an HTTP socket whose X-Forwarded-For and "
+         "X-Forwarded-Proto are believed: comma-separated IPs or networks, ``unix`` for Unix-socket "
+         "peers, ``*`` for all. From such a peer REMOTE_ADDR becomes the last X-Forwarded-For address "
+         "and wsgi.url_scheme the X-Forwarded-Proto (http or https); from any other peer both headers "
+         "are only passed to the app as HTTP_X_FORWARDED_*. Default: nobody (gunicorn's idea and name; "
+         "uWSGI has no such option).", group="http", metavar="ADDRS"),
     _opt("http-timeout", v.seconds, 0.0, "Seconds a client may take to send the request head (and each "
          "read of the body) or to accept each write on HTTP sockets (0 = socket-timeout). In uWSGI "
          "this is the router's timeout towards its backends; here the workers are the backend.",

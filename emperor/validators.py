@@ -110,3 +110,19 @@ def keepalive_seconds(raw: str) -> float:
     if s in ("false", "no", "off"):
         return 0.0
     return seconds(raw)
+
+
+def address_list(raw: str) -> str:
+    """``forwarded-allow-ips``: comma-separated IPs or CIDR networks, ``unix`` (Unix-socket peers)
+    or ``*`` (every peer); checked here, parsed where it is used."""
+    import ipaddress
+
+    items = [x.strip() for x in raw.split(",") if x.strip()]
+    for item in items:
+        if item in ("*", "unix"):
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address, a network (10.0.0.0/8), unix or *") from None
+    return ",".join(items)

@@ -395,3 +395,30 @@ def test_http_option_binds_a_worker_served_listener(procs: ProcGroup) -> None:
         c.send(request_bytes("GET", "/p"))
         assert c.response().body == b"hello /p"
     wait_for(lambda: "(http, fd" in proc.log_text(), timeout=5)
+
+
+def test_forwarded_headers_ignored_by_default(addr: object) -> None:
+    env = get_env(addr, headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    assert env["REMOTE_ADDR"] in ("127.0.0.1", "unix:") and env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.9"  # still visible to the app, as a header
+
+
+def test_forwarded_headers_from_allowed_peers(procs: ProcGroup, tmp_path: Path) -> None:
+    port = free_port()
+    unix = str(tmp_path / "h.sock")
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-socket", unix,
+                 "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1")
+    fwd = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9", "X-Forwarded-Proto": "https"}
+    env = get_env(("127.0.0.1", port), headers=fwd)
+    assert env["REMOTE_ADDR"] == "203.0.113.9" and env["wsgi.url_scheme"] == "https"
+    env = get_env(unix, headers=fwd)  # a Unix peer is not 127.0.0.1: only "unix" would allow it
+    assert env["REMOTE_ADDR"] == "unix:" and env["wsgi.url_scheme"] == "http"
+    env = get_env(("127.0.0.1", port), headers={"X-Forwarded-Proto": "gopher"})
+    assert env["wsgi.url_scheme"] == "http"
+
+
+def test_forwarded_allow_ips_is_validated(procs: ProcGroup) -> None:
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{free_port()}", "--forwarded-allow-ips",
+                        "10.0.0.0/33", ready=False)
+    assert proc.wait(timeout=10) != 0
+    wait_for(lambda: "forwarded-allow-ips" in proc.log_text(), timeout=5)

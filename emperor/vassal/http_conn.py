@@ -80,7 +80,7 @@ class BadBody(ConnectionError):
 class Connection:
     """One client connection: its socket, its parser and what it has served."""
 
-    __slots__ = ("continue_due", "parser", "peer", "served", "site", "sock")
+    __slots__ = ("continue_due", "parser", "peer", "served", "site", "sock", "trusted")
 
     def __init__(self, sock: Any, site: Site, max_head: int, served: int = 0) -> None:
         self.sock = sock
@@ -93,6 +93,7 @@ class Connection:
         except OSError:
             name = None
         self.peer = (str(name[0]), str(name[1])) if isinstance(name, tuple) else ("unix:", "")
+        self.trusted = False  # forwarded-allow-ips lists this peer (set by HTTPServer.adopt)
 
     def fill(self, deadline: float | None = None) -> None:
         """recv once (the socket's SO_RCVTIMEO bounds the wait) and feed the parser."""
@@ -304,6 +305,7 @@ class HTTPServer:
         self.max_per_conn = cfg.http_keepalive_requests
         self.timeout = cfg.http_timeout or cfg.socket_timeout
         self.max_head = cfg.buffer_size
+        self.proxies = Proxies(cfg.forwarded_allow_ips) if cfg.forwarded_allow_ips else None
         self.heads: dict[tuple[object, ...], tuple[bytes, int, bool]] = {}
         self._date_at = 0
         self._date = b""
@@ -335,7 +337,10 @@ class HTTPServer:
     def adopt(self, sock: Any, site: Site, served: int = 0) -> Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
-        return Connection(sock, site, self.max_head, served)
+        conn = Connection(sock, site, self.max_head, served)
+        if self.proxies is not None:
+            conn.trusted = self.proxies.trusts(conn.peer[0])
+        return conn
 
     def serve(self, conn: Connection, first: bool) -> bool:
         """Serve requests on ``conn`` while the next one is already there.
@@ -471,6 +476,8 @@ class HTTPServer:
                 env[key] = val
         if head.host is not None:
             env["HTTP_HOST"] = head.host.decode("latin-1")  # absolute-form wins (RFC 9112 3.2.2)
+        if conn.trusted:
+            _forwarded(env)
         return env
 
     def run_app(self, ex: HTTPExchange, env: dict[str, Any]) -> None:
@@ -617,6 +624,47 @@ class HTTPServer:
             sock.close()
             return None
         return self.adopt(sock, site, served)
+
+
+class Proxies:
+    """``forwarded-allow-ips``: which peers may tell us the client's address and scheme."""
+
+    def __init__(self, spec: str) -> None:
+        import ipaddress
+
+        items = [x for x in spec.split(",") if x]
+        self.everyone = "*" in items
+        self.unix = "unix" in items
+        self.networks = [ipaddress.ip_network(x, strict=False) for x in items if x not in ("*", "unix")]
+
+    def trusts(self, peer: str) -> bool:
+        import ipaddress
+
+        if self.everyone:
+            return True
+        if peer == "unix:":
+            return self.unix
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.networks)
+
+
+def _forwarded(env: dict[str, Any]) -> None:
+    """A trusted proxy's X-Forwarded-For (its last entry: the address the proxy saw) and
+    X-Forwarded-Proto (http or https only) replace REMOTE_ADDR and wsgi.url_scheme."""
+    xff = env.get("HTTP_X_FORWARDED_FOR")
+    if xff:
+        last = xff.rsplit(",", 1)[-1].strip()
+        if last:
+            env["REMOTE_ADDR"] = last
+            env.pop("REMOTE_PORT", None)
+    proto = env.get("HTTP_X_FORWARDED_PROTO", "").strip().lower()
+    if proto in ("http", "https"):
+        env["wsgi.url_scheme"] = proto
+        if proto == "https":
+            env["HTTPS"] = "on"
 
 
 def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
