@@ -1,42 +1,28 @@
-"""HTTP/1.1 connections in a worker: requests -> WSGI, responses, keep-alive (docs/http.md).
+"""HTTP/1.1 connections in a worker: requests -> WSGI environ, responses, keep-alive (docs/http.md).
 
-The parsing is ``emperor.protocol.http`` (sans-IO); this module owns the sockets. A worker
-that has an HTTP listener runs ``serve_forever`` instead of the uwsgi-only accept loop:
-
-- it polls its listeners, the *parking* socket and the keep-alive connections it holds;
-- a worker holds idle keep-alive connections only while it has nothing else to do. Before
-  it starts on any other work it hands every idle connection it holds to the master
-  (``park``: SCM_RIGHTS over a datagram socketpair). The master watches parked connections
-  and, when a request arrives on one, puts it on the same socketpair, where any free worker
-  takes it like an accept. So no request ever waits behind a busy worker while another is
-  free, and no idle connection is closed under a proxy that may be reusing it;
-- idle connections are closed after ``http-keepalive`` seconds, by their holder.
-
-Threaded workers never hold idle connections: a thread parks the connection after each
-response unless the next (pipelined) request is already there.
+The parsing is ``emperor.protocol.http`` (sans-IO); this module owns the sockets: it reads
+requests off a connection, runs the app, frames the response (Content-Length, chunked or
+close-delimited; Date; Connection) and tells the loop (``emperor.vassal.http_loop``) whether
+the connection stays open. Idle connections go to the master through ``parking``.
 """
 
 from __future__ import annotations
 
-import array
 import email.utils
-import functools
 import logging
 import os
-import select
-import selectors
 import socket
 import struct
 import time
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from emperor.protocol import http
 from emperor.protocol.wsgi import FileWrapper, HeaderError, body_allowed, serialize_head
+from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
-from emperor.vassal.worker import ClientGone, Conn, Exchange, accepter
+from emperor.vassal.worker import ClientGone, Conn, Exchange
 
 if TYPE_CHECKING:
     from emperor.vassal.sockets import Listener
@@ -46,9 +32,6 @@ log = logging.getLogger("emperor.http")
 
 RECV_SIZE = 65536
 DRAIN_MAX = 1 << 20  # an unread body up to this is read and dropped to keep the connection
-IDLE_CAP = 64  # idle connections one worker holds; more are parked with the master
-PARK_CAP = 4096  # connections the master holds for all workers; beyond, the oldest is closed
-_META = struct.Struct("=IH")  # requests served on the connection, listener index
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
                          "proxy-authenticate", "proxy-authorization"})
 
@@ -596,9 +579,8 @@ class HTTPServer:
         sock = self.park_sock
         if sock is not None:
             try:
-                sock.sendmsg([_META.pack(conn.served, conn.site.index)],
-                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.sock.fileno()]))],
-                           socket.MSG_DONTWAIT)
+                parking.send_conn(sock, conn.sock.fileno(), conn.served, conn.site.index,
+                                  socket.MSG_DONTWAIT)
             except OSError as exc:
                 log.warning("worker %d: cannot park an idle connection (%s): closing it",
                             self.worker.wid, exc.strerror)
@@ -608,17 +590,13 @@ class HTTPServer:
         """A connection the master saw a request arrive on (None: another worker took it)."""
         assert self.park_sock is not None
         try:
-            msg, anc, _flags, _addr = self.park_sock.recvmsg(
-                _META.size, socket.CMSG_SPACE(4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+            got = parking.recv_conn(self.park_sock, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return None
-        fds = _fds(anc)
-        if len(msg) != _META.size or len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
+        if got is None:
             return None
-        served, index = _META.unpack(msg)
-        sock = Conn(fileno=fds[0])
+        fd, served, index = got
+        sock = Conn(fileno=fd)
         site = self.by_index.get(index)
         if site is None:
             sock.close()
@@ -667,16 +645,6 @@ def _forwarded(env: dict[str, Any]) -> None:
             env["HTTPS"] = "on"
 
 
-def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
-    out: list[int] = []
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            out.extend(arr)
-    return out
-
-
 def _make_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:
     cl, close = -1, False
     for k, v in headers:
@@ -723,267 +691,3 @@ def send_error(sock: socket.socket, status: int, message: str) -> None:
             pass
     except OSError:
         pass
-
-
-# ---- the loops ---------------------------------------------------------------------------
-
-
-def serve_forever(worker: Worker, park: socket.socket | None) -> None:
-    """The accept loop of a worker that has at least one HTTP listener (module docstring)."""
-    server = HTTPServer(worker, worker.listeners, park)
-    poller = select.poll()
-    sources: dict[int, Callable[[], Any]] = {}
-    for lst in worker.listeners:
-        fd = lst.sock.fileno()
-        poller.register(fd, select.POLLIN)
-        sources[fd] = accepter(lst.sock)
-    park_fd = -1
-    if park is not None:
-        park_fd = park.fileno()
-        poller.register(park_fd, select.POLLIN)
-    idle: dict[int, tuple[Connection, float]] = {}
-
-    def release(keep: int = -1) -> None:
-        """Becoming busy: hand every idle connection but ``keep`` to the master."""
-        for fd in [fd for fd in idle if fd != keep]:
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            server.park(conn)
-
-    def hold(conn: Connection) -> None:
-        if len(idle) >= IDLE_CAP:
-            release()
-        fd = conn.sock.fileno()
-        idle[fd] = (conn, time.monotonic() + server.keepalive)
-        poller.register(fd, select.POLLIN)
-
-    while worker.alive and not worker.recycle_reason:
-        now = time.monotonic()
-        for fd in [fd for fd, (_, until) in idle.items() if until <= now]:
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            server.close(conn)  # idle past http-keepalive: a clean close (FIN)
-        wait = -1 if not idle else max(0, int((min(u for _, u in idle.values()) - now) * 1000) + 1)
-        try:
-            ready = poller.poll(wait)
-        except OSError:
-            if not worker.alive:
-                break
-            raise
-        if not ready:
-            continue
-        ready_fds = {fd for fd, _ev in ready}
-        own = [fd for fd in ready_fds if fd in idle]
-        if own:  # a request on a connection we hold: the fast path, no hand-over
-            fd = own[0]
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            release()
-            if server.serve(conn, first=False):
-                hold(conn)
-            continue
-        if park_fd in ready_fds:
-            got = server.take_parked()
-            if got is not None:
-                release()
-                if server.serve(got, first=False):
-                    hold(got)
-                continue
-        for fd in ready_fds:
-            accept = sources.get(fd)
-            if accept is None:
-                continue
-            try:
-                sock = accept()
-            except BlockingIOError:
-                continue  # another worker took it
-            except OSError as exc:
-                if not worker.alive:
-                    break
-                if exc.errno in (23, 24):
-                    log.error("worker %d: accept: %s", worker.wid, exc.strerror)
-                    time.sleep(0.1)
-                    continue
-                raise
-            release()
-            site = server.sites.get(fd)
-            if site is None:
-                worker.handle(sock)  # a uwsgi listener of the same vassal
-            else:
-                conn = server.adopt(sock, site)
-                if server.serve(conn, first=True):
-                    hold(conn)
-            break
-    for conn, _ in list(idle.values()):
-        server.park(conn)  # stopping or recycling: the master keeps them for the next worker
-
-
-def serve_threaded(worker: Worker, park: socket.socket | None) -> None:
-    """Threads: each connection is served in a thread, then parked (threads hold nothing idle)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from threading import BoundedSemaphore
-
-    server = HTTPServer(worker, worker.listeners, park)
-    poller = select.poll()
-    sources: dict[int, Callable[[], Any]] = {}
-    for lst in worker.listeners:
-        poller.register(lst.sock.fileno(), select.POLLIN)
-        sources[lst.sock.fileno()] = accepter(lst.sock)
-    park_fd = park.fileno() if park is not None else -1
-    if park is not None:
-        poller.register(park_fd, select.POLLIN)
-    free = BoundedSemaphore(worker.cfg.threads)
-
-    def task(item: Any, site: Site | None) -> None:
-        try:
-            if isinstance(item, Connection):
-                if server.serve(item, first=False):
-                    server.park(item)
-            elif site is None:
-                worker.handle(item)
-            else:
-                conn = server.adopt(item, site)
-                if server.serve(conn, first=True):
-                    server.park(conn)
-        finally:
-            free.release()
-
-    with ThreadPoolExecutor(worker.cfg.threads, thread_name_prefix=f"worker{worker.wid}") as pool:
-        while worker.alive and not worker.recycle_reason:
-            free.acquire()
-            submitted = False
-            try:
-                ready = poller.poll(1000)
-            except OSError:
-                ready = []
-            fds = {fd for fd, _ in ready}
-            if park_fd in fds and (got := server.take_parked()) is not None:
-                pool.submit(task, got, None)
-                submitted = True
-            else:
-                for fd in fds:
-                    accept = sources.get(fd)
-                    if accept is None:
-                        continue
-                    try:
-                        sock = accept()
-                    except OSError:
-                        continue
-                    pool.submit(task, sock, server.sites.get(fd))
-                    submitted = True
-                    break
-            if not submitted:
-                free.release()
-
-
-# ---- the master's side -------------------------------------------------------------------
-
-
-class ParkingLot:
-    """In the master: idle keep-alive connections that no worker holds, watched for a request.
-
-    Workers send connections here when they get busy; when a request arrives on one it goes
-    back on the same socketpair, where the first free worker takes it. Parked connections are
-    closed after ``http-keepalive`` seconds (counted from when they were parked).
-    """
-
-    def __init__(self, keepalive: float, sel: selectors.BaseSelector) -> None:
-        self.keepalive = keepalive
-        self.sel = sel
-        self.master_end, self.worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.master_end.setblocking(False)
-        self.parked: dict[int, tuple[socket.socket, bytes, float]] = {}
-        self.ready: list[tuple[socket.socket, bytes]] = []  # readable, waiting for room to hand back
-        sel.register(self.master_end, selectors.EVENT_READ, self.on_park)
-
-    def close_in_worker(self) -> None:
-        """In a forked worker: close the master's copies (else their FIN would never be sent)."""
-        self.master_end.close()
-        for sock, _meta, _until in self.parked.values():
-            sock.close()
-        for sock, _meta in self.ready:
-            sock.close()
-        self.parked.clear()
-        self.ready.clear()
-
-    def on_park(self) -> None:
-        """Selector callback on ``master_end``: take every connection the workers sent."""
-        while True:
-            try:
-                # CLOEXEC: a re-exec (graceful reload) must not carry parked connections along,
-                # or they would stay open, unserved, with a proxy's request waiting on them
-                msg, anc, _f, _a = self.master_end.recvmsg(_META.size, socket.CMSG_SPACE(4),
-                                                           socket.MSG_CMSG_CLOEXEC)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.error("parking: %s", exc.strerror)
-                return
-            fds = _fds(anc)
-            if len(fds) != 1 or len(msg) != _META.size:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            sock = socket.socket(fileno=fds[0])
-            if len(self.parked) >= PARK_CAP:
-                self._drop(min(self.parked, key=lambda fd: self.parked[fd][2]))
-            fd = sock.fileno()
-            self.parked[fd] = (sock, msg, time.monotonic() + self.keepalive)
-            self.sel.register(sock, selectors.EVENT_READ, functools.partial(self._on_ready, fd))
-
-    def _on_ready(self, fd: int) -> None:
-        entry = self.parked.pop(fd, None)
-        if entry is None:
-            return
-        sock, meta, _until = entry
-        self.sel.unregister(sock)
-        try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                sock.close()  # the client left
-                return
-        except BlockingIOError:
-            self.parked[fd] = entry  # spurious: keep watching
-            self.sel.register(sock, selectors.EVENT_READ, functools.partial(self._on_ready, fd))
-            return
-        except OSError:
-            sock.close()
-            return
-        self.ready.append((sock, meta))
-        self.flush()
-
-    def flush(self) -> None:
-        """Hand readable connections to the workers, as long as the socketpair has room."""
-        while self.ready:
-            sock, meta = self.ready[0]
-            try:
-                self.master_end.sendmsg(
-                    [meta], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
-            except BlockingIOError:
-                return  # every worker is busy and the queue is full: tick() tries again
-            except OSError as exc:
-                log.error("parking: cannot hand a connection to a worker: %s", exc.strerror)
-            self.ready.pop(0)
-            sock.close()
-
-    def tick(self) -> None:
-        """Once a second from the master: retry hand-backs, close connections idle too long."""
-        self.flush()
-        if self.parked:
-            now = time.monotonic()
-            for fd in [fd for fd, (_s, _m, until) in self.parked.items() if until <= now]:
-                self._drop(fd)
-
-    def _drop(self, fd: int) -> None:
-        sock, _meta, _until = self.parked.pop(fd)
-        self.sel.unregister(sock)
-        sock.close()
-
-    def close(self) -> None:
-        for fd in list(self.parked):
-            self._drop(fd)
-        for sock, _meta in self.ready:
-            sock.close()
-        self.ready.clear()
-        self.sel.unregister(self.master_end)
-        self.master_end.close()
-        self.worker_end.close()

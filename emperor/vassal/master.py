@@ -39,7 +39,7 @@ from emperor.vassal.stats import VassalStats, open_server
 from emperor.vassal.worker import Worker
 
 if TYPE_CHECKING:
-    from emperor.vassal.http_conn import ParkingLot
+    from emperor.vassal.parking import ParkingLot
 
 log = logging.getLogger("emperor.master")
 
@@ -156,9 +156,9 @@ class Master:
             # one uwsgi listener: blocking accept(); else poll() + non-blocking accept in each worker
             lst.sock.setblocking(len(self.listeners) == 1 and not speaks_http)
         if speaks_http:  # idle keep-alive connections no worker holds (docs/http.md)
-            from emperor.vassal import http_conn  # only vassals with an HTTP socket load httptools
+            from emperor.vassal.parking import ParkingLot
 
-            self.parking = http_conn.ParkingLot(cfg.http_keepalive, self.sel)
+            self.parking = ParkingLot(cfg.http_keepalive, self.sel)
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`

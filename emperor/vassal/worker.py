@@ -202,9 +202,9 @@ class Worker:
                 gc.freeze()
             self.ints[self.slot + sb.ACCEPTING] = 1
             if any(lst.proto == "http" for lst in self.listeners):
-                from emperor.vassal import http_conn  # only vassals with an HTTP socket load it
+                from emperor.vassal import http_loop  # only vassals with an HTTP socket load httptools
 
-                serve = http_conn.serve_threaded if self.cfg.threads > 1 else http_conn.serve_forever
+                serve = http_loop.serve_threaded if self.cfg.threads > 1 else http_loop.serve_forever
                 serve(self, self.park)
             elif self.cfg.threads > 1:
                 self._serve_threaded()

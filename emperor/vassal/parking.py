@@ -1,0 +1,164 @@
+"""Idle HTTP keep-alive connections that no worker holds: the master watches them (docs/http.md).
+
+A worker that gets busy hands its idle connections to the master over a datagram socketpair
+(SCM_RIGHTS, with the requests served so far and the listener index). The master polls them
+in its selector; when a request arrives on one, it puts the connection back on the same
+socketpair, where the first free worker takes it like an accept. So a request on a kept-alive
+connection never waits behind a busy worker while another is free, and no idle connection
+is closed under a proxy that may be reusing it.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import logging
+import os
+import selectors
+import socket
+import struct
+import time
+
+log = logging.getLogger("emperor.http")
+
+PARK_CAP = 4096  # connections the master holds for all workers; beyond, the oldest is closed
+META = struct.Struct("=IH")  # requests served on the connection, listener index
+
+
+def send_conn(chan: socket.socket, fd: int, served: int, index: int, flags: int = 0) -> None:
+    """Send one connection's fd and its metadata as one datagram (OSError on failure)."""
+    chan.sendmsg([META.pack(served, index)],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))], flags)
+
+
+def recv_conn(chan: socket.socket, flags: int = 0) -> tuple[int, int, int] | None:
+    """(fd, served, index) of the next datagram, or None for a malformed one (its fds closed).
+
+    The fd is received close-on-exec: a re-exec (graceful reload) must not carry connections
+    along, or they would stay open, unserved, with a proxy's request waiting on them.
+    BlockingIOError when there is nothing to take.
+    """
+    msg, anc, _flags, _addr = chan.recvmsg(META.size, socket.CMSG_SPACE(4), flags | socket.MSG_CMSG_CLOEXEC)
+    fds = fds_of(anc)
+    if len(msg) != META.size or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        return None
+    served, index = META.unpack(msg)
+    return fds[0], served, index
+
+
+def fds_of(anc: list[tuple[int, int, bytes]]) -> list[int]:
+    out: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            out.extend(arr)
+    return out
+
+
+
+class ParkingLot:
+    """In the master: idle keep-alive connections that no worker holds, watched for a request.
+
+    Workers send connections here when they get busy; when a request arrives on one it goes
+    back on the same socketpair, where the first free worker takes it. Parked connections are
+    closed after ``http-keepalive`` seconds (counted from when they were parked).
+    """
+
+    def __init__(self, keepalive: float, sel: selectors.BaseSelector) -> None:
+        self.keepalive = keepalive
+        self.sel = sel
+        self.master_end, self.worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.master_end.setblocking(False)
+        self.parked: dict[int, tuple[socket.socket, bytes, float]] = {}
+        self.ready: list[tuple[socket.socket, bytes]] = []  # readable, waiting for room to hand back
+        sel.register(self.master_end, selectors.EVENT_READ, self.on_park)
+
+    def close_in_worker(self) -> None:
+        """In a forked worker: close the master's copies (else their FIN would never be sent)."""
+        self.master_end.close()
+        for sock, _meta, _until in self.parked.values():
+            sock.close()
+        for sock, _meta in self.ready:
+            sock.close()
+        self.parked.clear()
+        self.ready.clear()
+
+    def on_park(self) -> None:
+        """Selector callback on ``master_end``: take every connection the workers sent."""
+        while True:
+            try:
+                got = recv_conn(self.master_end)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.error("parking: %s", exc.strerror)
+                return
+            if got is None:
+                continue
+            sock = socket.socket(fileno=got[0])
+            msg = META.pack(got[1], got[2])
+            if len(self.parked) >= PARK_CAP:
+                self._drop(min(self.parked, key=lambda fd: self.parked[fd][2]))
+            fd = sock.fileno()
+            self.parked[fd] = (sock, msg, time.monotonic() + self.keepalive)
+            self.sel.register(sock, selectors.EVENT_READ, functools.partial(self._on_ready, fd))
+
+    def _on_ready(self, fd: int) -> None:
+        entry = self.parked.pop(fd, None)
+        if entry is None:
+            return
+        sock, meta, _until = entry
+        self.sel.unregister(sock)
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                sock.close()  # the client left
+                return
+        except BlockingIOError:
+            self.parked[fd] = entry  # spurious: keep watching
+            self.sel.register(sock, selectors.EVENT_READ, functools.partial(self._on_ready, fd))
+            return
+        except OSError:
+            sock.close()
+            return
+        self.ready.append((sock, meta))
+        self.flush()
+
+    def flush(self) -> None:
+        """Hand readable connections to the workers, as long as the socketpair has room."""
+        while self.ready:
+            sock, meta = self.ready[0]
+            try:
+                served, index = META.unpack(meta)
+                send_conn(self.master_end, sock.fileno(), served, index)
+            except BlockingIOError:
+                return  # every worker is busy and the queue is full: tick() tries again
+            except OSError as exc:
+                log.error("parking: cannot hand a connection to a worker: %s", exc.strerror)
+            self.ready.pop(0)
+            sock.close()
+
+    def tick(self) -> None:
+        """Once a second from the master: retry hand-backs, close connections idle too long."""
+        self.flush()
+        if self.parked:
+            now = time.monotonic()
+            for fd in [fd for fd, (_s, _m, until) in self.parked.items() if until <= now]:
+                self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        sock, _meta, _until = self.parked.pop(fd)
+        self.sel.unregister(sock)
+        sock.close()
+
+    def close(self) -> None:
+        for fd in list(self.parked):
+            self._drop(fd)
+        for sock, _meta in self.ready:
+            sock.close()
+        self.ready.clear()
+        self.sel.unregister(self.master_end)
+        self.master_end.close()
+        self.worker_end.close()
