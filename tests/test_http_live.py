@@ -422,3 +422,38 @@ def test_forwarded_allow_ips_is_validated(procs: ProcGroup) -> None:
                         "10.0.0.0/33", ready=False)
     assert proc.wait(timeout=10) != 0
     wait_for(lambda: "forwarded-allow-ips" in proc.log_text(), timeout=5)
+
+
+def test_limit_post_on_http(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--limit-post", "1000")
+    addr = ("127.0.0.1", port)
+    with RawHTTP(addr) as c:
+        c.send(request_bytes("POST", "/echo", body=b"x" * 2000))
+        r = c.response()
+        assert r.status == 413 and b"limit-post" in r.body and c.closed_by_peer()
+    with RawHTTP(addr) as c:
+        c.send(request_bytes("POST", "/echo-chunks", {"Transfer-Encoding": "chunked"})
+               + chunked(b"x" * 600, b"y" * 600))
+        r = c.response()
+        assert r.status == 413 and c.closed_by_peer()
+    with RawHTTP(addr) as c:
+        c.send(request_bytes("POST", "/echo", body=b"x" * 1000))
+        assert c.response().body == b"x" * 1000
+
+
+def test_keepalive_off(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive", "false")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        c.send(request_bytes("GET", "/a"))
+        r = c.response()
+        assert r.header("Connection") == "close" and c.closed_by_peer()
+
+
+def test_unread_body_is_drained_and_the_connection_kept(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("POST", "/ignore-body", body=b"z" * 50000) + request_bytes("GET", "/next"))
+        r = c.response()
+        assert r.body == b"ignored" and r.header("Connection") is None
+        assert c.response().body == b"hello /next"
