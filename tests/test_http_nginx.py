@@ -132,3 +132,30 @@ def test_unix_http_socket_behind_nginx(procs: ProcGroup, nginx: Callable[..., Ng
     for i in range(20):
         status, _, body = http_request(url + f"/x{i}")
         assert status == 200 and body == f"hello /x{i}".encode()
+
+
+def test_example_http_vassal_and_site(procs: ProcGroup, nginx: Callable[..., Nginx], tmp_path: Path,
+                                      sock_dir: Path) -> None:
+    """vassals-examples/apps-available/hello-http.ini behind the /http/ location of
+    vassals-examples/nginx-site.conf, with only the demo's paths and port replaced."""
+    from harness import uwsgi_params_directive
+
+    examples = Path(__file__).resolve().parent.parent / "vassals-examples"
+    demo = "/tmp/emperor-demo"
+    avail = tmp_path / "apps-available"
+    avail.mkdir()
+    ini = (examples / "apps-available" / "hello-http.ini").read_text()
+    ini = ini.replace(demo, str(sock_dir)).replace("%d../apps", str(examples / "apps"))
+    (avail / "hello-http.ini").write_text(ini)
+    start_vassal(procs, "--ini", str(avail / "hello-http.ini"), module="hello")
+    port = free_port()
+    site = (examples / "nginx-site.conf").read_text().replace(demo, str(sock_dir))
+    site = site.replace("@EXAMPLES@", str(examples)).replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    site = site.replace("include uwsgi_params;", uwsgi_params_directive())
+    ng = nginx(extra_http=site)
+    ng.start()
+    for _ in range(10):
+        status, _, body = http_request(f"http://127.0.0.1:{port}/http/")
+        assert status == 200 and body == b"Hello, World!"
+    status, _, body = http_request(f"http://127.0.0.1:{port}/static/hello.txt")
+    assert status == 200
