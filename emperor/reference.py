@@ -21,7 +21,7 @@ _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",
     "app": "The application", "processes": "Processes, recycling and reloads",
     "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
-    "http": "HTTP listeners (docs/http.md)",
+    "http": "HTTP listeners (docs/http.md)", "static": "Static files (docs/http.md)",
 }
 
 

@@ -126,3 +126,11 @@ def address_list(raw: str) -> str:
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address, a network (10.0.0.0/8), unix or *") from None
     return ",".join(items)
+
+
+def static_mapping(raw: str) -> str:
+    """``static-map``: ``/prefix=DIR`` (the directory is checked when the vassal starts)."""
+    prefix, sep, root = raw.strip().partition("=")
+    if not sep or not prefix.startswith("/") or not root.strip():
+        raise ValueError(f"{raw!r} is not /prefix=DIR")
+    return f"{prefix.strip()}={root.strip()}"

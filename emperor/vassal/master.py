@@ -33,7 +33,7 @@ from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
-from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
+from emperor.vassal import backlog, loader, scoreboard, sockets, static, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import VassalStats, open_server
 from emperor.vassal.worker import Worker
@@ -162,9 +162,14 @@ class Master:
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
+        try:
+            static.wrap(_failing_app("static check"), cfg)  # directories checked once, before any fork
+        except static.StaticError as exc:
+            log.error("%s", exc)
+            return Exit.CONFIG
         if not cfg.lazy_apps:
             try:
-                self.app = loader.load(cfg)
+                self.app = static.wrap(loader.load(cfg), cfg)
             except loader.AppLoadError as exc:
                 log.error("%s", exc)
                 if cfg.need_app:
@@ -334,7 +339,7 @@ class Master:
     # ---- workers -------------------------------------------------------------------------
     def _spawn(self, wid: int) -> None:
         cfg = self.cfg
-        load = lambda: loader.load(cfg)  # noqa: E731 - lazy-apps import in the worker
+        load = lambda: static.wrap(loader.load(cfg), cfg)  # noqa: E731 - lazy-apps import in the worker
         self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
         pid = os.fork()
         if pid == 0:  # the worker
