@@ -92,6 +92,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("http", v.nonempty, None, "uWSGI's HTTP router address. emperor has no router process: this "
          "binds an HTTP listener served by the workers, exactly like ``http-socket`` (docs/http.md).",
          group="http", multi=True, metavar="ADDR"),
+    _opt("https-socket", v.https_spec, None, "An HTTPS listener: ``ADDR,CERT,KEY[,CIPHERS[,CA]]`` "
+         "(repeatable; TLS 1.2+ with the ssl module; CA makes client certificates required, ``!CA`` "
+         "optional). The certificate and key are re-read when their files change, without a restart. "
+         "``https`` (uWSGI's router option) is the same here.", group="http", multi=True,
+         aliases=("https",), metavar="ADDR,CERT,KEY"),
     _opt("protocol", v.protocol, "uwsgi", "What plain ``socket`` lines speak: ``uwsgi`` or ``http``. "
          "(uWSGI also has fastcgi, scgi and others; emperor refuses them.)", group="http",
          metavar="PROTO"),
@@ -258,7 +263,6 @@ OPTIONS: tuple[Option, ...] = (
 UNSUPPORTED: dict[str, str] = {
     "http-websockets": "WebSocket upgrades are not implemented: an Upgrade request is served as a "
                        "plain HTTP request",
-    "https": "emperor has no HTTPS router; terminate TLS in nginx",
     "fastcgi-socket": "emperor speaks only the uwsgi protocol",
     "post-buffering": "bodies are streamed to wsgi.input; nginx already buffers request bodies",
     "virtualenv": "run emperor from the application's virtualenv instead",

@@ -134,3 +134,11 @@ def static_mapping(raw: str) -> str:
     if not sep or not prefix.startswith("/") or not root.strip():
         raise ValueError(f"{raw!r} is not /prefix=DIR")
     return f"{prefix.strip()}={root.strip()}"
+
+
+def https_spec(raw: str) -> str:
+    """``https-socket``: ``ADDR,CERT,KEY[,CIPHERS[,CA]]`` (the files are loaded at start-up)."""
+    parts = raw.split(",")
+    if not 3 <= len(parts) <= 5 or not all(p.strip() for p in parts[:3]):
+        raise ValueError(f"{raw!r} is not ADDR,CERT,KEY[,CIPHERS[,CA]]")
+    return ",".join(p.strip() for p in parts)

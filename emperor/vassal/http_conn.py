@@ -22,6 +22,7 @@ from emperor.protocol import http
 from emperor.protocol.wsgi import FileWrapper, HeaderError, body_allowed, serialize_head
 from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
+from emperor.vassal.tls import TLSSite, sites
 from emperor.vassal.worker import ClientGone, Conn, Exchange
 
 if TYPE_CHECKING:
@@ -39,11 +40,12 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgra
 class Site:
     """What an HTTP listener contributes to every environ (computed once, not per request)."""
 
-    __slots__ = ("env", "index", "scheme")
+    __slots__ = ("env", "index", "scheme", "tls")
 
-    def __init__(self, index: int, lst: Listener) -> None:
+    def __init__(self, index: int, lst: Listener, tls: TLSSite | None = None) -> None:
         self.index = index
-        self.scheme = "http"
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
         try:
             name = lst.sock.getsockname()
         except OSError:
@@ -54,6 +56,8 @@ class Site:
             host, port = "localhost", "80"
         self.env = {"SERVER_NAME": host, "SERVER_PORT": port, "SCRIPT_NAME": "",
                     "wsgi.url_scheme": self.scheme, "wsgi.input_terminated": True}
+        if tls is not None:
+            self.env["HTTPS"] = "on"
 
 
 class BadBody(ConnectionError):
@@ -280,8 +284,9 @@ class HTTPServer:
     def __init__(self, worker: Worker, listeners: list[Listener], park: socket.socket | None) -> None:
         cfg = worker.cfg
         self.worker = worker
-        self.sites = {lst.sock.fileno(): Site(i, lst) for i, lst in enumerate(listeners)
-                      if lst.proto == "http"}
+        certs = sites(cfg)
+        self.sites = {lst.sock.fileno(): Site(i, lst, certs.get(lst.name)) for i, lst in enumerate(listeners)
+                      if lst.proto in ("http", "https")}
         self.by_index = {s.index: s for s in self.sites.values()}
         self.park_sock = park
         self.keepalive = float(cfg.http_keepalive)
@@ -317,6 +322,14 @@ class HTTPServer:
         return out
 
     # ---- connections ---------------------------------------------------------------------
+    def accept(self, sock: Any, site: Site) -> Connection | None:
+        """A freshly accepted connection (after the TLS handshake on an https listener)."""
+        if site.tls is not None:
+            sock = site.tls.accept(sock, self.timeout)
+            if sock is None:
+                return None
+        return self.adopt(sock, site)
+
     def adopt(self, sock: Any, site: Site, served: int = 0) -> Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
@@ -518,6 +531,8 @@ class HTTPServer:
         """wsgi.file_wrapper: a Content-Length from the file's size, then sendfile()."""
         f = wrapper.filelike
         try:
+            if getattr(ex.conn, "tls", False):
+                raise ValueError("no sendfile() through TLS")
             fd = f.fileno()
             offset = f.tell() if hasattr(f, "tell") else 0
             size = os.fstat(fd).st_size - offset
@@ -577,7 +592,7 @@ class HTTPServer:
     def park(self, conn: Connection) -> None:
         """Hand an idle connection to the master (which watches it for us); close our copy."""
         sock = self.park_sock
-        if sock is not None:
+        if sock is not None and conn.site.tls is None:  # TLS state cannot leave this process
             try:
                 parking.send_conn(sock, conn.sock.fileno(), conn.served, conn.site.index,
                                   socket.MSG_DONTWAIT)
@@ -691,3 +706,4 @@ def send_error(sock: socket.socket, status: int, message: str) -> None:
             pass
     except OSError:
         pass
+

@@ -109,9 +109,9 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             if site is None:
                 worker.handle(sock)  # a uwsgi listener of the same vassal
             else:
-                conn = server.adopt(sock, site)
-                if server.serve(conn, first=True):
-                    hold(conn)
+                fresh = server.accept(sock, site)
+                if fresh is not None and server.serve(fresh, first=True):
+                    hold(fresh)
             break
     for conn, _ in list(idle.values()):
         server.park(conn)  # stopping or recycling: the master keeps them for the next worker
@@ -141,8 +141,8 @@ def serve_threaded(worker: Worker, park: socket.socket | None) -> None:
             elif site is None:
                 worker.handle(item)
             else:
-                conn = server.adopt(item, site)
-                if server.serve(conn, first=True):
+                conn = server.accept(item, site)
+                if conn is not None and server.serve(conn, first=True):
                     server.park(conn)
         finally:
             free.release()

@@ -129,11 +129,20 @@ class Master:
         except loader.AppLoadError as exc:
             log.error("%s", exc)
             return Exit.APP_LOAD
-        if not cfg.socket and not cfg.zerg and not cfg.http_socket and not cfg.http:
+        if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or cfg.https_socket):
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT, or "
                       "http-socket = 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
             return Exit.CONFIG
+        tls_addrs: list[str] = []
+        if cfg.https_socket:  # load every certificate once, before binding anything
+            from emperor.vassal import tls
+
+            try:
+                tls_addrs = list(tls.sites(cfg))
+            except tls.TLSError as exc:
+                log.error("%s", exc)
+                return Exit.CONFIG
         try:
             inherited = sockets.adopt(os.environ.pop(sockets.ENV_FDS, None))
             if cfg.zerg:  # a zerg serves its parent's sockets (kept across its own reloads), binds none
@@ -143,15 +152,17 @@ class Master:
             else:
                 http_addrs = [*cfg.http_socket, *cfg.http] if cfg.http_socket or cfg.http else []
                 if cfg.protocol == "http":
-                    wanted = sockets.plan([], [*cfg.socket, *http_addrs])
+                    wanted = sockets.plan([], [*(cfg.socket or []), *http_addrs])
                 else:
                     wanted = sockets.plan(cfg.socket or [], http_addrs)
+                if tls_addrs:
+                    wanted = sockets.with_tls(wanted, tls_addrs)
                 self.listeners = sockets.open_all(wanted, cfg.listen, cfg.chmod_socket,
                                                   cfg.socket_timeout, not cfg.no_defer_accept, inherited)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
-        speaks_http = any(lst.proto == "http" for lst in self.listeners)
+        speaks_http = any(lst.proto in ("http", "https") for lst in self.listeners)
         for lst in self.listeners:
             # one uwsgi listener: blocking accept(); else poll() + non-blocking accept in each worker
             lst.sock.setblocking(len(self.listeners) == 1 and not speaks_http)

@@ -160,6 +160,16 @@ def plan(uwsgi: list[str], http: list[str]) -> dict[str, str]:
     return out
 
 
+def with_tls(wanted: dict[str, str], tls: list[str]) -> dict[str, str]:
+    """Add the https listeners to a ``plan``; an address used twice is an error."""
+    out = dict(wanted)
+    for addr in tls:
+        if addr in out:
+            raise addresses.AddressError(f"{addr} is configured as an https-socket and as another socket")
+        out[addr] = "https"
+    return out
+
+
 def open_all(addresses: list[str] | dict[str, str], backlog: int, mode: int | None, timeout: float,
              defer_accept: bool, inherited: dict[str, Listener]) -> list[Listener]:
     """Bind each configured address once (duplicates ignored), reusing inherited sockets by name.

@@ -201,7 +201,7 @@ class Worker:
                 gc.collect()  # lazy-apps: the same freeze the master does before forking
                 gc.freeze()
             self.ints[self.slot + sb.ACCEPTING] = 1
-            if any(lst.proto == "http" for lst in self.listeners):
+            if any(lst.proto != "uwsgi" for lst in self.listeners):
                 from emperor.vassal import http_loop  # only vassals with an HTTP socket load httptools
 
                 serve = http_loop.serve_threaded if self.cfg.threads > 1 else http_loop.serve_forever
