@@ -457,3 +457,17 @@ def test_unread_body_is_drained_and_the_connection_kept(addr: object) -> None:
         r = c.response()
         assert r.body == b"ignored" and r.header("Connection") is None
         assert c.response().body == b"hello /next"
+
+
+def test_close_after_cap_does_not_reset_the_last_response(procs: ProcGroup) -> None:
+    """The client pipelines past the per-connection cap: the last answered response must
+    arrive whole (a close with unread bytes would be a reset)."""
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive-requests", "2")
+    for _ in range(3):
+        with RawHTTP(("127.0.0.1", port)) as c:
+            c.send(request_bytes("GET", "/a") + request_bytes("GET", "/big?n=8000000"))
+            assert c.response().body == b"hello /a"
+            c.send(request_bytes("GET", "/x") * 50)  # arrives while the body is being sent: never read
+            r = c.response()
+            assert r.header("Connection") == "close" and len(r.body) == 8000000

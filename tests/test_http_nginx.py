@@ -159,3 +159,38 @@ def test_example_http_vassal_and_site(procs: ProcGroup, nginx: Callable[..., Ngi
         assert status == 200 and body == b"Hello, World!"
     status, _, body = http_request(f"http://127.0.0.1:{port}/static/hello.txt")
     assert status == 200
+
+
+def test_scale_under_load_behind_nginx(procs: ProcGroup, nginx: Callable[..., Nginx], tmp_path: Path,
+                                       sock_dir: Path) -> None:
+    """`emperor ctl scale` up and down while nginx sends load over pooled keep-alive connections:
+    retiring workers park their idle connections with the master, nothing fails."""
+    import subprocess
+    import sys
+
+    from test_emperor_rig import Rig
+
+    rig = Rig(tmp_path / "vassals", sock_dir, procs)
+    port = free_port()
+    rig.write("app", extra=f"http-socket = 127.0.0.1:{port}")
+    endpoint = f"ipc://{sock_dir}/ctl/control"
+    (sock_dir / "ctl").mkdir(mode=0o700)
+    rig.enable("app")
+    rig.start(extra=f"emperor-control = {endpoint}")
+    rig.serving("app")
+    url = proxied(nginx, port)
+
+    def scale(n: int) -> None:
+        r = subprocess.run([sys.executable, "-m", "emperor", "ctl", "--endpoint", endpoint, "scale", "app",
+                            str(n)], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: len(rig.worker_pids("app")) == n, 15, what=f"{n} workers")
+
+    with BackgroundLoad(lambda: http_request(url + "/sleep?s=0.01", timeout=10)[0] == 200, threads=6,
+                        seconds=60) as load:
+        wait_for(lambda: load.result.ok >= 30, 10, what="load running")
+        for n in (5, 1, 3):
+            scale(n)
+            seen = load.result.ok
+            wait_for(lambda seen=seen: load.result.ok >= seen + 40, 15, what=f"load on {n} workers")
+    assert load.result.failed == 0 and load.result.ok > 0, load.result

@@ -363,8 +363,18 @@ class HTTPServer:
         return False
 
     def close(self, conn: Connection) -> None:
+        """Close, first dropping bytes already received (a pipelined request after a
+        ``Connection: close``): unread data would turn the close into a reset, and a reset can
+        destroy the last response before the client has read it."""
+        sock = conn.sock
         try:
-            conn.sock.close()
+            for _ in range(16):
+                if not sock.recv(65536, socket.MSG_DONTWAIT):
+                    break
+        except OSError:
+            pass
+        try:
+            sock.close()
         except OSError:
             pass
 
