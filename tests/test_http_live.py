@@ -471,3 +471,26 @@ def test_close_after_cap_does_not_reset_the_last_response(procs: ProcGroup) -> N
             c.send(request_bytes("GET", "/x") * 50)  # arrives while the body is being sent: never read
             r = c.response()
             assert r.header("Connection") == "close" and len(r.body) == 8000000
+
+
+def test_stats_and_scoreboard_see_http_sockets(procs: ProcGroup, tmp_path: Path) -> None:
+    port = free_port()
+    stats = str(tmp_path / "stats.sock")
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--stats", stats, "--processes", "1")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        for i in range(5):
+            c.send(request_bytes("GET", f"/{i}"))
+            c.response()
+
+    def read_stats() -> dict[str, object]:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(stats)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        return json.loads(data)  # type: ignore[no-any-return]
+
+    st = read_stats()
+    assert [x["proto"] for x in st["sockets"]] == ["http"]  # type: ignore[index, union-attr]
+    wait_for(lambda: read_stats()["workers"][0]["requests"] >= 5, timeout=5)  # type: ignore[index]
