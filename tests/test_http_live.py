@@ -494,3 +494,26 @@ def test_stats_and_scoreboard_see_http_sockets(procs: ProcGroup, tmp_path: Path)
     st = read_stats()
     assert [x["proto"] for x in st["sockets"]] == ["http"]  # type: ignore[index, union-attr]
     wait_for(lambda: read_stats()["workers"][0]["requests"] >= 5, timeout=5)  # type: ignore[index]
+
+
+def test_a_zerg_serves_lent_http_sockets(procs: ProcGroup, tmp_path: Path) -> None:
+    """A zerg with ``protocol = http`` serves the parent's HTTP socket, keep-alive included."""
+    import psutil
+    from harness import wait_for_log
+
+    port = free_port()
+    zsock = tmp_path / "z.sock"
+    parent = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--zerg-server", str(zsock),
+                          "--processes", "1", name="parent")
+    z = start_vassal(procs, "--zerg", str(zsock), "--protocol", "http", "--processes", "2", name="zerg")
+    wait_for_log(parent, r"zerg server: handed 1 socket\(s\) to pid")
+    zerg_workers = {c.pid for c in psutil.Process(z.pid).children()}
+
+    def zerg_answered() -> bool:
+        with RawHTTP(("127.0.0.1", port)) as c:
+            c.send(request_bytes("GET", "/pid"))
+            r = c.response()
+            assert r.status == 200
+            return int(r.body.split()[0]) in zerg_workers
+
+    wait_for(zerg_answered, timeout=10, what="a zerg worker answering over HTTP")
