@@ -9,6 +9,7 @@ the connection stays open. Idle connections go to the master through ``parking``
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import os
 import socket
@@ -606,9 +607,12 @@ class HTTPServer:
             try:
                 parking.send_conn(sock, conn.sock.fileno(), conn.served, conn.site.index,
                                   socket.MSG_DONTWAIT)
-            except OSError as exc:
-                log.warning("worker %d: cannot park an idle connection (%s): closing it",
-                            self.worker.wid, exc.strerror)
+                conn.sock.close()  # only our copy: never drain (close()) what now belongs to the master
+                return
+            except OSError as exc:  # master gone (reload, stop) or its queue full: just close
+                level = logging.DEBUG if exc.errno in (errno.ECONNREFUSED, errno.EPIPE) else logging.WARNING
+                log.log(level, "worker %d: cannot park an idle connection (%s): closing it",
+                        self.worker.wid, exc.strerror)
         self.close(conn)
 
     def take_parked(self) -> Connection | None:

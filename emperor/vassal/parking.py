@@ -14,6 +14,7 @@ import array
 import functools
 import logging
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -70,6 +71,9 @@ class ParkingLot:
     def __init__(self, keepalive: float, sel: selectors.BaseSelector) -> None:
         self.keepalive = keepalive
         self.sel = sel
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # parked connections are fds of the master: stay well inside its limit
+        self.cap = PARK_CAP if soft == resource.RLIM_INFINITY else max(16, min(PARK_CAP, soft // 2))
         self.master_end, self.worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.master_end.setblocking(False)
         self.parked: dict[int, tuple[socket.socket, bytes, float]] = {}
@@ -100,7 +104,7 @@ class ParkingLot:
                 continue
             sock = socket.socket(fileno=got[0])
             msg = META.pack(got[1], got[2])
-            if len(self.parked) >= PARK_CAP:
+            if len(self.parked) >= self.cap:
                 self._drop(min(self.parked, key=lambda fd: self.parked[fd][2]))
             fd = sock.fileno()
             self.parked[fd] = (sock, msg, time.monotonic() + self.keepalive)
