@@ -517,3 +517,15 @@ def test_a_zerg_serves_lent_http_sockets(procs: ProcGroup, tmp_path: Path) -> No
             return int(r.body.split()[0]) in zerg_workers
 
     wait_for(zerg_answered, timeout=10, what="a zerg worker answering over HTTP")
+
+
+def test_harakiri_on_an_http_request(procs: ProcGroup) -> None:
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--harakiri", "1", "--processes", "1")
+    with RawHTTP(("127.0.0.1", port), timeout=10) as c:
+        c.send(request_bytes("GET", "/hang"))
+        assert c.closed_by_peer(within=8)  # the worker was killed: the connection closes
+    wait_for(lambda: "GET /hang" in proc.log_text(), timeout=5)  # the request is named in the log
+    with RawHTTP(("127.0.0.1", port), timeout=10) as c:  # a new worker serves
+        c.send(request_bytes("GET", "/after"))
+        assert c.response().body == b"hello /after"
