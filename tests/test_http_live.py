@@ -529,3 +529,22 @@ def test_harakiri_on_an_http_request(procs: ProcGroup) -> None:
     with RawHTTP(("127.0.0.1", port), timeout=10) as c:  # a new worker serves
         c.send(request_bytes("GET", "/after"))
         assert c.response().body == b"hello /after"
+
+
+def test_one_address_cannot_speak_both_protocols() -> None:
+    from types import SimpleNamespace
+
+    from emperor.addresses import AddressError
+    from emperor.vassal.sockets import configured
+
+    cfg = SimpleNamespace(socket=["/a.sock"], http_socket=["/b.sock"], http=None, protocol="uwsgi")
+    assert configured(cfg, ["127.0.0.1:8443"]) == {"/a.sock": "uwsgi", "/b.sock": "http",
+                                                   "127.0.0.1:8443": "https"}
+    cfg.protocol = "http"
+    assert configured(cfg, []) == {"/a.sock": "http", "/b.sock": "http"}
+    cfg = SimpleNamespace(socket=["/a.sock"], http_socket=["/a.sock"], http=None, protocol="uwsgi")
+    with pytest.raises(AddressError, match="both"):
+        configured(cfg, [])
+    cfg = SimpleNamespace(socket=None, http_socket=["/a.sock"], http=None, protocol="uwsgi")
+    with pytest.raises(AddressError, match="https-socket"):
+        configured(cfg, ["/a.sock"])

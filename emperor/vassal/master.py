@@ -150,13 +150,7 @@ class Master:
                 for lst in self.listeners:  # the zerg protocol carries no protocol: ours decides
                     lst.proto = cfg.protocol
             else:
-                http_addrs = [*cfg.http_socket, *cfg.http] if cfg.http_socket or cfg.http else []
-                if cfg.protocol == "http":
-                    wanted = sockets.plan([], [*(cfg.socket or []), *http_addrs])
-                else:
-                    wanted = sockets.plan(cfg.socket or [], http_addrs)
-                if tls_addrs:
-                    wanted = sockets.with_tls(wanted, tls_addrs)
+                wanted = sockets.configured(cfg, tls_addrs)
                 self.listeners = sockets.open_all(wanted, cfg.listen, cfg.chmod_socket,
                                                   cfg.socket_timeout, not cfg.no_defer_accept, inherited)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:

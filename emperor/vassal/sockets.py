@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from emperor import addresses
 
@@ -158,6 +159,17 @@ def plan(uwsgi: list[str], http: list[str]) -> dict[str, str]:
                                          "socket: give each its own address")
         out[addr] = "http"
     return out
+
+
+def configured(cfg: Any, tls: list[str]) -> dict[str, str]:
+    """Address -> protocol for every socket of a vassal's config: ``socket`` (uwsgi, or HTTP with
+    ``protocol = http``), ``http-socket``/``http11-socket``/``http`` and the https addresses."""
+    http_addrs = [*(cfg.http_socket or []), *(cfg.http or [])]
+    if cfg.protocol == "http":
+        wanted = plan([], [*(cfg.socket or []), *http_addrs])
+    else:
+        wanted = plan(cfg.socket or [], http_addrs)
+    return with_tls(wanted, tls) if tls else wanted
 
 
 def with_tls(wanted: dict[str, str], tls: list[str]) -> dict[str, str]:
