@@ -140,9 +140,12 @@ class RequestParser:
         if self._in_head:
             self._head_bytes += len(data)
             if not self._line_done:
-                if len(self._line) < 64:
-                    self._line += bytes(data[:64])
-                if b"\n" in bytes(data):
+                raw = data if type(data) is bytes else bytes(data)
+                if not self._line:
+                    self._line = raw  # the usual case: the whole head in one chunk, kept without a copy
+                elif len(self._line) < 64:
+                    self._line += raw[:64]
+                if b"\n" in raw:
                     self._line_done = True
         try:
             self._parser.feed_data(data)
@@ -177,7 +180,7 @@ class RequestParser:
         Judged on the first bytes of the head when it began at a chunk start (the usual case);
         a method llhttp refused on its first byte is judged on what came so far.
         """
-        method = self._line.partition(b" ")[0]
+        method = self._line[:64].partition(b" ")[0]
         if method and _TOKEN.match(method):
             return HTTPError(501, f"method {method[:32].decode('latin-1')!r} is not implemented")
         return HTTPError(400, "the method is not an RFC 9110 token (methods are case-sensitive)")

@@ -622,15 +622,21 @@ class HTTPServer:
             got = parking.recv_conn(self.park_sock, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return None
+        except OSError as exc:
+            log.error("worker %d: taking a parked connection: %s", self.worker.wid, exc.strerror)
+            return None
         if got is None:
             return None
         fd, served, index = got
         sock = Conn(fileno=fd)
         site = self.by_index.get(index)
-        if site is None:
-            sock.close()
-            return None
-        return self.adopt(sock, site, served)
+        try:
+            if site is not None:
+                return self.adopt(sock, site, served)
+        except OSError:  # the client reset it meanwhile
+            pass
+        sock.close()
+        return None
 
 
 class Proxies:
