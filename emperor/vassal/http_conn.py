@@ -329,7 +329,11 @@ class HTTPServer:
             sock = site.tls.accept(sock, self.timeout)
             if sock is None:
                 return None
-        return self.adopt(sock, site)
+        try:
+            return self.adopt(sock, site)
+        except OSError:  # reset before we even looked at it
+            sock.close()
+            return None
 
     def adopt(self, sock: Any, site: Site, served: int = 0) -> Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
