@@ -132,11 +132,13 @@ def test_chunked_upload_is_dechunked(addr: object) -> None:
 
 
 def test_input_terminated_is_set(addr: object) -> None:
-    # the /env endpoint keeps only str values; wsgi.input_terminated is checked via the lines echo
     raw = request_bytes("POST", "/echo-lines", {"Transfer-Encoding": "chunked"}) + chunked(b"l1\nl2\n", b"l3")
     c, r = one(addr, raw)
-    c.close()
     assert json.loads(r.body) == ["l1\n", "l2\n", "l3"]  # type: ignore[attr-defined]
+    c.send(request_bytes("GET", "/wsgi-flags"))
+    flags = json.loads(c.response().body)
+    c.close()
+    assert flags["wsgi.input_terminated"] is True and flags["wsgi.multiprocess"] is True
 
 
 def test_big_streamed_and_file_wrapper(addr: object) -> None:

@@ -130,6 +130,9 @@ def application(environ, start_response):
         return [b"hello"]
     if path == "/head-body":
         return _reply(start_response, b"body that HEAD must not carry")
+    if path == "/wsgi-flags":  # the non-str wsgi.* keys, which /env leaves out
+        flags = {k: v for k, v in environ.items() if k.startswith("wsgi.") and isinstance(v, (bool, tuple))}
+        return _reply(start_response, json.dumps(flags).encode(), ctype="application/json")
     if path == "/sendfile":  # file_wrapper, unwrapped by the validator (so the server sees it)
         f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the server via file_wrapper.close
         f.write(b"0123456789" * int(_qs(environ, "n", "10000")))
