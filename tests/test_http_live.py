@@ -550,3 +550,12 @@ def test_one_address_cannot_speak_both_protocols() -> None:
     cfg = SimpleNamespace(socket=None, http_socket=["/a.sock"], http=None, protocol="uwsgi")
     with pytest.raises(AddressError, match="https-socket"):
         configured(cfg, ["/a.sock"])
+
+
+def test_upgrade_is_answered_then_closed(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/u", {"Connection": "Upgrade", "Upgrade": "websocket"})
+               + request_bytes("GET", "/never"))
+        r = c.response()
+        assert r.body == b"hello /u" and r.header("Connection") == "close"
+        assert c.closed_by_peer()

@@ -85,7 +85,7 @@ class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
     __slots__ = ("_count", "_dead", "_head", "_head_bytes", "_in_head", "_line", "_line_done",
-                 "_parser", "_url", "events", "max_head", "max_headers")
+                 "_parser", "_url", "events", "max_head", "max_headers", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
         self.max_head = max_head
@@ -100,6 +100,7 @@ class RequestParser:
         self._line_done = False
         self._line = b""  # the first bytes of a head fed at a chunk start (to judge a bad method)
         self._dead = False
+        self.upgraded = False  # an Upgrade request ended the stream: close after answering it
 
     # ---- the consumer's side -------------------------------------------------------------
     @property
@@ -154,6 +155,7 @@ class RequestParser:
             # We do not switch protocols: it is served as a plain request, then the connection
             # closes, since nothing after it can be parsed.
             self._dead = True
+            self.upgraded = True
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
             self._fail(ctx if isinstance(ctx, HTTPError) else HTTPError(400, str(exc)))

@@ -414,7 +414,8 @@ class HTTPServer:
         start = time.monotonic_ns()
         ints[slot + sb.BUSY_SINCE] = start
         conn.served += 1
-        keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive
+        keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive \
+            and not conn.parser.upgraded
         ex = HTTPExchange(worker, conn, head.method, keep, head.version == "HTTP/1.0", self)
         env: dict[str, Any] | None = None
         try:
