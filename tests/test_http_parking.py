@@ -92,3 +92,42 @@ def test_malformed_datagram_is_ignored(lot: Lot) -> None:
     lt.worker_end.send(b"junk")
     pump(sel, lt)
     assert not lt.parked and not lt.ready
+
+
+def test_export_and_adopt_across_a_reload() -> None:
+    """What a re-exec hands over: the same socketpair and every parked connection."""
+    sel = selectors.DefaultSelector()
+    old = ParkingLot(keepalive=5, sel=sel)
+    client = park(old, served=7, index=2)
+    wait_for(lambda: (pump(sel, old), len(old.parked))[1] == 1, timeout=2)
+    raw = old.export()
+    # the exec: the old image's objects vanish, the fds stay open
+    for sock, _meta, _until in old.parked.values():
+        sock.detach()
+    old.master_end.detach()
+    old.worker_end.detach()
+    sel.close()
+    sel2 = selectors.DefaultSelector()
+    new = ParkingLot(keepalive=5, sel=sel2, inherited=raw)
+    try:
+        assert len(new.parked) == 1
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        new.worker_end.setblocking(False)
+        got = None
+
+        def handed_back() -> bool:
+            nonlocal got
+            pump(sel2, new)
+            try:
+                got = parking.recv_conn(new.worker_end)
+            except BlockingIOError:
+                return False
+            return got is not None
+
+        wait_for(handed_back, timeout=2)
+        assert got is not None and got[1:] == (7, 2)
+        socket.socket(fileno=got[0]).close()
+    finally:
+        new.close()
+        sel2.close()
+        client.close()

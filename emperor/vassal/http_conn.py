@@ -355,9 +355,11 @@ class HTTPServer:
                 if not self.one(conn, first):
                     break
                 first = False
-                if not worker.alive or worker.recycle_reason or (conn.parser.dead and not conn.parser.events):
+                if conn.parser.dead and not conn.parser.events:
                     self.close(conn)
                     return False
+                if not worker.alive or worker.recycle_reason:
+                    return True  # stopping: the loop parks it with the master (never closed under a proxy)
                 if not conn.pending():
                     return True
         except ClientGone as exc:

@@ -26,20 +26,17 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emperor import addresses, channel, config, logs
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
-from emperor.vassal import backlog, loader, scoreboard, sockets, static, zerg
+from emperor.vassal import backlog, loader, parking, scoreboard, sockets, static, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import VassalStats, open_server
 from emperor.vassal.worker import Worker
-
-if TYPE_CHECKING:
-    from emperor.vassal.parking import ParkingLot
 
 log = logging.getLogger("emperor.master")
 
@@ -108,7 +105,7 @@ class Master:
         self.zerg_server: zerg.ZergServer | None = None  # broodlord: docs/broodlord.md
         self.sos: backlog.SosWatch | None = None
         self.idle: zerg.IdleWatch | None = None
-        self.parking: ParkingLot | None = None
+        self.parking: parking.ParkingLot | None = None
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -160,10 +157,11 @@ class Master:
         for lst in self.listeners:
             # one uwsgi listener: blocking accept(); else poll() + non-blocking accept in each worker
             lst.sock.setblocking(len(self.listeners) == 1 and not speaks_http)
+        handed = os.environ.pop(parking.ENV, None)
         if speaks_http:  # idle keep-alive connections no worker holds (docs/http.md)
-            from emperor.vassal.parking import ParkingLot
-
-            self.parking = ParkingLot(cfg.http_keepalive, self.sel)
+            self.parking = parking.ParkingLot(cfg.http_keepalive, self.sel, handed)
+        else:
+            parking.discard(handed)
         if (failed := self._broodlord_boot()) is not None:
             return failed
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
@@ -562,6 +560,8 @@ class Master:
             _kill(pid, signal.SIGTERM)
         env = dict(os.environ)
         env[sockets.ENV_FDS] = sockets.export(self.listeners)
+        if self.parking is not None:
+            env[parking.ENV] = self.parking.export()
         env[ENV_RELOADS] = str(self.reloads + 1)
         env[ENV_OLD_WORKERS] = json.dumps({"pids": list(old), "deadline": deadline})
         if self.chan is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import functools
+import json
 import logging
 import os
 import resource
@@ -19,6 +20,7 @@ import selectors
 import socket
 import struct
 import time
+from typing import Any
 
 log = logging.getLogger("emperor.http")
 
@@ -68,17 +70,51 @@ class ParkingLot:
     closed after ``http-keepalive`` seconds (counted from when they were parked).
     """
 
-    def __init__(self, keepalive: float, sel: selectors.BaseSelector) -> None:
+    def __init__(self, keepalive: float, sel: selectors.BaseSelector, inherited: str | None = None) -> None:
         self.keepalive = keepalive
         self.sel = sel
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         # parked connections are fds of the master: stay well inside its limit
         self.cap = PARK_CAP if soft == resource.RLIM_INFINITY else max(16, min(PARK_CAP, soft // 2))
-        self.master_end, self.worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.master_end.setblocking(False)
         self.parked: dict[int, tuple[socket.socket, bytes, float]] = {}
         self.ready: list[tuple[socket.socket, bytes]] = []  # readable, waiting for room to hand back
+        state = _load(inherited)
+        if state is not None:  # a graceful reload: the same socketpair, the same parked connections
+            self.master_end = socket.socket(fileno=state["master"])
+            self.worker_end = socket.socket(fileno=state["worker"])
+            for end in (self.master_end, self.worker_end):
+                end.set_inheritable(False)
+        else:
+            self.master_end, self.worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.master_end.setblocking(False)
         sel.register(self.master_end, selectors.EVENT_READ, self.on_park)
+        for fd, served, index in (state or {}).get("parked", []):
+            sock = socket.socket(fileno=fd)
+            sock.set_inheritable(False)
+            self._watch(sock, META.pack(served, index))
+
+    def export(self) -> str:
+        """For a graceful reload (re-exec): make the socketpair and every parked connection
+        inheritable and describe them, so the next image keeps them. Old workers still running
+        then park into the new master, and nginx never sees a pooled connection closed."""
+        parked = []
+        for sock, meta, _until in self.parked.values():
+            sock.set_inheritable(True)
+            parked.append([sock.fileno(), *META.unpack(meta)])
+        for sock, meta in self.ready:
+            sock.set_inheritable(True)
+            parked.append([sock.fileno(), *META.unpack(meta)])
+        for end in (self.master_end, self.worker_end):
+            end.set_inheritable(True)
+        return json.dumps({"master": self.master_end.fileno(), "worker": self.worker_end.fileno(),
+                           "parked": parked})
+
+    def _watch(self, sock: socket.socket, meta: bytes) -> None:
+        if len(self.parked) >= self.cap:
+            self._drop(min(self.parked, key=lambda fd: self.parked[fd][2]))
+        fd = sock.fileno()
+        self.parked[fd] = (sock, meta, time.monotonic() + self.keepalive)
+        self.sel.register(sock, selectors.EVENT_READ, functools.partial(self._on_ready, fd))
 
     def close_in_worker(self) -> None:
         """In a forked worker: close the master's copies (else their FIN would never be sent)."""
@@ -102,13 +138,7 @@ class ParkingLot:
                 return
             if got is None:
                 continue
-            sock = socket.socket(fileno=got[0])
-            msg = META.pack(got[1], got[2])
-            if len(self.parked) >= self.cap:
-                self._drop(min(self.parked, key=lambda fd: self.parked[fd][2]))
-            fd = sock.fileno()
-            self.parked[fd] = (sock, msg, time.monotonic() + self.keepalive)
-            self.sel.register(sock, selectors.EVENT_READ, functools.partial(self._on_ready, fd))
+            self._watch(socket.socket(fileno=got[0]), META.pack(got[1], got[2]))
 
     def _on_ready(self, fd: int) -> None:
         entry = self.parked.pop(fd, None)
@@ -166,3 +196,30 @@ class ParkingLot:
         self.sel.unregister(self.master_end)
         self.master_end.close()
         self.worker_end.close()
+
+
+ENV = "EMPEROR_PARKING"
+
+
+def _load(raw: str | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        state = json.loads(raw)
+        int(state["master"]), int(state["worker"])
+        return state  # type: ignore[no-any-return]
+    except (ValueError, KeyError, TypeError):
+        log.error("ignoring malformed %s", ENV)
+        return None
+
+
+def discard(raw: str | None) -> None:
+    """A reload into a config without HTTP sockets: close what the previous image handed over."""
+    state = _load(raw)
+    if state is None:
+        return
+    for fd in [state["master"], state["worker"], *(p[0] for p in state.get("parked", []))]:
+        try:
+            os.close(int(fd))
+        except OSError:
+            pass
