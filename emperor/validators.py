@@ -113,20 +113,19 @@ def keepalive_seconds(raw: str) -> float:
 
 
 def address_list(raw: str) -> str:
-    """``forwarded-allow-ips``: comma-separated IPs or CIDR networks, ``unix`` (Unix-socket peers)
-    or ``*`` (every peer); checked here, parsed where it is used."""
+    """``forwarded-allow-ips``: IPs and CIDR networks, comma-separated, or ``*``"""
     import ipaddress
 
     items = [x.strip() for x in raw.split(",") if x.strip()]
+    if items == ["*"]:
+        return "*"
     for item in items:
-        if item in ("*", "unix"):
-            continue
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise ValueError(f"{item!r} is not an IP address, a network (10.0.0.0/8), unix or *") from None
+            raise ValueError(f"{item!r} is not an IP address or network (such as 10.0.0.0/8), "
+                             "nor '*' alone") from None
     return ",".join(items)
-
 
 def static_mapping(raw: str) -> str:
     """``static-map``: ``/prefix=DIR`` (the directory is checked when the vassal starts)."""

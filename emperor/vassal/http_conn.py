@@ -647,27 +647,31 @@ class HTTPServer:
 
 
 class Proxies:
-    """``forwarded-allow-ips``: which peers may tell us the client's address and scheme."""
+    """``forwarded-allow-ips``: which peers may tell us the client's address and scheme.
+
+    The same rule as the uwsgi sockets' scheme trust (main's ``emperor.proxies.AllowList``,
+    which this should become when the branches meet): Unix-socket peers always, TCP peers when
+    listed, ``*`` for all; IPv4-mapped IPv6 peers are matched as IPv4.
+    """
 
     def __init__(self, spec: str) -> None:
         import ipaddress
 
         items = [x for x in spec.split(",") if x]
-        self.everyone = "*" in items
-        self.unix = "unix" in items
-        self.networks = [ipaddress.ip_network(x, strict=False) for x in items if x not in ("*", "unix")]
+        self.everyone = items == ["*"]
+        self.networks = [] if self.everyone else [ipaddress.ip_network(x, strict=False) for x in items]
 
     def trusts(self, peer: str) -> bool:
         import ipaddress
 
-        if self.everyone:
+        if self.everyone or peer == "unix:":
             return True
-        if peer == "unix:":
-            return self.unix
         try:
-            addr = ipaddress.ip_address(peer)
+            addr = ipaddress.ip_address(peer.partition("%")[0])
         except ValueError:
             return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
         return any(addr in net for net in self.networks)
 
 
