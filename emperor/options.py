@@ -114,6 +114,21 @@ OPTIONS: tuple[Option, ...] = (
          "X-Forwarded-Proto (http or https). Unix-socket peers are always believed (the socket's mode "
          "decides who connects). From any other peer both stay plain HTTP_X_FORWARDED_* headers. "
          "gunicorn's name and default; uWSGI has no such option.", group="http", metavar="IPS"),
+    _opt("static-map", v.static_mapping, None, "Serve files under ``/prefix`` from ``DIR`` before the app "
+         "(``/prefix/a/b`` -> ``DIR/a/b``), with sendfile, Last-Modified/ETag, a single Range, HEAD. "
+         "Repeatable; on uwsgi and HTTP sockets. A path that resolves outside ``DIR`` (``..``, "
+         "symlinks) is a 403; a missing file falls through to the app.", group="static", multi=True,
+         metavar="/PREFIX=DIR"),
+    _opt("static-map2", v.static_mapping, None, "Like ``static-map``, but the whole path is appended "
+         "to ``DIR`` (``/prefix/a`` -> ``DIR/prefix/a``).", group="static", multi=True,
+         metavar="/PREFIX=DIR"),
+    _opt("check-static", v.nonempty, None, "Serve ``DIR`` + PATH_INFO when such a file exists, for any "
+         "path (repeatable).", group="static", multi=True, metavar="DIR"),
+    _opt("static-index", v.nonempty, None, "File served for a directory (``index.html``; repeatable, "
+         "tried in order).", group="static", multi=True, metavar="NAME"),
+    _opt("static-safe", v.nonempty, None, "A directory that symlinks in static directories may point "
+         "into (repeatable). Without it a symlink out of the mapped directory is refused.",
+         group="static", multi=True, metavar="DIR"),
     _opt("http-timeout", v.seconds, 0.0, "Seconds a client may take to send the request head (and each "
          "read of the body) or to accept each write on HTTP sockets (0 = socket-timeout). In uWSGI "
          "this is the router's timeout towards its backends; here the workers are the backend.",

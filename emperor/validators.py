@@ -127,6 +127,7 @@ def address_list(raw: str) -> str:
                              "nor '*' alone") from None
     return ",".join(items)
 
+
 def static_mapping(raw: str) -> str:
     """``static-map``: ``/prefix=DIR`` (the directory is checked when the vassal starts)."""
     prefix, sep, root = raw.strip().partition("=")
