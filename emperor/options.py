@@ -129,6 +129,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("static-safe", v.nonempty, None, "A directory that symlinks in static directories may point "
          "into (repeatable). Without it a symlink out of the mapped directory is refused.",
          group="static", multi=True, metavar="DIR"),
+    _opt("static-expires-type", v.nonempty, None, "``MIME/TYPE=SECONDS``: static files of that type get "
+         "``Expires`` (now + SECONDS) and ``Cache-Control: max-age`` (repeatable; the first match wins).",
+         group="static", multi=True, metavar="TYPE=SECONDS"),
+    _opt("static-expires", v.nonempty, None, "``REGEXP=SECONDS``: the same for static files whose path "
+         "matches REGEXP (repeatable; after static-expires-type).", group="static", multi=True,
+         metavar="REGEXP=SECONDS"),
     _opt("http-timeout", v.seconds, 0.0, "Seconds a client may take to send the request head (and each "
          "read of the body) or to accept each write on HTTP sockets (0 = socket-timeout). In uWSGI "
          "this is the router's timeout towards its backends; here the workers are the backend.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -110,6 +111,18 @@ def test_traversal_is_refused(served: tuple[str, int], path: str, status: int) -
 
 def test_symlink_into_static_safe(served: tuple[str, int]) -> None:
     assert get(served, "/static/to-shared").body == b"shared file\n"
+
+
+def test_expires_headers(procs: ProcGroup, tree: Path) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--static-map", f"/static={tree / 'static'}",
+                 "--static-expires-type", "text/css=600", "--static-expires", r"\.txt$=60")
+    css = get(("127.0.0.1", port), "/static/style.css")
+    assert css.header("Cache-Control") == "max-age=600" and css.header("Expires")
+    expires = email.utils.parsedate_to_datetime(css.header("Expires")).timestamp()
+    assert 500 < expires - time.time() < 700
+    assert get(("127.0.0.1", port), "/static/a.txt").header("Cache-Control") == "max-age=60"
+    assert get(("127.0.0.1", port), "/static/sub/index.html").header("Expires") is None
 
 
 def test_missing_directory_refuses_to_start(procs: ProcGroup, tmp_path: Path) -> None:

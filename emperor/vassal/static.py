@@ -17,6 +17,7 @@ import logging
 import mimetypes
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -52,7 +53,25 @@ def wrap(app: WSGIApp, cfg: Any) -> WSGIApp:
     mounts += [Mount("", _directory(d, "check-static"), True) for d in checks]
     safe = [_directory(d, "static-safe") for d in (getattr(cfg, "static_safe", None) or [])]
     index = list(getattr(cfg, "static_index", None) or [])
-    return StaticFiles(app, mounts, safe, index)
+    files = StaticFiles(app, mounts, safe, index)
+    files.expires_type = [_expiry(v, "static-expires-type", regex=False)
+                          for v in getattr(cfg, "static_expires_type", None) or []]
+    files.expires = [_expiry(v, "static-expires", regex=True)
+                     for v in getattr(cfg, "static_expires", None) or []]
+    return files
+
+
+def _expiry(value: str, option: str, regex: bool) -> tuple[Any, int]:
+    """``MIME=SECONDS`` or ``REGEXP=SECONDS`` (the last ``=`` splits: a regexp may contain one)."""
+    what, sep, secs = value.rpartition("=")
+    if not sep or not what or not secs.strip().isdigit():
+        raise StaticError(f"{option} = {value}: expected {'REGEXP' if regex else 'MIME/TYPE'}=SECONDS")
+    if regex:
+        try:
+            return re.compile(what), int(secs)
+        except re.error as exc:
+            raise StaticError(f"{option} = {value}: bad regular expression: {exc}") from None
+    return what, int(secs)
 
 
 def _mount(value: str, full: bool, option: str) -> Mount:
@@ -77,6 +96,8 @@ class StaticFiles:
         self.mounts = mounts
         self.safe = safe
         self.index = index
+        self.expires_type: list[tuple[Any, int]] = []  # (MIME type, seconds): static-expires-type
+        self.expires: list[tuple[Any, int]] = []  # (compiled regexp on the file path, seconds)
 
     def __call__(self, env: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if env.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -112,6 +133,12 @@ class StaticFiles:
             return None
         return real if os.path.isfile(real) else None
 
+    def _ttl(self, path: str, ctype: str) -> int | None:
+        """Seconds until Expires: the first static-expires-type for the type, else the first
+        static-expires whose regexp matches the file's path (uWSGI's order); None: no header."""
+        ttl = _first_ttl(self.expires_type, lambda t: t == ctype)
+        return ttl if ttl is not None else _first_ttl(self.expires, lambda rx: rx.search(path))
+
     def _inside(self, real: str, root: str) -> bool:
         return any(real == d or real.startswith(d.rstrip("/") + "/") for d in (root, *self.safe))
 
@@ -125,9 +152,14 @@ class StaticFiles:
             size = st.st_size
             mtime = int(st.st_mtime)
             etag = f'"{st.st_mtime_ns:x}-{size:x}"'
-            headers = [("Content-Type", mimetypes.guess_type(path)[0] or "application/octet-stream"),
+            ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            headers = [("Content-Type", ctype),
                        ("Last-Modified", email.utils.formatdate(mtime, usegmt=True)),
                        ("ETag", etag), ("Accept-Ranges", "bytes")]
+            ttl = self._ttl(path, ctype)
+            if ttl is not None:
+                headers += [("Expires", email.utils.formatdate(time.time() + ttl, usegmt=True)),
+                            ("Cache-Control", f"max-age={ttl}")]
             if _not_modified(env, etag, mtime):
                 f.close()
                 start_response("304 Not Modified", headers[1:3])
@@ -151,6 +183,13 @@ class StaticFiles:
         except BaseException:
             f.close()
             raise
+
+
+def _first_ttl(rules: list[tuple[Any, int]], match: Any) -> int | None:
+    for rule, ttl in rules:
+        if match(rule):
+            return ttl
+    return None
 
 
 def _not_modified(env: dict[str, Any], etag: str, mtime: int) -> bool:
