@@ -72,23 +72,26 @@ def _startup_checks(cfg: config.Config, scope: Scope, label: str) -> list[Proble
         except config.ConfigError as exc:
             found.extend(p for p in exc.problems if p.error)
         return found
-    if not cfg.socket and not cfg.zerg:
+    https = [spec.split(",", 1)[0] for spec in cfg.https_socket or []]
+    if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or https):
         found.append(Problem(label, 0, "socket", "no socket configured: set socket = /path/app.sock or "
-                             "127.0.0.1:PORT"))
-    for addr in cfg.socket:
-        try:
-            addresses.parse(addr)
-        except ValueError as exc:
-            err("socket", f"bad address {addr!r}: {exc}")
+                             "127.0.0.1:PORT, or http-socket = 127.0.0.1:PORT"))
+    for key, addrs in (("socket", cfg.socket), ("http-socket", cfg.http_socket), ("http", cfg.http),
+                       ("https-socket", https)):
+        for addr in addrs or []:
+            try:
+                addresses.parse(addr)
+            except ValueError as exc:
+                err(key, f"bad address {addr!r}: {exc}")
     if cfg.chdir and not os.path.isdir(cfg.chdir):
         err("chdir", f"{cfg.chdir}: no such directory")
     if cfg.wsgi_file:
         path = os.path.join(cfg.chdir or "", cfg.wsgi_file)
         if not os.path.isfile(path):
             err("wsgi-file", f"{path}: no such file")
-    elif not cfg.module and cfg.need_app:
-        found.append(Problem(label, 0, "module", "no application configured: set module or wsgi-file "
-                             "(or need-app = false)"))
+    elif not cfg.module and not cfg.asgi and cfg.need_app:
+        found.append(Problem(label, 0, "module", "no application configured: set module, wsgi-file or "
+                             "asgi (or need-app = false)"))
     return found
 
 

@@ -122,11 +122,63 @@ OPTIONS: tuple[Option, ...] = (
          group="sockets", metavar="SECONDS"),
     _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
          "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
+    # ---- HTTP listeners (docs/http.md)
+    _opt("http-socket", v.nonempty, None, "Listen for HTTP/1.1 on this address (same forms as "
+         "``socket``; repeatable): the workers parse HTTP themselves, with keep-alive. A vassal may have "
+         "uwsgi and HTTP sockets at once.", group="http", multi=True, aliases=("http11-socket",),
+         metavar="ADDR"),
+    _opt("http", v.nonempty, None, "uWSGI's HTTP router address. emperor has no router process: this "
+         "binds an HTTP listener served by the workers, exactly like ``http-socket`` (docs/http.md).",
+         group="http", multi=True, metavar="ADDR"),
+    _opt("https-socket", v.https_spec, None, "An HTTPS listener: ``ADDR,CERT,KEY[,CIPHERS[,CA]]`` "
+         "(repeatable; TLS 1.2+ with the ssl module; CA makes client certificates required, ``!CA`` "
+         "optional). The certificate and key are re-read when their files change, without a restart. "
+         "``https`` (uWSGI's router option) is the same here.", group="http", multi=True,
+         aliases=("https",), metavar="ADDR,CERT,KEY"),
+    _opt("protocol", v.protocol, "uwsgi", "What plain ``socket`` lines speak: ``uwsgi`` or ``http``. "
+         "(uWSGI also has fastcgi, scgi and others; emperor refuses them.)", group="http",
+         metavar="PROTO"),
+    _opt("http-keepalive", v.keepalive_seconds, 75.0, "Seconds an idle HTTP keep-alive connection is "
+         "kept open (0 = close after each response). The default is longer than nginx's upstream "
+         "keepalive_timeout (60 s), so nginx closes first and never reuses a connection we are "
+         "closing. uWSGI's option of the same name is the router's keep-alive switch: ``true`` or a "
+         "bare key keeps the default, ``false`` turns keep-alive off.",
+         group="http", flag=True, metavar="SECONDS"),
+    _opt("http-keepalive-requests", v.integer(1), 1000, "Requests served on one HTTP connection before "
+         "the server closes it (nginx's keepalive_requests). Not in uWSGI.", group="http", metavar="N"),
     _opt("forwarded-allow-ips", v.ip_list, "127.0.0.1,::1", "TCP peers (comma-separated IPs and CIDR "
-         "networks, or ``*``) whose HTTPS, REQUEST_SCHEME and UWSGI_SCHEME vars set "
-         "``wsgi.url_scheme``; from any other TCP peer the scheme is http and the claim is logged. "
-         "Unix-socket peers are always believed (the socket's mode decides who connects). gunicorn's "
-         "name; uWSGI believes every peer.", group="sockets", metavar="IPS"),
+         "networks, or ``*``) that are believed about the client: on uwsgi sockets their HTTPS, "
+         "REQUEST_SCHEME and UWSGI_SCHEME vars set ``wsgi.url_scheme``; on HTTP sockets their "
+         "X-Forwarded-For sets REMOTE_ADDR (its last address) and X-Forwarded-Proto the scheme. From any "
+         "other TCP peer the scheme is http (the claim is logged) and the headers stay plain "
+         "HTTP_X_FORWARDED_* vars. Unix-socket peers are always believed (the socket's mode decides who "
+         "connects). gunicorn's name and default; uWSGI believes every peer.", group="sockets",
+         metavar="IPS"),
+    _opt("static-map", v.static_mapping, None, "Serve files under ``/prefix`` from ``DIR`` before the app "
+         "(``/prefix/a/b`` -> ``DIR/a/b``), with sendfile, Last-Modified/ETag, a single Range, HEAD. "
+         "Repeatable; on uwsgi and HTTP sockets. A path that resolves outside ``DIR`` (``..``, "
+         "symlinks) is a 403; a missing file falls through to the app.", group="static", multi=True,
+         metavar="/PREFIX=DIR"),
+    _opt("static-map2", v.static_mapping, None, "Like ``static-map``, but the whole path is appended "
+         "to ``DIR`` (``/prefix/a`` -> ``DIR/prefix/a``).", group="static", multi=True,
+         metavar="/PREFIX=DIR"),
+    _opt("check-static", v.nonempty, None, "Serve ``DIR`` + PATH_INFO when such a file exists, for any "
+         "path (repeatable).", group="static", multi=True, metavar="DIR"),
+    _opt("static-index", v.nonempty, None, "File served for a directory (``index.html``; repeatable, "
+         "tried in order).", group="static", multi=True, metavar="NAME"),
+    _opt("static-safe", v.nonempty, None, "A directory that symlinks in static directories may point "
+         "into (repeatable). Without it a symlink out of the mapped directory is refused.",
+         group="static", multi=True, metavar="DIR"),
+    _opt("static-expires-type", v.nonempty, None, "``MIME/TYPE=SECONDS``: static files of that type get "
+         "``Expires`` (now + SECONDS) and ``Cache-Control: max-age`` (repeatable; the first match wins).",
+         group="static", multi=True, metavar="TYPE=SECONDS"),
+    _opt("static-expires", v.nonempty, None, "``REGEXP=SECONDS``: the same for static files whose path "
+         "matches REGEXP (repeatable; after static-expires-type).", group="static", multi=True,
+         metavar="REGEXP=SECONDS"),
+    _opt("http-timeout", v.seconds, 0.0, "Seconds a client may take to send the request head (and each "
+         "read of the body) or to accept each write on HTTP sockets (0 = socket-timeout). In uWSGI "
+         "this is the router's timeout towards its backends; here the workers are the backend.",
+         group="http", metavar="SECONDS"),
     _opt("no-defer-accept", v.boolean, False, "Do not set TCP_DEFER_ACCEPT on TCP sockets.",
          group="sockets", flag=True),
     # ---- application
@@ -453,22 +505,24 @@ COMPAT: tuple[Option, ...] = (
     _compat("alarm", _R, "alarms are not implemented: the alarm would never fire", flag=False,
             aliases=("alarm-log", "alarm-segfault", "alarm-backlog")),
     _compat("declare-option", _R, "custom options are not supported", flag=False),
+    # HTTP router and static-file options around what docs/http.md implements
+    _compat("http-processes", _I, "there is no HTTP router process: the workers serve http listeners",
+            flag=False, aliases=("http-workers",)),
+    _compat("http-to", _I, "there is no HTTP router forwarding to a uwsgi socket: the workers serve "
+            "the http listener with the same app", flag=False),
+    _compat("static-gzip", _I, "static files are sent as they are (no .gz variants); nginx can "
+            "compress", flag=False, aliases=("static-gzip-all", "static-gzip-dir", "static-gzip-ext")),
+    _compat("static-expires-uri", _I, "no Expires header by URI; static-expires-type and static-expires "
+            "are implemented", flag=False, aliases=("static-expires-type-mtime", "static-expires-mtime")),
+    _compat("static-skip-ext", _R, "ignoring it would serve files with extensions meant to stay "
+            "private (source files)", flag=False),
 )
 
 # Options other work is implementing (identity, HTTP, autoscaling): refused until a row in
 # OPTIONS declares them (a row always wins over this map).
 UNSUPPORTED: dict[str, str] = {
-    "http": "planned (HTTP work): put nginx (uwsgi_pass) in front",
-    "http-socket": "planned (HTTP work): put nginx (uwsgi_pass) in front",
-    "https": "planned (HTTP work): terminate TLS in nginx",
-    "static-map": "planned (HTTP work): serve static files from nginx",
-    "protocol": "planned (HTTP work): emperor speaks the uwsgi protocol",
-    "http-timeout": "planned (HTTP work)",
-    "http-keepalive": "planned (HTTP work)",
-    "check-static": "planned (HTTP work): serve static files from nginx",
-    "static-index": "planned (HTTP work): serve static files from nginx",
-    "static-expires": "planned (HTTP work): serve static files from nginx",
-    "static-gzip-all": "planned (HTTP work): serve static files from nginx",
+    "http-websockets": "WebSocket upgrades on HTTP sockets are not implemented (they are on uwsgi "
+                       "sockets for ASGI vassals): an Upgrade request is served as a plain HTTP request",
     "logto2": "not supported: logto is opened before the privilege drop and kept across reloads",
     "pidfile2": "not supported: pidfile is written as root and handed to the user, so reloads rewrite it",
     "no-initgroups": "the user's supplementary groups are always set (add more with add-gid)",

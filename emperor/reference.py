@@ -23,6 +23,7 @@ _GROUPS = {
     "app": "The application", "asgi": "ASGI applications", "processes": "Processes, recycling and reloads",
     "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
     "compat": "uWSGI options emperor does not implement",
+    "http": "HTTP listeners (docs/http.md)", "static": "Static files (docs/http.md)",
 }
 
 # uWSGI options seen in real deployments' ini files (issue 11's survey of 110 files, and the

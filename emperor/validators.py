@@ -167,3 +167,40 @@ def choice(*words: str) -> Callable[[str], str]:
 
     convert.__doc__ = "one of " + ", ".join(words)
     return convert
+
+
+def protocol(raw: str) -> str:
+    """``protocol``: what plain ``socket`` lines speak, ``uwsgi`` (default) or ``http``."""
+    s = raw.strip().lower()
+    if s not in ("uwsgi", "http"):
+        raise ValueError(f"{raw!r} is not a protocol emperor speaks (uwsgi or http)")
+    return s
+
+
+def keepalive_seconds(raw: str) -> float:
+    """``http-keepalive``: seconds; ``true``/``on``/a bare key keep the default (75), ``false``/``off`` = 0.
+
+    uWSGI's ``http-keepalive`` is a switch (often written ``= 1``): a number is taken as seconds.
+    """
+    s = raw.strip().lower()
+    if s in ("", "true", "yes", "on"):
+        return 75.0
+    if s in ("false", "no", "off"):
+        return 0.0
+    return seconds(raw)
+
+
+def static_mapping(raw: str) -> str:
+    """``static-map``: ``/prefix=DIR`` (the directory is checked when the vassal starts)."""
+    prefix, sep, root = raw.strip().partition("=")
+    if not sep or not prefix.startswith("/") or not root.strip():
+        raise ValueError(f"{raw!r} is not /prefix=DIR")
+    return f"{prefix.strip()}={root.strip()}"
+
+
+def https_spec(raw: str) -> str:
+    """``https-socket``: ``ADDR,CERT,KEY[,CIPHERS[,CA]]`` (the files are loaded at start-up)."""
+    parts = raw.split(",")
+    if not 3 <= len(parts) <= 5 or not all(p.strip() for p in parts[:3]):
+        raise ValueError(f"{raw!r} is not ADDR,CERT,KEY[,CIPHERS[,CA]]")
+    return ",".join(p.strip() for p in parts)

@@ -114,7 +114,8 @@ def test_nonzero_modifier2_is_501(m1: int, m2: int) -> None:
 def test_http_sent_to_uwsgi_socket(start: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         check_header(start + b" / HTTP/1.1\r\n", BUF)
-    assert info.value.status == 0  # close without a reply
+    assert info.value.status == 400  # a real answer that says what to use instead
+    assert info.value.body and b"uwsgi_pass" in info.value.body and b"http-socket" in info.value.body
     assert not isinstance(info.value, UnsupportedModifier)
     assert "HTTP sent to a uwsgi-protocol socket" in str(info.value)
 

@@ -177,7 +177,7 @@ if [ "$ready" != 2 ]; then
   echo
   echo "    emperor demo is up:  http://127.0.0.1:${port}/"
   if [ -f "$examples/nginx-site.conf" ]; then
-    echo "    (locations: see vassals-examples/nginx-site.conf, e.g. /flask/ and /static/hello.txt)"
+    echo "    (locations: see vassals-examples/nginx-site.conf, e.g. /flask/, /http/ and /static/hello.txt)"
   fi
   echo "    Ctrl-C to stop."
   echo

@@ -11,9 +11,11 @@ extras="${1:-}"
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
-# The test run also needs the tools the tests call (shellcheck lints the shipped shell scripts).
+# The test run also needs the tools the tests call (shellcheck lints the shipped shell scripts;
+# openssl makes the self-signed certificates of the https-socket tests).
 if [ "$extras" = test ]; then
   command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 fi
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv)

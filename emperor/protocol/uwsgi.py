@@ -40,6 +40,7 @@ class ProtocolError(Exception):
     """
 
     status = 400
+    body: bytes | None = None  # the reply's text, when more helpful than the status's reason
 
     def __init__(self, message: str, status: int | None = None, body_pending: int = 0) -> None:
         super().__init__(message)
@@ -53,6 +54,14 @@ class UnsupportedModifier(ProtocolError):
     status = 501
 
 
+class HTTPToUwsgi(ProtocolError):
+    """An HTTP client (curl, proxy_pass) at a uwsgi socket: a real 400 that says what to do."""
+
+    body = (b"400 Bad Request: this is a uwsgi-protocol socket, not HTTP. Put nginx in front with "
+            b"uwsgi_pass, or give the vassal an http-socket (http-socket = ADDR) for HTTP clients "
+            b"and proxy_pass.\n")
+
+
 class BlockTooLarge(ProtocolError):
     status = 0  # like uWSGI: log and close; nginx shows a 502
 
@@ -62,8 +71,8 @@ def check_header(data: bytes, buffer_size: int) -> int:
     m1, size, m2 = data[0], data[1] | (data[2] << 8), data[3]
     if m1 not in SERVED_MODIFIERS or m2:
         if data[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN"):
-            raise ProtocolError("this looks like HTTP sent to a uwsgi-protocol socket "
-                                "(use nginx uwsgi_pass, not proxy_pass)", status=0)
+            raise HTTPToUwsgi("this looks like HTTP sent to a uwsgi-protocol socket "
+                              "(use nginx uwsgi_pass, or an http-socket for proxy_pass)")
         if data[0] == 0x16:
             raise ProtocolError("this looks like a TLS handshake sent to a uwsgi-protocol socket", 0)
         raise UnsupportedModifier(f"unsupported modifier1 {m1} / modifier2 {m2} "

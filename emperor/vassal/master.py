@@ -40,7 +40,7 @@ from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
-from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
+from emperor.vassal import backlog, loader, parking, scoreboard, sockets, static, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import StatsError, VassalStats, open_server
 from emperor.vassal.touch import TouchWatch
@@ -138,6 +138,7 @@ class Master:
         self.next_logreopen_check = 0.0
         self.touch: TouchWatch | None = None  # touch-reload, set up after chdir (paths are relative to it)
         self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
+        self.parking: parking.ParkingLot | None = None
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -161,18 +162,31 @@ class Master:
             return Exit.APP_LOAD
         if cfg.touch_reload:
             self.touch = TouchWatch(cfg.touch_reload)
-        if not cfg.socket and not cfg.zerg:
-            log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT (%s)",
+        if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or cfg.https_socket):
+            log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT, or "
+                      "http-socket = 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
             return Exit.CONFIG
+        tls_addrs: list[str] = []
+        if cfg.https_socket:  # load every certificate once, before binding anything
+            from emperor.vassal import tls
+
+            try:
+                tls_addrs = list(tls.sites(cfg))
+            except tls.TLSError as exc:
+                log.error("%s", exc)
+                return Exit.CONFIG
         try:
             inherited = sockets.adopt(os.environ.pop(sockets.ENV_FDS, None))
             kept = {key: inherited.pop(key) for key in self._own_keys() if key in inherited}
             if cfg.zerg:  # a zerg serves its parent's sockets (kept across its own reloads), binds none
                 own = [s for k, s in inherited.items() if not k.startswith(("stats:", "zerg-server:"))]
                 self.listeners = own or zerg.attach(cfg.zerg)
+                for lst in self.listeners:  # the zerg protocol carries no protocol: ours decides
+                    lst.proto = cfg.protocol
             else:
-                self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket,
+                wanted = sockets.configured(cfg, tls_addrs)
+                self.listeners = sockets.open_all(wanted, cfg.listen, cfg.chmod_socket,
                                                   cfg.socket_timeout, not cfg.no_defer_accept, inherited,
                                                   self.ident.chown)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:
@@ -196,13 +210,24 @@ class Master:
         except privileges.IdentityError as exc:
             log.error("%s", exc)
             return Exit.CONFIG
+        speaks_http = any(lst.proto in ("http", "https") for lst in self.listeners)
         for lst in self.listeners:
-            # one listener: blocking accept(); several: poll() + non-blocking accept in each worker
-            lst.sock.setblocking(len(self.listeners) == 1)
+            # one uwsgi listener: blocking accept(); else poll() + non-blocking accept in each worker
+            lst.sock.setblocking(len(self.listeners) == 1 and not speaks_http)
+        handed = os.environ.pop(parking.ENV, None)
+        if speaks_http:  # idle keep-alive connections no worker holds (docs/http.md)
+            self.parking = parking.ParkingLot(cfg.http_keepalive, self.sel, handed)
+        else:
+            parking.discard(handed)
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
+        try:
+            static.wrap(_failing_app("static check"), cfg)  # directories checked once, before any fork
+        except static.StaticError as exc:
+            log.error("%s", exc)
+            return Exit.CONFIG
         if not cfg.lazy_apps:
             try:
-                self.app = loader.load(cfg)
+                self.app = static.wrap(loader.load(cfg), cfg)
             except loader.AppLoadError as exc:
                 log.error("%s", exc)
                 if cfg.need_app:
@@ -380,6 +405,8 @@ class Master:
         if self.state == RUNNING and self.touch is not None and (path := self.touch.touched(now)):
             log.info("%s: %s was touched: graceful reload (touch-reload)", self.name, path)
             self.reload()
+        if self.parking is not None:
+            self.parking.tick()
         if self.state != RUNNING and self.state != "done":
             if not self.workers and not self.old_workers:
                 self._finish(vacuum=True)
@@ -426,7 +453,7 @@ class Master:
     # ---- workers -------------------------------------------------------------------------
     def _spawn(self, wid: int) -> None:
         cfg = self.cfg
-        load = lambda: loader.load(cfg)  # noqa: E731 - lazy-apps import in the worker
+        load = lambda: static.wrap(loader.load(cfg), cfg)  # noqa: E731 - lazy-apps import in the worker
         self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
         worker_class: Any = Worker
         if cfg.asgi:  # an event-loop worker (docs/asgi.md), imported before fork()
@@ -458,6 +485,9 @@ class Master:
                 if self.stats_server is not None:
                     self.stats_server.close_in_child()
                 self._broodlord_close(in_worker=True)
+                if self.parking is not None:
+                    self.parking.close_in_worker()
+                    worker.park = self.parking.worker_end
                 _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
                 worker.run()
             finally:
@@ -730,6 +760,8 @@ class Master:
             _kill(pid, signal.SIGTERM)
         env = dict(os.environ)
         env[sockets.ENV_FDS] = sockets.export(self.listeners + self._own_listeners())
+        if self.parking is not None:
+            env[parking.ENV] = self.parking.export()
         env[ENV_RELOADS] = str(self.reloads + 1)
         env[ENV_OLD_WORKERS] = json.dumps({"pids": list(old), "deadline": deadline})
         if self.chan is not None:
@@ -767,6 +799,9 @@ class Master:
             if vacuum and (self.cfg.vacuum or under_emperor or force):
                 sockets.vacuum(lst)
             lst.sock.close()
+        if self.parking is not None:
+            self.parking.close()
+            self.parking = None
         self._broodlord_close()
         if self.stats_server is not None:
             self.sel.unregister(self.stats_server)

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from emperor import addresses
 
@@ -31,9 +32,10 @@ class Listener:
     kind: str  # "unix", "abstract" or "tcp"
     path: str | None = None
     ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we created
+    proto: str = "uwsgi"  # what the workers speak on it: "uwsgi" or "http" (docs/http.md)
 
     def describe(self) -> str:
-        return f"{self.kind} {self.name} (fd {self.sock.fileno()})"
+        return f"{self.kind} {self.name} ({self.proto}, fd {self.sock.fileno()})"
 
 
 def _somaxconn() -> int | None:
@@ -109,7 +111,7 @@ def export(listeners: list[Listener]) -> str:
     for lst in listeners:
         lst.sock.set_inheritable(True)
         data.append({"name": lst.name, "fd": lst.sock.fileno(), "kind": lst.kind, "path": lst.path,
-                     "ident": list(lst.ident) if lst.ident else None})
+                     "ident": list(lst.ident) if lst.ident else None, "proto": lst.proto})
     return json.dumps(data)
 
 
@@ -131,7 +133,8 @@ def adopt(raw: str | None) -> dict[str, Listener]:
             continue
         sock.set_inheritable(False)
         ident = tuple(item["ident"]) if item.get("ident") else None
-        out[item["name"]] = Listener(item["name"], sock, item["kind"], item.get("path"), ident)  # type: ignore[arg-type]
+        out[item["name"]] = Listener(item["name"], sock, item["kind"], item.get("path"), ident,  # type: ignore[arg-type]
+                                     item.get("proto", "uwsgi"))
     return out
 
 
@@ -171,21 +174,61 @@ def _refresh_owner(path: str, mode: int | None, owner: tuple[int, int] | None) -
                     "(%s): restart the vassal to apply it", path, exc.strerror)
 
 
-def open_all(addresses: list[str], backlog: int, mode: int | None, timeout: float,
+def plan(uwsgi: list[str], http: list[str]) -> dict[str, str]:
+    """Address -> protocol for every configured socket, in config order; an address given for both
+    protocols is an error (one socket cannot speak both)."""
+    out = dict.fromkeys(uwsgi, "uwsgi")
+    for addr in http:
+        if out.get(addr) == "uwsgi":
+            raise addresses.AddressError(f"{addr} is configured both as a uwsgi socket and an HTTP "
+                                         "socket: give each its own address")
+        out[addr] = "http"
+    return out
+
+
+def configured(cfg: Any, tls: list[str]) -> dict[str, str]:
+    """Address -> protocol for every socket of a vassal's config: ``socket`` (uwsgi, or HTTP with
+    ``protocol = http``), ``http-socket``/``http11-socket``/``http`` and the https addresses."""
+    http_addrs = [*(cfg.http_socket or []), *(cfg.http or [])]
+    if cfg.protocol == "http":
+        wanted = plan([], [*(cfg.socket or []), *http_addrs])
+    else:
+        wanted = plan(cfg.socket or [], http_addrs)
+    return with_tls(wanted, tls) if tls else wanted
+
+
+def with_tls(wanted: dict[str, str], tls: list[str]) -> dict[str, str]:
+    """Add the https listeners to a ``plan``; an address used twice is an error."""
+    out = dict(wanted)
+    for addr in tls:
+        if addr in out:
+            raise addresses.AddressError(f"{addr} is configured as an https-socket and as another socket")
+        out[addr] = "https"
+    return out
+
+
+def open_all(addresses: list[str] | dict[str, str], backlog: int, mode: int | None, timeout: float,
              defer_accept: bool, inherited: dict[str, Listener],
              owner: tuple[int, int] | None = None) -> list[Listener]:
-    """Bind each configured address once (duplicates ignored), reusing inherited sockets by name."""
+    """Bind each configured address once (duplicates ignored), reusing inherited sockets by name.
+
+    ``addresses`` is a list (all uwsgi) or an address -> protocol map (``plan``).
+    """
     out: list[Listener] = []
+    wanted = addresses if isinstance(addresses, dict) else dict.fromkeys(addresses, "uwsgi")
     try:
-        for addr in dict.fromkeys(addresses):
+        for addr, proto in wanted.items():
             old = inherited.pop(addr, None)
             if old is not None:
                 if old.kind == "unix" and old.path:
                     _refresh_owner(old.path, mode, owner)
                 configure(old, backlog, timeout, defer_accept)
+                old.proto = proto
                 out.append(old)
             else:
-                out.append(bind(addr, backlog, mode, timeout, defer_accept, owner))
+                lst = bind(addr, backlog, mode, timeout, defer_accept, owner)
+                lst.proto = proto
+                out.append(lst)
     except BaseException:
         for lst in out:
             lst.sock.close()

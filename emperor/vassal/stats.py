@@ -60,7 +60,7 @@ class VassalStats:
             "processes": m.cfg.processes,
             "locks": [{"user 0": 0}, {"signal": 0}],
             "sockets": [
-                {"name": lst.name, "proto": "uwsgi", "queue": queues.get(lst.name, (0, 0))[0],
+                {"name": lst.name, "proto": lst.proto, "queue": queues.get(lst.name, (0, 0))[0],
                  "max_queue": queues.get(lst.name, (0, m.cfg.listen))[1] or m.cfg.listen,
                  "shared": 0, "can_offload": 0}
                 for lst in m.listeners],

@@ -215,6 +215,7 @@ class Worker:
         self.heads: dict[tuple[object, ...], bytes] = {}
         self.log_second, self.log_prefix = 0, ""
         self.log_gen = board.get(self.index, sb.LOG_GEN)  # the master bumps it when it reopened the log
+        self.park: socket.socket | None = None  # HTTP keep-alive hand-over to the master (http_conn)
 
     def _follow_log(self) -> None:
         """The master reopened the log (logrotate): write to the new file too (before this request)."""
@@ -241,7 +242,12 @@ class Worker:
             if not self.alive:  # told to leave before serving (during a lazy-apps import)
                 return
             self.ints[self.slot + sb.ACCEPTING] = 1
-            if self.cfg.threads > 1:
+            if any(lst.proto != "uwsgi" for lst in self.listeners):
+                from emperor.vassal import http_loop  # only vassals with an HTTP socket load httptools
+
+                serve = http_loop.serve_threaded if self.cfg.threads > 1 else http_loop.serve_forever
+                serve(self, self.park)
+            elif self.cfg.threads > 1:
                 self._serve_threaded()
             else:
                 self._serve()
@@ -578,8 +584,8 @@ class Worker:
             ex.status = "500 Internal Server Error"
             self._send_error(ex, 500)
 
-    def _send_error(self, ex: Exchange, status: int) -> None:
-        body = _ERROR_BODY.get(status, b"Error\n")
+    def _send_error(self, ex: Exchange, status: int, body: bytes | None = None) -> None:
+        body = body or _ERROR_BODY.get(status, b"Error\n")
         head = (f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         ex.head_sent = True
@@ -594,7 +600,7 @@ class Worker:
         if self._first(peer, exc.kind):
             log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
         if ex is not None and exc.status:
-            self._send_error(ex, exc.status)
+            self._send_error(ex, exc.status, exc.body)
             if exc.body_pending:
                 _drain(ex.conn, exc.body_pending, self._drain_deadline(ex))
 

@@ -130,6 +130,15 @@ def application(environ, start_response):
         return [b"hello"]
     if path == "/head-body":
         return _reply(start_response, b"body that HEAD must not carry")
+    if path == "/wsgi-flags":  # the non-str wsgi.* keys, which /env leaves out
+        flags = {k: v for k, v in environ.items() if k.startswith("wsgi.") and isinstance(v, (bool, tuple))}
+        return _reply(start_response, json.dumps(flags).encode(), ctype="application/json")
+    if path == "/sendfile":  # file_wrapper, unwrapped by the validator (so the server sees it)
+        f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the server via file_wrapper.close
+        f.write(b"0123456789" * int(_qs(environ, "n", "10000")))
+        f.seek(int(_qs(environ, "skip", "0")))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 8192)
     if path.startswith("/raw/"):  # plain responses for tests that talk uwsgi without nginx's vars
         return app(environ, start_response)
     return validated(environ, start_response)

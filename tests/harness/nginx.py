@@ -133,8 +133,27 @@ class Nginx:
         body = f"{uwsgi_params_directive()}\nuwsgi_pass {upstream_target(upstream)};\n{extra}"
         self.add_location(location, body, server)
 
+    def add_proxy(
+        self,
+        location: str = "/",
+        upstream: str | Path | tuple[str, int] = "",
+        extra: str = "",
+        server: Server | None = None,
+        keepalive: bool = True,
+    ) -> None:
+        """``location`` -> ``proxy_pass http://upstream`` (an HTTP backend: http-socket). With
+        ``keepalive`` the location speaks HTTP/1.1 with an empty Connection header, which is what
+        an ``upstream { keepalive N; }`` needs to reuse connections."""
+        if not upstream:
+            raise ValueError("add_proxy needs an upstream")
+        body = f"proxy_pass http://{upstream_target(upstream)};\n"
+        if keepalive:
+            body += 'proxy_http_version 1.1;\nproxy_set_header Connection "";\n'
+        body += "proxy_set_header Host $host;\n" + extra
+        self.add_location(location, body, server)
+
     def add_upstream(self, name: str, servers: list[str | Path | tuple[str, int]], extra: str = "") -> str:
-        """An ``upstream name {}`` block; pass ``name`` as an add_uwsgi upstream."""
+        """An ``upstream name {}`` block; pass ``name`` as an add_uwsgi or add_proxy upstream."""
         lines = [f"server {upstream_target(s)};" for s in servers]
         self.upstreams.append((name, "\n".join([*lines, extra])))
         return name

@@ -1,0 +1,175 @@
+"""The accept loops of a worker that has an HTTP listener (docs/http.md).
+
+A sync worker polls its listeners, the parking socketpair and the idle keep-alive connections
+it holds. It serves a request on one of its own idle connections directly (no hand-over); it
+hands every other idle connection to the master before it starts any other work, so none waits
+behind it. Threaded workers never hold idle connections: a thread parks the connection after
+each response unless the next (pipelined) request is already there.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from emperor.vassal.http_conn import Connection, HTTPServer, Site
+from emperor.vassal.worker import accepter
+
+if TYPE_CHECKING:
+    from emperor.vassal.worker import Worker
+
+log = logging.getLogger("emperor.http")
+
+IDLE_CAP = 64  # idle connections one worker holds; more are parked with the master
+
+
+def serve_forever(worker: Worker, park: socket.socket | None) -> None:
+    """The accept loop of a worker that has at least one HTTP listener (module docstring)."""
+    server = HTTPServer(worker, worker.listeners, park)
+    poller = select.poll()
+    sources: dict[int, Callable[[], Any]] = {}
+    for lst in worker.listeners:
+        fd = lst.sock.fileno()
+        poller.register(fd, select.POLLIN)
+        sources[fd] = accepter(lst.sock)
+    park_fd = -1
+    if park is not None:
+        park_fd = park.fileno()
+        poller.register(park_fd, select.POLLIN)
+    idle: dict[int, tuple[Connection, float]] = {}
+
+    def release(keep: int = -1) -> None:
+        """Becoming busy: hand every idle connection but ``keep`` to the master."""
+        for fd in [fd for fd in idle if fd != keep]:
+            conn, _ = idle.pop(fd)
+            poller.unregister(fd)
+            server.park(conn)
+
+    def hold(conn: Connection) -> None:
+        if len(idle) >= IDLE_CAP:
+            release()
+        fd = conn.sock.fileno()
+        idle[fd] = (conn, time.monotonic() + server.keepalive)
+        poller.register(fd, select.POLLIN)
+
+    while worker.alive and not worker.recycle_reason:
+        now = time.monotonic()
+        for fd in [fd for fd, (_, until) in idle.items() if until <= now]:
+            conn, _ = idle.pop(fd)
+            poller.unregister(fd)
+            server.close(conn)  # idle past http-keepalive: a clean close (FIN)
+        wait = -1 if not idle else max(0, int((min(u for _, u in idle.values()) - now) * 1000) + 1)
+        try:
+            ready = poller.poll(wait)
+        except OSError:
+            if not worker.alive:
+                break
+            raise
+        if not ready:
+            continue
+        ready_fds = {fd for fd, _ev in ready}
+        own = [fd for fd in ready_fds if fd in idle]
+        if own:  # a request on a connection we hold: the fast path, no hand-over
+            fd = own[0]
+            conn, _ = idle.pop(fd)
+            poller.unregister(fd)
+            release()
+            if server.serve(conn, first=False):
+                hold(conn)
+            continue
+        if park_fd in ready_fds:
+            got = server.take_parked()
+            if got is not None:
+                release()
+                if server.serve(got, first=False):
+                    hold(got)
+                continue
+        for fd in ready_fds:
+            accept = sources.get(fd)
+            if accept is None:
+                continue
+            try:
+                sock = accept()
+            except BlockingIOError:
+                continue  # another worker took it
+            except OSError as exc:
+                if not worker.alive:
+                    break
+                if exc.errno in (23, 24):
+                    log.error("worker %d: accept: %s", worker.wid, exc.strerror)
+                    time.sleep(0.1)
+                    continue
+                raise
+            release()
+            site = server.sites.get(fd)
+            if site is None:
+                worker.handle(sock)  # a uwsgi listener of the same vassal
+            else:
+                fresh = server.accept(sock, site)
+                if fresh is not None and server.serve(fresh, first=True):
+                    hold(fresh)
+            break
+    for conn, _ in list(idle.values()):
+        server.park(conn)  # stopping or recycling: the master keeps them for the next worker
+
+
+def serve_threaded(worker: Worker, park: socket.socket | None) -> None:
+    """Threads: each connection is served in a thread, then parked (threads hold nothing idle)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import BoundedSemaphore
+
+    server = HTTPServer(worker, worker.listeners, park)
+    poller = select.poll()
+    sources: dict[int, Callable[[], Any]] = {}
+    for lst in worker.listeners:
+        poller.register(lst.sock.fileno(), select.POLLIN)
+        sources[lst.sock.fileno()] = accepter(lst.sock)
+    park_fd = park.fileno() if park is not None else -1
+    if park is not None:
+        poller.register(park_fd, select.POLLIN)
+    free = BoundedSemaphore(worker.cfg.threads)
+
+    def task(item: Any, site: Site | None) -> None:
+        try:
+            if isinstance(item, Connection):
+                if server.serve(item, first=False):
+                    server.park(item)
+            elif site is None:
+                worker.handle(item)
+            else:
+                conn = server.accept(item, site)
+                if conn is not None and server.serve(conn, first=True):
+                    server.park(conn)
+        finally:
+            free.release()
+
+    with ThreadPoolExecutor(worker.cfg.threads, thread_name_prefix=f"worker{worker.wid}") as pool:
+        while worker.alive and not worker.recycle_reason:
+            free.acquire()
+            submitted = False
+            try:
+                ready = poller.poll(1000)
+            except OSError:
+                ready = []
+            fds = {fd for fd, _ in ready}
+            if park_fd in fds and (got := server.take_parked()) is not None:
+                pool.submit(task, got, None)
+                submitted = True
+            else:
+                for fd in fds:
+                    accept = sources.get(fd)
+                    if accept is None:
+                        continue
+                    try:
+                        sock = accept()
+                    except OSError:
+                        continue
+                    pool.submit(task, sock, server.sites.get(fd))
+                    submitted = True
+                    break
+            if not submitted:
+                free.release()

@@ -1,0 +1,254 @@
+"""The HTTP/1.1 request codec (emperor/protocol/http.py): every hardening rule, pure logic.
+
+Each case is a request written for the rule it tests; the expected status says which rule
+fired. Where llhttp already refuses the input the test still pins the status we answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emperor.protocol.http import END, Head, HTTPError, RequestParser
+
+
+def events(data: bytes, *, split: int = 0, **kw: int) -> list[Head | bytes | HTTPError]:
+    """Feed ``data`` (in ``split``-byte pieces when set) and collect every event."""
+    p = RequestParser(**kw)
+    pieces = [data[i : i + split] for i in range(0, len(data), split)] if split else [data]
+    out: list[Head | bytes | HTTPError] = []
+    for piece in pieces:
+        p.feed(piece)
+        while (ev := p.next_event()) is not None:
+            out.append(ev)
+    return out
+
+
+def error(data: bytes, **kw: int) -> HTTPError:
+    evs = events(data, **kw)
+    assert isinstance(evs[-1], HTTPError), evs
+    return evs[-1]
+
+
+def head_of(data: bytes, **kw: int) -> Head:
+    evs = events(data, **kw)
+    assert isinstance(evs[0], Head), evs
+    return evs[0]
+
+
+def body_of(evs: list[Head | bytes | HTTPError]) -> bytes:
+    assert evs[-1] == END and not any(isinstance(e, HTTPError) for e in evs), evs
+    return b"".join(e for e in evs[1:] if isinstance(e, bytes))
+
+
+def test_simple_get() -> None:
+    h = head_of(b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n")
+    assert (h.method, h.target, h.path, h.query) == ("GET", "/a/b?x=1&y=%20", b"/a/b", "x=1&y=%20")
+    assert h.version == "HTTP/1.1" and h.keep_alive and h.host == b"example.com"
+    assert h.headers == [(b"Host", b"example.com"), (b"X-A", b"1")]
+    assert h.content_length is None and not h.chunked
+
+
+def test_http10_and_keepalive_flags() -> None:
+    assert not head_of(b"GET / HTTP/1.0\r\n\r\n").keep_alive
+    assert head_of(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive
+    assert not head_of(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive
+    assert head_of(b"GET / HTTP/1.0\r\n\r\n").version == "HTTP/1.0"
+
+
+def test_content_length_body_in_pieces() -> None:
+    data = b"POST /u HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world"
+    for split in (0, 1, 3, 7):
+        evs = events(data, split=split)
+        assert isinstance(evs[0], Head) and evs[0].content_length == 11
+        assert body_of(evs) == b"hello world"
+
+
+def test_chunked_body_is_dechunked_and_trailers_dropped() -> None:
+    data = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+    for split in (0, 1, 4):
+        evs = events(data, split=split)
+        h = evs[0]
+        assert isinstance(h, Head) and h.chunked and h.content_length is None
+        assert body_of(evs) == b"hello world"
+        assert (b"X-Trailer", b"t") not in h.headers
+
+
+def test_pipelined_requests_come_in_order() -> None:
+    data = (b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+            b"GET /3 HTTP/1.1\r\n\r\n")
+    evs = events(data)
+    heads = [e.target for e in evs if isinstance(e, Head)]
+    assert heads == ["/1", "/2", "/3"]
+    assert evs.count(END) == 3 and b"abc" in evs
+
+
+def test_pipelined_bad_request_after_a_good_one() -> None:
+    evs = events(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\nBad Name: x\r\n\r\n")
+    assert isinstance(evs[0], Head) and evs[1] == END
+    assert isinstance(evs[2], HTTPError) and evs[2].status == 400
+
+
+def test_parser_is_dead_after_an_error() -> None:
+    p = RequestParser()
+    p.feed(b"GET / HTTP/1.1\r\nX Y: z\r\n\r\n")
+    assert isinstance(p.next_event(), HTTPError) and p.dead
+    p.feed(b"GET / HTTP/1.1\r\n\r\n")
+    assert p.next_event() is None
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "status"), [
+    ("CL+TE", b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE+CL", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
+    ("duplicate CL, same", b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
+    ("duplicate CL, other", b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    ("CL with sign", b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", 400),
+    ("CL hex", b"POST / HTTP/1.1\r\nContent-Length: 0x3\r\n\r\nabc", 400),
+    ("CL list", b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc", 400),
+    ("CL inner space", b"POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\nabc", 400),
+    ("CL empty", b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", 400),
+    ("CL huge", b"POST / HTTP/1.1\r\nContent-Length: 1234567890123456789012\r\n\r\n", 400),
+    ("chunked on 1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+    ("TE gzip", b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ("TE gzip, chunked", b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    ("TE identity", b"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", 501),
+    ("TE xchunked", b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+    ("TE twice", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n", 400),
+    ("obs-fold", b"GET / HTTP/1.1\r\nX-A: a\r\n  continued\r\n\r\n", 400),
+    ("obs-fold tab", b"GET / HTTP/1.1\r\nX-A: a\r\n\tcontinued\r\n\r\n", 400),
+    ("space in name", b"GET / HTTP/1.1\r\nX A: a\r\n\r\n", 400),
+    ("space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+    ("bad token in name", b"GET / HTTP/1.1\r\nX(a): a\r\n\r\n", 400),
+    ("empty name", b"GET / HTTP/1.1\r\n: a\r\n\r\n", 400),
+    ("no colon", b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
+    ("whitespace before first header", b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
+    ("NUL in target", b"GET /a\x00b HTTP/1.1\r\n\r\n", 400),
+    ("CR in target", b"GET /a\rb HTTP/1.1\r\n\r\n", 400),
+    ("LF in target", b"GET /a\nb HTTP/1.1\r\n\r\n", 400),
+    ("TAB in target", b"GET /a\tb HTTP/1.1\r\n\r\n", 400),
+    ("DEL in target", b"GET /a\x7fb HTTP/1.1\r\n\r\n", 400),
+    ("non-ASCII target", b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", 400),
+    ("BEL in value", b"GET / HTTP/1.1\r\nX-A: a\x07b\r\n\r\n", 400),
+    ("DEL in value", b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n", 400),
+    ("NUL in value", b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400),
+    ("bare CR in value", b"GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n", 400),
+    ("ESC in value", b"GET / HTTP/1.1\r\nX-A: a\x1bb\r\n\r\n", 400),
+    ("bare LF line ends", b"GET / HTTP/1.1\nHost: a\n\n", 400),
+    ("method not a token", b"G(T / HTTP/1.1\r\n\r\n", 400),
+    ("method with NUL", b"GE\x00T / HTTP/1.1\r\n\r\n", 400),
+    ("lowercase method", b"get / HTTP/1.1\r\n\r\n", 501),
+    ("unknown token method", b"FROB / HTTP/1.1\r\n\r\n", 501),
+    ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501),
+    ("HTTP/2.0", b"GET / HTTP/2.0\r\n\r\n", 505),
+    ("HTTP/1.2", b"GET / HTTP/1.2\r\n\r\n", 505),
+    ("HTTP/0.9", b"GET /\r\n\r\n", 400),
+    ("duplicate Host", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("duplicate Host, case", b"GET / HTTP/1.1\r\nHost: a\r\nhOST: a\r\n\r\n", 400),
+    ("duplicate Content-Type", b"POST / HTTP/1.1\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n"
+                               b"Content-Length: 0\r\n\r\n", 400),
+    ("bad chunk size", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+    ("chunk bare LF", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n", 400),
+    ("chunk too long", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n", 400),
+    ("Expect other", b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n", 417),
+    ("bad scheme in absolute form", b"GET ftp://a/b HTTP/1.1\r\n\r\n", 400),
+    ("userinfo in absolute form", b"GET http://u@a/b HTTP/1.1\r\n\r\n", 400),
+])
+def test_hardening_rule(name: str, request_bytes: bytes, status: int) -> None:
+    for split in (0, 1):
+        err = error(request_bytes, split=split)
+        assert err.status == status, (name, split, err)
+        assert str(err)
+
+
+def test_head_limit_431_and_414() -> None:
+    big_header = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n\r\n"
+    for split in (0, 7, 100):
+        err = error(big_header, max_head=200, split=split)
+        assert err.status == 431 and "header" in str(err)
+    long_line = b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n"
+    for split in (0, 7):
+        err = error(long_line, max_head=200, split=split)
+        assert err.status == 414 and "request line" in str(err)
+    ok = b"GET / HTTP/1.1\r\nX-A: " + b"a" * 100 + b"\r\n\r\n"
+    assert isinstance(events(ok, max_head=len(ok))[0], Head)
+    assert error(ok, max_head=len(ok) - 1).status == 431
+
+
+def test_head_limit_does_not_count_the_body() -> None:
+    data = b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+    assert body_of(events(data, max_head=100)) == b"x" * 1000
+
+
+def test_header_count_cap() -> None:
+    many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(11)) + b"\r\n"
+    assert error(many, max_headers=10).status == 431
+    assert isinstance(events(many, max_headers=11)[0], Head)
+
+
+def test_absolute_form_target() -> None:
+    h = head_of(b"GET http://example.com:8080/p/q?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert (h.path, h.query, h.host) == (b"/p/q", "x=1", b"example.com:8080")
+    h = head_of(b"GET https://example.com HTTP/1.1\r\n\r\n")
+    assert (h.path, h.host) == (b"/", b"example.com")
+
+
+def test_asterisk_form() -> None:
+    h = head_of(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert h.path == b"*"
+
+
+def test_expect_100_continue() -> None:
+    h = head_of(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert h.expect_continue
+    h10 = head_of(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert not h10.expect_continue
+
+
+def test_trailing_whitespace_is_not_part_of_a_value() -> None:
+    h = head_of(b"POST / HTTP/1.1\r\nContent-Length: 3 \r\nX-A: v\t \r\n\r\nabc")
+    assert h.content_length == 3 and (b"X-A", b"v") in h.headers
+
+
+def test_upgrade_is_served_as_plain_request_then_dead() -> None:
+    p = RequestParser()
+    p.feed(b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")
+    assert isinstance(p.next_event(), Head) and p.next_event() == END
+    assert p.dead and p.next_event() is None
+
+
+def test_obs_text_in_value_is_kept() -> None:
+    h = head_of(b"GET / HTTP/1.1\r\nX-A: caf\xe9\r\n\r\n")
+    assert (b"X-A", b"caf\xe9") in h.headers
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=50))
+def test_fuzz_never_raises_and_error_is_last(data: bytes, split: int) -> None:
+    evs = events(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + data, split=split)
+    errors = [i for i, e in enumerate(evs) if isinstance(e, HTTPError)]
+    assert errors in ([], [len(evs) - 1])
+    for e in evs:
+        if isinstance(e, HTTPError):
+            assert 400 <= e.status < 600
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=40), min_size=1, max_size=6),
+       st.integers(min_value=1, max_value=30))
+def test_fuzz_chunked_roundtrip(pieces: list[bytes], split: int) -> None:
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p) + b"0\r\n\r\n"
+    evs = events(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + body, split=split)
+    assert body_of(evs) == b"".join(pieces)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=30))
+def test_fuzz_header_values_never_smuggle(value: str) -> None:
+    raw = value.encode("latin-1")
+    evs = events(b"GET / HTTP/1.1\r\nX-A: " + raw + b"\r\n\r\n")
+    if isinstance(evs[0], Head):
+        for _name, val in evs[0].headers:
+            assert not any(c in val for c in b"\r\n\x00")

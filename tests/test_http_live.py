@@ -1,0 +1,561 @@
+"""HTTP listeners against a live vassal (http-socket): a raw-socket client and http.client.
+
+One vassal serves the module: 2 workers, an HTTP socket on TCP and on a Unix path, and a
+uwsgi socket at the same time. Tests that need other options (timeouts, one worker) start
+their own.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import ProcGroup, free_port, request, wait_for, wsgi_vars
+from harness.http_client import RawHTTP, chunked, request_bytes
+from vassal_runner import start_vassal
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    tmp = tmp_path_factory.mktemp("httplive")
+    socks = Path(tempfile.mkdtemp(prefix="emp-", dir="/tmp"))
+    procs = ProcGroup(tmp / "logs")
+    try:
+        port = free_port()
+        unix = str(socks / "http.sock")
+        uw = str(socks / "uwsgi.sock")
+        proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http11-socket", unix,
+                            "--socket", uw, "--processes", "2", name="http")
+        yield {"tcp": ("127.0.0.1", port), "unix": unix, "uwsgi": uw, "proc": proc, "port": port}
+    finally:
+        procs.stop_all()
+        procs.assert_no_orphans()
+        shutil.rmtree(socks, ignore_errors=True)
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def addr(request: pytest.FixtureRequest, live: dict[str, object]) -> object:
+    return live[request.param]
+
+
+def one(addr: object, data: bytes, head_request: bool = False) -> tuple[RawHTTP, object]:
+    c = RawHTTP(addr)  # type: ignore[arg-type]
+    c.send(data)
+    return c, c.response(head_request)
+
+
+def get_env(addr: object, path: str = "/env", headers: dict[str, str] | None = None) -> dict[str, str]:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", path, headers))
+        r = c.response()
+    assert r.status == 200, r
+    return json.loads(r.body)  # type: ignore[no-any-return]
+
+
+def test_get_environ(addr: object, live: dict[str, object]) -> None:
+    env = get_env(addr, "/env/caf%C3%A9%2Fx?a=1&b=%20", {"X-Custom": "v1", "Cookie": "a=1"})
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["PATH_INFO"].encode("latin-1").decode() == "/env/café/x"
+    assert env["QUERY_STRING"] == "a=1&b=%20"
+    assert env["REQUEST_URI"] == "/env/caf%C3%A9%2Fx?a=1&b=%20"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["HTTP_HOST"] == "test" and env["HTTP_X_CUSTOM"] == "v1" and env["HTTP_COOKIE"] == "a=1"
+    assert env["SCRIPT_NAME"] == "" and env["wsgi.url_scheme"] == "http"
+    if isinstance(addr, tuple):
+        assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"].isdigit()
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(live["port"]))
+    else:
+        assert env["REMOTE_ADDR"] == "unix:"
+
+
+def test_headers_with_underscores_are_dropped_and_duplicates_joined(addr: object) -> None:
+    raw = (b"GET /env HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 1.1.1.1\r\nX_Forwarded_For: 6.6.6.6\r\n"
+           b"Accept: a\r\nAccept: b\r\nCookie: x=1\r\nCookie: y=2\r\n\r\n")
+    c, r = one(addr, raw)
+    c.close()
+    env = json.loads(r.body)  # type: ignore[attr-defined]
+    assert env["HTTP_X_FORWARDED_FOR"] == "1.1.1.1"
+    assert env["HTTP_ACCEPT"] == "a, b" and env["HTTP_COOKIE"] == "x=1; y=2"
+
+
+def test_response_has_date_and_length(addr: object) -> None:
+    c, r = one(addr, request_bytes("GET", "/hello"))
+    c.close()
+    assert r.status == 200 and r.body == b"hello /hello"  # type: ignore[attr-defined]
+    assert r.header("Date") and r.header("Content-Length") == "12"  # type: ignore[attr-defined]
+    assert r.header("Connection") is None  # type: ignore[attr-defined]
+
+
+def test_head_has_no_body(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("HEAD", "/head-body") + request_bytes("GET", "/hello"))
+        r = c.response(head_request=True)
+        assert r.status == 200 and r.header("Content-Length") == "29"
+        r2 = c.response()  # the next response starts right after the head: no body was sent
+        assert r2.body == b"hello /hello"
+
+
+@pytest.mark.parametrize("path", ["/204", "/304"])
+def test_no_body_statuses(addr: object, path: str) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", path) + request_bytes("GET", "/hello"))
+        r = c.response()
+        assert r.status == int(path[1:]) and r.header("Transfer-Encoding") is None
+        assert c.response().body == b"hello /hello"
+
+
+def test_post_echo_and_1mib(addr: object) -> None:
+    for body in (b"hello", os.urandom(1 << 20)):
+        c, r = one(addr, request_bytes("POST", "/echo", {"Content-Type": "application/x"}, body))
+        c.close()
+        assert r.status == 200 and r.body == body  # type: ignore[attr-defined]
+
+
+def test_chunked_upload_is_dechunked(addr: object) -> None:
+    parts = [b"a" * 10, os.urandom(70000), b"tail\n"]
+    raw = request_bytes("POST", "/echo-chunks", {"Transfer-Encoding": "chunked"}) + chunked(*parts)
+    c, r = one(addr, raw)
+    assert r.status == 200 and r.body == b"".join(parts)  # type: ignore[attr-defined]
+    c.send(request_bytes("POST", "/env", {"Transfer-Encoding": "chunked"}) + chunked(b"x"))
+    env = json.loads(c.response().body)
+    c.close()
+    assert "CONTENT_LENGTH" not in env and env["HTTP_TRANSFER_ENCODING"] == "chunked"
+
+
+def test_input_terminated_is_set(addr: object) -> None:
+    raw = request_bytes("POST", "/echo-lines", {"Transfer-Encoding": "chunked"}) + chunked(b"l1\nl2\n", b"l3")
+    c, r = one(addr, raw)
+    assert json.loads(r.body) == ["l1\n", "l2\n", "l3"]  # type: ignore[attr-defined]
+    c.send(request_bytes("GET", "/wsgi-flags"))
+    flags = json.loads(c.response().body)
+    c.close()
+    assert flags["wsgi.input_terminated"] is True and flags["wsgi.multiprocess"] is True
+
+
+def test_big_streamed_and_file_wrapper(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/big?n=65536"))
+        r = c.response()
+        assert r.body == b"x" * 65536 and r.header("Content-Length") == "65536"
+        c.send(request_bytes("GET", "/stream?n=3"))
+        r = c.response()
+        assert r.header("Transfer-Encoding") == "chunked" and r.body == b"chunk 0\nchunk 1\nchunk 2\n"
+        c.send(request_bytes("GET", "/file?n=2000"))  # through wsgiref's validator: iterated
+        assert c.response().body == b"0123456789" * 2000
+        c.send(request_bytes("GET", "/sendfile?n=20000&skip=5"))  # file_wrapper: sendfile + length
+        r = c.response()
+        assert r.header("Content-Length") == "199995" and r.body == (b"0123456789" * 20000)[5:]
+        c.send(request_bytes("GET", "/write"))
+        assert c.response().body == b"written and returned"
+
+
+def test_keepalive_reuse_with_http_client(live: dict[str, object]) -> None:
+    host, port = live["tcp"]  # type: ignore[misc]
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        ports = set()
+        for i in range(20):
+            conn.request("GET", f"/env?i={i}")
+            resp = conn.getresponse()
+            env = json.loads(resp.read())
+            assert env["QUERY_STRING"] == f"i={i}"
+            ports.add(env["REMOTE_PORT"])
+        assert len(ports) == 1  # one TCP connection served all 20
+        conn.request("POST", "/echo", body=b"z" * 100000)
+        assert conn.getresponse().read() == b"z" * 100000
+    finally:
+        conn.close()
+
+
+def test_pipelining_in_order(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/a") + request_bytes("POST", "/echo", body=b"payload")
+               + request_bytes("GET", "/stream?n=2") + request_bytes("GET", "/b"))
+        assert c.response().body == b"hello /a"
+        assert c.response().body == b"payload"
+        assert c.response().body == b"chunk 0\nchunk 1\n"
+        assert c.response().body == b"hello /b"
+
+
+def test_expect_100_continue(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("POST", "/echo", {"Expect": "100-continue", "Content-Length": "5"}))
+        interim = c.response()
+        assert interim.status == 100
+        c.send(b"hello")
+        r = c.response()
+        assert r.status == 200 and r.body == b"hello"
+
+
+def test_expect_100_not_read_closes(addr: object) -> None:
+    """An app that answers without reading: no 100 is sent, and the connection closes
+    (the client would otherwise send a body we never asked for)."""
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("POST", "/ignore-body", {"Expect": "100-continue", "Content-Length": "5"}))
+        r = c.response()
+        assert r.status == 200 and r.header("Connection") == "close"
+        assert c.closed_by_peer()
+
+
+def test_http10(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/stream?n=2", version="HTTP/1.0"))
+        r = c.response()
+        assert r.header("Transfer-Encoding") is None and r.header("Connection") == "close"
+        assert r.body == b"chunk 0\nchunk 1\n"
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/a", {"Connection": "keep-alive"}, version="HTTP/1.0"))
+        r = c.response()
+        assert r.header("Connection") == "keep-alive" and r.body == b"hello /a"
+        c.send(request_bytes("GET", "/b", version="HTTP/1.0"))
+        r = c.response()
+        assert r.body == b"hello /b" and c.closed_by_peer()
+
+
+def test_connection_close_request(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/a", {"Connection": "close"}))
+        r = c.response()
+        assert r.header("Connection") == "close" and c.closed_by_peer()
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc", 400),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nBad Name: a\r\n\r\n", 400),
+    (b"GET /a\x00 HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x07b\r\n\r\n", 400),
+    (b"G@T / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    (b"FROB / HTTP/1.1\r\nHost: t\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+])
+def test_hardening_live(addr: object, raw: bytes, status: int) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(raw)
+        r = c.response()
+        assert r.status == status, r
+        assert r.header("Connection") == "close" and r.body.startswith(str(status).encode())
+        assert c.closed_by_peer()
+
+
+def test_head_limits_live(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
+        r = c.response()
+        assert r.status == 414 and b"URI too long" in r.body
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        fields = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(70))
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n")
+        r = c.response()
+        assert r.status == 431 and b"headers too large" in r.body
+
+
+def test_a_good_request_then_a_bad_one_pipelined(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        bad = b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"
+        c.send(request_bytes("GET", "/a") + bad + request_bytes("GET", "/b"))
+        assert c.response().body == b"hello /a"
+        assert c.response().status == 400
+        assert c.closed_by_peer()  # /b is never answered: nothing after a bad request is trusted
+
+
+def test_app_errors_close(addr: object) -> None:
+    for path in ("/raise", "/bad-header", "/cl-te"):
+        with RawHTTP(addr) as c:  # type: ignore[arg-type]
+            c.send(request_bytes("GET", path))
+            r = c.response()
+            assert r.status == 500 and r.header("Connection") == "close", path
+            assert b"pwned" not in r.raw_head
+            assert c.closed_by_peer()
+
+
+def test_uwsgi_socket_of_the_same_vassal(live: dict[str, object]) -> None:
+    status, _h, body, _raw = request(live["uwsgi"], wsgi_vars(path="/raw/x"))  # type: ignore[arg-type]
+    assert status == 200 and body == b"hello /raw/x"
+
+
+def test_http_to_the_uwsgi_socket_gets_a_helpful_400(live: dict[str, object]) -> None:
+    with RawHTTP(live["uwsgi"]) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/"))
+        r = c.response()
+    assert r.status == 400
+    assert b"uwsgi_pass" in r.body and b"http-socket" in r.body
+
+
+# ---- keep-alive policy: own vassals ----------------------------------------------------
+
+
+def test_idle_keepalive_connection_is_closed(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive", "1", "--processes", "1")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        c.send(request_bytes("GET", "/a"))
+        assert c.response().body == b"hello /a"
+        t0 = time.monotonic()
+        assert c.closed_by_peer(within=5.0)
+        assert 0.5 < time.monotonic() - t0 < 4.0
+
+
+def test_per_connection_request_cap(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive-requests", "3")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        for i in range(3):
+            c.send(request_bytes("GET", f"/{i}"))
+            r = c.response()
+        assert r.header("Connection") == "close" and c.closed_by_peer()
+
+
+def test_slowloris_head_releases_the_worker(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", "--socket-timeout", "1")
+    slow = socket.create_connection(("127.0.0.1", port))
+    try:
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")  # never finished
+        t0 = time.monotonic()
+        with RawHTTP(("127.0.0.1", port), timeout=10) as c:
+            c.send(request_bytes("GET", "/fast"))
+            assert c.response().body == b"hello /fast"
+        assert time.monotonic() - t0 < 3.5  # socket-timeout (1 s) plus slack, not forever
+        slow.settimeout(5)
+        assert slow.recv(100) == b""  # the slow client was dropped
+    finally:
+        slow.close()
+
+
+def test_idle_connection_never_waits_behind_a_busy_worker(procs: ProcGroup, tmp_path: Path) -> None:
+    """A keep-alive connection idle in worker W; W gets a slow request on another connection:
+    the next request on the idle connection is served at once by the other worker."""
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "2")
+    addr = ("127.0.0.1", port)
+    for _round in range(4):
+        with RawHTTP(addr) as idle:
+            idle.send(request_bytes("GET", "/pid"))
+            idle.response()
+            done = threading.Event()
+
+            mark = tmp_path / f"inflight{_round}"
+
+            def slow(mark: Path = mark, done: threading.Event = done) -> None:
+                with RawHTTP(addr, timeout=10) as c:
+                    c.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))
+                    c.response()
+                done.set()
+
+            t = threading.Thread(target=slow)
+            t.start()
+            wait_for(mark.exists, timeout=5)  # a worker is now busy on the slow request
+            t0 = time.monotonic()
+            idle.send(request_bytes("GET", "/pid"))
+            assert idle.response().status == 200
+            assert time.monotonic() - t0 < 1.0, "the idle connection waited behind the busy worker"
+            assert not done.is_set()
+            t.join()
+
+
+def test_threads_keepalive(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--threads", "2")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        ports = set()
+        for _ in range(100):  # each one goes through the master's parking lot: none may be lost
+            conn.request("GET", "/env")
+            ports.add(json.loads(conn.getresponse().read())["REMOTE_PORT"])
+        assert len(ports) == 1
+    finally:
+        conn.close()
+
+
+def test_protocol_http_makes_socket_lines_speak_http(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--socket", f"127.0.0.1:{port}", "--protocol", "http")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        c.send(request_bytes("GET", "/p"))
+        assert c.response().body == b"hello /p"
+
+
+def test_http_option_binds_a_worker_served_listener(procs: ProcGroup) -> None:
+    port = free_port()
+    proc = start_vassal(procs, "--http", f"127.0.0.1:{port}")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        c.send(request_bytes("GET", "/p"))
+        assert c.response().body == b"hello /p"
+    wait_for(lambda: "(http, fd" in proc.log_text(), timeout=5)
+
+
+def test_forwarded_headers_from_loopback_by_default(addr: object) -> None:
+    env = get_env(addr, headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    assert env["REMOTE_ADDR"] == "203.0.113.9" and env["wsgi.url_scheme"] == "https"
+
+
+def test_forwarded_headers_only_from_allowed_peers(procs: ProcGroup, tmp_path: Path) -> None:
+    port = free_port()
+    unix = str(tmp_path / "h.sock")
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-socket", unix,
+                 "--forwarded-allow-ips", "10.0.0.0/8, 192.0.2.1")
+    fwd = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9", "X-Forwarded-Proto": "https"}
+    env = get_env(("127.0.0.1", port), headers=fwd)  # loopback is not listed here
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_X_FORWARDED_FOR"] == "198.51.100.1, 203.0.113.9"  # still visible as a header
+    env = get_env(unix, headers=fwd)  # a Unix-socket peer is always believed
+    assert env["REMOTE_ADDR"] == "203.0.113.9" and env["wsgi.url_scheme"] == "https"
+    env = get_env(unix, headers={"X-Forwarded-Proto": "gopher"})
+    assert env["wsgi.url_scheme"] == "http"
+
+
+def test_forwarded_allow_ips_is_validated(procs: ProcGroup) -> None:
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{free_port()}", "--forwarded-allow-ips",
+                        "10.0.0.0/33", ready=False)
+    assert proc.wait(timeout=10) != 0
+    wait_for(lambda: "forwarded-allow-ips" in proc.log_text(), timeout=5)
+
+
+def test_limit_post_on_http(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--limit-post", "1000")
+    addr = ("127.0.0.1", port)
+    with RawHTTP(addr) as c:
+        c.send(request_bytes("POST", "/echo", body=b"x" * 2000))
+        r = c.response()
+        assert r.status == 413 and b"limit-post" in r.body and c.closed_by_peer()
+    with RawHTTP(addr) as c:
+        c.send(request_bytes("POST", "/echo-chunks", {"Transfer-Encoding": "chunked"})
+               + chunked(b"x" * 600, b"y" * 600))
+        r = c.response()
+        assert r.status == 413 and c.closed_by_peer()
+    with RawHTTP(addr) as c:
+        c.send(request_bytes("POST", "/echo", body=b"x" * 1000))
+        assert c.response().body == b"x" * 1000
+
+
+def test_keepalive_off(procs: ProcGroup) -> None:
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive", "false")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        c.send(request_bytes("GET", "/a"))
+        r = c.response()
+        assert r.header("Connection") == "close" and c.closed_by_peer()
+
+
+def test_unread_body_is_drained_and_the_connection_kept(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("POST", "/ignore-body", body=b"z" * 50000) + request_bytes("GET", "/next"))
+        r = c.response()
+        assert r.body == b"ignored" and r.header("Connection") is None
+        assert c.response().body == b"hello /next"
+
+
+def test_close_after_cap_does_not_reset_the_last_response(procs: ProcGroup) -> None:
+    """The client pipelines past the per-connection cap: the last answered response must
+    arrive whole (a close with unread bytes would be a reset)."""
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive-requests", "2")
+    for _ in range(3):
+        with RawHTTP(("127.0.0.1", port)) as c:
+            c.send(request_bytes("GET", "/a") + request_bytes("GET", "/big?n=8000000"))
+            assert c.response().body == b"hello /a"
+            c.send(request_bytes("GET", "/x") * 50)  # arrives while the body is being sent: never read
+            r = c.response()
+            assert r.header("Connection") == "close" and len(r.body) == 8000000
+
+
+def test_stats_and_scoreboard_see_http_sockets(procs: ProcGroup, tmp_path: Path) -> None:
+    port = free_port()
+    stats = str(tmp_path / "stats.sock")
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--stats", stats, "--processes", "1")
+    with RawHTTP(("127.0.0.1", port)) as c:
+        for i in range(5):
+            c.send(request_bytes("GET", f"/{i}"))
+            c.response()
+
+    def read_stats() -> dict[str, object]:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(stats)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        return json.loads(data)  # type: ignore[no-any-return]
+
+    st = read_stats()
+    assert [x["proto"] for x in st["sockets"]] == ["http"]  # type: ignore[index, union-attr]
+    wait_for(lambda: read_stats()["workers"][0]["requests"] >= 5, timeout=5)  # type: ignore[index]
+
+
+def test_a_zerg_serves_lent_http_sockets(procs: ProcGroup, tmp_path: Path) -> None:
+    """A zerg with ``protocol = http`` serves the parent's HTTP socket, keep-alive included."""
+    import psutil
+    from harness import wait_for_log
+
+    port = free_port()
+    zsock = tmp_path / "z.sock"
+    parent = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--zerg-server", str(zsock),
+                          "--processes", "1", name="parent")
+    z = start_vassal(procs, "--zerg", str(zsock), "--protocol", "http", "--processes", "2", name="zerg")
+    wait_for_log(parent, r"zerg server: handed 1 socket\(s\) to pid")
+    zerg_workers = {c.pid for c in psutil.Process(z.pid).children()}
+
+    def zerg_answered() -> bool:
+        with RawHTTP(("127.0.0.1", port)) as c:
+            c.send(request_bytes("GET", "/pid"))
+            r = c.response()
+            assert r.status == 200
+            return int(r.body.split()[0]) in zerg_workers
+
+    wait_for(zerg_answered, timeout=10, what="a zerg worker answering over HTTP")
+
+
+def test_harakiri_on_an_http_request(procs: ProcGroup) -> None:
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--harakiri", "1", "--processes", "1")
+    with RawHTTP(("127.0.0.1", port), timeout=10) as c:
+        c.send(request_bytes("GET", "/hang"))
+        assert c.closed_by_peer(within=8)  # the worker was killed: the connection closes
+    wait_for(lambda: "GET /hang" in proc.log_text(), timeout=5)  # the request is named in the log
+    with RawHTTP(("127.0.0.1", port), timeout=10) as c:  # a new worker serves
+        c.send(request_bytes("GET", "/after"))
+        assert c.response().body == b"hello /after"
+
+
+def test_one_address_cannot_speak_both_protocols() -> None:
+    from types import SimpleNamespace
+
+    from emperor.addresses import AddressError
+    from emperor.vassal.sockets import configured
+
+    cfg = SimpleNamespace(socket=["/a.sock"], http_socket=["/b.sock"], http=None, protocol="uwsgi")
+    assert configured(cfg, ["127.0.0.1:8443"]) == {"/a.sock": "uwsgi", "/b.sock": "http",
+                                                   "127.0.0.1:8443": "https"}
+    cfg.protocol = "http"
+    assert configured(cfg, []) == {"/a.sock": "http", "/b.sock": "http"}
+    cfg = SimpleNamespace(socket=["/a.sock"], http_socket=["/a.sock"], http=None, protocol="uwsgi")
+    with pytest.raises(AddressError, match="both"):
+        configured(cfg, [])
+    cfg = SimpleNamespace(socket=None, http_socket=["/a.sock"], http=None, protocol="uwsgi")
+    with pytest.raises(AddressError, match="https-socket"):
+        configured(cfg, ["/a.sock"])
+
+
+def test_upgrade_is_answered_then_closed(addr: object) -> None:
+    with RawHTTP(addr) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/u", {"Connection": "Upgrade", "Upgrade": "websocket"})
+               + request_bytes("GET", "/never"))
+        r = c.response()
+        assert r.body == b"hello /u" and r.header("Connection") == "close"
+        assert c.closed_by_peer()
