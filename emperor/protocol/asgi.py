@@ -183,8 +183,9 @@ class HttpResponse:
         raise ResponseError(f"unexpected message type {kind!r} in an http scope")
 
 
-def error_response(status: int, text: str) -> bytes:
-    """A whole plain-text response (head and body), for errors the server answers itself."""
-    body = text.encode() + b"\n"
+def error_response(status: int, text: str, body: bytes | None = None) -> bytes:
+    """A whole plain-text response (head and body), for errors the server answers itself;
+    ``body`` replaces the reason when the error has something more helpful to say."""
+    body = body or text.encode() + b"\n"
     return serialize_head(status, [(b"content-type", b"text/plain"),
                                    (b"content-length", str(len(body)).encode())]) + body

@@ -491,7 +491,7 @@ class UwsgiCodec(asyncio.Protocol):
         if exc.status and self.transport is not None:
             text = {400: "Bad Request", 413: "Payload Too Large", 501: "Not Implemented"}
             self.status = exc.status
-            self.transport.write(asgi.error_response(exc.status, text.get(exc.status, "Error")))
+            self.transport.write(asgi.error_response(exc.status, text.get(exc.status, "Error"), exc.body))
             self.body_left = exc.body_pending  # drained before closing, so the reply is not reset
             self.buf = bytearray()
             self.finish(ok=True)
