@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import selectors
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor import channel
 from emperor.channel import Msg
@@ -33,11 +33,49 @@ from emperor.empire.vassals import DEAD, RUNNING, State, Vassal
 
 if TYPE_CHECKING:
     from emperor.control.server import ControlServer
-    from emperor.empire.emperor import Emperor
     from emperor.empire.scan import Found
+    from emperor.empire.spawn import Process
     from emperor.statsserver import StatsServer
 
 log = logging.getLogger("emperor")
+
+
+class Settings(stats.Settings, Protocol):
+    @property
+    def stats(self) -> str | None: ...  # emperor-stats
+
+    @property
+    def stats_http(self) -> bool: ...
+
+    @property
+    def control(self) -> str | None: ...  # emperor-control
+
+
+class Governed(Protocol):
+    """What the operator reads and asks of the emperor (``Emperor`` satisfies it; this module does
+    not import it, so the emperor can import this one)."""
+
+    vassals: dict[str, Vassal]
+    found: dict[str, Found]
+    procs: dict[str, Process]
+    refused: dict[str, str]
+    now: float
+    shutdown_at: float | None
+    rescan_at: float
+
+    @property
+    def s(self) -> Settings: ...
+
+    @property
+    def sel(self) -> selectors.BaseSelector: ...
+
+    def clock(self) -> float: ...
+
+    def reload_all(self) -> None: ...
+
+    def reload(self, v: Vassal) -> None: ...
+
+    def stop(self, v: Vassal, why: str = "") -> None: ...
 
 
 class BootError(Exception):
@@ -47,7 +85,7 @@ class BootError(Exception):
 class Operator:
     """The control and stats servers on the emperor's loop, and the ``EmperorAPI`` they act through."""
 
-    def __init__(self, emp: Emperor) -> None:
+    def __init__(self, emp: Governed) -> None:
         self.emp = emp
         self._held: set[str] = set()  # stopped with `emperor ctl stop` (EmperorAPI.held)
         self.control: ControlServer | None = None
