@@ -162,3 +162,18 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_emperor_ctl_does_not_load_the_emperor() -> None:
+    """``emperor ctl`` (control/cli.py) reaches neither the emperor nor any stats code, even lazily."""
+    seen: set[str] = set()
+    todo = ["emperor.control.cli"]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in MODULES:
+            continue
+        seen.add(name)
+        todo.extend(m for m, _, _ in IMPORTS[name])
+    assert "emperor.control.commands" in seen  # the walk works
+    assert not {m for m in seen if m.startswith(("emperor.empire", "emperor.vassal"))}
+    assert not {"emperor.statsserver", "emperor.empire.stats", "emperor.vassal.stats"} & seen
