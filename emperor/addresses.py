@@ -3,7 +3,10 @@
 Shared by the vassal's uwsgi sockets, the stats servers and the emperor's control socket,
 so a socket path is treated the same way everywhere: a regular file (or anything that is not
 a socket) is never replaced, a socket some live process listens on is never taken over, and
-only a stale socket (nobody answers) is removed.
+only a stale socket (nobody answers) is removed. ``bind_unix`` applies those rules and the
+file's mode and owner around any bind (a Python socket's, or a ZMQ socket's), so each
+server says only what differs: a private 0600 file (stats, control) or the configured
+``chmod-socket``/``chown-socket`` (the vassal's uwsgi sockets).
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 
 log = logging.getLogger("emperor")
 
 SUN_PATH_MAX = 107
+
+SockAddr = str | tuple[str, int]  # a Unix path (or "\0abstract"), or (host, port)
 
 
 class AddressError(ValueError):
     """An address that cannot be used; the message names it and says why."""
 
 
-def parse(addr: str) -> tuple[socket.AddressFamily, object, str]:
+def parse(addr: str) -> tuple[socket.AddressFamily, SockAddr, str]:
     """(family, sockaddr, kind) for ``/path``, ``@abstract``, ``host:port``, ``:port``, ``[v6]:port``.
 
     ``kind`` is "unix", "abstract" or "tcp"; ``:port`` means every interface, as in uWSGI.
@@ -79,3 +85,34 @@ def clear_stale(path: str) -> None:
     finally:
         probe.close()
     raise AddressError(f"{path} is in use by a live server: refusing to take it over")
+
+
+def bind_unix(path: str, bind: Callable[[], object], *, private: bool = False, mode: int | None = None,
+              owner: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Bind a Unix socket file at ``path`` with the safety rules; return its (st_dev, st_ino).
+
+    ``bind`` does the bind itself (``sock.bind(path)``, or a ZMQ ``bind``). First a stale file
+    is removed and a live socket or a non-socket refused (``clear_stale``). ``private``: the
+    umask is 0177 during the bind, so the file is 0600 from its creation, with no window
+    before a chmod (bind runs in this thread). ``mode``/``owner`` are applied after the bind
+    and before the caller's ``listen()``, so nobody can connect with the wrong permissions.
+    The identity lets the caller remove only its own file later (``vacuum``).
+    """
+    clear_stale(path)
+    if private:
+        old = os.umask(0o177)
+        try:
+            bind()
+        finally:
+            os.umask(old)
+    else:
+        bind()
+    if mode is not None:
+        os.chmod(path, mode)
+    if owner is not None:
+        try:
+            os.chown(path, *owner)
+        except OSError as exc:
+            raise AddressError(f"chown-socket {path}: {exc.strerror}") from None
+    st = os.lstat(path)
+    return st.st_dev, st.st_ino

@@ -3,7 +3,10 @@
 The channel is an inherited ``socketpair(AF_UNIX, SOCK_SEQPACKET)``; the vassal finds its
 end in the environment variable ``EMPEROR_FD``. SEQPACKET keeps message boundaries, so a
 message is one ``send``: one type byte followed by an optional ASCII payload (at most
-``MAX_PAYLOAD`` bytes). EOF on either side means the peer is gone.
+``MAX_PAYLOAD`` bytes). EOF on either side means the peer is gone. Every payload with a
+shape has its pair of functions below (``sos_payload``/``parse_sos``, ...): the sender and
+the receiver use the same codec, and a malformed payload is read as "nothing usable",
+never raised.
 
 Exit statuses of a vassal are here too: the emperor reads them to tell "cannot boot"
 (do not respawn until the file changes) from "crashed" (respawn with backoff).
@@ -24,8 +27,8 @@ class Msg(enum.IntEnum):
     # vassal -> emperor
     READY = 1  # workers are accepting (sent after every (re)load)
     LOYAL = 17  # the vassal has served a request since its last (re)load
-    HEARTBEAT = 26  # the master's loop is alive (uWSGI's byte 26); payload: its heartbeat period, seconds
-    SOS = 30  # payload: the backlog figure, decimal
+    HEARTBEAT = 26  # the master's loop is alive (uWSGI's byte 26); payload ``heartbeat_payload``: its period
+    SOS = 30  # broodlord: send zergs. payload ``sos_payload``: "BACKLOG THRESHOLD", or "busy" (vassal-sos)
     IDLE = 22  # payload: seconds idle; a die-on-idle zerg asks to be stopped
     BYE = 9  # the vassal is exiting on purpose; payload: reason
     CONFIG_ERROR = 40  # a reload found the ini invalid; the old config keeps running. payload: the error
@@ -34,7 +37,7 @@ class Msg(enum.IntEnum):
     STOP = 100  # graceful stop
     RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets
     KILL = 102  # fast stop
-    SCALE = 103  # payload: the new worker count, decimal (runtime only: a reload re-reads the ini)
+    SCALE = 103  # payload ``scale_request``: the new worker count (runtime only: a reload re-reads the ini)
     LOGREOPEN = 104  # reopen the log (logrotate); carries the emperor's log file as an SCM_RIGHTS fd
 
 
@@ -62,6 +65,45 @@ def decode(packet: bytes) -> tuple[Msg, str] | None:
     except ValueError:
         return None
     return msg, packet[1 : 1 + MAX_PAYLOAD].decode("ascii", "replace")
+
+
+def sos_payload(backlog: int | None, threshold: int | None) -> str:
+    """The SOS payload: ``BACKLOG THRESHOLD`` (vassal-sos-backlog: the emperor sizes its answer by
+    both), or ``busy`` when the trigger is every worker busy (vassal-sos, no backlog figure)."""
+    if backlog is None:
+        return "busy"
+    return f"{backlog} {threshold}" if threshold is not None else str(backlog)
+
+
+def parse_sos(payload: str) -> tuple[int | None, int | None]:
+    """(backlog, threshold) from an SOS payload; None for each figure that is absent or not a number."""
+    words = payload.split()
+    backlog = int(words[0]) if words and words[0].isdigit() else None
+    threshold = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+    return backlog, threshold
+
+
+def heartbeat_payload(period: float) -> str:
+    """The HEARTBEAT payload: the vassal's heartbeat period in seconds (its ``heartbeat`` option)."""
+    return f"{period:g}"
+
+
+def parse_heartbeat(payload: str) -> float:
+    """The period a HEARTBEAT announces; 0.0 (no hang check) when it is not a number."""
+    try:
+        return max(0.0, float(payload))
+    except ValueError:
+        return 0.0
+
+
+def scale_request(count: int) -> str:
+    """The SCALE payload: the new worker count, decimal."""
+    return str(count)
+
+
+def parse_scale_request(payload: str) -> int | None:
+    """The worker count a SCALE asks for; None when the payload is not a decimal count."""
+    return int(payload) if payload.isdigit() else None
 
 
 def scale_reply(accepted: bool, detail: str) -> str:

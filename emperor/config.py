@@ -1,22 +1,25 @@
 """From ordered (key, value, file, line) entries to a typed, validated configuration.
 
-Entries come from the ini reader (``emperor.ini``) and the command line, in the order
-uWSGI would apply them: ``--ini`` files are spliced in where they appear. Scalars take the
-last value, repeatable options accumulate, and every error names the file, line and key.
+Entries come from the ini reader (``emperor.ini``) and the command line (parsed here too, by
+an argparse parser generated from the option table: ``emperor``, ``python -m emperor.vassal``
+and ``emperor check`` share it), in the order uWSGI would apply them: ``--ini`` files are
+spliced in where they appear. Scalars take the last value, repeatable options accumulate,
+and every error names the file, line and key.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from emperor import ini
+from emperor import __version__, ini
 from emperor import validators as v
-from emperor.options import BY_NAME, OPTIONS, UNSUPPORTED, Decision, Option, Scope
+from emperor.options import ALL, BY_NAME, OPTIONS, UNSUPPORTED, Decision, Option, Scope
 
 log = logging.getLogger("emperor.config")
 
@@ -196,3 +199,63 @@ def from_args(pairs: Iterable[tuple[str, str]], scope: Scope,
 
 def _problem(exc: ini.IniError) -> Problem:
     return Problem(exc.file, exc.line, exc.key, exc.message)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+class _Ordered(argparse.Action):
+    """Record (option name, raw value) in command-line order."""
+
+    def __init__(self, option: Option, **kwargs: Any) -> None:
+        self.option = option
+        super().__init__(**kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        pairs = getattr(namespace, "pairs", None) or []
+        pairs.append((self.option.name, "true" if values is None else str(values)))
+        namespace.pairs = pairs
+
+
+def build_parser(prog: str, scope: Scope, check: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="uWSGI-style emperor and uwsgi-protocol WSGI server. "
+        "Every option can also be written as 'key = value' in the [uwsgi] section of an ini file. "
+        "'emperor check FILE...' checks files without starting anything; 'emperor ctl' controls "
+        "a running emperor.", allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"emperor {__version__}")
+    if check:
+        parser.add_argument("--check", action="store_true",
+                            help="load the configuration as it would run, print every error and warning "
+                            "and a verdict, start nothing (exit 0 when it can run, 78 when not)")
+    parser.add_argument("configs", nargs="*", metavar="FILE.ini",
+                        help="ini files, the same as --ini FILE.ini")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for opt in ALL:
+        if not (opt.scope & scope):
+            continue
+        group = groups.get(opt.group) or parser.add_argument_group(opt.group)
+        groups[opt.group] = group
+        flags = [f"--{opt.name}", *(f"--{a}" for a in opt.aliases)]
+        if opt.short:
+            flags.insert(0, f"-{opt.short}")
+        extra: dict[str, Any] = {"nargs": "?"} if opt.flag else {}
+        default = "" if opt.default is None else f" (default: {opt.default})"
+        group.add_argument(*flags, action=_Ordered, option=opt, dest=f"opt_{opt.attr}",
+                           metavar=opt.metavar, help=(opt.help + default).replace("%", "%%"), **extra)
+    return parser
+
+
+def parse_pairs(argv: Sequence[str], prog: str, scope: Scope) -> list[tuple[str, str]]:
+    """A command line as (option, raw value) pairs for ``from_args`` (``python -m emperor.vassal``)."""
+    return parse_command_line(build_parser(prog, scope), argv)[0]
+
+
+def parse_command_line(parser: argparse.ArgumentParser,
+                       argv: Sequence[str]) -> tuple[list[tuple[str, str]], bool]:
+    """(the (option, raw value) pairs in command-line order, whether ``--check`` was given)."""
+    ns = parser.parse_args(list(argv))
+    pairs: list[tuple[str, str]] = [("ini", c) for c in ns.configs]
+    pairs.extend(getattr(ns, "pairs", None) or [])
+    return pairs, bool(getattr(ns, "check", False))

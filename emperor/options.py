@@ -1,6 +1,6 @@
 """The option table: every option is declared here once.
 
-The ini validation (``emperor.config``), the command line (``emperor.cli``) and the
+The ini validation (``emperor.config``), the command line (``emperor.config.build_parser``) and the
 reference page ``docs/reference/options.md`` (``emperor.reference``) are all derived
 from ``OPTIONS``. Names and meanings follow uWSGI wherever uWSGI has the option; every
 deliberate difference is stated in the option's help and in docs/.

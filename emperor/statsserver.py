@@ -226,21 +226,16 @@ def _bind(address: str) -> tuple[socket.socket, str | None, tuple[int, int] | No
     """Listen on ``host:port``, ``:port``, ``[v6]:port``, ``@abstract`` or a Unix path (mode 0600)."""
     family, sockaddr, kind = addresses.parse(address)
     path = address if kind == "unix" else None
-    if path is not None:
-        addresses.clear_stale(path)
+    ident = None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if kind == "tcp":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if not addresses.is_loopback(str(sockaddr[0])):  # type: ignore[index]
+            if not addresses.is_loopback(str(sockaddr[0])):
                 log.warning("stats %s listens on a non-loopback address: it shows pids, uids and the "
                             "working directory to anyone who can reach it", address)
         if path is not None:
-            old = os.umask(0o177)  # 0600 from the start: no window before a chmod
-            try:
-                sock.bind(sockaddr)
-            finally:
-                os.umask(old)
+            ident = addresses.bind_unix(path, lambda: sock.bind(sockaddr), private=True)  # 0600 at once
         else:
             sock.bind(sockaddr)
         sock.listen(128)
@@ -248,8 +243,7 @@ def _bind(address: str) -> tuple[socket.socket, str | None, tuple[int, int] | No
     except OSError as exc:
         sock.close()
         raise StatsAddressError(f"cannot listen on {address}: {exc.strerror or exc}") from None
-    ident = None
-    if path is not None:
-        st = os.lstat(path)
-        ident = (st.st_dev, st.st_ino)
+    except BaseException:
+        sock.close()
+        raise
     return sock, path, ident

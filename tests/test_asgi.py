@@ -34,6 +34,8 @@ from harness import (
 from harness.procs import Proc
 from vassal_runner import APPS
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 
 def start_asgi(procs: ProcGroup, *args: str, app: str = "asgiapp:app", name: str = "asgi",
                ready: bool = True, env: dict[str, str] | None = None) -> Proc:

@@ -32,6 +32,8 @@ from harness import (
 from test_asgi import start_asgi, stats_doc
 from vassal_runner import APPS, worker_pids
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 
 def get(sock: str, path: str, query: str = "", timeout: float = 10.0) -> tuple[int, bytes]:
     status, _, body, _ = request(sock, [("REQUEST_METHOD", "GET"), ("PATH_INFO", path),

@@ -32,6 +32,8 @@ from wsproto.events import (
     TextMessage,
 )
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 WS_LOCATION = "uwsgi_read_timeout 60s;"
 
 

@@ -23,6 +23,8 @@ from emperor.vassal import backlog, zerg
 from emperor.vassal.backlog import Probe, Queue, SosWatch
 from emperor.vassal.zerg import IdleWatch
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 
 def ss_recvq(addr: str) -> int | None:
     """Recv-Q of a listening socket as ``ss`` prints it (``host:port`` or a Unix path)."""

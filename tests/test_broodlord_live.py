@@ -25,6 +25,8 @@ from harness import BackgroundLoad, Nginx, ProcGroup, free_port, http_get, wait_
 from test_backlog import ss_recvq
 from test_emperor_rig import EventStream, Rig
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 SLEEP = "/sleep?s=0.05"
 THRESHOLD = 4
 IDLE = 2

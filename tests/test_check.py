@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from harness import request, wait_for_log
 from vassal_runner import APPS
+
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "vassals-examples"

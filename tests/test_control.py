@@ -20,6 +20,8 @@ from emperor.control import reference
 from emperor.control.client import Client
 from emperor.control.protocol import ControlError, Errno, Identity
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "reference" / "commands.md"
 
 

@@ -33,6 +33,8 @@ from emperor.empire import access, spawn
 from emperor.empire.scan import Refused, Source, examine, scan
 from emperor.empire.vassals import State, Vassal
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 NOBODY = 65534
 
 

@@ -19,6 +19,8 @@ import pytest
 from harness import BackgroundLoad, Nginx, ProcGroup, TinyUwsgiServer, http_get, wait_for
 from test_emperor_rig import Rig, fd_count
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 
 @pytest.fixture
 def rig(tmp_path: Path, sock_dir: Path, procs: ProcGroup) -> Rig:

@@ -19,6 +19,8 @@ import pytest
 from harness import MARKER_VAR, ProcGroup, assert_no_orphans, wait_for
 from test_emperor_rig import Rig
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 INIT_SCRIPT = ROOT / "contrib" / "init.d" / "emperor"
 UNIT = ROOT / "contrib" / "systemd" / "emperor.service"

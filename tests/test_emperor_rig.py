@@ -15,7 +15,10 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from harness import Proc, ProcGroup, request, wait_for, wait_for_log, wsgi_vars
+
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 APP = '''\
 """Test app: answers "<tag> <worker pid>"; /sleep?s=N sleeps first; crashes at import if asked."""

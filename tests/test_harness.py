@@ -40,6 +40,8 @@ from harness import (
     wsgi_vars,
 )
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 

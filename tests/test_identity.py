@@ -22,7 +22,8 @@ import pytest
 from harness import ProcGroup, wait_for
 from identity_rig import APP, SYSTEM_PYTHON, Emperor, children, get_json, ids, make_venv, remove, world_dir
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+pytestmark = [pytest.mark.live,  # starts real processes (README: Tests)
+              pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")]
 
 USERS = {"a": "nobody", "b": "daemon"}
 WEB_GROUP = "www-data"

@@ -14,10 +14,13 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from harness import ProcGroup, free_port, pack, request, wait_for, wsgi_vars
 from test_emperor_rig import Rig
 from test_stats import fetch
 from vassal_runner import APPS, start_vassal
+
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 

@@ -131,6 +131,7 @@ def test_validators_refuse(fn, raw: str) -> None:  # type: ignore[no-untyped-def
         fn(raw)
 
 
+@pytest.mark.live  # runs the commands
 @pytest.mark.parametrize("cmd", [["-m", "emperor"], ["-m", "emperor.vassal"]])
 def test_version_and_help(cmd: list[str]) -> None:
     r = subprocess.run([sys.executable, *cmd, "--version"], capture_output=True, text=True, timeout=30)

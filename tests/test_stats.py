@@ -23,6 +23,8 @@ from harness import ProcGroup, free_port, request, wait_for, wait_for_socket, ws
 from test_emperor_rig import Rig
 from vassal_runner import start_vassal, worker_pids
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 UWSGITOP = Path(sys.executable).parent / "uwsgitop"
 
 # What uwsgitop and uwsgi_exporter read (reliability-security.md 3.7); all integers unless listed.

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from harness import request, wait_for, wait_for_log
 from vassal_runner import start_vassal, worker_pids
+
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 GET = {"REQUEST_METHOD": "GET", "PATH_INFO": "/pid", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
        "SERVER_NAME": "t", "SERVER_PORT": "80"}

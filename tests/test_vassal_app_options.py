@@ -10,8 +10,11 @@ import threading
 from pathlib import Path
 
 import psutil
+import pytest
 from harness import request, wait_for, wait_for_log
 from vassal_runner import APPS, start_vassal
+
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 BASE = {"REQUEST_METHOD": "GET", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
         "SERVER_NAME": "t", "SERVER_PORT": "80"}

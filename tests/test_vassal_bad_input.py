@@ -43,6 +43,8 @@ from harness.procs import Proc
 from test_protocol import CASES, case_packet, load_case
 from vassal_runner import start_vassal, worker_pids
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 TIMEOUT = 1.0  # --socket-timeout of every vassal here
 PROMPT = 0.3  # "at once": well under the 0.5 s drain timeout and the 1 s socket-timeout
 

@@ -19,6 +19,8 @@ from test_emperor_rig import Rig
 
 from emperor.empire.vassals import State, Vassal
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 
 @pytest.fixture
 def rig(tmp_path: Path, sock_dir: Path, procs: ProcGroup) -> Rig:

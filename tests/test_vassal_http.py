@@ -17,6 +17,8 @@ import pytest
 from harness import Nginx, ProcGroup, free_port, header, http_request
 from vassal_runner import EXAMPLE_APPS, start_vassal
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 TRANSPORTS = ["unix", "tcp"]
 
 

@@ -14,8 +14,11 @@ import threading
 from pathlib import Path
 
 import psutil
+import pytest
 from harness import BackgroundLoad, http_request, request, wait_for, wait_for_log
 from vassal_runner import APPS, start_vassal, worker_pids
+
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 GET = {"REQUEST_METHOD": "GET", "PATH_INFO": "/pid", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
        "SERVER_NAME": "t", "SERVER_PORT": "80"}

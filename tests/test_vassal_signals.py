@@ -23,6 +23,8 @@ from harness import ProcGroup, request, wait_for, wait_for_log, wsgi_vars
 from test_emperor_rig import Rig
 from vassal_runner import start_vassal, worker_pids
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 SLOW_APP = '''\
 """Takes SLOW_IMPORT seconds to import; touches SLOW_MARK when the import begins."""
 import os

@@ -23,6 +23,8 @@ from identity_rig import APP, Emperor, get_json, make_venv, remove, world_dir
 from emperor import venv
 from emperor.empire import spawn
 
+pytestmark = pytest.mark.live  # starts real processes (README: Tests)
+
 # Records, at import time, every module loaded so far that is neither the standard library nor
 # emperor itself: what the vassal runtime imported before the app. (sitecustomize belongs to the
 # interpreter's installation: Debian ships one in its stdlib directory.)

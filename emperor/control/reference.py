@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from emperor.control.commands import REGISTRY, Command
-from emperor.control.protocol import MAX_MESSAGE, Errno
+from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, Errno
 
 
 def usage(cmd: Command) -> str:
@@ -35,8 +35,9 @@ def render() -> str:
            "{...}}`. Reply: `{\"id\", \"status\": \"ok\", ...}` or `{\"id\", \"status\": \"error\", "
            "\"errno\", \"reason\"}`. Events: the PUB socket sends two frames, the topic "
            "`vassal.<name>.<event>` and a JSON body.", "",
-           f"Requests over {MAX_MESSAGE} bytes are never read: the emperor drops the connection, "
-           "and `emperor ctl` reports TOO_LARGE.", "",
+           f"A request over {MAX_MESSAGE} bytes gets a `TOO_LARGE` error reply without being parsed; "
+           f"one over {TRANSPORT_LIMIT} bytes never reaches the emperor's memory: ZMQ (`MAXMSGSIZE`) "
+           "drops the connection, and `emperor ctl` reports `TOO_LARGE`.", "",
            "| errno | name |", "|---|---|"]
     out += [f"| {int(e)} | `{e.name}` |" for e in Errno]
     out.append("")

@@ -22,17 +22,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
 from emperor import addresses
 from emperor.control import protocol
-from emperor.control.commands import REGISTRY, Later, validate
+from emperor.control.api import EmperorAPI, Later
+from emperor.control.commands import REGISTRY, validate
 from emperor.control.protocol import MAX_MESSAGE, TRANSPORT_LIMIT, ControlError, Errno, Identity
-
-if TYPE_CHECKING:
-    from emperor.empire.emperor import Emperor
 
 log = logging.getLogger("emperor.control")
 
@@ -76,17 +74,11 @@ class ControlServer:
             sock.bind(endpoint)
             return
         protocol.private_dir(path, create=default)
-        try:  # ZMQ's ipc bind would silently take over a live socket
-            addresses.clear_stale(path)
+        try:  # ZMQ's ipc bind would silently take over a live socket: bind_unix refuses a live one
+            addresses.bind_unix(path, lambda: sock.bind(endpoint), private=True, mode=0o600)
         except addresses.AddressError as exc:
             raise addresses.AddressError(f"{exc} (another emperor? set emperor-control to another "
                                          "endpoint)") from None
-        old = os.umask(0o177)  # the socket file is 0600 from its creation (bind runs in this thread)
-        try:
-            sock.bind(endpoint)
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
         self.paths.append(path)
 
     # ---- the emperor's loop ---------------------------------------------------------------
@@ -114,7 +106,7 @@ class ControlServer:
             envelope, body = frames[:-1], frames[-1]
             extra = len(envelope) > 2 or (len(envelope) == 2 and envelope[1] != b"")  # REQ adds b""
             reply = self.answer(body, extra_frames=extra)
-            if isinstance(reply, Later):  # the console finishes it when the vassal answers
+            if isinstance(reply, Later):  # the operator finishes it when the vassal answers
                 reply.send = self._sender(envelope, reply.request_id)
                 continue
             self._send(envelope, reply)
@@ -135,7 +127,7 @@ class ControlServer:
         return json.dumps({"id": req_id, "status": "ok", **result, "emperor": self.me}).encode()
 
     def answer(self, body: bytes, extra_frames: bool = False) -> bytes | Later:
-        """One request frame -> one reply frame (JSON), or a ``Later`` the console will finish.
+        """One request frame -> one reply frame (JSON), or a ``Later`` the operator will finish.
 
         Every reply says which emperor answered (``emperor``: key, ini or directories, pid).
         A request whose ``emperor`` names another key is refused before anything runs.
@@ -207,7 +199,7 @@ class ControlBootError(Exception):
     """The control plane cannot listen: the emperor refuses to start (never runs without it unasked)."""
 
 
-def open_server(emp: Emperor, configured: str | None, identity: Identity) -> ControlServer | None:
+def open_server(api: EmperorAPI, configured: str | None, identity: Identity) -> ControlServer | None:
     """Start the control plane for ``emperor-control`` (default: the endpoint of ``identity``).
 
     A busy endpoint (another emperor listens there), or one that cannot be bound, raises
@@ -221,10 +213,8 @@ def open_server(emp: Emperor, configured: str | None, identity: Identity) -> Con
     if endpoint is None:
         log.info("control: off")
         return None
-    from emperor.control.commands import REGISTRY as commands
-
     def execute(name: str, props: dict[str, Any]) -> dict[str, Any] | Later:
-        return commands[name].run(emp, props)
+        return REGISTRY[name].run(api, props)
 
     try:
         server = ControlServer(endpoint, execute, default=not configured, identity=identity)

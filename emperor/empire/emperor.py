@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, channel, config, ini, logs, privileges
+from emperor import __version__, channel, config, daemon, ini, logs, privileges
 from emperor.channel import Msg, decode
 from emperor.control.protocol import Identity
 from emperor.empire import access, broodlord, reconcile, scan, spawn
-from emperor.empire.console import BootError, Console
 from emperor.empire.dirlock import DirLockError, DirLocks
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
+from emperor.empire.operator import BootError, Operator
 from emperor.empire.throttle import Throttle
 from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal, describe_exit
 from emperor.options import Scope
@@ -59,7 +59,7 @@ class Settings:
     mercy: float = 30.0
     logto: str | None = None
     touch_logreopen: str | None = None
-    stats: str | None = None  # emperor-stats, stats-http, emperor-control (emperor/empire/console.py)
+    stats: str | None = None  # emperor-stats, stats-http, emperor-control (emperor/empire/operator.py)
     stats_http: bool = False
     control: str | None = None
     broodlord: int = 0  # the zerg pool (emperor-broodlord)
@@ -123,7 +123,7 @@ class Emperor:
         self.next_watchdog = self.now
         self.logreopen_mtime = self._mtime(self.s.touch_logreopen)
         self.next_logreopen_check = self.now + 1
-        self.console = Console(self)  # stats, metrics, control plane, events
+        self.console = Operator(self)  # stats, metrics, control plane, events
         self.brood = broodlord.Broodlord(settings.broodlord, clock)  # docs/broodlord.md
         self.zergs: dict[str, broodlord.Zerg] = {}  # their processes are in self.procs too
         self.zerg_seq = 0
@@ -613,9 +613,7 @@ class Emperor:
             return  # as uWSGI: ignored without broodlord
         if v.state not in (State.READY, State.LOYAL, State.RELOADING):
             return
-        words = payload.split()  # "BACKLOG THRESHOLD", or "busy" for vassal-sos
-        backlog = int(words[0]) if words and words[0].isdigit() else None
-        threshold = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+        backlog, threshold = channel.parse_sos(payload)  # "BACKLOG THRESHOLD", or "busy" for vassal-sos
         verdict = self.brood.sos(v.name, backlog, threshold)
         if verdict.preempt:
             donors = [z for z in self._zergs_of(verdict.preempt) if not z.leaving]
@@ -761,6 +759,16 @@ class Emperor:
         if self.notify.enabled and self.sent_ready:
             self.notify.send(self._status_line())
 
+    # ---------------------------------------------------------------- public verbs (empire/operator.py)
+
+    def reload(self, v: Vassal) -> None:
+        """Gracefully reload a running vassal, as touching its file does (``emperor ctl reload``)."""
+        self._reload(v)
+
+    def stop(self, v: Vassal, why: str = "") -> None:
+        """Gracefully stop a vassal (``emperor ctl stop``); ``why`` goes into the log line."""
+        self._stop(v, why)
+
 
 # -------------------------------------------------------------------- entry point
 
@@ -777,9 +785,9 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         print(f"emperor: warning: {warning}", file=sys.stderr)
     privileges.apply_umask(settings.ident)
     if cfg.daemonize:
-        ready_fd = _daemonize()
+        ready_fd = daemon.started()
         if ready_fd is None:
-            return _wait_for_daemon()
+            return daemon.wait_for_report()
     else:
         ready_fd = None
     logs.setup("emperor", settings.logto)
@@ -819,35 +827,3 @@ def run_emperor(pairs: list[tuple[str, str]]) -> int:
         if pidfile:
             pidfile.release()
     return status
-
-
-_daemon_pipe: int | None = None
-
-
-def _daemonize() -> int | None:
-    """Double fork and setsid. In the daemon returns the fd to report start-up on; in the caller None.
-
-    The caller waits for that report so that ``emperor --daemonize`` (and an init script)
-    returns only once the pidfile is written, with a failing status if the start failed.
-    """
-    global _daemon_pipe
-    r, w = os.pipe()
-    if os.fork() > 0:
-        os.close(w)
-        _daemon_pipe = r
-        return None
-    os.close(r)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    return w
-
-
-def _wait_for_daemon() -> int:
-    assert _daemon_pipe is not None
-    with os.fdopen(_daemon_pipe, "rb") as f:
-        answer = f.read(1)
-    return 0 if answer == b"0" else 1

@@ -7,7 +7,8 @@ every time a record grows. Times in the records are monotonic; the document give
 as uWSGI does. Every number is an integer (uwsgi_exporter's rule).
 
 The same document answers ``emperor ctl list``/``status``, so the control plane and the
-stats socket can never disagree.
+stats socket can never disagree. What it reads of the emperor is named by ``Governor`` (the
+``Emperor`` satisfies it; this module does not import it).
 """
 
 from __future__ import annotations
@@ -16,19 +17,44 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor import __version__
 from emperor.statsserver import StatsServer
 
 if TYPE_CHECKING:
-    from emperor.empire.emperor import Emperor
+    from emperor.empire.scan import Source
     from emperor.empire.vassals import Vassal
 
 log = logging.getLogger("emperor.stats")
 
 
-def _epoch(emp: Emperor, mono: float) -> int:
+class Settings(Protocol):
+    @property
+    def sources(self) -> Sequence[Source]: ...
+
+    @property
+    def tyrant(self) -> bool: ...
+
+
+class Governor(Protocol):
+    """What the stats read of the emperor: its records, its refused names, its settings, its clock
+    (and, when broodlord is on, ``broodlord_snapshot()``, looked up by name)."""
+
+    @property
+    def vassals(self) -> Mapping[str, Vassal]: ...
+
+    @property
+    def refused(self) -> Mapping[str, str]: ...
+
+    @property
+    def s(self) -> Settings: ...
+
+    def clock(self) -> float: ...
+
+
+def _epoch(emp: Governor, mono: float) -> int:
     """A monotonic time of the emperor's clock as an epoch (0 stays 0: "never")."""
     if not mono:
         return 0
@@ -46,7 +72,7 @@ def _integers(value: Any) -> Any:
     return value
 
 
-def pool(emp: Emperor) -> dict[str, Any] | None:
+def pool(emp: Governor) -> dict[str, Any] | None:
     """The broodlord pool as its owner describes it, or None when broodlord is off (or absent)."""
     snap = getattr(emp, "broodlord_snapshot", None)
     if not callable(snap):
@@ -63,7 +89,7 @@ def pool(emp: Emperor) -> dict[str, Any] | None:
     return data
 
 
-def vassal(emp: Emperor, v: Vassal) -> dict[str, Any]:
+def vassal(emp: Governor, v: Vassal) -> dict[str, Any]:
     """One vassal: uWSGI's keys first, then ours (state, last_error, throttle, zergs)."""
     snap = v.snapshot(emp.clock())
     try:
@@ -101,7 +127,7 @@ def vassal(emp: Emperor, v: Vassal) -> dict[str, Any]:
     return doc
 
 
-def document(emp: Emperor) -> dict[str, Any]:
+def document(emp: Governor) -> dict[str, Any]:
     vassals = [vassal(emp, v) for v in sorted(emp.vassals.values(), key=lambda v: v.name)]
     blacklist = [{"id": d["id"], "throttle_level": d.get("throttle_level", 0), "attempt": d.get("attempt", 0),
                   "first_attempt": 0, "last_attempt": d["last_run"]}
@@ -135,11 +161,11 @@ def document(emp: Emperor) -> dict[str, Any]:
     return _integers(doc)
 
 
-def render(emp: Emperor) -> bytes:
+def render(emp: Governor) -> bytes:
     return json.dumps(document(emp), indent="\t").encode() + b"\n"
 
 
-def metrics(emp: Emperor) -> tuple[str, bytes]:
+def metrics(emp: Governor) -> tuple[str, bytes]:
     """Prometheus text: vassals by state, respawns, throttle, loyalty, and the zerg pool."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -182,7 +208,7 @@ def metrics(emp: Emperor) -> tuple[str, bytes]:
     return "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)
 
 
-def open_server(emp: Emperor, address: str, http: bool) -> StatsServer:
+def open_server(emp: Governor, address: str, http: bool) -> StatsServer:
     """``emperor-stats = ADDR``; raises OSError or ValueError when it cannot be served (a boot error)."""
     server = StatsServer(address, lambda: render(emp), http=http, render_metrics=lambda: metrics(emp))
     log.info("stats: emperor stats on %s", server.describe())

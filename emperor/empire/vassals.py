@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emperor import channel
 from emperor.channel import Exit
 from emperor.empire.throttle import Throttle
 
@@ -99,7 +100,7 @@ class Vassal:
     respawns: int = 0
     reloads: int = 0
     throttle: Throttle = field(default_factory=Throttle)
-    # the emperor's event stream (emperor/empire/console.py): called with (record, word, detail)
+    # the emperor's event stream (emperor/empire/operator.py): called with (record, word, detail)
     on_event: Callable[[Vassal, str, str], None] | None = field(default=None, repr=False, compare=False)
     heartbeat_at: float = 0.0  # the last HEARTBEAT (0: none since the spawn: the check is off)
     heartbeat_every: float = 0.0  # the vassal's own period (its payload)
@@ -251,10 +252,7 @@ class Vassal:
     def heartbeat(self, now: float, payload: str) -> None:
         """HEARTBEAT arrived: from now on a silence longer than ``hung_for`` allows is a hang."""
         self.heartbeat_at = now
-        try:
-            self.heartbeat_every = max(0.0, float(payload))
-        except ValueError:
-            self.heartbeat_every = 0.0
+        self.heartbeat_every = channel.parse_heartbeat(payload)
 
     def hung_deadline(self, required: float) -> float | None:
         """When a vassal that sends heartbeats counts as hung, or None (no heartbeat yet, or a

@@ -11,6 +11,7 @@ the resulting str, so a var costs two index operations and two slices.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 MAX_VARS = 1000
 SERVED_MODIFIERS = frozenset({0, 30})
@@ -84,8 +85,11 @@ def check_header(data: bytes, buffer_size: int) -> int:
     return size
 
 
-def parse_vars(b: bytes, start: int, end: int) -> dict[str, str]:
+def parse_vars(b: bytes, start: int, end: int) -> dict[str, Any]:
     """Parse the vars block ``b[start:end]``: the C fast path when built, else Python.
+
+    Every value is a str; the dict is typed as an environ because the worker completes it in
+    place (``wsgi.input`` and the other non-str keys) instead of copying it.
 
     The C parser returns None for anything unusual, and the Python parser then decides, so
     both give the same result or the same error for every input (tests/test_protocol.py).

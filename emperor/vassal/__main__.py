@@ -2,7 +2,7 @@
 
 import sys
 
-from emperor.cli import parse_pairs
+from emperor.config import parse_pairs
 from emperor.options import Scope
 from emperor.vassal.master import run_vassal
 

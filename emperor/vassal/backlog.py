@@ -22,6 +22,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from emperor import channel
+
 log = logging.getLogger("emperor.backlog")
 
 # <linux/tcp.h>: struct tcp_info starts with 8 u8 fields, then u32 rto, ato, snd_mss, rcv_mss,
@@ -220,7 +222,7 @@ class SosWatch:
             if self.backlog >= self.threshold and tick >= self.next_sos:
                 self.next_sos = tick + self.SOS_EVERY
                 self._say(now, f"backlog {self.backlog}")
-                return f"{self.backlog} {self.threshold}"  # the emperor sizes its answer by both
+                return channel.sos_payload(self.backlog, self.threshold)  # the emperor sizes by both
             return None
         if not self.busy_secs:
             return None
@@ -232,7 +234,7 @@ class SosWatch:
         if now - self.busy_since >= self.busy_secs and now - self.last_busy_sos >= self.busy_secs:
             self.last_busy_sos = now
             self._say(now, f"every worker busy for {now - self.busy_since:.0f} s")
-            return "busy"
+            return channel.sos_payload(None, None)  # "busy"
         return None
 
     def _say(self, now: float, why: str) -> None:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import addresses, channel, config, ini, inifd, logs, privileges, venv
+from emperor import addresses, channel, config, daemon, ini, inifd, logs, privileges, venv
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
@@ -421,7 +421,7 @@ class Master:
             self.stats_server.expire()
         if self.cfg.heartbeat and self.chan is not None and now >= self.next_heartbeat:
             # from the loop itself: a master that stops looping (SIGSTOP, a stuck call) goes silent
-            channel.send(self.chan, Msg.HEARTBEAT, str(self.cfg.heartbeat))
+            channel.send(self.chan, Msg.HEARTBEAT, channel.heartbeat_payload(self.cfg.heartbeat))
             self.next_heartbeat = now + self.cfg.heartbeat
         if self.old_workers:
             self._reap()
@@ -669,19 +669,21 @@ class Master:
         stats, SOS) sees the new count, and a reload re-reads the ini and its value wins again.
         Returns (accepted, the new count or the reason of the refusal) for the emperor.
         """
+        asked = channel.parse_scale_request(payload)
         if self.state != RUNNING:
             why = f"the vassal is {self.state}"
-        elif not payload.isdigit():
+        elif asked is None:
             why = f"{payload[:40]!r} is not a worker count"
-        elif not 1 <= int(payload) <= self.board.slots:
-            why = (f"{int(payload)} workers: the scoreboard has {self.board.slots} slots (4 x the ini's "
+        elif not 1 <= asked <= self.board.slots:
+            why = (f"{asked} workers: the scoreboard has {self.board.slots} slots (4 x the ini's "
                    "processes, at least 64); raise processes in the ini and reload")
         else:
             why = ""
         if why:
             log.error("%s: scale refused: %s", self.name, why)
             return False, why
-        count = int(payload)
+        assert asked is not None  # a refusal above otherwise
+        count = asked
         old = self.cfg.processes
         self.cfg.values["processes"] = count
         log.info("%s: scaled: %d -> %d worker(s) (runtime only: a reload restores the ini's value)",
@@ -896,7 +898,7 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
         logs.setup(name)
     logfile = cfg.logto or cfg.daemonize
     if cfg.daemonize and chan is None and not os.environ.get(ENV_RELOADS):
-        _daemonize()
+        daemon.detach()
     if logfile and not (reloaded and privileges.log_already_open(logfile)):
         try:
             logs.redirect(logfile)
@@ -936,15 +938,3 @@ def _channel_dead(chan: socket.socket) -> bool:
         return False
     except OSError:
         return True
-
-
-def _daemonize() -> None:
-    """Classic double fork for init.d users; under an emperor or systemd do not daemonize."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.close(devnull)

@@ -62,29 +62,25 @@ def bind(addr: str, backlog: int, mode: int | None, timeout: float, defer_accept
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            host = sockaddr[0]  # type: ignore[index]
+            host = sockaddr[0]
             if not addresses.is_loopback(str(host)):
                 log.warning("socket %s listens on a non-loopback address: anyone who can reach it "
                             "can send any CGI variable; firewall it or use a Unix socket", addr)
         elif kind == "abstract":
             log.warning("abstract socket %s has no file permissions: any local process can connect", addr)
-        else:
-            addresses.clear_stale(addr)
-        try:
-            sock.bind(sockaddr)
-        except OSError as exc:
-            raise addresses.AddressError(f"cannot bind {addr}: {exc.strerror}") from None
+
+        def bind() -> None:
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                raise addresses.AddressError(f"cannot bind {addr}: {exc.strerror}") from None
+
         listener = Listener(addr, sock, kind)
-        if kind == "unix":
-            if mode is not None:
-                os.chmod(addr, mode)  # before listen(): nobody can connect yet
-            if owner is not None:
-                try:
-                    os.chown(addr, *owner)  # chown-socket, also before listen()
-                except OSError as exc:
-                    raise addresses.AddressError(f"chown-socket {addr}: {exc.strerror}") from None
-            st = os.lstat(addr)
-            listener.path, listener.ident = addr, (st.st_dev, st.st_ino)
+        if kind == "unix":  # chmod-socket, chown-socket: before listen(), nobody can connect yet
+            listener.ident = addresses.bind_unix(addr, bind, mode=mode, owner=owner)
+            listener.path = addr
+        else:
+            bind()
         configure(listener, backlog, timeout, defer_accept)
         return listener
     except BaseException:

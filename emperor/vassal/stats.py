@@ -9,7 +9,9 @@ JSON integer: uwsgi_exporter's Go decoder rejects the
 whole document when one of them is a float (``avg_rt: 12.5``).
 
 Served by :class:`emperor.statsserver.StatsServer`, which the master registers in its loop
-when ``stats = ADDR`` is set (``stats-http`` adds HTTP and ``/metrics``).
+when ``stats = ADDR`` is set (``stats-http`` adds HTTP and ``/metrics``). What it reads is
+named by ``Source`` (the master satisfies it; this module does not import the master), and
+read at every document, so a ``scale`` or a respawn shows at once.
 """
 
 from __future__ import annotations
@@ -18,23 +20,48 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor import __version__
 from emperor.statsserver import StatsServer
 from emperor.vassal import scoreboard as sb
 
 if TYPE_CHECKING:
-    from emperor.vassal.master import Master
+    from emperor.vassal.scoreboard import Scoreboard
     from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.stats")
 
 
+class Settings(Protocol):
+    """The options the documents show (the vassal's ``Config``: ``processes`` follows a scale)."""
+
+    processes: int
+    listen: int
+    chdir: str | None
+    stats: str | None
+    stats_http: bool
+    socket_timeout: float
+
+
+class Source(Protocol):
+    """What the stats read of the vassal's master, live: its name and pid, the scoreboard the
+    workers write, its worker table (pid -> worker id), its listeners and its settings."""
+
+    name: str
+    pid: int
+    board: Scoreboard
+    workers: dict[int, int]
+    listeners: list[Listener]
+
+    @property
+    def cfg(self) -> Settings: ...
+
+
 class VassalStats:
     """Builds the documents for one master; keeps what deltas and /proc lookups need between reads."""
 
-    def __init__(self, master: Master) -> None:
+    def __init__(self, master: Source) -> None:
         self.master = master
         self.last_requests: dict[int, int] = {}  # worker id -> requests at the previous document
         self.probe: Any = None
@@ -206,7 +233,7 @@ class StatsError(Exception):
     """``stats = ADDR`` cannot be served: a boot error, as a busy ``socket`` is (the operator asked)."""
 
 
-def open_server(master: Master, inherited: Listener | None = None) -> tuple[StatsServer, VassalStats] | None:
+def open_server(master: Source, inherited: Listener | None = None) -> tuple[StatsServer, VassalStats] | None:
     """Listen on ``stats = ADDR`` if set (or keep the socket a reload inherited); raises StatsError
     when the address cannot be used."""
     cfg = master.cfg

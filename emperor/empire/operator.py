@@ -1,0 +1,317 @@
+"""The operator's side of the emperor: emperor-stats, /metrics, the control plane and the event stream.
+
+The emperor's loop owns one ``Operator`` (``emp.console``) and touches it at a few points only: ``open``/
+``close`` around the loop, ``ready(kind)`` when one of its fds is readable, ``tick()``
+once per iteration, ``deadline()`` for the select timeout, ``hide_held()`` after each
+scan, and each vassal record's ``on_event`` (set at spawn) for the event stream.
+
+``Operator`` is also the emperor as the control plane sees it: it implements
+``emperor.control.api.EmperorAPI`` (names in, dicts and booleans out) with the emperor's
+public verbs, so ``control/`` never imports ``empire/`` and a command changes nothing the
+emperor's loop would not.
+
+Operator intent wins over the directory: a vassal stopped with ``emperor ctl stop`` is
+*held*: the scans no longer see its file (so it is not respawned, even when the file
+changes) until ``emperor ctl start``. The hold lives in memory: an emperor restart
+forgets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Protocol
+
+from emperor import channel
+from emperor.channel import Msg
+from emperor.control.api import Later
+from emperor.control.commands import SCALE_WAIT
+from emperor.control.protocol import Errno, Identity
+from emperor.empire import stats
+from emperor.empire.vassals import DEAD, RUNNING, State, Vassal
+
+if TYPE_CHECKING:
+    from emperor.control.server import ControlServer
+    from emperor.empire.scan import Found
+    from emperor.empire.spawn import Process
+    from emperor.statsserver import StatsServer
+
+log = logging.getLogger("emperor")
+
+
+class Settings(stats.Settings, Protocol):
+    @property
+    def stats(self) -> str | None: ...  # emperor-stats
+
+    @property
+    def stats_http(self) -> bool: ...
+
+    @property
+    def control(self) -> str | None: ...  # emperor-control
+
+
+class Governed(Protocol):
+    """What the operator reads and asks of the emperor (``Emperor`` satisfies it; this module does
+    not import it, so the emperor can import this one)."""
+
+    vassals: dict[str, Vassal]
+    found: dict[str, Found]
+    procs: dict[str, Process]
+    refused: dict[str, str]
+    now: float
+    shutdown_at: float | None
+    rescan_at: float
+
+    @property
+    def s(self) -> Settings: ...
+
+    @property
+    def sel(self) -> selectors.BaseSelector: ...
+
+    def clock(self) -> float: ...
+
+    def reload_all(self) -> None: ...
+
+    def reload(self, v: Vassal) -> None: ...
+
+    def stop(self, v: Vassal, why: str = "") -> None: ...
+
+
+class BootError(Exception):
+    """A console socket the operator configured cannot be served: the emperor does not start."""
+
+
+class Operator:
+    """The control and stats servers on the emperor's loop, and the ``EmperorAPI`` they act through."""
+
+    def __init__(self, emp: Governed) -> None:
+        self.emp = emp
+        self._held: set[str] = set()  # stopped with `emperor ctl stop` (EmperorAPI.held)
+        self.control: ControlServer | None = None
+        self.stats_server: StatsServer | None = None
+        self.pool_seen: dict[str, tuple[int, int]] = {}  # vassal -> (lends, reclaims) already published
+        self.scaling: dict[str, list[Later]] = {}  # vassal -> scale replies waiting for its answer (FIFO)
+
+    # ---- the emperor's loop -------------------------------------------------------------
+    def open(self) -> None:
+        """Bind emperor-stats and the control plane; raises BootError when one cannot be served."""
+        s, sel = self.emp.s, self.emp.sel
+        from emperor.control.server import ControlBootError, open_server
+
+        try:
+            if s.stats:
+                self.stats_server = stats.open_server(self.emp, s.stats, s.stats_http)
+                log.info("stats: emperor stats on %s", self.stats_server.describe())
+            self.control = open_server(self, s.control, self.identity())
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise BootError(f"emperor-stats = {s.stats}: {exc}") from None
+        except ControlBootError as exc:
+            self.close()
+            raise BootError(str(exc)) from None
+        if self.stats_server is not None:
+            sel.register(self.stats_server, selectors.EVENT_READ, ("console", "stats"))
+        if self.control is not None:
+            sel.register(self.control.fileno(), selectors.EVENT_READ, ("console", "control"))
+
+    def identity(self) -> Identity:
+        """This emperor's identity (its ini, else its directories): it names the default endpoint."""
+        ident = getattr(self.emp.s, "identity", None)
+        if isinstance(ident, Identity):
+            return ident
+        return Identity.of_config([], [src.path for src in self.emp.s.sources], "/")
+
+    def close(self) -> None:
+        if self.stats_server is not None:
+            self.stats_server.close()
+            self.stats_server = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def ready(self, which: str) -> None:
+        if which == "stats" and self.stats_server is not None:
+            self.stats_server.service()
+        elif which == "control" and self.control is not None:
+            self.control.service()
+
+    def tick(self) -> None:
+        """Every iteration: requests the edge-triggered fd did not announce, stuck stats readers,
+        pool events."""
+        if self.control is not None:
+            self.control.service()
+            self._publish_pool()
+        if self.stats_server is not None:
+            self.stats_server.expire()
+        self._expire_scales()
+
+    def deadline(self, now: float) -> float:
+        if self.control is not None and self.control.pending():
+            return now
+        due = [now + 60.0, *(later.deadline for pending in self.scaling.values() for later in pending)]
+        if self.stats_server is not None and self.stats_server.clients:
+            due.append(now + 0.5)  # to drop readers past their deadline
+        return min(due)
+
+    def hide_held(self, found: dict[str, Found]) -> None:
+        for name in self._held:
+            found.pop(name, None)
+
+    # ---- events -------------------------------------------------------------------------
+    def vassal_event(self, v: Vassal, word: str, detail: str) -> None:
+        """A record changed state (``Vassal._to`` and exits): publish ``vassal.<name>.<word>``."""
+        if self.control is not None:
+            self.control.publish(v.name, word.replace(" ", "-"), {
+                "pid": v.pid or 0, "state": v.state.value if v.state else "new", "detail": detail})
+
+    def publish(self, vassal: str, event: str, **data: Any) -> None:
+        if self.control is not None:
+            self.control.publish(vassal, event, data)
+
+    def _publish_pool(self) -> None:
+        """Lend and reclaim events, from the broodlord counters on the records (when they exist)."""
+        for v in self.emp.vassals.values():
+            lends, reclaims = int(getattr(v, "lends", 0) or 0), int(getattr(v, "reclaims", 0) or 0)
+            seen = self.pool_seen.get(v.name, (0, 0))
+            if (lends, reclaims) == seen:
+                continue
+            self.pool_seen[v.name] = (lends, reclaims)
+            zergs = int(getattr(v, "zergs", 0) or 0)
+            for _ in range(max(0, lends - seen[0])):
+                self.publish(v.name, "lend", pid=v.pid or 0, zergs=zergs)
+            for _ in range(max(0, reclaims - seen[1])):
+                self.publish(v.name, "reclaim", pid=v.pid or 0, zergs=zergs)
+
+    # ---- EmperorAPI: what a control command sees (emperor/control/api.py) ----------------
+    def records(self) -> Collection[str]:
+        return self.emp.vassals.keys()
+
+    def files(self) -> Collection[str]:
+        return self.emp.found.keys()
+
+    def held(self) -> Collection[str]:
+        return self._held
+
+    def state(self, name: str) -> str:
+        v = self.emp.vassals.get(name)
+        return v.state.value if v is not None and v.state is not None else "not started"
+
+    def shutting_down(self) -> bool:
+        return self.emp.shutdown_at is not None
+
+    def document(self) -> dict[str, Any]:
+        return stats.document(self.emp)
+
+    def entry(self, name: str) -> dict[str, Any]:
+        return stats.vassal(self.emp, self.emp.vassals[name])
+
+    def pool(self) -> dict[str, Any] | None:
+        return stats.pool(self.emp)
+
+    def events_endpoint(self) -> str:
+        return self.control.events_endpoint if self.control is not None else ""
+
+    def reload_all(self) -> None:
+        self.emp.reload_all()
+
+    def reload(self, name: str) -> bool:
+        """Like touching the file: reload a running vassal, retry a dead one now."""
+        v = self.emp.vassals.get(name)
+        return v is not None and self._reload(v)
+
+    def _reload(self, v: Vassal) -> bool:
+        emp = self.emp
+        if v.state in RUNNING:
+            emp.reload(v)
+            return True
+        if v.state in DEAD:
+            v.unthrottle(emp.now)
+            v.state = State.THROTTLED  # FAILED too: the next timers pass spawns it
+            return True
+        return False
+
+    def hold(self, name: str) -> None:
+        emp = self.emp
+        v = emp.vassals[name]
+        self._held.add(v.name)
+        emp.found.pop(v.name, None)
+        if v.state in RUNNING:
+            emp.stop(v, "(emperor ctl stop: held until emperor ctl start)")
+        elif v.state in DEAD:
+            del emp.vassals[v.name]
+            log.info("held: %r stays stopped until emperor ctl start", v.name)
+
+    def start(self, name: str) -> bool:
+        emp = self.emp
+        if name in self._held:
+            self._held.discard(name)
+            emp.rescan_at = emp.now  # the next iteration sees the file again and spawns it
+            log.info("released: %r (emperor ctl start)", name)
+            return True
+        v = emp.vassals.get(name)
+        if v is not None and v.state in DEAD:
+            return self._reload(v)
+        return False
+
+    def scale(self, name: str, count: int, wait: float) -> Later | None:
+        """Send SCALE; the reply waits for the vassal's SCALED (None: it cannot be asked now)."""
+        v, proc = self.emp.vassals.get(name), self.emp.procs.get(name)
+        if v is None or proc is None or v.state not in (State.READY, State.LOYAL) \
+                or not proc.send(Msg.SCALE, channel.scale_request(count)):
+            return None
+        later = Later(self.emp.now + wait)
+        self.scaling.setdefault(v.name, []).append(later)
+        return later
+
+    def scaled(self, v: Vassal, payload: str) -> None:
+        """The vassal's SCALED: finish the oldest scale reply waiting for it."""
+        pending = self.scaling.get(v.name)
+        accepted, detail = channel.parse_scale_reply(payload)
+        if accepted:
+            log.info("scaled: %r (pid %s) to %s worker(s)", v.name, v.pid, detail)
+        else:
+            log.warning("scale refused: %r (pid %s): %s", v.name, v.pid, detail)
+        if not pending:
+            return  # answered after its deadline: the operator was told already
+        later = pending.pop(0)
+        if not pending:
+            del self.scaling[v.name]
+        if accepted:
+            later.finish({"scaled": v.name, "processes": int(detail), "pid": v.pid})
+        else:
+            later.fail(Errno.REFUSED, f"scale: {v.name} refused: {detail}")
+
+    def _expire_scales(self) -> None:
+        for name in list(self.scaling):
+            v, proc = self.emp.vassals.get(name), self.emp.procs.get(name)
+            keep = []
+            for later in self.scaling[name]:
+                if v is None or proc is None or v.state not in (State.READY, State.LOYAL):
+                    now = v.state.value if v is not None and v.state is not None else "gone"
+                    later.fail(Errno.BAD_STATE, f"scale: {name} is {now}; its answer will not come")
+                elif self.emp.now >= later.deadline:
+                    later.fail(Errno.BAD_STATE, f"scale: {name} did not answer within {SCALE_WAIT:g} s")
+                else:
+                    keep.append(later)
+            if keep:
+                self.scaling[name] = keep
+            else:
+                del self.scaling[name]
+
+    # ---- SIGUSR1 --------------------------------------------------------------------------
+    def status_lines(self) -> list[str]:
+        """SIGUSR1's dump: one readable line per vassal (what ``emperor ctl list`` shows)."""
+        lines = []
+        for v in sorted(self.emp.vassals.values(), key=lambda v: v.name):
+            snap = v.snapshot(self.emp.now)
+            parts = [f"{v.name}: {snap.get('state', 'new')}", f"pid {snap.get('pid') or '-'}",
+                     f"respawns {snap.get('respawns', 0)}", f"reloads {snap.get('reloads', 0)}",
+                     "loyal" if snap.get("loyal") else "not loyal"]
+            if snap.get("throttle_level"):
+                parts.append(f"throttle {int(snap['throttle_level']) / 1000:g} s")
+            if snap.get("last_error"):
+                parts.append(f"last error: {snap['last_error']}")
+            lines.append(", ".join(parts))
+        lines += [f"{name}: held (emperor ctl stop)" for name in sorted(self._held - set(self.emp.vassals))]
+        return lines or ["no vassals"]
