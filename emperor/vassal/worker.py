@@ -656,21 +656,30 @@ class Worker:
         if now != self.log_second:  # one strftime per second, not per request
             self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
         if reqlog.format is not None:  # log-format: compiled once (emperor/vassal/reqlog.py)
-            text = reqlog.format(env, status, ex.sent, self._head_size, int(ms * 1000), self.pid, self.wid,
-                                 reqlog.client(env), time.time() - ms / 1000, ex)
-            self._emit(f"{self.log_prefix}{reqlog.prefix()}{text}\n")
+            self._log_formatted(env, ex, status, ms)
             return
-        uri = env.get("REQUEST_URI") or env.get("PATH_INFO", "")
-        method = env.get("REQUEST_METHOD", "-")
-        self._emit(f"{self.log_prefix}{reqlog.prefix()}{reqlog.client(env)} \"{method} "
-                   f"{uri} {env.get('SERVER_PROTOCOL', '-')}\" {status} {ex.sent} {ms:.2f}ms pid={self.pid} "
-                   f"worker={self.wid}\n")
-
-    def _emit(self, line: str) -> None:
-        """One request line (and the memory-report line) in one write, to the log or req-logger."""
-        if self.reqlog.memory:
-            line += self.reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
+        line = (f"{self.log_prefix}{reqlog.prefix()}{reqlog.client(env)} \"{env.get('REQUEST_METHOD', '-')} "
+                f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
+                f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
+        if reqlog.memory:
+            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
         try:
+            if self.req_fd >= 0:
+                os.write(self.req_fd, line.encode("latin-1", "replace"))
+            elif self.req_sink is not None:  # req-logger = syslog
+                self.req_sink(line)
+        except OSError:
+            pass
+
+    def _log_formatted(self, env: dict[str, Any], ex: Exchange, status: str, ms: float) -> None:
+        reqlog = self.reqlog
+        assert reqlog.format is not None
+        text = reqlog.format(env, status, ex.sent, self._head_size, int(ms * 1000), self.pid, self.wid,
+                             reqlog.client(env), time.time() - ms / 1000, ex)
+        line = f"{self.log_prefix}{reqlog.prefix()}{text}\n"
+        if reqlog.memory:
+            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
+        try:  # as the default line above (kept inline there: it is every request's cost)
             if self.req_fd >= 0:
                 os.write(self.req_fd, line.encode("latin-1", "replace"))
             elif self.req_sink is not None:
