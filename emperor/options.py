@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emperor import daemonspec as d
+from emperor import logformat
 from emperor import validators as v
-from emperor.vassal import daemons as d
-from emperor.vassal import reqlog
 
 
 class Scope(enum.Flag):
@@ -260,8 +260,9 @@ OPTIONS: tuple[Option, ...] = (
          group="logging", metavar="TEXT"),
     _opt("procname-append", v.text, "", "Appended to every process title.", group="logging",
          metavar="TEXT"),
-    _opt("log-format", reqlog.log_format, None, "The request line, with uWSGI's variables: %(addr) %(method) "
-         "%(uri) %(proto) %(status) %(size) (body bytes) %(rsize) (response bytes, head included) "
+    _opt("log-format", logformat.log_format, None, "The request line, with uWSGI's variables: "
+         "%(addr) %(method) %(uri) %(proto) %(status) %(size) (body bytes) %(rsize) (response "
+         "bytes, head included) "
          "%(hsize) %(cl) (request content length) %(msecs) %(micros) %(pid) %(wid) %(ltime) "
          "%(ftime) %(epoch) %(time) %(uagent) %(referer) %(host) %(user) %(var.NAME) (any request "
          "variable) and %(headers) (response header count); an unknown %(name) is an error. "
@@ -272,14 +273,14 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log-maxsize", v.integer(0), 0, "Rotate the log file (logto or daemonize) once it is bigger "
          "than this many bytes: it is renamed to FILE.UNIXTIME and a new one is opened (checked by "
          "the master once a second; 0 = never).", group="logging", metavar="BYTES"),
-    _opt("logger", reqlog.logger_spec, None, "Where the log goes: ``file:PATH`` (as logto), "
+    _opt("logger", logformat.logger_spec, None, "Where the log goes: ``file:PATH`` (as logto), "
          "``stdio`` (stderr, the default) or ``syslog[:IDENT[,FACILITY]]`` (the local syslog, "
          "through /dev/log; "
          "stderr keeps what the interpreter itself prints). uWSGI's other logger plugins are "
          "refused.", group="logging", metavar="KIND:ARGS"),
-    _opt("req-logger", reqlog.logger_spec, None, "Where request lines go (default: with everything else, see "
-         "logger): ``file:PATH``, ``stdio`` or ``syslog[:IDENT[,FACILITY]]``.", group="logging",
-         metavar="KIND:ARGS"),
+    _opt("req-logger", logformat.logger_spec, None, "Where request lines go (default: with "
+         "everything else, see logger): ``file:PATH``, ``stdio`` or ``syslog[:IDENT[,FACILITY]]``.",
+         group="logging", metavar="KIND:ARGS"),
     # ---- identity and Python environment (emperor/privileges.py, emperor/venv.py, docs/hosting.md)
     _opt("uid", v.nonempty, None, "Run as this user (a name or a number) once every socket is bound: the "
          "master, workers, zergs and reloads. Also sets the user's supplementary groups (initgroups) "

@@ -15,7 +15,8 @@ import pytest
 from harness import wait_for, wait_for_log
 from vassal_runner import start_vassal
 
-from emperor.vassal import daemons as d
+from emperor import daemonspec as d
+from emperor.vassal import daemons
 
 
 def _alive(pid: int) -> bool:
@@ -173,7 +174,7 @@ def test_unique_cron_does_not_overlap_and_runs_once_a_minute(tmp_path: Path) -> 
     """A clock the test controls; the jobs are real processes (stopped at the end)."""
     clock = [time.mktime(_at("2026-11-30 10:00")) + 5]
     out = tmp_path / "runs"
-    sup = d.Supervisor([], [d.unique_cron("-1 -1 -1 -1 -1 exec sleep 30"),
+    sup = daemons.Supervisor([], [d.unique_cron("-1 -1 -1 -1 -1 exec sleep 30"),
                             d.cron(f"-2 -1 -1 -1 -1 echo x >> {out}")], "t", lambda what: None,
                        clock=lambda: clock[0])
     try:
@@ -195,3 +196,15 @@ def test_unique_cron_does_not_overlap_and_runs_once_a_minute(tmp_path: Path) -> 
     finally:
         sup.finish(grace=2.0)
     assert not _alive(sleeper)
+
+
+def test_the_option_table_does_not_import_the_vassal() -> None:
+    """The values are parsed in emperor/daemonspec.py and emperor/logformat.py: the emperor
+    validates them without importing emperor.vassal (docs/architecture.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, emperor.empire.emperor, emperor.options, emperor.config; "
+            "print([m for m in sys.modules if m.startswith('emperor.vassal')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

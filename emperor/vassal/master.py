@@ -35,12 +35,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import addresses, channel, config, ini, inifd, logs, privileges, venv
+from emperor import addresses, channel, config, ini, inifd, logformat, logs, privileges, venv
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
-from emperor.vassal import backlog, daemons, loader, reqlog, scoreboard, sockets, zerg
+from emperor.vassal import backlog, daemons, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import StatsError, VassalStats, open_server
 from emperor.vassal.touch import ChainReload, TouchWatch
@@ -950,7 +950,7 @@ def _log_to_syslog(arg: str, name: str) -> None:
     import logging.handlers
     import syslog
 
-    ident, facility = reqlog.syslog_args(arg, name)
+    ident, facility = logformat.syslog_args(arg, name)
     try:
         handler = logging.handlers.SysLogHandler("/dev/log", facility)
     except OSError as exc:

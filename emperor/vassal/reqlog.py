@@ -10,10 +10,11 @@ costs two attribute tests and two small calls here.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
+
+from emperor.logformat import compile_format, syslog_args
 
 
 class RequestLog:
@@ -60,38 +61,6 @@ class RequestLog:
                 f"bytes/{rss >> 20}MB}} [pid: {pid}|worker: {wid}|req: {requests}]\n")
 
 
-# ---- logger / req-logger -------------------------------------------------------------------
-_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-               "authpriv", "ftp", *(f"local{i}" for i in range(8)))
-
-
-def logger_spec(raw: str) -> tuple[str, str]:
-    """``logger``/``req-logger``: ("file", PATH), ("stdio", "") or ("syslog", "IDENT[,FACILITY]")."""
-    kind, _, arg = raw.strip().partition(":")
-    kind = kind.strip().lower()
-    if kind == "file":
-        if not arg.strip():
-            raise ValueError("file: needs a path (file:/var/log/app.log)")
-        return ("file", arg.strip())
-    if kind in ("stdio", "stderr"):
-        return ("stdio", "")
-    if kind == "syslog":
-        facility = arg.partition(",")[2].strip().lower()
-        if facility and facility not in _FACILITIES:
-            raise ValueError(f"syslog facility {facility!r} unknown (one of {', '.join(_FACILITIES)})")
-        return ("syslog", arg.strip())
-    raise ValueError(f"logger {kind!r} not supported: emperor has file:PATH, stdio and "
-                     "syslog[:IDENT[,FACILITY]]")
-
-
-def syslog_args(arg: str, default_ident: str) -> tuple[str, int]:
-    """(ident, facility) for ``syslog.openlog`` from ``IDENT[,FACILITY]``."""
-    import syslog
-
-    ident, _, facility = arg.partition(",")
-    return (ident.strip() or default_ident, getattr(syslog, "LOG_" + (facility.strip() or "user").upper()))
-
-
 def request_sink(cfg: Any, name: str) -> tuple[int, Any]:
     """Where this worker writes request lines: (fd, None) or (-1, a callable taking the line).
 
@@ -109,77 +78,3 @@ def request_sink(cfg: Any, name: str) -> tuple[int, Any]:
     ident, facility = syslog_args(spec[1], name)
     syslog.openlog(ident, syslog.LOG_PID, facility)
     return -1, lambda line: syslog.syslog(syslog.LOG_INFO, line.rstrip("\n"))
-
-
-# ---- log-format ----------------------------------------------------------------------------
-def _env(key: str, default: str = "-") -> str:
-    return f"(env.get({key!r}) or {default!r})"
-
-
-# uWSGI's request-log variables and the expression each one becomes in the compiled formatter.
-# Names available to the expressions: env, status, sent, hsize (a function), us, pid, wid, addr,
-# start (wall-clock start, seconds), ex, t (the time module).
-_VARS = {
-    "addr": "addr",
-    "method": _env("REQUEST_METHOD"),
-    "uri": "(env.get('REQUEST_URI') or env.get('PATH_INFO') or '-')",
-    "proto": _env("SERVER_PROTOCOL"),
-    "status": "status",
-    "rsize": "sent",
-    "size": "max(0, sent - hsize(ex))",
-    "hsize": "hsize(ex)",
-    "cl": _env("CONTENT_LENGTH", "0"),
-    "msecs": "us // 1000",
-    "micros": "us",
-    "pid": "pid",
-    "wid": "wid",
-    "ltime": "t.strftime('%d/%b/%Y:%H:%M:%S %z', t.localtime(start))",
-    "ftime": "t.strftime('%Y-%m-%d %H:%M:%S', t.localtime(start))",
-    "time": "int(start)",
-    "epoch": "int(t.time())",
-    "tmsecs": "int(start * 1000)",
-    "tmicros": "int(start * 1000000)",
-    "uagent": _env("HTTP_USER_AGENT"),
-    "referer": _env("HTTP_REFERER"),
-    "host": _env("HTTP_HOST"),
-    "user": _env("REMOTE_USER"),
-    "headers": "len(ex.headers or ())",
-}
-_VAR = re.compile(r"%\(([A-Za-z_][\w.-]*)\)")
-
-
-def compile_format(fmt: str) -> Callable[..., str]:
-    """Compile a log-format once into one f-string function (no per-request parsing).
-
-    The function is called as ``f(env, status, sent, hsize, us, pid, wid, addr, start, ex)``
-    and returns the line without its newline. Raises ValueError naming an unknown variable.
-    """
-    parts: list[str] = []
-    pos = 0
-    for m in _VAR.finditer(fmt):
-        parts.append(fmt[pos:m.start()].replace("{", "{{").replace("}", "}}"))
-        name = m.group(1)
-        if name.startswith("var."):
-            expr = _env(name[4:])
-        elif name in _VARS:
-            expr = _VARS[name]
-        else:
-            raise ValueError(f"%({name}) is not a log-format variable (emperor has "
-                             f"{', '.join(sorted(_VARS))} and var.NAME)")
-        parts.append("{" + expr + "}")
-        pos = m.end()
-    parts.append(fmt[pos:].replace("{", "{{").replace("}", "}}"))
-    body = "".join(parts).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    src = (f'def line(env, status, sent, hsize, us, pid, wid, addr, start, ex):\n'
-           f'    return f"{body}"\n')
-    scope: dict[str, Any] = {"t": time}
-    exec(compile(src, "<log-format>", "exec"), scope)  # our own expressions; names are checked above
-    return scope["line"]  # type: ignore[no-any-return]
-
-
-def log_format(raw: str) -> str:
-    """The option's validator: the format must compile (an unknown variable is a config error)."""
-    if not raw.strip():
-        raise ValueError("needs a format")
-    compile_format(raw)
-    return raw
