@@ -35,12 +35,29 @@ def logger_spec(raw: str) -> tuple[str, str]:
                      "syslog[:IDENT[,FACILITY]]")
 
 
-def syslog_args(arg: str, default_ident: str) -> tuple[str, int]:
-    """(ident, facility) for ``syslog.openlog`` from ``IDENT[,FACILITY]``."""
-    import syslog
+SYSLOG_SOCKET_ENV = "EMPEROR_SYSLOG_SOCKET"  # the local syslog socket; /dev/log when unset
+
+
+def syslog_handler(arg: str, default_ident: str) -> Any:
+    """A ``logging.handlers.SysLogHandler`` for ``IDENT[,FACILITY]``, tagged ``IDENT[PID]:``.
+
+    It writes to /dev/log (or $EMPEROR_SYSLOG_SOCKET: containers without a syslog socket in
+    /dev); raises OSError when that socket cannot be reached."""
+    import logging
+    import logging.handlers
+    import os
 
     ident, _, facility = arg.partition(",")
-    return (ident.strip() or default_ident, getattr(syslog, "LOG_" + (facility.strip() or "user").upper()))
+    address = os.environ.get(SYSLOG_SOCKET_ENV) or "/dev/log"
+    names = logging.handlers.SysLogHandler.facility_names
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:  # the handler would only fail later
+        probe.connect(address)
+    handler = logging.handlers.SysLogHandler(address, names[facility.strip().lower() or "user"])
+    handler.ident = f"{ident.strip() or default_ident}[{os.getpid()}]: "
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
 
 
 # ---- log-format ----------------------------------------------------------------------------

@@ -275,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
          "the master once a second; 0 = never).", group="logging", metavar="BYTES"),
     _opt("logger", logformat.logger_spec, None, "Where the log goes: ``file:PATH`` (as logto), "
          "``stdio`` (stderr, the default) or ``syslog[:IDENT[,FACILITY]]`` (the local syslog, "
-         "through /dev/log; "
+         "through /dev/log or $EMPEROR_SYSLOG_SOCKET; "
          "stderr keeps what the interpreter itself prints). uWSGI's other logger plugins are "
          "refused.", group="logging", metavar="KIND:ARGS"),
     _opt("req-logger", logformat.logger_spec, None, "Where request lines go (default: with "

@@ -6,6 +6,7 @@ deadline."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import time
@@ -238,3 +239,42 @@ def test_procname_and_procname_master(procs, sock_dir: Path) -> None:  # type: i
     wid = next(iter(worker_pids(v)))
     wait_for(lambda: " ".join(psutil.Process(wid).cmdline()).strip() == "shop-app [prod]", 10,
              what="the worker's title")
+
+
+def test_logger_syslog_sends_log_and_request_lines(procs, sock_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A datagram socket stands in for /dev/log (EMPEROR_SYSLOG_SOCKET)."""
+    sink_path = str(sock_dir / "log.dgram")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(sink_path)
+    sink.settimeout(0.5)
+    got: list[str] = []
+
+    def received(pattern: str) -> bool:
+        while True:
+            try:
+                got.append(sink.recv(65536).decode())
+            except TimeoutError:
+                break
+        return any(re.search(pattern, g) for g in got)
+
+    try:
+        sock = str(sock_dir / "sl.sock")
+        v = start_vassal(procs, "--socket", sock, "--logger", "syslog:shop,local0", ready=False,
+                         env={**os.environ, "EMPEROR_SYSLOG_SOCKET": sink_path})
+        wait_for(lambda: received(r"^<134>shop\[\d+\]: .*ready: 1 worker"), 15, what="ready, via syslog")
+        assert request(sock, {**GET, "PATH_INFO": "/via-syslog"}, timeout=10)[0] == 200
+        wait_for(lambda: received(r'^<134>shop\[\d+\]: .*"GET /via-syslog HTTP/1.1" 200'), 10,
+                 what="the request line via syslog")
+        assert "/via-syslog" not in v.log_path.read_text()
+    finally:
+        sink.close()
+
+
+def test_logger_syslog_without_a_socket_logs_to_stderr(procs, sock_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sock = str(sock_dir / "sn.sock")
+    v = start_vassal(procs, "--socket", sock, "--logger", "syslog",
+                     env={**os.environ, "EMPEROR_SYSLOG_SOCKET": str(tmp_path / "none")})
+    assert "logger = syslog: cannot reach the syslog socket" in v.log_path.read_text()
+    assert request(sock, {**GET, "PATH_INFO": "/still-logged"}, timeout=10)[0] == 200
+    wait_for_log(v, r"req-logger: .*request lines go to the log")
+    wait_for_log(v, r'"GET /still-logged HTTP/1.1" 200')

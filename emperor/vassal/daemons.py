@@ -269,10 +269,11 @@ class Supervisor:
             if keep_smart and d.spec.survives_reload:
                 continue
             d.respawn_at = 0.0
-            d.stopping = True
             pid = d.target()
             if pid:
-                _kill_group(pid, d.spec.stop_signal)
+                if not d.stopping:  # once: a second SIGTERM means "hurry" to some (Celery: INT)
+                    _kill_group(pid, d.spec.stop_signal)
+                d.stopping = True
                 out.append(d)
         return out
 
@@ -286,9 +287,9 @@ class Supervisor:
 
     def _stop_and_wait(self, ds: list[Daemon], grace: float) -> None:
         for d in ds:
-            d.stopping = True
-            if pid := d.target():
+            if (pid := d.target()) and not d.stopping:
                 _kill_group(pid, d.spec.stop_signal)
+            d.stopping = True
         self._wait(ds, grace, crons=False)
 
     def _wait(self, ds: list[Daemon], grace: float, crons: bool) -> None:

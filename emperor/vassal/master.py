@@ -947,19 +947,12 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
 
 def _log_to_syslog(arg: str, name: str) -> None:
     """``logger = syslog[:IDENT[,FACILITY]]``: the master's and workers' log records go to syslog."""
-    import logging.handlers
-    import syslog
-
-    ident, facility = logformat.syslog_args(arg, name)
     try:
-        handler = logging.handlers.SysLogHandler("/dev/log", facility)
+        handler = logformat.syslog_handler(arg, name)
     except OSError as exc:
-        log.error("logger = syslog: cannot reach /dev/log (%s): logging to stderr", exc.strerror)
+        log.error("logger = syslog: cannot reach the syslog socket (%s): logging to stderr", exc)
         return
-    handler.ident = f"{ident}[{os.getpid()}]: "
-    handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("emperor").handlers[:] = [handler]
-    syslog.openlog(ident, syslog.LOG_PID, facility)
 
 
 def _enter_venv(cfg: config.Config, pairs: list[tuple[str, str]], chan: socket.socket | None) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emperor.logformat import compile_format, syslog_args
+from emperor.logformat import compile_format, syslog_handler
 
 
 class RequestLog:
@@ -73,8 +73,12 @@ def request_sink(cfg: Any, name: str) -> tuple[int, Any]:
         return 2, None
     if spec[0] == "file":
         return os.open(spec[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640), None
-    import syslog
+    import logging
 
-    ident, facility = syslog_args(spec[1], name)
-    syslog.openlog(ident, syslog.LOG_PID, facility)
-    return -1, lambda line: syslog.syslog(syslog.LOG_INFO, line.rstrip("\n"))
+    handler = syslog_handler(spec[1], name)  # raises OSError: the caller keeps fd 2
+
+    def to_syslog(line: str) -> None:
+        handler.emit(logging.makeLogRecord({"msg": line.rstrip("\n"), "levelno": logging.INFO,
+                                            "levelname": "INFO"}))
+
+    return -1, to_syslog
