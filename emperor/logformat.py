@@ -67,18 +67,27 @@ def _env(key: str, default: str = "-") -> str:
 
 # uWSGI's request-log variables and the expression each one becomes in the compiled formatter.
 # Names available to the expressions: env, status, sent, hsize (a function), us, pid, wid, addr,
-# start (wall-clock start, seconds), ex, t (the time module).
+# start (wall-clock start, seconds), ex, t (the time module), mem (this process's rss, vsz).
 _VARS = {
     "addr": "addr",
     "method": _env("REQUEST_METHOD"),
     "uri": "(env.get('REQUEST_URI') or env.get('PATH_INFO') or '-')",
     "proto": _env("SERVER_PROTOCOL"),
     "status": "status",
-    "rsize": "sent",
-    "size": "max(0, sent - hsize(ex))",
+    "size": "sent",  # uWSGI: body + headers
+    "rsize": "max(0, sent - hsize(ex))",  # uWSGI: the body
     "hsize": "hsize(ex)",
     "cl": _env("CONTENT_LENGTH", "0"),
     "msecs": "us // 1000",
+    "secs": "f'{us / 1e6:.4f}'",
+    "ctime": "t.ctime(start)",
+    "vars": "sum(1 for k in env if not k.startswith(('wsgi.', 'emperor.')))",
+    "core": "0",  # uWSGI's async core: a worker serves one request per thread here
+    "switches": "0",
+    "rss": "mem()[0]",
+    "vsz": "mem()[1]",
+    "rssM": "mem()[0] >> 20",
+    "vszM": "mem()[1] >> 20",
     "micros": "us",
     "pid": "pid",
     "wid": "wid",
@@ -121,7 +130,7 @@ def compile_format(fmt: str) -> Callable[..., str]:
     body = "".join(parts).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     src = (f'def line(env, status, sent, hsize, us, pid, wid, addr, start, ex):\n'
            f'    return f"{body}"\n')
-    scope: dict[str, Any] = {"t": time}
+    scope: dict[str, Any] = {"t": time, "mem": _memory}
     exec(compile(src, "<log-format>", "exec"), scope)  # our own expressions; names are checked above
     return scope["line"]  # type: ignore[no-any-return]
 
@@ -132,3 +141,16 @@ def log_format(raw: str) -> str:
         raise ValueError("needs a format")
     compile_format(raw)
     return raw
+
+
+def _memory() -> tuple[int, int]:
+    """(rss, vsz) of this process in bytes, from /proc/self/statm (only formats that ask)."""
+    import os
+
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            vsz_pages, rss_pages = f.read().split()[:2]
+    except (OSError, ValueError):
+        return (0, 0)
+    page = os.sysconf("SC_PAGE_SIZE")
+    return (int(rss_pages) * page, int(vsz_pages) * page)

@@ -261,11 +261,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("procname-append", v.text, "", "Appended to every process title.", group="logging",
          metavar="TEXT"),
     _opt("log-format", logformat.log_format, None, "The request line, with uWSGI's variables: "
-         "%(addr) %(method) %(uri) %(proto) %(status) %(size) (body bytes) %(rsize) (response "
-         "bytes, head included) "
-         "%(hsize) %(cl) (request content length) %(msecs) %(micros) %(pid) %(wid) %(ltime) "
-         "%(ftime) %(epoch) %(time) %(uagent) %(referer) %(host) %(user) %(var.NAME) (any request "
-         "variable) and %(headers) (response header count); an unknown %(name) is an error. "
+         "%(addr) %(method) %(uri) %(proto) %(status) %(size) (response bytes, head included) "
+         "%(rsize) (body bytes) %(hsize) (head bytes) %(cl) (request content length) %(msecs) "
+         "%(micros) %(secs) %(pid) %(wid) %(ltime) %(ctime) %(ftime) %(time) (start) %(epoch) (now) "
+         "%(tmsecs) %(tmicros) %(uagent) %(referer) %(host) %(user) %(var.NAME) (any request "
+         "variable) %(headers) (response header count) %(vars) %(rss) %(vsz) %(rssM) %(vszM) "
+         "%(core) and %(switches) (always 0); an unknown %(name) is an error. "
          "Compiled once when the worker starts. log-date, log-x-forwarded-for (for %(addr)) and the "
          "filters still apply; emperor's own timestamp and tag still start the line. In an ini file, "
          "as in uWSGI, %(name) stays as written unless name is an option or a placeholder.", group="logging",

@@ -122,7 +122,8 @@ def test_without_post_buffering_the_app_reads_while_the_body_arrives(procs, sock
 FORMAT = ('addr=%(addr) method=%(method) uri=%(uri) proto=%(proto) status=%(status) size=%(size) '
           'rsize=%(rsize) hsize=%(hsize) cl=%(cl) msecs=%(msecs) micros=%(micros) pid=%(pid) wid=%(wid) '
           'ltime=[%(ltime)] epoch=%(epoch) time=%(time) uagent="%(uagent)" referer="%(referer)" '
-          'host=%(host) user=%(user) var=%(var.HTTP_X_TRACE) missing=%(var.NOPE) headers=%(headers) {}')
+          'host=%(host) user=%(user) var=%(var.HTTP_X_TRACE) missing=%(var.NOPE) headers=%(headers) '
+          'secs=%(secs) ctime=[%(ctime)] vars=%(vars) rssM=%(rssM) core=%(core) {}')
 
 
 def test_log_format_field_by_field(procs, sock_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -141,12 +142,16 @@ def test_log_format_field_by_field(procs, sock_dir: Path, tmp_path: Path) -> Non
     fields = dict(re.findall(r'(\w+)=("[^"]*"|\[[^\]]*\]|\S+)', m.group(0)))
     head_size = len(raw) - 1234
     expected = {"addr": "192.0.2.7", "method": "POST", "uri": "/big?n=1234", "proto": "HTTP/1.1",
-                "status": "200", "size": "1234", "rsize": str(len(raw)), "hsize": str(head_size),
+                "status": "200", "size": str(len(raw)), "rsize": "1234", "hsize": str(head_size),
                 "cl": "5", "uagent": '"tester/1.0"', "referer": '"http://r/"', "host": "shop.example",
                 "user": "ann", "var": "t-42", "missing": "-", "headers": str(len(headers)),
                 "wid": "1", "pid": str(next(iter(worker_pids(v))))}
     assert {k: fields[k] for k in expected} == expected
     assert int(fields["micros"]) >= int(fields["msecs"]) * 1000
+    assert abs(float(fields["secs"]) - int(fields["micros"]) / 1e6) < 0.001
+    assert fields["ctime"] == f"[{time.ctime(int(fields['time']))}]"
+    assert fields["vars"] == str(len(vars_) + 1) and fields["core"] == "0"  # + SCRIPT_NAME, set by the worker
+    assert 5 < int(fields["rssM"]) < 1000
     assert before <= int(fields["time"]) <= int(fields["epoch"]) <= time.time()
     assert re.fullmatch(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", fields["ltime"])
     assert time.strftime("%d/%b/%Y", time.localtime(int(fields["time"]))) in fields["ltime"]
