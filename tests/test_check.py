@@ -207,14 +207,15 @@ def test_production_style_file_starts_on_first_try(procs, tmp_path: Path, sock_d
     v = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(django)], name="shop")
     log = tmp_path / "shop.log"  # logto
     wait_for(lambda: log.exists() and "ready: 2 worker" in log.read_text(), 20, what="ready")
-    vars_ = {**GET, "HTTP_USER_AGENT": "curl/8", "REMOTE_ADDR": "127.0.0.1"}
+    vars_ = {**GET, "REQUEST_METHOD": "POST", "CONTENT_LENGTH": "100", "HTTP_USER_AGENT": "curl/8",
+             "REMOTE_ADDR": "127.0.0.1"}
     assert request(sock, vars_, body=b"x" * 100, timeout=10)[0] == 200
     offload = line_of(DJANGO, "offload-threads")
     assert f"shop.ini:{offload}: offload-threads: accepted and ignored" in log.read_text()  # at start
     assert "warning" not in log.read_text().replace(f"shop.ini:{offload}: offload-threads", "")
     # log-date + log-format, then memory-report
     line = (r'\w{3} \w{3} [ \d]\d [\d:]{8} \d{4} - 127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:[\d:]{8} [+-]\d{4}\] '
-            r'"GET / HTTP/1\.1" 200 \d+ "curl/8" \d+ms\n.*rss usage')
+            r'"POST / HTTP/1\.1" 200 \d+ "curl/8" \d+ms\n.*rss usage')
     wait_for(lambda: re.search(line, log.read_text()), 10, what="the formatted request line")
     assert (tmp_path / "shop.pid").read_text().strip() == str(v.pid)
     wait_for(lambda: (tmp_path / "cron.ran").exists(), 10, what="the cron job")

@@ -119,6 +119,21 @@ def test_without_post_buffering_the_app_reads_while_the_body_arrives(procs, sock
     assert seen["len"] == 3000 and seen["called"] < last - 0.3
 
 
+def test_post_buffered_bodies_pass_the_wsgi_validator(procs, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """testapp wraps every request in wsgiref.validate: both buffered inputs are valid wsgi.input."""
+    sock = str(sock_dir / "pv.sock")
+    start_vassal(procs, "--socket", sock, "--post-buffering", "100")
+    post = {**GET, "REQUEST_METHOD": "POST"}
+    for path in ("/echo", "/echo-lines", "/echo-chunks"):
+        for size in (50, 5000):  # in memory, then a temporary file
+            body = b"line\n" * (size // 5)
+            vars_ = {**post, "PATH_INFO": path, "CONTENT_LENGTH": str(len(body))}
+            status, _h, got, _raw = request(sock, vars_, body=body, timeout=10)
+            assert status == 200, (path, size)
+            expected = json.dumps(["line\n"] * (size // 5)).encode() if path == "/echo-lines" else body
+            assert got == expected, (path, size, got[:80])
+
+
 FORMAT = ('addr=%(addr) method=%(method) uri=%(uri) proto=%(proto) status=%(status) size=%(size) '
           'rsize=%(rsize) hsize=%(hsize) cl=%(cl) msecs=%(msecs) micros=%(micros) pid=%(pid) wid=%(wid) '
           'ltime=[%(ltime)] epoch=%(epoch) time=%(time) uagent="%(uagent)" referer="%(referer)" '
