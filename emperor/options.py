@@ -225,7 +225,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("smart-attach-daemon2", d.smart_attach_daemon2, None, "``PIDFILE COMMAND``: as "
          "smart-attach-daemon for a command that stays in the foreground: the master writes its pid "
          "to PIDFILE.", scope=Scope.VASSAL, group="daemons", multi=True, metavar="PIDFILE COMMAND"),
-    _opt("attach-daemon2", d.attach_daemon2, None, "``key=value,...``: the general form. Keys: "
+    _opt("attach-daemon2", d.attach_daemon2, None, "A companion process described by "
+         "``key=value,...`` pairs (uWSGI's general form). Keys: "
          "``cmd`` (or command, exec), ``pidfile`` (governed as smart-attach-daemon), ``daemonize`` "
          "(the master writes the pidfile), ``control`` (its death stops the vassal, exit status 1), "
          "``stopsignal``, ``reloadsignal`` (sent when a ``touch`` file changes; without it the "
