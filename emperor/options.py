@@ -273,8 +273,8 @@ OPTIONS: tuple[Option, ...] = (
          "as in uWSGI, %(name) stays as written unless name is an option or a placeholder.", group="logging",
          aliases=("logformat",), metavar="FORMAT"),
     _opt("log-maxsize", v.integer(0), 0, "Rotate the log file (logto or daemonize) once it is bigger "
-         "than this many bytes: it is renamed to FILE.UNIXTIME and a new one is opened (checked by "
-         "the master once a second; 0 = never).", group="logging", metavar="BYTES"),
+         "than this many bytes: it is renamed to FILE.UNIXTIME (FILE.UNIXTIME.N when that exists) "
+         "and a new one is opened (checked by the master once a second; 0 = never).", group="logging", metavar="BYTES"),
     _opt("logger", logformat.logger_spec, None, "Where the log goes: ``file:PATH`` (as logto), "
          "``stdio`` (stderr, the default) or ``syslog[:IDENT[,FACILITY]]`` (the local syslog, "
          "through /dev/log or $EMPEROR_SYSLOG_SOCKET; "

@@ -733,7 +733,11 @@ class Master:
         try:
             if os.fstat(2).st_size <= self.cfg.log_maxsize:
                 return
-            rotated = f"{path}.{int(time.time())}"
+            rotated = base = f"{path}.{int(time.time())}"
+            n = 0
+            while os.path.lexists(rotated):  # rotated twice in one second: never overwrite
+                n += 1
+                rotated = f"{base}.{n}"
             os.rename(path, rotated)
         except OSError as exc:
             log.error("%s: log-maxsize: cannot rotate %s: %s", self.name, path, exc.strerror)
