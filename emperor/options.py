@@ -274,7 +274,8 @@ OPTIONS: tuple[Option, ...] = (
          aliases=("logformat",), metavar="FORMAT"),
     _opt("log-maxsize", v.integer(0), 0, "Rotate the log file (logto or daemonize) once it is bigger "
          "than this many bytes: it is renamed to FILE.UNIXTIME (FILE.UNIXTIME.N when that exists) "
-         "and a new one is opened (checked by the master once a second; 0 = never).", group="logging", metavar="BYTES"),
+         "and a new one is opened (checked by the master once a second; 0 = never).",
+         group="logging", metavar="BYTES"),
     _opt("logger", logformat.logger_spec, None, "Where the log goes: ``file:PATH`` (as logto), "
          "``stdio`` (stderr, the default) or ``syslog[:IDENT[,FACILITY]]`` (the local syslog, "
          "through /dev/log or $EMPEROR_SYSLOG_SOCKET; "
