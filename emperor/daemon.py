@@ -8,11 +8,16 @@ systemd nothing daemonizes: the callers decide.
 The emperor's caller waits for a one-byte report on a pipe (``started``), so that
 ``emperor --daemonize`` (and an init script) returns only once the pidfile is written, with
 a failing status if the start failed. A vassal's caller just exits (``detach``).
+
+Also the other end of a process's life: ``set_parent_death_signal``, which the vassal master,
+its workers and its companion processes use to die with whoever started them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 
 _report_pipe: int | None = None  # in the caller of ``started``: the read end
 
@@ -53,3 +58,15 @@ def _second_fork() -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to kill this process when its parent (thread) dies; no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from emperor import daemonspec as d
+from emperor import logformat
 from emperor import validators as v
 
 
@@ -120,6 +122,14 @@ OPTIONS: tuple[Option, ...] = (
          "It also ends the drain of a body the app did not read (which never lasts more than "
          "socket-timeout, at most 2 s). Not in uWSGI (whose harakiri covers it bluntly).",
          group="sockets", metavar="SECONDS"),
+    _opt("post-buffering", v.integer(0), 0, "Read the whole request body before calling the app when "
+         "it has one (0 = off: the app reads it from the socket as it comes): up to this many bytes "
+         "in memory, a larger body into an unnamed temporary file (TMPDIR). The read is bounded "
+         "by socket-timeout per read and body-read-timeout in all; a body that does not arrive in "
+         "time never reaches the app. limit-post still refuses larger bodies first.",
+         group="sockets", metavar="BYTES"),
+    _opt("post-buffering-bufsize", v.integer(512, 1 << 24), 8192, "Size of each read while "
+         "post-buffering a body.", group="sockets", metavar="BYTES"),
     _opt("limit-post", v.integer(0), 0, "Largest request body accepted, in bytes (0 = no limit). Larger "
          "CONTENT_LENGTH values get a 413.", group="sockets", metavar="BYTES"),
     # ---- HTTP listeners (docs/http.md)
@@ -253,10 +263,18 @@ OPTIONS: tuple[Option, ...] = (
          metavar="SECONDS"),
     _opt("touch-reload", v.nonempty, None, "Reload gracefully (as SIGHUP) when this file's modification "
          "time changes, or it appears or disappears; checked about once a second. Repeatable. "
-         "touch-chain-reload and touch-workers-reload do the same graceful reload of every worker "
-         "(uWSGI replaces workers one at a time, or only the workers).",
-         group="processes", multi=True, aliases=("touch-chain-reload", "touch-workers-reload"),
+         "touch-workers-reload does the same graceful reload (uWSGI replaces only the workers); "
+         "fs-reload (uWSGI: an inotify watch on a file or directory) is the same mtime check: a "
+         "directory's mtime changes when an entry is added, removed or renamed, not when a file "
+         "in it is edited.",
+         group="processes", multi=True, aliases=("touch-workers-reload", "fs-reload"),
          metavar="PATH"),
+    _opt("touch-chain-reload", v.nonempty, None, "Chain reload when this file changes (checked as "
+         "touch-reload): the workers are replaced one at a time, each new one accepting before the "
+         "next old one is told to finish, so the vassal never stops serving. The master is not "
+         "re-executed and the configuration is not re-read; new workers import the app afresh only "
+         "with lazy-apps (as in uWSGI, where chain reloading needs lazy-apps too). Repeatable.",
+         group="processes", multi=True, metavar="PATH"),
     _opt("harakiri-verbose", v.boolean, False, "On harakiri, also log what the worker was doing in the "
          "kernel (/proc/PID/syscall and wchan) before killing it.", group="processes", flag=True),
     _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
@@ -270,6 +288,39 @@ OPTIONS: tuple[Option, ...] = (
     _opt("die-on-term", v.boolean, False, "Accepted for compatibility: SIGTERM is always a graceful stop "
          "in emperor (see docs/signals.md).", scope=Scope.ANY, group="processes", flag=True,
          uwsgi=Decision.BUILT_IN, why="SIGTERM always stops gracefully in emperor (docs/signals.md)"),
+    # ---- companion processes and cron (emperor/vassal/daemons.py)
+    _opt("attach-daemon", d.attach_daemon, None, "Run this command next to the app (``/bin/sh -c``, "
+         "in its own session, stdin on /dev/null, output to the vassal's log). It must stay in the "
+         "foreground. Restarted when it dies (after 1, 2, 3... s, at most 60, when it died within "
+         "10 s of its start), stopped (SIGTERM, SIGKILL after 5 s) when the vassal stops, and "
+         "stopped and started again on a reload. Repeatable.", scope=Scope.VASSAL, group="daemons",
+         multi=True, metavar="COMMAND"),
+    _opt("smart-attach-daemon", d.smart_attach_daemon, None, "``PIDFILE COMMAND``: a daemon governed "
+         "by its pidfile. Started only when PIDFILE does not name a live process, so it survives a "
+         "reload (and the master); restarted when that process is gone (the command has 10 s to "
+         "write its pidfile); stopped with the vassal. Repeatable.", scope=Scope.VASSAL,
+         group="daemons", multi=True, metavar="PIDFILE COMMAND"),
+    _opt("smart-attach-daemon2", d.smart_attach_daemon2, None, "``PIDFILE COMMAND``: as "
+         "smart-attach-daemon for a command that stays in the foreground: the master writes its pid "
+         "to PIDFILE.", scope=Scope.VASSAL, group="daemons", multi=True, metavar="PIDFILE COMMAND"),
+    _opt("attach-daemon2", d.attach_daemon2, None, "A companion process described by "
+         "``key=value,...`` pairs (uWSGI's general form). Keys: "
+         "``cmd`` (or command, exec), ``pidfile`` (governed as smart-attach-daemon), ``daemonize`` "
+         "(the master writes the pidfile), ``control`` (its death stops the vassal, exit status 1), "
+         "``stopsignal``, ``reloadsignal`` (sent when a ``touch`` file changes; without it the "
+         "daemon is restarted), ``touch`` (files separated by ;), ``freq`` (seconds: a death "
+         "sooner after the start is throttled, default 10), ``max_throttle`` (default 60), "
+         "``chdir``, ``env`` (NAME=VALUE, repeatable), ``stdin``. uid, gid, ns_pid, legion and "
+         "notifypid are refused, and so is any other key.", scope=Scope.VASSAL, group="daemons",
+         multi=True, metavar="KEY=VALUE,..."),
+    _opt("cron", d.cron, None, "``MIN HOUR MDAY MONTH WDAY COMMAND``: run COMMAND when the local time "
+         "matches (checked once a minute by the master; -1 is any value, -N every N, WDAY 0 is "
+         "Sunday). A job still running at the next match is started again; running jobs are "
+         "stopped with the vassal. Repeatable.", scope=Scope.VASSAL, group="daemons", multi=True,
+         metavar="M H D MON WD COMMAND"),
+    _opt("unique-cron", d.unique_cron, None, "As cron, but a job is not started while its previous "
+         "run is still going (logged).", scope=Scope.VASSAL, group="daemons", multi=True,
+         metavar="M H D MON WD COMMAND", extra={"sets": "cron"}),
     # ---- logging and files
     _opt("pidfile", v.nonempty, None, "Write the master's pid to this file.", scope=Scope.ANY,
          group="logging", metavar="PATH"),
@@ -281,6 +332,36 @@ OPTIONS: tuple[Option, ...] = (
          short="L", flag=True),
     _opt("procname-prefix", v.text, "", "Prefix for the process titles.", scope=Scope.ANY,
          group="logging", metavar="TEXT"),
+    _opt("procname", v.nonempty, None, "The title of every process of the vassal (the master and the "
+         "workers), instead of 'emperor: master NAME' and 'emperor: worker N NAME'; "
+         "procname-prefix still comes first.", group="logging", metavar="TEXT"),
+    _opt("procname-master", v.nonempty, None, "The master's title (wins over procname).",
+         group="logging", metavar="TEXT"),
+    _opt("procname-append", v.text, "", "Appended to every process title.", group="logging",
+         metavar="TEXT"),
+    _opt("log-format", logformat.log_format, None, "The request line, with uWSGI's variables: "
+         "%(addr) %(method) %(uri) %(proto) %(status) %(size) (response bytes, head included) "
+         "%(rsize) (body bytes) %(hsize) (head bytes) %(cl) (request content length) %(msecs) "
+         "%(micros) %(secs) %(pid) %(wid) %(ltime) %(ctime) %(ftime) %(time) (start) %(epoch) (now) "
+         "%(tmsecs) %(tmicros) %(uagent) %(referer) %(host) %(user) %(var.NAME) (any request "
+         "variable) %(headers) (response header count) %(vars) %(rss) %(vsz) %(rssM) %(vszM) "
+         "%(core) and %(switches) (always 0); an unknown %(name) is an error. "
+         "Compiled once when the worker starts. log-date, log-x-forwarded-for (for %(addr)) and the "
+         "filters still apply; emperor's own timestamp and tag still start the line. In an ini file, "
+         "as in uWSGI, %(name) stays as written unless name is an option or a placeholder.", group="logging",
+         aliases=("logformat",), metavar="FORMAT"),
+    _opt("log-maxsize", v.integer(0), 0, "Rotate the log file (logto or daemonize) once it is bigger "
+         "than this many bytes: it is renamed to FILE.UNIXTIME (FILE.UNIXTIME.N when that exists) "
+         "and a new one is opened (checked by the master once a second; 0 = never).",
+         group="logging", metavar="BYTES"),
+    _opt("logger", logformat.logger_spec, None, "Where the log goes: ``file:PATH`` (as logto), "
+         "``stdio`` (stderr, the default) or ``syslog[:IDENT[,FACILITY]]`` (the local syslog, "
+         "through /dev/log or $EMPEROR_SYSLOG_SOCKET; "
+         "stderr keeps what the interpreter itself prints). uWSGI's other logger plugins are "
+         "refused.", group="logging", metavar="KIND:ARGS"),
+    _opt("req-logger", logformat.logger_spec, None, "Where request lines go (default: with "
+         "everything else, see logger): ``file:PATH``, ``stdio`` or ``syslog[:IDENT[,FACILITY]]``.",
+         group="logging", metavar="KIND:ARGS"),
     # ---- identity and Python environment (emperor/privileges.py, emperor/venv.py, docs/hosting.md)
     _opt("uid", v.nonempty, None, "Run as this user (a name or a number) once every socket is bound: the "
          "master, workers, zergs and reloads. Also sets the user's supplementary groups (initgroups) "
@@ -424,23 +505,12 @@ COMPAT: tuple[Option, ...] = (
     _compat("disable-write-exception", _B, "the server writes the iterable the app returns, so a client "
             "that went away never raises inside the app (only the legacy write() callable can)"),
     _compat("log-reopen", _B, "a reload re-executes the vassal, which opens its log file again"),
+    _compat("log-master", _B, "workers write their log lines straight to the shared log (one write() "
+            "per line, so lines never interleave) and the master rotates it (log-maxsize); there is no "
+            "log pipe through the master to turn on"),
     # ---- accepted with a warning: harmless here
     _compat("plugin", _I, "emperor is a Python WSGI server and has no plugins", flag=False,
             aliases=("plugins",)),
-    _compat("log-master", _I, "workers write their log lines straight to the shared log; there is no "
-            "log pipe through the master, and lines stay whole because each is one write()"),
-    _compat("procname-master", _I, "the master's title is always 'emperor: master NAME' (after "
-            "procname-prefix)", flag=False),
-    _compat("log-format", _I, "request log lines keep emperor's format (docs/observability.md)",
-            flag=False, aliases=("logformat",)),
-    _compat("log-maxsize", _I, "the log file is not rotated by size; rotate it with logrotate "
-            "(copytruncate, or touch-logreopen in the emperor)", flag=False),
-    _compat("logger", _I, "log lines go to logto or daemonize if set, else to the emperor's log",
-            flag=False),
-    _compat("req-logger", _I, "request lines go to the same log as everything else", flag=False),
-    _compat("post-buffering", _I, "the body is streamed to wsgi.input as the app reads it; nginx in "
-            "front buffers request bodies already (uwsgi_request_buffering is on by default)", flag=False),
-    _compat("post-buffering-bufsize", _I, "see post-buffering", flag=False),
     _compat("offload-threads", _I, "there are no offload threads; file responses use sendfile() in the "
             "worker", flag=False),
     _compat("max-fd", _I, "the open-file limit is inherited from the emperor; raise it there "
@@ -463,8 +533,6 @@ COMPAT: tuple[Option, ...] = (
     _compat("pcre-jit", _I, "there is no internal routing, so no regular expressions to compile"),
     _compat("wsgi-disable-file-wrapper", _I, "wsgi.file_wrapper stays available; it sends the same bytes"),
     _compat("no-site", _I, "the interpreter is emperor's own, started with its site-packages"),
-    _compat("procname", _I, "process titles are always 'emperor: master NAME' and 'emperor: worker N "
-            "NAME' (after procname-prefix)", flag=False, aliases=("procname-append",)),
     _compat("py-tracebacker", _I, "there is no tracebacker socket; SIGUSR1 logs each worker's status",
             flag=False),
     _compat("show-config", _I, "use emperor check FILE to see every problem in a file"),
@@ -472,11 +540,8 @@ COMPAT: tuple[Option, ...] = (
     _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
     _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
             flag=False),
-    _compat("fs-reload", _R, "not implemented: a change to this path would not reload the app", flag=False),
-    _compat("attach-daemon", _R, "companion processes are not implemented: " + _NOT_RUN, flag=False,
-            aliases=("attach-daemon2", "smart-attach-daemon", "smart-attach-daemon2")),
-    _compat("cron", _R, "cron jobs are not implemented: the job would never run", flag=False,
-            aliases=("unique-cron", "cron2")),
+    _compat("cron2", _R, "the key=value cron form is not implemented: the job would never run; use "
+            "cron or unique-cron", flag=False),
     _compat("spooler", _R, "the spooler is not implemented: spooled tasks would never run", flag=False),
     _compat("mule", _R, "mules are not implemented: " + _NOT_RUN, flag=False),
     _compat("exec-pre-app", _R, "hooks are not implemented: the command would never run", flag=False,

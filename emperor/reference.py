@@ -22,6 +22,7 @@ _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",
     "app": "The application", "asgi": "ASGI applications", "processes": "Processes, recycling and reloads",
     "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
+    "daemons": "Companion processes and cron",
     "compat": "uWSGI options emperor does not implement",
     "http": "HTTP listeners (docs/http.md)", "static": "Static files (docs/http.md)",
 }

@@ -7,12 +7,14 @@ anyone's file.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
-from harness import request, wait_for_log
+from harness import request, wait_for, wait_for_log
 from vassal_runner import APPS
 
 pytestmark = pytest.mark.live  # starts real processes (README: Tests)
@@ -22,7 +24,8 @@ EXAMPLES = ROOT / "vassals-examples"
 GET = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
        "SERVER_NAME": "t", "SERVER_PORT": "80"}
 
-# 41 lines, the way a Django deployment's uWSGI file looks after a few years of tuning.
+# The way a Django deployment's uWSGI file looks after a few years of tuning: about 60 lines,
+# with a Celery worker and a cron job next to the app, uWSGI's request-log format and rotation.
 DJANGO = """\
 # shop: production uWSGI settings (behind nginx, uwsgi_pass to the socket)
 [uwsgi]
@@ -44,6 +47,8 @@ thunder-lock = true
 lazy-apps = true
 need-app = true
 die-on-term = true
+procname-master = %(project) uwsgi master
+offload-threads = 2
 
 ; socket
 socket = {sock}
@@ -52,6 +57,8 @@ vacuum = true
 listen = 128
 buffer-size = 32768
 post-buffering = 8192
+post-buffering-bufsize = 16384
+limit-post = 10485760
 
 ; recycling and timeouts
 max-requests = 5000
@@ -61,8 +68,23 @@ reload-on-rss = 512
 worker-reload-mercy = 60
 harakiri = 60
 harakiri-verbose = true
+touch-reload = {tmp}/deploy.stamp
+touch-chain-reload = {tmp}/chain.stamp
+fs-reload = {tmp}/settings
+
+; companions: a queue consumer and a nightly job
+attach-daemon = exec sleep 600
+smart-attach-daemon = {tmp}/beat.pid sh -c 'echo $$ > {tmp}/beat.pid; exec sleep 600'
+cron = -1 -1 -1 -1 -1 touch {tmp}/cron.ran
+unique-cron = 30 3 -1 -1 -1 sleep 1
 
 ; logging
+logto = {tmp}/shop.log
+log-format = %(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(size) "%(uagent)" %(msecs)ms
+log-maxsize = 50000000
+log-date = true
+log-4xx = true
+log-5xx = true
 memory-report = true
 ignore-sigpipe = true
 ignore-write-errors = true
@@ -70,6 +92,12 @@ disable-write-exception = true
 log-master = true
 pidfile = {tmp}/%(project).pid
 """
+
+
+def line_of(template: str, key: str) -> int:
+    """The 1-based line of ``key = ...`` in a template (for the expected messages)."""
+    return next(n for n, text in enumerate(template.splitlines(), 1) if text.startswith(key + " "))
+
 
 # A Flask vassal that shares a [base] section of the same file and uses logic blocks.
 FLASK = """\
@@ -132,15 +160,16 @@ def test_check_real_style_files(tmp_path: Path, sock_dir: Path) -> None:
     (tmp_path / "vassals").mkdir()
     django = _write(tmp_path, "shop.ini", DJANGO, str(sock_dir / "shop.sock"))
     assert len(DJANGO.splitlines()) >= 40
+    offload = line_of(DJANGO, "offload-threads")
     flask = _write(tmp_path, "blog.ini", FLASK, str(sock_dir / "blog.sock"))
     emperor = _write(tmp_path, "emperor.ini", EMPEROR)
     r = _check("check", str(django), str(flask), str(emperor))
     assert r.returncode == 0, r.stdout + r.stderr
     verdicts = [line for line in r.stdout.splitlines() if ": OK" in line or ": FAILED" in line]
-    assert verdicts == [f"{django}: OK, would start (0 errors, 2 warnings)",
+    assert verdicts == [f"{django}: OK, would start (0 errors, 1 warning)",
                         f"{flask}: OK, would start (0 errors, 1 warning)",
                         f"{emperor}: OK, would start (0 errors, 0 warnings)"]
-    assert f"{django}:28: post-buffering: warning: accepted and ignored: the body is streamed" in r.stdout
+    assert f"{django}:{offload}: offload-threads: warning: accepted and ignored: there are no" in r.stdout
     assert f"{flask}:20: plugins: warning: accepted and ignored" in r.stdout
     r = _check("--ini", str(django), "--check")
     assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(f"{django}: OK")
@@ -179,13 +208,27 @@ def test_production_style_file_starts_on_first_try(procs, tmp_path: Path, sock_d
     sock = str(sock_dir / "shop.sock")
     django = _write(tmp_path, "shop.ini", DJANGO, sock)
     v = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(django)], name="shop")
-    wait_for_log(v, r"ready: 2 worker", timeout=20)
-    assert request(sock, GET, timeout=10)[0] == 200
-    log = v.log_path.read_text()
-    assert "shop.ini:28: post-buffering: accepted and ignored" in log  # every warning, at start
-    assert "shop.ini:44: log-master: accepted and ignored" in log
-    wait_for_log(v, r"\{rss usage: \d+ bytes")  # memory-report is implemented
+    log = tmp_path / "shop.log"  # logto
+    wait_for(lambda: log.exists() and "ready: 2 worker" in log.read_text(), 20, what="ready")
+    vars_ = {**GET, "REQUEST_METHOD": "POST", "CONTENT_LENGTH": "100", "HTTP_USER_AGENT": "curl/8",
+             "REMOTE_ADDR": "127.0.0.1"}
+    assert request(sock, vars_, body=b"x" * 100, timeout=10)[0] == 200
+    offload = line_of(DJANGO, "offload-threads")
+    assert f"shop.ini:{offload}: offload-threads: accepted and ignored" in log.read_text()  # at start
+    assert "warning" not in log.read_text().replace(f"shop.ini:{offload}: offload-threads", "")
+    # log-date + log-format, then memory-report
+    line = (r'\w{3} \w{3} [ \d]\d [\d:]{8} \d{4} - 127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:[\d:]{8} [+-]\d{4}\] '
+            r'"POST / HTTP/1\.1" 200 \d+ "curl/8" \d+ms\n.*rss usage')
+    wait_for(lambda: re.search(line, log.read_text()), 10, what="the formatted request line")
     assert (tmp_path / "shop.pid").read_text().strip() == str(v.pid)
+    wait_for(lambda: (tmp_path / "cron.ran").exists(), 10, what="the cron job")
+    wait_for(lambda: (tmp_path / "beat.pid").exists(), 10, what="the smart daemon's pidfile")
+    beat = int((tmp_path / "beat.pid").read_text())
+    titles = {" ".join(p.cmdline()) for p in psutil.Process(v.pid).children()}
+    assert "sleep 600" in titles and psutil.pid_exists(beat)  # the two companions run
+    assert " ".join(psutil.Process(v.pid).cmdline()).strip() == "shop uwsgi master"  # procname-master
+    procs.stop(v)
+    wait_for(lambda: not psutil.pid_exists(beat), 10, what="the smart daemon stopped with the vassal")
 
 
 def test_flask_style_file_with_logic_blocks_starts(procs, tmp_path: Path, sock_dir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -209,7 +252,8 @@ def test_emperor_file_with_uwsgi_options_runs_the_production_vassal(procs, tmp_p
               f"die-on-term = true\npidfile = {tmp_path}/emperor.pid\nemperor-control = off")
     rig.serving("shop")
     assert "emperor: warning" not in rig.log  # the emperor's own file: accepted, nothing to warn about
-    rig.wait_log(r"shop.ini:28: post-buffering: accepted and ignored")  # the vassal's warnings
+    offload = f"shop.ini:{line_of(DJANGO, 'offload-threads')}: offload-threads: accepted and ignored"
+    wait_for(lambda: offload in (tmp_path / "shop.log").read_text(), 15, what="the warning in its logto")
 
     broken = rig.avail / "broken.ini"
     broken.write_text(f"[uwsgi]\nsocket = {rig.sock('broken')}\nprocesses = many\nthreads = 0\nchroot = /j\n"
@@ -226,7 +270,7 @@ def test_emperor_file_with_uwsgi_options_runs_the_production_vassal(procs, tmp_p
 def test_check_of_an_emperor_file_checks_its_vassals_as_the_emperor_runs_them(tmp_path: Path) -> None:
     vassals = tmp_path / "vassals"
     vassals.mkdir()
-    (tmp_path / "common.ini").write_text("[uwsgi]\nlog-master = true\n")
+    (tmp_path / "common.ini").write_text("[uwsgi]\nreuse-port = true\n")
     emperor = _write(tmp_path, "emperor.ini", EMPEROR)
     with emperor.open("a") as f:
         f.write(f"vassal-set = processes=3\nvassals-include = {tmp_path}/common.ini\n")
@@ -241,13 +285,11 @@ def test_check_of_an_emperor_file_checks_its_vassals_as_the_emperor_runs_them(tm
     assert r.stdout.splitlines() == [
         f"{emperor}: OK, would start (0 errors, 0 warnings)",
         f"{bad}:4: threads: bad value: 'none' is not a whole number",
-        f"{tmp_path}/common.ini:2: log-master: warning: accepted and ignored: workers write their log "
-        "lines straight to the shared log; there is no log pipe through the master, and lines stay whole "
-        "because each is one write()",
+        f"{tmp_path}/common.ini:2: reuse-port: warning: accepted and ignored: each socket is bound once "
+        "by the master and shared by its workers",
         f"{bad}: FAILED, would not start (1 error, 1 warning)",
-        f"{tmp_path}/common.ini:2: log-master: warning: accepted and ignored: workers write their log "
-        "lines straight to the shared log; there is no log pipe through the master, and lines stay whole "
-        "because each is one write()",
+        f"{tmp_path}/common.ini:2: reuse-port: warning: accepted and ignored: each socket is bound once "
+        "by the master and shared by its workers",
         f"{good}: OK, would start (0 errors, 1 warning)"]
 
 

@@ -23,6 +23,8 @@ from harness import ProcGroup, free_port, request, wait_for, wsgi_vars
 from harness.http_client import RawHTTP, chunked, request_bytes
 from vassal_runner import start_vassal
 
+pytestmark = pytest.mark.live  # real processes (README: Tests)
+
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:

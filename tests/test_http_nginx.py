@@ -15,8 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from harness import BackgroundLoad, Nginx, ProcGroup, free_port, http_request, wait_for, wait_for_log
 from vassal_runner import start_vassal
+
+pytestmark = pytest.mark.live  # real processes (README: Tests)
 
 
 def proxied(nginx: Callable[..., Nginx], port: int, keepalive: int = 8, extra: str = "") -> str:

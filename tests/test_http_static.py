@@ -17,6 +17,8 @@ from harness import Nginx, ProcGroup, free_port, http_request
 from harness.http_client import RawHTTP, request_bytes
 from vassal_runner import start_vassal
 
+pytestmark = pytest.mark.live  # real processes (README: Tests)
+
 SECRET = b"top secret, outside the static dir\n"
 
 

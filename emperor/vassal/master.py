@@ -35,15 +35,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from emperor import addresses, channel, config, daemon, ini, inifd, logs, privileges, venv
+from emperor import addresses, channel, config, daemon, ini, inifd, logformat, logs, privileges, venv
 from emperor.channel import Exit, Msg
+from emperor.daemon import set_parent_death_signal
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
-from emperor.vassal import backlog, loader, parking, scoreboard, sockets, static, zerg
+from emperor.vassal import backlog, daemons, loader, parking, scoreboard, sockets, static, zerg
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.stats import StatsError, VassalStats, open_server
-from emperor.vassal.touch import TouchWatch
+from emperor.vassal.touch import ChainReload, TouchWatch
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.master")
@@ -57,15 +58,6 @@ FAST_STOP_GRACE = 3.0
 MASTER_SIGNALS = frozenset({signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                             signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU})
 RUNNING, RELOADING, STOPPING = "running", "reloading", "stopping"
-
-
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to kill this process when its parent (thread) dies; no-op elsewhere."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _proc_text(pid: int, name: str) -> str:
@@ -136,9 +128,12 @@ class Master:
         self.next_heartbeat = 0.0  # heartbeat = N: when the next HEARTBEAT is due
         self.logreopen_mtime: int | None = None  # touch-logreopen: the mtime last seen
         self.next_logreopen_check = 0.0
+        self.next_logsize_check = 0.0  # log-maxsize
         self.touch: TouchWatch | None = None  # touch-reload, set up after chdir (paths are relative to it)
+        self.chain: ChainReload | None = None  # touch-chain-reload
         self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
         self.parking: parking.ParkingLot | None = None
+        self.daemons: daemons.Supervisor | None = None  # attach-daemon*, cron (emperor/vassal/daemons.py)
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -162,6 +157,8 @@ class Master:
             return Exit.APP_LOAD
         if cfg.touch_reload:
             self.touch = TouchWatch(cfg.touch_reload)
+        if cfg.touch_chain_reload:
+            self.chain = ChainReload(cfg.touch_chain_reload)
         if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or cfg.https_socket):
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT, or "
                       "http-socket = 127.0.0.1:PORT (%s)",
@@ -235,7 +232,25 @@ class Master:
                 self.app = _failing_app(str(exc))
         _freeze_heap()
         self._adopt_old_workers()
+        self._start_daemons()
         return None
+
+    def _start_daemons(self) -> None:
+        """attach-daemon*, cron: started once the app is loaded (as the vassal's user, in chdir)."""
+        cfg = self.cfg
+        specs = [(kind.replace("_", "-"), spec) for kind in daemons.KINDS for spec in getattr(cfg, kind)]
+        if not specs and not cfg.cron:
+            return
+        self.daemons = daemons.Supervisor(specs, cfg.cron, self.name, self._control_died, MASTER_SIGNALS)
+        self.daemons.start()
+
+    def _control_died(self, what: str) -> None:
+        self.exit_code = Exit.CRASH
+        self.stop(graceful=True)
+
+    def _proc_title(self, ours: str, given: str | None) -> str:
+        """procname-prefix + (procname / procname-master, else emperor's title) + procname-append."""
+        return f"{self.cfg.procname_prefix}{given or ours}{self.cfg.procname_append}"
 
     def _own_keys(self) -> list[str]:
         """Names under which the stats and zerg-server sockets cross a reload with the listeners."""
@@ -274,7 +289,8 @@ class Master:
         if failure is not None:
             self._finish(vacuum=True, force=True)
             return failure
-        _title(f"{self.cfg.procname_prefix}emperor: master {self.name}")
+        cfg = self.cfg
+        _title(self._proc_title(f"emperor: master {self.name}", cfg.procname_master or cfg.procname))
         if self.stats_server is not None:
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
         log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
@@ -402,6 +418,12 @@ class Master:
             self._report()
             self._broodlord_tick(now)
             self._check_logreopen(now)
+            if self.cfg.log_maxsize:
+                self._check_log_size(now)
+            if self.daemons is not None:
+                self.daemons.tick(now)
+            if self.chain is not None:
+                self._chain_step(now)
         if self.state == RUNNING and self.touch is not None and (path := self.touch.touched(now)):
             log.info("%s: %s was touched: graceful reload (touch-reload)", self.name, path)
             self.reload()
@@ -488,7 +510,7 @@ class Master:
                 if self.parking is not None:
                     self.parking.close_in_worker()
                     worker.park = self.parking.worker_end
-                _title(f"{cfg.procname_prefix}emperor: worker {wid} {self.name}")
+                _title(self._proc_title(f"emperor: worker {wid} {self.name}", cfg.procname))
                 worker.run()
             finally:
                 os._exit(1)
@@ -513,6 +535,8 @@ class Master:
                 continue
             wid = self.workers.pop(pid, None)
             if wid is None:
+                if self.daemons is not None:
+                    self.daemons.reaped(pid, status)
                 continue
             self._worker_died(wid, pid, status)
 
@@ -591,6 +615,24 @@ class Master:
                 log.info("%s: worker %d (pid %d) recycled: max-worker-lifetime (%d s)", self.name, wid,
                          pid, limit)
                 _kill(pid, signal.SIGTERM)
+
+    def _chain_step(self, now: float) -> None:
+        """touch-chain-reload: one worker at a time (emperor/vassal/touch.py ChainReload)."""
+        assert self.chain is not None
+        board = self.board
+        step = self.chain.step(now, self.workers, lambda wid: bool(board.get(wid - 1, scoreboard.ACCEPTING)))
+        if step is None:
+            return
+        what, pid, wid = step
+        if what == "touched":
+            log.info("%s: chain reload: replacing %d worker(s) one at a time (touch-chain-reload)",
+                     self.name, len(self.workers))
+        elif what == "next":
+            log.info("%s: chain reload: worker %d (pid %d) finishes and is replaced", self.name, wid, pid)
+            self.lifetime_done.add(pid)  # a recycle: exits 0, respawned by _worker_died
+            _kill(pid, signal.SIGTERM)
+        else:
+            log.info("%s: chain reload done", self.name)
 
     def _log_status(self) -> None:
         for pid, wid in sorted(self.workers.items(), key=lambda kv: kv[1]):
@@ -712,6 +754,27 @@ class Master:
             self.logreopen_mtime = mtime
             self.reopen_log(f"{path} was touched")
 
+    def _check_log_size(self, now: float) -> None:
+        """``log-maxsize``: once a second, rename a log file past the size to FILE.UNIXTIME and reopen."""
+        path = self.cfg.logto or self.cfg.daemonize
+        if not path or now < self.next_logsize_check:
+            return
+        self.next_logsize_check = now + 1.0
+        try:
+            if os.fstat(2).st_size <= self.cfg.log_maxsize:
+                return
+            rotated = base = f"{path}.{int(time.time())}"
+            n = 0
+            while os.path.lexists(rotated):  # rotated twice in one second: never overwrite
+                n += 1
+                rotated = f"{base}.{n}"
+            os.rename(path, rotated)
+        except OSError as exc:
+            log.error("%s: log-maxsize: cannot rotate %s: %s", self.name, path, exc.strerror)
+            self.next_logsize_check = now + 60.0  # say it once a minute, not every second
+            return
+        self.reopen_log(f"log-maxsize: the old log is {rotated}")
+
     def reopen_log(self, why: str, fd: int | None = None) -> None:
         """Point fds 1 and 2 at the log again and tell the workers (logrotate renamed the file).
 
@@ -756,6 +819,8 @@ class Master:
                 channel.send(self.chan, Msg.CONFIG_ERROR, str(exc))
             return
         self.state = RELOADING
+        if self.daemons is not None:  # attach-daemon ones restart with the new code; pidfile ones stay
+            self.daemons.finish(keep_smart=True)
         deadline = time.monotonic() + self.cfg.reload_mercy
         old = dict.fromkeys(self.workers, deadline) | self.old_workers
         for pid in self.workers:
@@ -782,6 +847,8 @@ class Master:
                       sys.executable, exc)
             signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
             self.state = RUNNING
+            if self.daemons is not None:
+                self.daemons.start()
 
     def stop(self, graceful: bool) -> None:
         if self.state == STOPPING and graceful:
@@ -793,6 +860,8 @@ class Master:
         sig = signal.SIGTERM if graceful else signal.SIGINT
         for pid in list(self.workers) + list(self.old_workers):
             _kill(pid, sig)
+        if self.daemons is not None:
+            self.daemons.stop()
 
     def _finish(self, vacuum: bool, force: bool = False) -> None:
         """Close the sockets (removing ours with vacuum, under an emperor, or when we never served)."""
@@ -805,6 +874,9 @@ class Master:
             self.parking.close()
             self.parking = None
         self._broodlord_close()
+        if self.daemons is not None:
+            self.daemons.finish()
+            self.daemons = None
         if self.stats_server is not None:
             self.sel.unregister(self.stats_server)
             self.stats_server.close()
@@ -896,6 +968,8 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
     if not name:
         name = os.path.splitext(os.path.basename(cfg.files[0]))[0] if cfg.files else "vassal"
         logs.setup(name)
+    if cfg.logger and cfg.logger[0] == "file" and not (cfg.logto or cfg.daemonize):
+        cfg.values["logto"] = cfg.logger[1]  # logger = file:PATH is logto = PATH
     logfile = cfg.logto or cfg.daemonize
     if cfg.daemonize and chan is None and not os.environ.get(ENV_RELOADS):
         daemon.detach()
@@ -905,7 +979,19 @@ def run_vassal(pairs: list[tuple[str, str]], scope: Scope = Scope.VASSAL) -> int
         except OSError as exc:
             log.error("logto %s: %s", logfile, exc.strerror)
             return Exit.CONFIG
+    if cfg.logger and cfg.logger[0] == "syslog":
+        _log_to_syslog(cfg.logger[1], name)
     return Master(cfg, pairs, scope, chan, name, ident).run()
+
+
+def _log_to_syslog(arg: str, name: str) -> None:
+    """``logger = syslog[:IDENT[,FACILITY]]``: the master's and workers' log records go to syslog."""
+    try:
+        handler = logformat.syslog_handler(arg, name)
+    except OSError as exc:
+        log.error("logger = syslog: cannot reach the syslog socket (%s): logging to stderr", exc)
+        return
+    logging.getLogger("emperor").handlers[:] = [handler]
 
 
 def _enter_venv(cfg: config.Config, pairs: list[tuple[str, str]], chan: socket.socket | None) -> None:

@@ -11,7 +11,10 @@ costs two attribute tests and two small calls here.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+from emperor.logformat import compile_format, syslog_handler
 
 
 class RequestLog:
@@ -25,6 +28,7 @@ class RequestLog:
         self.date_format: str | None = cfg.log_date
         self.memory = cfg.memory_report
         self.forwarded_for = cfg.log_x_forwarded_for
+        self.format: Callable[..., str] | None = compile_format(cfg.log_format) if cfg.log_format else None
 
     def wanted(self, status: str, sent: int, ms: float) -> bool:
         """True when this request gets a line (``status`` is the 3-digit code, or "-")."""
@@ -55,3 +59,26 @@ class RequestLog:
         rss, vms = proc_memory(pid)
         return (f"{{address space usage: {vms} bytes/{vms >> 20}MB}} {{rss usage: {rss} "
                 f"bytes/{rss >> 20}MB}} [pid: {pid}|worker: {wid}|req: {requests}]\n")
+
+
+def request_sink(cfg: Any, name: str) -> tuple[int, Any]:
+    """Where this worker writes request lines: (fd, None) or (-1, a callable taking the line).
+
+    req-logger wins; else a syslog ``logger`` takes request lines too; else fd 2 (the log).
+    Opened in the worker (after the privilege drop), once."""
+    import os
+
+    spec = cfg.req_logger or (cfg.logger if cfg.logger and cfg.logger[0] == "syslog" else None)
+    if spec is None or spec[0] == "stdio":
+        return 2, None
+    if spec[0] == "file":
+        return os.open(spec[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640), None
+    import logging
+
+    handler = syslog_handler(spec[1], name)  # raises OSError: the caller keeps fd 2
+
+    def to_syslog(line: str) -> None:
+        handler.emit(logging.makeLogRecord({"msg": line.rstrip("\n"), "levelno": logging.INFO,
+                                            "levelname": "INFO"}))
+
+    return -1, to_syslog

@@ -48,7 +48,8 @@ from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.loader import AppLoadError, WSGIApp
 from emperor.vassal.peerlog import PeerLog
-from emperor.vassal.reqlog import RequestLog
+from emperor.vassal.postbuf import FileInput, buffer_body
+from emperor.vassal.reqlog import RequestLog, request_sink
 from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
@@ -195,12 +196,15 @@ class Worker:
         self.buffer_size = cfg.buffer_size
         self.recv_size = cfg.buffer_size + 4 + 8192  # header, the largest vars block, a small body
         self.limit_post = cfg.limit_post
+        self.post_buffering, self.post_bufsize = cfg.post_buffering, cfg.post_buffering_bufsize
         self.timeout = cfg.socket_timeout
         self.body_timeout = cfg.body_read_timeout
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         self.base_env = base_environ(cfg.threads > 1)
         self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.reqlog = RequestLog(cfg)
+        self.req_fd: int = 2
+        self.req_sink: Callable[[str], None] | None = None  # req-logger: set in run() (file or syslog)
         self.log_requests = self.reqlog.some  # every request, or some (log-4xx, log-slow ...)
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -241,6 +245,11 @@ class Worker:
                 gc.freeze()
             if not self.alive:  # told to leave before serving (during a lazy-apps import)
                 return
+            if self.cfg.req_logger or self.cfg.logger:
+                try:
+                    self.req_fd, self.req_sink = request_sink(self.cfg, "emperor")
+                except OSError as exc:
+                    log.error("worker %d: req-logger: %s; request lines go to the log", self.wid, exc)
             self.ints[self.slot + sb.ACCEPTING] = 1
             if any(lst.proto != "uwsgi" for lst in self.listeners):
                 from emperor.vassal import http_loop  # only vassals with an HTTP socket load httptools
@@ -403,7 +412,7 @@ class Worker:
             env["wsgi.url_scheme"] = scheme
             if length:
                 body = buf[end : end + length]
-                inp: Input | EmptyInput = Input(body, length - len(body), ex.recv_into)
+                inp: Input | EmptyInput | FileInput = Input(body, length - len(body), ex.recv_into)
                 extra = len(buf) - end - length
             else:
                 inp = EMPTY_INPUT
@@ -411,6 +420,9 @@ class Worker:
             env["wsgi.input"] = inp
             if length > len(buf) - end and self.body_timeout:  # part of the body is still to come
                 ex.deadline = start / 1e9 + self.body_timeout
+            if self.post_buffering and length:  # read it all before the app runs (vassal/postbuf.py)
+                inp = buffer_body(inp, length, self.post_buffering, self.post_bufsize)
+                env["wsgi.input"] = inp  # type: ignore[assignment]  # (the vars dict holds str)
             if self.harakiri:
                 self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
             self._run_app(ex, env)
@@ -649,15 +661,46 @@ class Worker:
         now = int(time.time())
         if now != self.log_second:  # one strftime per second, not per request
             self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
+        if reqlog.format is not None:  # log-format: compiled once (emperor/vassal/reqlog.py)
+            self._log_formatted(env, ex, status, ms)
+            return
         line = (f"{self.log_prefix}{reqlog.prefix()}{reqlog.client(env)} \"{env.get('REQUEST_METHOD', '-')} "
                 f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
                 f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
         if reqlog.memory:
             line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
         try:
-            os.write(2, line.encode("latin-1", "replace"))
+            if self.req_fd >= 0:
+                os.write(self.req_fd, line.encode("latin-1", "replace"))
+            elif self.req_sink is not None:  # req-logger = syslog
+                self.req_sink(line)
         except OSError:
             pass
+
+    def _log_formatted(self, env: dict[str, Any], ex: Exchange, status: str, ms: float) -> None:
+        reqlog = self.reqlog
+        assert reqlog.format is not None
+        text = reqlog.format(env, status, ex.sent, self._head_size, int(ms * 1000), self.pid, self.wid,
+                             reqlog.client(env), time.time() - ms / 1000, ex)
+        line = f"{self.log_prefix}{reqlog.prefix()}{text}\n"
+        if reqlog.memory:
+            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
+        try:  # as the default line above (kept inline there: it is every request's cost)
+            if self.req_fd >= 0:
+                os.write(self.req_fd, line.encode("latin-1", "replace"))
+            elif self.req_sink is not None:
+                self.req_sink(line)
+        except OSError:
+            pass
+
+    def _head_size(self, ex: Exchange) -> int:
+        """log-format's %(hsize) and %(size): the length of the head sent (from the head cache)."""
+        if not ex.head_sent or ex.status is None:
+            return 0
+        try:
+            return len(self.head(ex.status, ex.headers))
+        except HeaderError:
+            return 0
 
 
 def _strip_script_name(env: dict[str, Any]) -> None:
