@@ -138,6 +138,7 @@ class Master:
         self.next_logreopen_check = 0.0
         self.touch: TouchWatch | None = None  # touch-reload, set up after chdir (paths are relative to it)
         self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
+        self.cheap_waiting = False  # cheap: no worker until the first connection
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -161,7 +162,7 @@ class Master:
             return Exit.APP_LOAD
         if cfg.touch_reload:
             self.touch = TouchWatch(cfg.touch_reload)
-        if not cfg.socket and not cfg.zerg:
+        if not cfg.socket and not cfg.zerg and not os.environ.get(sockets.ENV_ON_DEMAND):
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
             return Exit.CONFIG
@@ -172,9 +173,14 @@ class Master:
                 own = [s for k, s in inherited.items() if not k.startswith(("stats:", "zerg-server:"))]
                 self.listeners = own or zerg.attach(cfg.zerg)
             else:
-                self.listeners = sockets.open_all(cfg.socket, cfg.listen, cfg.chmod_socket,
-                                                  cfg.socket_timeout, not cfg.no_defer_accept, inherited,
-                                                  self.ident.chown)
+                # on-demand (docs/emperor.md): the emperor's socket, first; a `socket` naming the same
+                # address is that socket (uWSGI would bind it over the emperor's)
+                od = sockets.take_on_demand(inherited)
+                if od is not None:
+                    sockets.configure(od, cfg.listen, cfg.socket_timeout, not cfg.no_defer_accept)
+                self.listeners = ([od] if od else []) + sockets.open_all(
+                    [a for a in cfg.socket if od is None or a != od.name], cfg.listen, cfg.chmod_socket,
+                    cfg.socket_timeout, not cfg.no_defer_accept, inherited, self.ident.chown)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
@@ -259,10 +265,10 @@ class Master:
         self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
         for key, _ in self.sel.select(0):  # what arrived during the import (a stop, a reload) comes first
             key.data()
-        if self.state == RUNNING:
-            for wid in range(1, self.cfg.processes + 1):
-                if wid not in self.respawn_at:  # a scale during the import queued it for _tick
-                    self._spawn(wid)
+        if self.state == RUNNING and self.cfg.cheap:
+            self._wait_first_connection()
+        elif self.state == RUNNING:
+            self._spawn_all()
         else:
             log.info("%s: stopped before any worker was forked", self.name)
         while self.state != "done":
@@ -270,6 +276,27 @@ class Master:
                 key.data()
             self._tick()
         return self.exit_code
+
+    def _spawn_all(self) -> None:
+        for wid in range(1, self.cfg.processes + 1):
+            if wid not in self.respawn_at:  # a scale during the import queued it for _tick
+                self._spawn(wid)
+
+    def _wait_first_connection(self) -> None:
+        """``cheap``: no worker until a socket is readable (a connection waits in its queue); the
+        vassal counts as ready meanwhile, since the queued connection will be served."""
+        self.cheap_waiting = True
+        for lst in self.listeners:
+            self.sel.register(lst.sock, selectors.EVENT_READ, self._first_connection)
+        log.info("%s: cheap: no worker until the first connection", self.name)
+
+    def _first_connection(self) -> None:
+        for lst in self.listeners:
+            self.sel.unregister(lst.sock)
+        self.cheap_waiting = False
+        if self.state == RUNNING:
+            log.info("%s: cheap: a connection arrived: forking %d worker(s)", self.name, self.cfg.processes)
+            self._spawn_all()
 
     def _timeout(self) -> float:
         if not self.ready_sent or self.respawn_at:
@@ -418,6 +445,8 @@ class Master:
             self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
 
     def _all_accepting(self) -> bool:
+        if self.cheap_waiting:
+            return True
         b, live = self.board, set(self.workers.values())
         wanted = range(1, self.cfg.processes + 1)  # a worker retiring after a scale-down does not count
         return bool(self.workers) and all(
@@ -590,8 +619,8 @@ class Master:
         if cfg.idle and cfg.die_on_idle:
             self.idle = zerg.IdleWatch(cfg.idle, now)
         elif cfg.idle:
-            log.warning("%s: idle = %d does nothing without die-on-idle (cheap mode is not implemented)",
-                        self.name, cfg.idle)
+            log.warning("%s: idle = %d does nothing without die-on-idle (uWSGI's return to cheap mode "
+                        "is not implemented)", self.name, cfg.idle)
         return None
 
     def _broodlord_tick(self, now: float) -> None:

@@ -22,6 +22,9 @@ from emperor import addresses
 log = logging.getLogger("emperor.sockets")
 
 ENV_FDS = "EMPEROR_LISTEN_FDS"
+# On-demand vassals (docs/emperor.md): the emperor passes the listening socket it bound as fd 0, as
+# uWSGI does, and names its address here so the vassal never mistakes an ordinary stdin for a socket.
+ENV_ON_DEMAND = "EMPEROR_ON_DEMAND"
 
 
 @dataclass
@@ -133,6 +136,43 @@ def adopt(raw: str | None) -> dict[str, Listener]:
         ident = tuple(item["ident"]) if item.get("ident") else None
         out[item["name"]] = Listener(item["name"], sock, item["kind"], item.get("path"), ident)  # type: ignore[arg-type]
     return out
+
+
+def take_on_demand(inherited: dict[str, Listener]) -> Listener | None:
+    """The socket the emperor bound for an on-demand vassal (``EMPEROR_ON_DEMAND`` names it), or None.
+
+    At the first start it is fd 0 (uWSGI's convention): it is moved to a new fd and fd 0 is
+    pointed at /dev/null, so the app never reads a socket as stdin and a reload, which hands
+    every listener over by name (``export``), finds it in ``inherited``. It has no path nor
+    inode: the emperor owns the file and the vassal never removes it (``vacuum``).
+    """
+    addr = os.environ.get(ENV_ON_DEMAND)
+    if not addr:
+        return None
+    if addr in inherited:
+        return inherited.pop(addr)
+    kind = addresses.parse(addr)[2]
+    fd = os.dup(0)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        os.close(fd)
+        why = f"fd 0 is not a socket ({exc.strerror})"
+        raise addresses.AddressError(f"on-demand socket {addr}: {why}") from None
+    try:
+        listening = sock.type == socket.SOCK_STREAM and bool(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        listening = False
+    if not listening:
+        sock.close()
+        raise addresses.AddressError(f"on-demand socket {addr}: fd 0 is not a listening stream socket")
+    sock.set_inheritable(False)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    log.info("on-demand socket %s adopted from the emperor (fd 0)", addr)
+    return Listener(addr, sock, kind)
 
 
 def vacuum(listener: Listener) -> None:
