@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from emperor import __version__
-from emperor.options import ALL, Option, Scope
+from emperor.options import ALL, Option, Scope, lookup
 
 
 class _Ordered(argparse.Action):
@@ -63,7 +63,25 @@ def build_parser(prog: str, scope: Scope, check: bool = False) -> argparse.Argum
 
 
 def parse_pairs(argv: Sequence[str], prog: str, scope: Scope) -> list[tuple[str, str]]:
-    return _parse(build_parser(prog, scope), argv)[0]
+    fast = _plain_pairs(argv, scope)
+    return fast if fast is not None else _parse(build_parser(prog, scope), argv)[0]
+
+
+def _plain_pairs(argv: Sequence[str], scope: Scope) -> list[tuple[str, str]] | None:
+    """The command line the emperor gives a vassal (``--key value`` pairs of known options) read
+    without building the argparse parser, which costs milliseconds per vassal start (cold start,
+    docs/emperor.md). Anything else (help, a bare flag, a positional file, an unknown key, a
+    value that looks like an option) returns None and goes through argparse, which reads it the
+    same way or reports the error."""
+    if len(argv) % 2:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for key, value in zip(argv[::2], argv[1::2], strict=True):
+        opt = lookup(key[2:]) if key.startswith("--") else None
+        if opt is None or not opt.scope & scope or value.startswith("-"):
+            return None
+        pairs.append((opt.name, value))
+    return pairs
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[tuple[str, str]], bool]:

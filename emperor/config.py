@@ -7,7 +7,6 @@ last value, repeatable options accumulate, and every error names the file, line 
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -76,6 +75,8 @@ class Config:
 
 def _suggest(key: str, scope: Scope) -> str:
     names = [n for n, o in BY_NAME.items() if o.scope & scope and o.uwsgi is not Decision.REFUSED]
+    import difflib  # only for a misspelt key: kept off the cold-start path
+
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import logging
 import os
 import selectors
@@ -33,18 +32,20 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emperor import addresses, channel, config, ini, inifd, logs, privileges, venv
 from emperor.channel import Exit, Msg
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
-from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, loader, scoreboard, sockets, zerg
 from emperor.vassal.scoreboard import Scoreboard
-from emperor.vassal.stats import StatsError, VassalStats, open_server
 from emperor.vassal.touch import TouchWatch
 from emperor.vassal.worker import Worker
+
+if TYPE_CHECKING:  # the stats server is imported only when `stats` is set (docs/emperor.md#cold-start)
+    from emperor.statsserver import StatsServer
+    from emperor.vassal.stats import VassalStats
 
 log = logging.getLogger("emperor.master")
 
@@ -186,12 +187,15 @@ class Master:
             return Exit.SOCKET
         if (failed := self._broodlord_boot(kept.get(f"zerg-server:{cfg.zerg_server}"))) is not None:
             return failed
-        try:
-            if (served := open_server(self, kept.get(f"stats:{cfg.stats}"))) is not None:
-                self.stats_server, self.stats = served
-        except StatsError as exc:
-            log.error("%s", exc)
-            return Exit.SOCKET
+        if cfg.stats:
+            from emperor.vassal.stats import StatsError, open_server
+
+            try:
+                if (served := open_server(self, kept.get(f"stats:{cfg.stats}"))) is not None:
+                    self.stats_server, self.stats = served
+            except StatsError as exc:
+                log.error("%s", exc)
+                return Exit.SOCKET
         try:  # everything that needs root is done: drop it (docs/hosting.md)
             if self.stats_server is not None and self.stats_server.path:
                 privileges.hand_over(self.stats_server.path, self.ident)  # the stats socket: the user's
@@ -237,6 +241,8 @@ class Master:
     def _adopt_old_workers(self) -> None:
         raw = os.environ.pop(ENV_OLD_WORKERS, "")
         if raw:
+            import json  # only after a reload
+
             try:
                 data = json.loads(raw)
                 self.old_workers = {int(p): float(data["deadline"]) for p in data["pids"]}
@@ -754,6 +760,8 @@ class Master:
         env = dict(os.environ)
         env[sockets.ENV_FDS] = sockets.export(self.listeners + self._own_listeners())
         env[ENV_RELOADS] = str(self.reloads + 1)
+        import json
+
         env[ENV_OLD_WORKERS] = json.dumps({"pids": list(old), "deadline": deadline})
         if self.chan is not None:
             self.chan.set_inheritable(True)

@@ -10,7 +10,6 @@ only the inode we created.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import socket
@@ -108,6 +107,8 @@ def configure(listener: Listener, backlog: int, timeout: float, defer_accept: bo
 
 def export(listeners: list[Listener]) -> str:
     """Describe listeners for the next image after a re-exec; makes their fds inheritable."""
+    import json  # only at a reload: kept off the cold-start path (docs/emperor.md#cold-start)
+
     data = []
     for lst in listeners:
         lst.sock.set_inheritable(True)
@@ -120,6 +121,8 @@ def adopt(raw: str | None) -> dict[str, Listener]:
     """Listeners inherited across a re-exec, by configured name."""
     if not raw:
         return {}
+    import json  # only after a reload
+
     out: dict[str, Listener] = {}
     try:
         items = json.loads(raw)
