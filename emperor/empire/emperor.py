@@ -463,6 +463,7 @@ class Emperor:
         if (v.idle_exit and v.on_demand and returncode == 0 and v.state != State.STOPPING
                 and self.shutdown_at is None and name in self.found):
             v.slept(returncode)  # on-demand: back to waiting for a connection (ondemand.py)
+            self._stop_zergs(name, "(its on-demand vassal went idle)")
             self._status()
             return
         after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
