@@ -7,7 +7,8 @@ Measures, in one run and on the same machine:
 2. ``first-byte``: an emperor with ``emperor-on-demand-directory`` and N hello (or Flask)
    vassals that have no process yet: for each vassal, connect to its socket, send one uwsgi
    request and time until the first byte of the answer (sequential, one vassal at a time);
-3. ``bring-up``: N ordinary vassals symlinked into an empty, watched directory at once: time
+3. ``cpu``: CPU seconds a standalone vassal (master + worker) spends until its first answer;
+4. ``bring-up``: N ordinary vassals symlinked into an empty, watched directory at once: time
    from the first symlink until every one answers 200 on its socket.
 
 Each for ``emperor`` (this tree's ``python -m emperor``) and ``uwsgi`` (``$BENCH_VENV/bin/uwsgi``
@@ -183,6 +184,42 @@ def bench_bringup(kind: str, n: int, app: Path) -> float:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def cpu_to_first_answer(kind: str, app: Path, rounds: int) -> float:
+    """CPU seconds (user + sys, master and workers) a standalone vassal spends until it has answered
+    its first request: unlike wall times, hardly changed by other load on the machine."""
+    import psutil
+
+    out = []
+    for _ in range(rounds):
+        root = Path(tempfile.mkdtemp(prefix=f"odcpu-{kind}-"))
+        sock = str(root / "s.sock")
+        if kind == "emperor":
+            argv = [sys.executable, "-m", "emperor.vassal", "--socket", sock, "--wsgi-file", str(app),
+                    "--chdir", str(app.parent), "--processes", "1", "--disable-logging", "true"]
+        else:
+            argv = [str(uwsgi_binary()), "--socket", sock, "--wsgi-file", str(app), "--chdir",
+                    str(app.parent), "--processes", "1", "--master", "--disable-logging"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not (os.path.exists(sock) and answers(sock)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{kind}: no answer")
+                time.sleep(0.005)
+            master = psutil.Process(proc.pid)
+            total = 0.0
+            for p in [master, *master.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+            out.append(total)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            shutil.rmtree(root, ignore_errors=True)
+    return statistics.median(out)
+
+
 def summary(xs: list[float]) -> str:
     xs = sorted(xs)
     p90 = xs[min(len(xs) - 1, round(0.9 * (len(xs) - 1)))]
@@ -203,6 +240,9 @@ def main() -> int:
     imp = import_time(sys.executable, args.import_rounds) * 1000
     bare = statistics.median(_bare(sys.executable) for _ in range(5)) * 1000
     print(f"import emperor.vassal.master: median {imp:.0f} ms (python -c pass: {bare:.0f} ms)")
+    for kind in kinds:
+        cpu = cpu_to_first_answer(kind, app, max(3, args.import_rounds // 2))
+        print(f"{kind}: standalone {args.app} vassal, CPU to its first answer: median {cpu * 1000:.0f} ms")
     for kind in kinds:
         fb = bench_first_byte(kind, args.vassals, app)
         print(f"{kind}: on-demand {args.app} vassal, connect to first byte ({args.vassals} vassals): "
