@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -100,8 +101,11 @@ def test_exec_mode(rig: Rig, sock_dir: Path) -> None:
     enable_od(rig, "app")
     rig.write("plain", tag="p1")
     rig.enable("plain")  # the command prints nothing for it: ordinary
-    rig.start(f"emperor-on-demand-exec = {script}")
+    proc = rig.start(f"emperor-on-demand-exec = {script}")
     rig.serving("plain", "p1")
+    rig.wait_log(r"on-demand: 'app\.ini' waits")
+    proc.popen.send_signal(signal.SIGHUP)  # reload every vassal: a sleeping one stays asleep
+    rig.wait_log(r"signal: SIGHUP")
     lifecycle(rig, "app", str(sock_dir / "exec-app.sock"))
 
 

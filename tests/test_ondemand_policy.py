@@ -119,3 +119,17 @@ def test_a_socket_that_cannot_be_bound_throttles_the_vassal(tmp_path: Path) -> N
     v = Vassal("shop.ini", str(ini))
     assert od.arm(v, Found("shop.ini", str(ini), (1,)), 0.0)
     assert v.state == State.THROTTLED and "on-demand socket" in v.last_error
+
+
+def test_a_missing_on_demand_directory_stops_the_emperor_with_the_key(tmp_path: Path) -> None:
+    from emperor import config
+    from emperor.empire.emperor import Settings
+    from emperor.options import Scope
+
+    cfg = config.from_args([("emperor", str(tmp_path)), ("emperor-on-demand-directory", "nope")],
+                           Scope.EMPEROR)
+    with pytest.raises(config.ConfigError, match="emperor-on-demand-directory"):
+        Settings.from_config(cfg, str(tmp_path))
+    cfg = config.from_args([("emperor", str(tmp_path)), ("emperor-on-demand-dir", str(tmp_path))],
+                           Scope.EMPEROR)
+    assert Settings.from_config(cfg, str(tmp_path)).on_demand == Modes(directory=str(tmp_path))
