@@ -208,8 +208,8 @@ class Emperor:
             elif kind == "zerg-exit":
                 self._reap_zerg(name)
             elif kind == "ondemand":
-                v = self.vassals.get(name)
-                if self.ondemand.connection(name, v, self.now) and v and (f := self.found.get(name)):
+                v, f = self.vassals.get(name), self.found.get(name)
+                if self.ondemand.connection(name, v if f else None, self.now) and v and f:
                     self._spawn(v, f, woken=True)
         self.now = self.clock()
         self.console.tick()

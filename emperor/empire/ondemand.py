@@ -165,22 +165,27 @@ class OnDemand:
         return (lst.name, lst.sock.fileno()) if lst is not None else None
 
     def connection(self, name: str, v: Vassal | None, now: float) -> bool:
-        """The socket is readable. True: spawn the vassal now (the connection stays queued for it)."""
+        """The socket is readable. True: spawn the vassal now (the connection stays queued for it).
+
+        ``v`` None: its file is gone (the record goes at the next reconcile): closed at once."""
         lst = self.held.get(name)
         if lst is None:
             return False
-        due = v is not None and v.state == State.THROTTLED and now >= v.respawn_at
-        if v is not None and (v.state == State.ON_DEMAND or due):
+        if v is None:
+            self._refuse(name, lst, now, "its file is gone")
+            return False
+        due = v.state == State.THROTTLED and now >= v.respawn_at
+        if v.state == State.ON_DEMAND or due:
             self._unwatch(name)
             log.info("woken: %r: a connection on %s", name, lst.name)
             return True
-        if v is not None and v.state in (State.THROTTLED, State.FAILED):
-            self._refuse(v, lst, now)
+        if v.state in (State.THROTTLED, State.FAILED):
+            self._refuse(name, lst, now, f"it is {v.state.value} ({v.last_error})")
             return False
-        self._unwatch(name)  # running (or gone): the vassal accepts, or sync closes it
+        self._unwatch(name)  # running: its workers accept
         return False
 
-    def _refuse(self, v: Vassal, lst: sockets.Listener, now: float) -> None:
+    def _refuse(self, name: str, lst: sockets.Listener, now: float, why: str) -> None:
         """Accept and close what is queued: a client learns at once that nothing serves it."""
         lst.sock.setblocking(False)  # the flag is shared with the vassal's copy; it sets its own
         closed = 0
@@ -194,11 +199,9 @@ class OnDemand:
                 break
             conn.close()
             closed += 1
-        if closed and now - self.refused_log.get(v.name, -60.0) >= 1.0:
-            self.refused_log[v.name] = now
-            why = v.last_error or (v.state.value if v.state else "")
-            log.warning("refused: %d connection(s) to %r on %s: it is %s (%s)", closed, v.name, lst.name,
-                        v.state.value if v.state else "new", why)
+        if closed and now - self.refused_log.get(name, -60.0) >= 1.0:
+            self.refused_log[name] = now
+            log.warning("refused: %d connection(s) to %r on %s: %s", closed, name, lst.name, why)
 
     def sync(self, vassals: dict[str, Vassal]) -> None:
         """Once per loop iteration: watch the socket of each vassal without a process, stop watching
