@@ -133,3 +133,24 @@ def test_a_missing_on_demand_directory_stops_the_emperor_with_the_key(tmp_path: 
     cfg = config.from_args([("emperor", str(tmp_path)), ("emperor-on-demand-dir", str(tmp_path))],
                            Scope.EMPEROR)
     assert Settings.from_config(cfg, str(tmp_path)).on_demand == Modes(directory=str(tmp_path))
+
+
+def test_a_vassal_told_of_an_on_demand_socket_refuses_a_stdin_that_is_not_one(tmp_path: Path) -> None:
+    """EMPEROR_ON_DEMAND names the socket; fd 0 must then be a listening socket, else a clear
+    error and the socket exit status (never a silent start with no socket)."""
+    import subprocess
+    import sys
+
+    from emperor.channel import Exit
+
+    app = tmp_path / "app.py"
+    app.write_text("def application(e, sr):\n    sr('200 OK', [])\n    return [b'']\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPEROR_")}
+    env["EMPEROR_ON_DEMAND"] = str(tmp_path / "od.sock")
+    for stdin in (subprocess.DEVNULL, socket.socket(socket.AF_UNIX).detach()):  # a file; an unbound socket
+        done = subprocess.run([sys.executable, "-m", "emperor.vassal", "--wsgi-file", str(app)], stdin=stdin,
+                              env=env, capture_output=True, timeout=30, check=False)
+        if isinstance(stdin, int) and stdin > 0:
+            os.close(stdin)
+        assert done.returncode == Exit.SOCKET, done.stderr.decode()
+        assert b"on-demand socket" in done.stderr and b"fd 0" in done.stderr
