@@ -188,3 +188,30 @@ def test_cheap_forks_no_worker_before_the_first_connection(rig: Rig) -> None:
     assert psutil.Process(pid).children() == []  # no worker yet
     rig.serving("c", "c1")
     wait_for(lambda: len(psutil.Process(pid).children()) == 2, 10, what="2 workers after the request")
+
+
+def test_on_demand_vassal_with_its_own_venv_and_user(procs: ProcGroup) -> None:
+    """The hand-over survives the paths that start another interpreter and switch the user: the
+    emperor starts a ``home`` vassal with the venv's python, which gets fd 0, drops to ``uid``
+    after adopting it, and serves the first connection as that user from its own venv."""
+    from identity_rig import APP, Emperor, get_json, make_venv, remove, world_dir
+
+    world = world_dir()
+    try:
+        make_venv(world / "venv", {"verpkg": "1.0.0"})
+        (world / "app.py").write_text(APP)
+        od = world / "od"
+        od.mkdir(mode=0o755)
+        emp = Emperor(world, procs)
+        emp.write("v", "\n".join(["[uwsgi]", f"chdir = {world}", "module = app", f"home = {world}/venv",
+                                  "uid = nobody", "processes = 1", f"idle = {IDLE}", "die-on-idle = true",
+                                  ""]))
+        emp.start(f"emperor-on-demand-directory = {od}")
+        emp.wait_log(r"on-demand: 'v\.ini' waits")
+        assert "spawned: 'v.ini'" not in emp.log
+        doc = get_json(od / "v.socket")  # the first connection, served by the venv's app as nobody
+        assert doc["uid"] == 65534 and doc["version"] == "1.0.0" and doc["prefix"] == f"{world}/venv"
+        emp.wait_log(r"on-demand: 'v\.ini' waits for a connection on .* again", timeout=IDLE + 10)
+        assert get_json(od / "v.socket")["uid"] == 65534  # and again after its idle exit
+    finally:
+        remove(world)
