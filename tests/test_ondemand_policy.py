@@ -56,30 +56,65 @@ def test_directory_mode_uses_the_name_up_to_its_last_dot(tmp_path: Path) -> None
     assert address_for(modes, str(tmp_path / "noext")) is None
 
 
-def test_exec_mode_runs_the_command_with_the_path(tmp_path: Path) -> None:
+def ask(modes: Modes, path: Path, timeout: float = 10.0) -> Vassal:
+    """Drive OnDemand as the emperor's loop does: arm, then feed it its selector's events."""
+    sel = selectors.DefaultSelector()
+    od = OnDemand(modes, sel)
+    v = Vassal(path.name, str(path))
+    f = Found(path.name, str(path), (1,))
+    assert od.arm(v, f, time.monotonic())
+    deadline = time.monotonic() + timeout
+    while od.asking and time.monotonic() < deadline:
+        for key, _ in sel.select(0.05):
+            if key.data[0] == "ondemand-exec" and od.answer(key.data[1], v, f, time.monotonic()):
+                v.on_demand = "(spawn it as an ordinary vassal)"
+        od.sync({v.name: v}, time.monotonic())
+    assert not od.asking
+    od.close()
+    return v
+
+
+def test_exec_mode_runs_the_command_with_the_path_without_waiting(tmp_path: Path) -> None:
     script = tmp_path / "where.sh"
     script.write_text('#!/bin/sh\ncase "$1" in *shop.ini) echo "/run/$(basename "$1" .ini).sock";; esac\n')
     script.chmod(0o755)
-    assert address_for(Modes(exec=str(script)), str(tmp_path / "shop.ini")) == "/run/shop.sock"
-    assert address_for(Modes(exec=str(script)), str(tmp_path / "other.ini")) is None
+    sel = selectors.DefaultSelector()
+    od = OnDemand(Modes(exec=str(script)), sel)
+    v = Vassal("shop.ini", str(tmp_path / "shop.ini"))
+    assert od.arm(v, Found("shop.ini", str(tmp_path / "shop.ini"), (1,)), 0.0)  # returns at once
+    assert v.state == State.ON_DEMAND and "shop.ini" in od.asking  # the command runs meanwhile
+    od.close()
+    v = ask(Modes(exec=f"{script}"), tmp_path / "other.ini")
+    assert v.on_demand == "(spawn it as an ordinary vassal)"  # it printed nothing: ordinary
+
+
+def test_exec_mode_binds_what_the_command_prints(tmp_path: Path, sock_dir: Path) -> None:
+    script = tmp_path / "where.sh"
+    script.write_text(f'#!/bin/sh\necho "{sock_dir}/$(basename "$1" .ini).sock"\nexec sleep 30\n')
+    script.chmod(0o755)  # it goes on running after its line: the line is enough, the rest is killed
+    t0 = time.monotonic()
+    v = ask(Modes(exec=str(script)), tmp_path / "shop.ini")
+    assert time.monotonic() - t0 < 5
+    assert v.state == State.ON_DEMAND and v.on_demand == f"{sock_dir}/shop.sock"
+    assert not os.path.exists(f"{sock_dir}/shop.sock")  # closed with the OnDemand
+
+
+def test_exec_mode_failures_throttle_the_vassal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "bad.sh"
     bad.write_text("#!/bin/sh\nexit 3\n")
     bad.chmod(0o755)
-    with pytest.raises(OnDemandError, match="status 3"):
-        address_for(Modes(exec=str(bad)), str(tmp_path / "shop.ini"))
-    with pytest.raises(OnDemandError, match="emperor-on-demand-exec"):
-        address_for(Modes(exec=str(tmp_path / "missing")), str(tmp_path / "shop.ini"))
-
-
-def test_exec_mode_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    v = ask(Modes(exec=str(bad)), tmp_path / "shop.ini")
+    assert v.state == State.THROTTLED and "status 3" in v.last_error
+    v = ask(Modes(exec=str(tmp_path / "missing")), tmp_path / "shop.ini")
+    assert v.state == State.THROTTLED and "emperor-on-demand-exec" in v.last_error
     monkeypatch.setattr(ondemand, "EXEC_TIMEOUT", 0.3)
     slow = tmp_path / "slow.sh"
     slow.write_text("#!/bin/sh\nexec sleep 30\n")
     slow.chmod(0o755)
     t0 = time.monotonic()
-    with pytest.raises(OnDemandError, match="no answer within"):
-        address_for(Modes(exec=str(slow)), str(tmp_path / "shop.ini"))
+    v = ask(Modes(exec=str(slow)), tmp_path / "shop.ini")
     assert time.monotonic() - t0 < 5
+    assert v.state == State.THROTTLED and "no answer within" in v.last_error
 
 
 def test_sockets_are_watched_only_while_the_vassal_has_no_process(tmp_path: Path, sock_dir: Path) -> None:
@@ -92,7 +127,7 @@ def test_sockets_are_watched_only_while_the_vassal_has_no_process(tmp_path: Path
     assert od.arm(v, f, 0.0) and v.state == State.ON_DEMAND
     addr = str(sock_dir / "shop.socket")
     assert v.on_demand == addr and os.path.exists(addr)
-    od.sync({"shop.ini": v})
+    od.sync({"shop.ini": v}, 0.0)
     assert [k.data for k in sel.get_map().values()] == [("ondemand", "shop.ini")]
     with socket.socket(socket.AF_UNIX) as client:
         client.connect(addr)
@@ -101,15 +136,15 @@ def test_sockets_are_watched_only_while_the_vassal_has_no_process(tmp_path: Path
         assert not sel.get_map()
         assert od.handoff("shop.ini") == (addr, od.held["shop.ini"].sock.fileno())
         v.spawned(4242, 0.0, (1,))
-        od.sync({"shop.ini": v})
+        od.sync({"shop.ini": v}, 0.0)
         assert not sel.get_map()  # running: the vassal accepts, not the emperor
         v.exited(22, 1.0)  # it crashed before serving: throttled
         assert v.state == State.THROTTLED and v.respawn_at > 1.0
-        od.sync({"shop.ini": v})
+        od.sync({"shop.ini": v}, 0.0)
         assert od.connection("shop.ini", v, 1.0) is False  # throttled: the queued client is closed
         client.settimeout(2.0)
         assert client.recv(1) == b""
-    od.sync({})  # the record is gone: the socket is closed and its file removed
+    od.sync({}, 0.0)  # the record is gone: the socket is closed and its file removed
     assert not sel.get_map() and not os.path.exists(addr) and not od.held
 
 

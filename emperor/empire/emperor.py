@@ -184,7 +184,7 @@ class Emperor:
         return self.shutdown_at is not None and not self.procs
 
     def _iterate(self) -> None:
-        self.ondemand.sync(self.vassals)  # watch the sockets of the on-demand vassals without a process
+        self.ondemand.sync(self.vassals, self.clock())  # watch the sockets of vassals without a process
         timeout = max(0.0, self._next_deadline() - self.clock())
         for key, _ in self.sel.select(timeout):
             kind, name = key.data
@@ -211,6 +211,10 @@ class Emperor:
                 v, f = self.vassals.get(name), self.found.get(name)
                 if self.ondemand.connection(name, v if f else None, self.now) and v and f:
                     self._spawn(v, f, woken=True)
+            elif kind == "ondemand-exec":
+                v, f = self.vassals.get(name), self.found.get(name)
+                if self.ondemand.answer(name, v, f, self.now) and v and f:
+                    self._spawn(v, f, woken=True)  # the command named no address: an ordinary vassal
         self.now = self.clock()
         self.console.tick()
         while self.signals:
@@ -248,6 +252,8 @@ class Emperor:
             deadlines.append(self.next_logreopen_check)
         deadlines += [z.stop_deadline for z in self.zergs.values() if z.leaving and not z.killed]
         deadlines.append(self.console.deadline(self.now))
+        if (asked := self.ondemand.deadline()) is not None:
+            deadlines.append(asked)  # emperor-on-demand-exec: its answer is overdue then
         return min(deadlines)
 
     # ---------------------------------------------------------------- scanning

@@ -16,19 +16,22 @@ of the selector; when it exits after its idle period (``idle`` + ``die-on-idle``
 first) the socket is watched again. While the vassal is throttled or failed, connections are
 accepted and closed at once, so a client is told at once instead of waiting in the queue.
 
-Everything here runs on the emperor's loop thread and never blocks it, except the exec mode's
-command, which is bounded by ``EXEC_TIMEOUT`` and runs once per vassal name.
+Everything here runs on the emperor's loop thread and never blocks it: the exec mode's command
+runs while the loop goes on (its stdout is in the selector, its answer is due within
+``EXEC_TIMEOUT``), and the vassal waits in the on-demand state meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
 import shlex
+import signal
 import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emperor.addresses import AddressError
 from emperor.empire.scan import Found
@@ -69,7 +72,8 @@ def first_line(data: bytes) -> str | None:
 
 
 def address_for(modes: Modes, path: str, owner: int | None = None) -> str | None:
-    """The on-demand address of the vassal file ``path`` (None: an ordinary vassal).
+    """The on-demand address of the vassal file ``path`` (None: an ordinary vassal), for the
+    extension and directory modes (the exec mode is asked without waiting: ``OnDemand._ask``).
 
     ``owner``: tyrant mode, the file's owner: the extension file must be a regular file of
     the same owner (the root emperor must not read a line of any file a user links to).
@@ -80,8 +84,6 @@ def address_for(modes: Modes, path: str, owner: int | None = None) -> str | None
     if modes.directory:
         stem, dot, _ = os.path.basename(path).rpartition(".")
         return os.path.join(modes.directory, f"{stem}.socket") if dot and stem else None
-    if modes.exec:
-        return _from_command(modes.exec, path)
     return None
 
 
@@ -105,20 +107,13 @@ def _from_file(path: str, owner: int | None) -> str | None:
         os.close(fd)
 
 
-def _from_command(command: str, path: str) -> str | None:
-    try:
-        argv = [*shlex.split(command), path]
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, timeout=EXEC_TIMEOUT,
-                              check=False, cwd=os.path.dirname(path) or None)
-    except subprocess.TimeoutExpired:
-        raise OnDemandError(f"emperor-on-demand-exec {command!r} {path}: no answer within "
-                            f"{EXEC_TIMEOUT:g} s") from None
-    except (OSError, ValueError) as exc:
-        raise OnDemandError(f"emperor-on-demand-exec {command!r}: {exc}") from None
-    if done.returncode != 0:
-        raise OnDemandError(f"emperor-on-demand-exec {command!r} {path}: exited with status "
-                            f"{done.returncode}")
-    return first_line(done.stdout[:MAX_LINE])
+@dataclass
+class _Asking:
+    """emperor-on-demand-exec's command while it runs: its output so far and its deadline."""
+
+    proc: subprocess.Popen[bytes]
+    deadline: float
+    out: bytearray = field(default_factory=bytearray)
 
 
 class OnDemand:
@@ -132,13 +127,20 @@ class OnDemand:
         self.held: dict[str, sockets.Listener] = {}
         self.watched: set[str] = set()
         self.refused_log: dict[str, float] = {}
+        self.asking: dict[str, _Asking] = {}  # exec mode: commands still running, by vassal name
 
     def arm(self, v: Vassal, f: Found, now: float) -> bool:
         """Called instead of a spawn. False: not on-demand, spawn it. True: it waits for a
-        connection (or, when its socket cannot be bound, it is throttled and retried later)."""
+        connection (or for the exec mode's answer; or, when its socket cannot be bound, it is
+        throttled and retried later)."""
         if not self.modes.enabled:
             return False
         if v.name not in self.addresses:
+            if v.name in self.asking:
+                v.waiting(f.stamp, f"asks {self.modes.exec} for its address")
+                return True
+            if not (self.modes.extension or self.modes.directory):
+                return self._ask(v, f, now)
             try:
                 self.addresses[v.name] = address_for(self.modes, f.path, f.uid if self.tyrant else None)
             except OnDemandError as exc:
@@ -156,8 +158,72 @@ class OnDemand:
                 return True
             lst.sock.setblocking(False)
             self.held[v.name] = lst
-        v.waiting(f.stamp, "(on-demand)")
+        v.waiting(f.stamp, f"waits for a connection on {addr}")
         return True
+
+    # ---- the exec mode: ask without waiting
+
+    def _ask(self, v: Vassal, f: Found, now: float) -> bool:
+        command = self.modes.exec or ""
+        try:
+            argv = [*shlex.split(command), f.path]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    cwd=os.path.dirname(f.path) or None, start_new_session=True)
+        except (OSError, ValueError) as exc:
+            v.spawn_failed(now, f"on-demand: emperor-on-demand-exec {command!r}: {exc}")
+            return True
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        self.asking[v.name] = _Asking(proc, now + EXEC_TIMEOUT)
+        self.sel.register(proc.stdout, selectors.EVENT_READ, ("ondemand-exec", v.name))
+        v.waiting(f.stamp, f"asks {command} for its address")
+        return True
+
+    def answer(self, name: str, v: Vassal | None, f: Found | None, now: float) -> bool:
+        """The command's stdout is readable. True: it named no address, spawn the vassal now as an
+        ordinary one. Otherwise the vassal now waits on its socket (or is throttled)."""
+        asking = self.asking.get(name)
+        if asking is None or asking.proc.stdout is None:
+            return False
+        try:
+            chunk = os.read(asking.proc.stdout.fileno(), MAX_LINE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        asking.out += chunk
+        line_done = b"\n" in asking.out or len(asking.out) >= MAX_LINE
+        if chunk and not line_done:
+            return False  # more to come
+        returncode = self._finish(name)
+        if v is None or f is None:
+            return False
+        command = self.modes.exec
+        if not line_done and returncode != 0:
+            v.spawn_failed(now, f"on-demand: emperor-on-demand-exec {command!r} {f.path}: "
+                           f"exited with status {returncode}")
+            return False
+        self.addresses[name] = first_line(bytes(asking.out))
+        if self.addresses[name] is None:
+            log.info("on-demand: %r: %s named no address: an ordinary vassal", name, command)
+            return True
+        self.arm(v, f, now)
+        return False
+
+    def _finish(self, name: str) -> int:
+        """Stop watching the command, end it if it still runs (it has said what we need), reap it."""
+        asking = self.asking.pop(name)
+        assert asking.proc.stdout is not None
+        self.sel.unregister(asking.proc.stdout)
+        asking.proc.stdout.close()
+        if asking.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(asking.proc.pid, signal.SIGKILL)
+        return asking.proc.wait()  # at once: it has exited or was just killed
+
+    def deadline(self) -> float | None:
+        """When the oldest running command's answer is overdue (for the emperor's select)."""
+        return min((a.deadline for a in self.asking.values()), default=None)
 
     def handoff(self, name: str) -> tuple[str, int] | None:
         """(address, fd) for the spawn: the vassal gets the socket as fd 0."""
@@ -203,7 +269,7 @@ class OnDemand:
             self.refused_log[name] = now
             log.warning("refused: %d connection(s) to %r on %s: %s", closed, name, lst.name, why)
 
-    def sync(self, vassals: dict[str, Vassal]) -> None:
+    def sync(self, vassals: dict[str, Vassal], now: float) -> None:
         """Once per loop iteration: watch the socket of each vassal without a process, stop watching
         the others, close the sockets of records that are gone (or moved to another address)."""
         for name, lst in list(self.held.items()):
@@ -220,6 +286,14 @@ class OnDemand:
         for name in list(self.addresses):
             if name not in vassals:
                 del self.addresses[name]  # seen anew (a new file of that name): asked again
+        for name, asking in list(self.asking.items()):
+            v = vassals.get(name)
+            if v is None:
+                self._finish(name)
+            elif now >= asking.deadline:
+                self._finish(name)
+                v.spawn_failed(now, f"on-demand: emperor-on-demand-exec {self.modes.exec!r} {v.path}: no "
+                               f"answer within {EXEC_TIMEOUT:g} s")
 
     def _unwatch(self, name: str) -> None:
         if name in self.watched:
@@ -237,3 +311,5 @@ class OnDemand:
     def close(self) -> None:
         for name in list(self.held):
             self._close(name)
+        for name in list(self.asking):
+            self._finish(name)

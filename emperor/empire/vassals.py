@@ -252,11 +252,14 @@ class Vassal:
         self.pid = None
         return After.RESPAWN
 
-    def waiting(self, stamp: Stamp, why: str) -> None:
-        """On-demand: no process; the emperor holds the socket and spawns at the next connection."""
+    def waiting(self, stamp: Stamp, detail: str) -> None:
+        """On-demand: no process; the emperor holds the socket (or is still asking for its address)
+        and spawns at the next connection."""
         self.pid, self.stamp = None, stamp
         if self.state != State.ON_DEMAND:
-            self._to(State.ON_DEMAND, "on-demand", f"waits for a connection on {self.on_demand} {why}")
+            self._to(State.ON_DEMAND, "on-demand", detail)
+        else:
+            log.info("on-demand: %r %s", self.name, detail)
 
     def slept(self, returncode: int) -> None:
         """An on-demand vassal left after its idle period: it waits for a connection again."""
