@@ -10,7 +10,6 @@ and every error names the file, line and key.
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,6 +78,8 @@ class Config:
 
 def _suggest(key: str, scope: Scope) -> str:
     names = [n for n, o in BY_NAME.items() if o.scope & scope and o.uwsgi is not Decision.REFUSED]
+    import difflib  # only for a misspelt key: kept off the cold-start path
+
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -249,7 +250,25 @@ def build_parser(prog: str, scope: Scope, check: bool = False) -> argparse.Argum
 
 def parse_pairs(argv: Sequence[str], prog: str, scope: Scope) -> list[tuple[str, str]]:
     """A command line as (option, raw value) pairs for ``from_args`` (``python -m emperor.vassal``)."""
-    return parse_command_line(build_parser(prog, scope), argv)[0]
+    fast = _plain_pairs(argv, scope)
+    return fast if fast is not None else parse_command_line(build_parser(prog, scope), argv)[0]
+
+
+def _plain_pairs(argv: Sequence[str], scope: Scope) -> list[tuple[str, str]] | None:
+    """The command line the emperor gives a vassal (``--key value`` pairs of known options) read
+    without building the argparse parser, which costs milliseconds per vassal start (cold start,
+    docs/emperor.md). Anything else (help, a bare flag, a positional file, an unknown key, a
+    value that looks like an option) returns None and goes through argparse, which reads it the
+    same way or reports the error."""
+    if len(argv) % 2:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for key, value in zip(argv[::2], argv[1::2], strict=True):
+        opt = BY_NAME.get(key[2:]) if key.startswith("--") else None
+        if opt is None or not opt.scope & scope or value.startswith("-"):
+            return None
+        pairs.append((opt.name, value))
+    return pairs
 
 
 def parse_command_line(parser: argparse.ArgumentParser,

@@ -474,12 +474,32 @@ OPTIONS: tuple[Option, ...] = (
     _opt("zerg", v.nonempty, None, "Attach to this zerg server and serve the sockets it hands out instead "
          "of binding any (repeatable: the sockets are appended). Those sockets are never removed at exit.",
          group="broodlord", multi=True, metavar="PATH"),
-    _opt("idle", v.integer(0), 0, "With die-on-idle: exit after this many seconds without a request and "
-         "with no busy worker (0 = never). Only in a [zerg] section: an idle vassal would just be "
-         "respawned by the emperor.", scope=Scope.ZERG, group="broodlord", metavar="SECONDS"),
-    _opt("die-on-idle", v.boolean, False, "When idle: tell the emperor (its slot is freed), finish any "
-         "request in flight and exit. Without it ``idle`` does nothing (uWSGI's cheap mode is not "
-         "implemented).", scope=Scope.ZERG, group="broodlord", flag=True),
+    _opt("idle", v.integer(0), 0, "Exit (with die-on-idle) after this many seconds without a request "
+         "and with no busy worker (0 = never). In a vassal it pairs with the emperor's on-demand "
+         "mode: the vassal exits and the emperor waits for the next connection (docs/emperor.md); in a "
+         "[zerg] section it frees the zerg's slot. Without die-on-idle it does nothing (uWSGI would "
+         "retire the workers instead).", group="broodlord", metavar="SECONDS"),
+    _opt("die-on-idle", v.boolean, False, "When idle: tell the emperor (an on-demand vassal goes back to "
+         "waiting for a connection, a zerg frees its slot), finish any request in flight and exit.",
+         group="broodlord", flag=True),
+    _opt("cheap", v.boolean, False, "Fork no worker until the first connection arrives on a socket: the "
+         "master binds, loads the app (unless lazy-apps) and reports ready, then waits.",
+         group="processes", flag=True),
+    # ---- on-demand vassals (docs/emperor.md): the emperor binds the socket, the vassal starts on the
+    # first connection and gets it as fd 0
+    _opt("emperor-on-demand-extension", v.nonempty, None, "On-demand vassals: a vassal FILE with a "
+         "file FILE + EXT next to it (e.g. app.ini.socket for EXT = .socket) is not started; the emperor "
+         "binds the address on that file's first line and starts the vassal at the first connection. A "
+         "missing dot is added (uWSGI concatenates as written).", scope=Scope.EMPEROR,
+         group="emperor", aliases=("emperor-on-demand-ext",), metavar="EXT"),
+    _opt("emperor-on-demand-directory", v.nonempty, None, "On-demand vassals: every vassal (named "
+         "NAME.ini) waits on the Unix socket DIR/NAME.socket, bound by the emperor, and starts at the "
+         "first connection.", scope=Scope.EMPEROR, group="emperor", aliases=("emperor-on-demand-dir",),
+         metavar="DIR"),
+    _opt("emperor-on-demand-exec", v.nonempty, None, "On-demand vassals: run COMMAND with the vassal "
+         "file's path as its only argument; the first line it prints is the address to bind (none: the "
+         "vassal runs as usual). It must answer within 2 s.", scope=Scope.EMPEROR, group="emperor",
+         metavar="COMMAND"),
 )
 
 

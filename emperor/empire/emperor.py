@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from emperor import __version__, channel, config, daemon, ini, logs, privileges
 from emperor.channel import Msg, decode
 from emperor.control.protocol import Identity
-from emperor.empire import access, broodlord, reconcile, scan, spawn
+from emperor.empire import access, broodlord, ondemand, reconcile, scan, spawn
 from emperor.empire.dirlock import DirLockError, DirLocks
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
@@ -66,6 +66,7 @@ class Settings:
     required_heartbeat: float = 30.0  # emperor-required-heartbeat
     identity: Identity | None = None  # names the default control endpoint (emperor/control/protocol.py)
     ident: privileges.Identity = field(default_factory=privileges.Identity)  # uid/gid: dropped after binding
+    on_demand: ondemand.Modes = field(default_factory=ondemand.Modes)  # emperor-on-demand-*
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
@@ -95,7 +96,8 @@ class Settings:
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
             broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,
-            identity=Identity.of_config(cfg.files, cfg.emperor, cwd), ident=ident)
+            identity=Identity.of_config(cfg.files, cfg.emperor, cwd), ident=ident,
+            on_demand=_on_demand_modes(cfg, cwd))
 
 
 class Emperor:
@@ -127,6 +129,7 @@ class Emperor:
         self.brood = broodlord.Broodlord(settings.broodlord, clock)  # docs/broodlord.md
         self.zergs: dict[str, broodlord.Zerg] = {}  # their processes are in self.procs too
         self.zerg_seq = 0
+        self.ondemand = ondemand.OnDemand(settings.on_demand, self.sel, settings.tyrant)  # its sockets
 
     # ---------------------------------------------------------------- the loop
 
@@ -160,6 +163,7 @@ class Emperor:
         finally:
             self.monitor.stop()
             self.console.close()
+            self.ondemand.close()
             for name in list(self.procs):
                 self._close_proc(name)
             signal.set_wakeup_fd(old_wakeup)
@@ -180,6 +184,7 @@ class Emperor:
         return self.shutdown_at is not None and not self.procs
 
     def _iterate(self) -> None:
+        self.ondemand.sync(self.vassals, self.clock())  # watch the sockets of vassals without a process
         timeout = max(0.0, self._next_deadline() - self.clock())
         for key, _ in self.sel.select(timeout):
             kind, name = key.data
@@ -202,6 +207,14 @@ class Emperor:
                 self._read_zerg(name)
             elif kind == "zerg-exit":
                 self._reap_zerg(name)
+            elif kind == "ondemand":
+                v, f = self.vassals.get(name), self.found.get(name)
+                if self.ondemand.connection(name, v if f else None, self.now) and v and f:
+                    self._spawn(v, f, woken=True)
+            elif kind == "ondemand-exec":
+                v, f = self.vassals.get(name), self.found.get(name)
+                if self.ondemand.answer(name, v, f, self.now) and v and f:
+                    self._spawn(v, f, woken=True)  # the command named no address: an ordinary vassal
         self.now = self.clock()
         self.console.tick()
         while self.signals:
@@ -239,6 +252,8 @@ class Emperor:
             deadlines.append(self.next_logreopen_check)
         deadlines += [z.stop_deadline for z in self.zergs.values() if z.leaving and not z.killed]
         deadlines.append(self.console.deadline(self.now))
+        if (asked := self.ondemand.deadline()) is not None:
+            deadlines.append(asked)  # emperor-on-demand-exec: its answer is overdue then
         return min(deadlines)
 
     # ---------------------------------------------------------------- scanning
@@ -334,13 +349,15 @@ class Emperor:
 
     # ---------------------------------------------------------------- acting on vassals
 
-    def _spawn(self, v: Vassal, f: scan.Found) -> None:
+    def _spawn(self, v: Vassal, f: scan.Found, woken: bool = False) -> None:
         v.path, v.uid, v.gid = f.path, f.uid, f.gid
         v.on_event = self.console.vassal_event
+        if not woken and self.ondemand.arm(v, f, self.now):
+            return  # on-demand: it starts at the first connection (emperor/empire/ondemand.py)
         argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, f.uid is not None,
                                  f.content)
         try:
-            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid, f.content)
+            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid, f.content, self.ondemand.handoff(v.name))
         except OSError as exc:
             v.stamp = f.stamp
             hint = ""
@@ -433,6 +450,9 @@ class Emperor:
             v.heartbeat(self.now, payload)
         elif msg == Msg.SCALED:
             self.console.scaled(v, payload)
+        elif msg == Msg.IDLE:
+            v.idle_exit = True  # die-on-idle: it is leaving; an on-demand one waits again (ondemand.py)
+            log.info("idle: %r (pid %s) has been idle for %s s: it is leaving", v.name, v.pid, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
 
@@ -445,6 +465,12 @@ class Emperor:
             return  # not yet: the pidfd fired early (it should not)
         self._close_proc(name)
         if v is None:
+            return
+        if (v.idle_exit and v.on_demand and returncode == 0 and v.state != State.STOPPING
+                and self.shutdown_at is None and name in self.found):
+            v.slept(returncode)  # on-demand: back to waiting for a connection (ondemand.py)
+            self._stop_zergs(name, "(its on-demand vassal went idle)")
+            self._status()
             return
         after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
         self._stop_zergs(name, "(its vassal exited: the respawn needs its sockets)")
@@ -771,6 +797,17 @@ class Emperor:
 
 
 # -------------------------------------------------------------------- entry point
+
+
+def _on_demand_modes(cfg: config.Config, cwd: str) -> ondemand.Modes:
+    """emperor-on-demand-*: the directory must exist (a typo would make every vassal fail to bind)."""
+    directory = cfg.emperor_on_demand_directory
+    if directory:
+        directory = os.path.join(cwd, directory)
+        if not os.path.isdir(directory):
+            key = "emperor-on-demand-directory"
+            raise config.ConfigError(f"{directory} is not a directory", cfg.where(key), key=key)
+    return ondemand.Modes(cfg.emperor_on_demand_extension, directory, cfg.emperor_on_demand_exec)
 
 
 def run_emperor(pairs: list[tuple[str, str]]) -> int:

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 from emperor import channel, config, ini, inifd, venv
 from emperor.channel import Msg
+from emperor.listeners import ENV_ON_DEMAND
 from emperor.options import Scope, lookup
 from emperor.privileges import ENV_TYRANT
 
 # Variables that belong to the emperor's own supervisor and must not leak into a vassal.
 STRIPPED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
-                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME, inifd.ENV)
+                "WATCHDOG_PID", channel.ENV_FD, channel.ENV_NAME, inifd.ENV, ENV_ON_DEMAND)
 
 
 def vassal_set_args(assignments: Sequence[str]) -> list[str]:
@@ -189,11 +190,13 @@ class Process:
 
 
 def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | None,
-          content: bytes | None = None) -> Process:
+          content: bytes | None = None, on_demand: tuple[str, int] | None = None) -> Process:
     """Start one vassal. Raises OSError (EMFILE, ENOMEM, EAGAIN ...) for the caller to throttle.
 
     ``content``: the bytes of ``path`` the emperor checked; the vassal reads them from an
     inherited memfd instead of opening ``path`` again (``emperor/inifd.py``).
+    ``on_demand``: (address, fd) of the socket the emperor bound for an on-demand vassal; the
+    vassal gets it as fd 0, as uWSGI's do (``emperor/empire/ondemand.py``).
     """
     assert threading.current_thread() is threading.main_thread(), "vassals are spawned on the main thread"
     ours, theirs = channel.pair()
@@ -206,10 +209,13 @@ def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | Non
             fds.append(ini_fd)
             env[inifd.ENV] = inifd.env_value(ini_fd, os.path.abspath(path))
         kwargs: dict[str, object] = {}
+        stdin: int = subprocess.DEVNULL
+        if on_demand is not None:
+            env[ENV_ON_DEMAND], stdin = on_demand
         if uid is not None:
             kwargs.update(user=uid, group=gid, extra_groups=[])
             env[ENV_TYRANT] = "1"  # the file's own uid/gid lose (emperor/privileges.py)
-        popen = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=stdin,
                                  cwd=os.path.dirname(path), start_new_session=True, **kwargs)  # type: ignore[call-overload]
     except BaseException:
         ours.close()

@@ -35,21 +35,23 @@ class State(enum.Enum):
     STOPPING = "stopping"  # STOP sent (or killed), waiting for the process to exit
     THROTTLED = "throttled"  # dead; respawned at ``respawn_at``
     FAILED = "failed"  # dead with an invalid ini; respawned when the file changes
+    ON_DEMAND = "on-demand"  # no process: the emperor holds its socket and spawns it at a connection
 
 
 ALIVE = frozenset({State.STARTING, State.READY, State.LOYAL, State.RELOADING, State.STOPPING})
 RUNNING = frozenset({State.STARTING, State.READY, State.LOYAL, State.RELOADING})
-DEAD = frozenset({State.THROTTLED, State.FAILED})
+DEAD = frozenset({State.THROTTLED, State.FAILED, State.ON_DEMAND})
 
 _ALLOWED: dict[State | None, frozenset[State]] = {
-    None: frozenset({State.STARTING, State.THROTTLED}),
+    None: frozenset({State.STARTING, State.THROTTLED, State.ON_DEMAND}),
     State.STARTING: frozenset({State.READY, State.STOPPING, *DEAD}),
     State.READY: frozenset({State.LOYAL, State.RELOADING, State.STOPPING, *DEAD}),
     State.LOYAL: frozenset({State.RELOADING, State.STOPPING, *DEAD}),
     State.RELOADING: frozenset({State.READY, State.STOPPING, *DEAD}),
     State.STOPPING: frozenset({*DEAD}),
-    State.THROTTLED: frozenset({State.STARTING, State.THROTTLED, State.FAILED}),
-    State.FAILED: frozenset({State.STARTING, State.THROTTLED}),
+    State.THROTTLED: frozenset({State.STARTING, State.THROTTLED, State.FAILED, State.ON_DEMAND}),
+    State.FAILED: frozenset({State.STARTING, State.THROTTLED, State.ON_DEMAND}),
+    State.ON_DEMAND: frozenset({State.STARTING, State.THROTTLED}),
 }
 
 
@@ -107,6 +109,8 @@ class Vassal:
     zergs: int = 0  # broodlord: zergs alive for this vassal, lent in all, reclaimed idle
     lends: int = 0
     reclaims: int = 0
+    on_demand: str = ""  # on-demand vassals (emperor/empire/ondemand.py): the address the emperor holds
+    idle_exit: bool = False  # it said IDLE (die-on-idle): its exit is a return to on-demand waiting
 
     # ---- transitions
 
@@ -130,7 +134,7 @@ class Vassal:
         if self.state is not None:
             self.respawns += 1
         self.pid, self.spawned_at, self.stamp = pid, now, stamp
-        self.loyal = self.killed = self.reload_pending = False
+        self.loyal = self.killed = self.reload_pending = self.idle_exit = False
         self.ready_at = self.stop_deadline = self.heartbeat_at = 0.0
         self._to(State.STARTING, "spawned")
 
@@ -249,6 +253,21 @@ class Vassal:
         self.pid = None
         return After.RESPAWN
 
+    def waiting(self, stamp: Stamp, detail: str) -> None:
+        """On-demand: no process; the emperor holds the socket (or is still asking for its address)
+        and spawns at the next connection."""
+        self.pid, self.stamp = None, stamp
+        if self.state != State.ON_DEMAND:
+            self._to(State.ON_DEMAND, "on-demand", detail)
+        else:
+            log.info("on-demand: %r %s", self.name, detail)
+
+    def slept(self, returncode: int) -> None:
+        """An on-demand vassal left after its idle period: it waits for a connection again."""
+        log.info("idle: %r (pid %s) %s after its idle period", self.name, self.pid, describe_exit(returncode))
+        self.pid = None
+        self._to(State.ON_DEMAND, "on-demand", f"waits for a connection on {self.on_demand} again")
+
     def heartbeat(self, now: float, payload: str) -> None:
         """HEARTBEAT arrived: from now on a silence longer than ``hung_for`` allows is a hang."""
         self.heartbeat_at = now
@@ -288,4 +307,5 @@ class Vassal:
             "zergs": self.zergs,
             "lends": self.lends,
             "reclaims": self.reclaims,
+            "on_demand": self.on_demand,
         }

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import logging
 import os
 import selectors
@@ -33,7 +32,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emperor import addresses, channel, config, daemon, ini, inifd, logformat, logs, privileges, venv
 from emperor.channel import Exit, Msg
@@ -43,9 +42,13 @@ from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
 from emperor.vassal import backlog, daemons, loader, parking, scoreboard, sockets, static, zerg
 from emperor.vassal.scoreboard import Scoreboard
-from emperor.vassal.stats import StatsError, VassalStats, open_server
+from emperor.vassal.stats import VassalStats
 from emperor.vassal.touch import ChainReload, TouchWatch
 from emperor.vassal.worker import Worker
+
+if TYPE_CHECKING:  # the stats server is imported only when `stats` is set (docs/emperor.md#cold-start)
+    from emperor.statsserver import StatsServer
+    from emperor.vassal.stats import VassalStats
 
 log = logging.getLogger("emperor.master")
 
@@ -134,6 +137,7 @@ class Master:
         self.lifetime_done: set[int] = set()  # workers sent SIGTERM for max-worker-lifetime
         self.parking: parking.ParkingLot | None = None
         self.daemons: daemons.Supervisor | None = None  # attach-daemon*, cron (emperor/vassal/daemons.py)
+        self.cheap_waiting = False  # cheap: no worker until the first connection
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -159,7 +163,8 @@ class Master:
             self.touch = TouchWatch(cfg.touch_reload)
         if cfg.touch_chain_reload:
             self.chain = ChainReload(cfg.touch_chain_reload)
-        if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or cfg.https_socket):
+        on_demand = bool(os.environ.get(sockets.ENV_ON_DEMAND))
+        if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or cfg.https_socket or on_demand):
             log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT, or "
                       "http-socket = 127.0.0.1:PORT (%s)",
                       ", ".join(cfg.files) or "command line")
@@ -182,21 +187,31 @@ class Master:
                 for lst in self.listeners:  # the zerg protocol carries no protocol: ours decides
                     lst.proto = cfg.protocol
             else:
-                wanted = sockets.configured(cfg, tls_addrs)
-                self.listeners = sockets.open_all(wanted, cfg.listen, cfg.chmod_socket,
-                                                  cfg.socket_timeout, not cfg.no_defer_accept, inherited,
-                                                  self.ident.chown)
+                # on-demand (docs/emperor.md): the emperor's socket, first; a `socket` naming the same
+                # address is that socket (uWSGI would bind it over the emperor's)
+                od = sockets.take_on_demand(inherited)
+                if od is not None:
+                    sockets.configure(od, cfg.listen, cfg.socket_timeout, not cfg.no_defer_accept)
+                    od.proto = cfg.protocol
+                wanted = {a: p for a, p in sockets.configured(cfg, tls_addrs).items()
+                          if od is None or a != od.name}
+                self.listeners = ([od] if od else []) + sockets.open_all(
+                    wanted, cfg.listen, cfg.chmod_socket, cfg.socket_timeout, not cfg.no_defer_accept,
+                    inherited, self.ident.chown)
         except (addresses.AddressError, zerg.ZergError, OSError) as exc:
             log.error("%s", exc)
             return Exit.SOCKET
         if (failed := self._broodlord_boot(kept.get(f"zerg-server:{cfg.zerg_server}"))) is not None:
             return failed
-        try:
-            if (served := open_server(self, kept.get(f"stats:{cfg.stats}"))) is not None:
-                self.stats_server, self.stats = served
-        except StatsError as exc:
-            log.error("%s", exc)
-            return Exit.SOCKET
+        if cfg.stats:
+            from emperor.vassal.stats import StatsError, open_server
+
+            try:
+                if (served := open_server(self, kept.get(f"stats:{cfg.stats}"))) is not None:
+                    self.stats_server, self.stats = served
+            except StatsError as exc:
+                log.error("%s", exc)
+                return Exit.SOCKET
         try:  # everything that needs root is done: drop it (docs/hosting.md)
             if self.stats_server is not None and self.stats_server.path:
                 privileges.hand_over(self.stats_server.path, self.ident)  # the stats socket: the user's
@@ -271,6 +286,8 @@ class Master:
     def _adopt_old_workers(self) -> None:
         raw = os.environ.pop(ENV_OLD_WORKERS, "")
         if raw:
+            import json  # only after a reload
+
             try:
                 data = json.loads(raw)
                 self.old_workers = {int(p): float(data["deadline"]) for p in data["pids"]}
@@ -300,10 +317,10 @@ class Master:
         self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
         for key, _ in self.sel.select(0):  # what arrived during the import (a stop, a reload) comes first
             key.data()
-        if self.state == RUNNING:
-            for wid in range(1, self.cfg.processes + 1):
-                if wid not in self.respawn_at:  # a scale during the import queued it for _tick
-                    self._spawn(wid)
+        if self.state == RUNNING and self.cfg.cheap:
+            self._wait_first_connection()
+        elif self.state == RUNNING:
+            self._spawn_all()
         else:
             log.info("%s: stopped before any worker was forked", self.name)
         while self.state != "done":
@@ -311,6 +328,27 @@ class Master:
                 key.data()
             self._tick()
         return self.exit_code
+
+    def _spawn_all(self) -> None:
+        for wid in range(1, self.cfg.processes + 1):
+            if wid not in self.respawn_at:  # a scale during the import queued it for _tick
+                self._spawn(wid)
+
+    def _wait_first_connection(self) -> None:
+        """``cheap``: no worker until a socket is readable (a connection waits in its queue); the
+        vassal counts as ready meanwhile, since the queued connection will be served."""
+        self.cheap_waiting = True
+        for lst in self.listeners:
+            self.sel.register(lst.sock, selectors.EVENT_READ, self._first_connection)
+        log.info("%s: cheap: no worker until the first connection", self.name)
+
+    def _first_connection(self) -> None:
+        for lst in self.listeners:
+            self.sel.unregister(lst.sock)
+        self.cheap_waiting = False
+        if self.state == RUNNING:
+            log.info("%s: cheap: a connection arrived: forking %d worker(s)", self.name, self.cfg.processes)
+            self._spawn_all()
 
     def _timeout(self) -> float:
         if not self.ready_sent or self.respawn_at:
@@ -467,6 +505,8 @@ class Master:
             self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
 
     def _all_accepting(self) -> bool:
+        if self.cheap_waiting:
+            return True
         b, live = self.board, set(self.workers.values())
         wanted = range(1, self.cfg.processes + 1)  # a worker retiring after a scale-down does not count
         return bool(self.workers) and all(
@@ -668,8 +708,8 @@ class Master:
         if cfg.idle and cfg.die_on_idle:
             self.idle = zerg.IdleWatch(cfg.idle, now)
         elif cfg.idle:
-            log.warning("%s: idle = %d does nothing without die-on-idle (cheap mode is not implemented)",
-                        self.name, cfg.idle)
+            log.warning("%s: idle = %d does nothing without die-on-idle (uWSGI's return to cheap mode "
+                        "is not implemented)", self.name, cfg.idle)
         return None
 
     def _broodlord_tick(self, now: float) -> None:
@@ -830,6 +870,8 @@ class Master:
         if self.parking is not None:
             env[parking.ENV] = self.parking.export()
         env[ENV_RELOADS] = str(self.reloads + 1)
+        import json
+
         env[ENV_OLD_WORKERS] = json.dumps({"pids": list(old), "deadline": deadline})
         if self.chan is not None:
             self.chan.set_inheritable(True)

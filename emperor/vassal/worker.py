@@ -17,7 +17,6 @@ import _socket
 import gc
 import logging
 import os
-import random
 import select
 import signal
 import socket
@@ -65,6 +64,13 @@ _ERROR_BODY = {400: b"Bad Request\n", 413: b"Payload Too Large\n", 500: b"Intern
                501: b"Not Implemented\n"}
 _REASON = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error",
            501: "Not Implemented"}
+
+
+def _jitter(delta: int) -> int:
+    """max-requests-delta: a random extra count (random is imported only when it is used)."""
+    import random
+
+    return random.randint(0, delta)
 
 
 class ClientGone(Exception):
@@ -208,7 +214,7 @@ class Worker:
         self.log_requests = self.reqlog.some  # every request, or some (log-4xx, log-slow ...)
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
-        self.max_requests = cfg.max_requests + (random.randint(0, delta) if cfg.max_requests and delta else 0)
+        self.max_requests = cfg.max_requests + (_jitter(delta) if cfg.max_requests and delta else 0)
         self.rss_limit = cfg.reload_on_rss * 1024 * 1024
         self.as_limit = cfg.reload_on_as * 1024 * 1024
         self.recycle_reason = ""
