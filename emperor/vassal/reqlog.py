@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from emperor.config_view import ConfigView
+
 
 class RequestLog:
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: ConfigView) -> None:
         self.all = not cfg.disable_logging
         self.slow_ms = cfg.log_slow
         self.big = cfg.log_big

@@ -16,9 +16,9 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 from emperor import addresses
+from emperor.config_view import ConfigView
 
 log = logging.getLogger("emperor.sockets")
 
@@ -182,7 +182,7 @@ def plan(uwsgi: list[str], http: list[str]) -> dict[str, str]:
     return out
 
 
-def configured(cfg: Any, tls: list[str]) -> dict[str, str]:
+def configured(cfg: ConfigView, tls: list[str]) -> dict[str, str]:
     """Address -> protocol for every socket of a vassal's config: ``socket`` (uwsgi, or HTTP with
     ``protocol = http``), ``http-socket``/``http11-socket``/``http`` and the https addresses."""
     http_addrs = [*(cfg.http_socket or []), *(cfg.http or [])]
