@@ -14,10 +14,11 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emperor import __version__, ini
 from emperor import validators as v
+from emperor.config_view import ConfigView
 from emperor.options import ALL, BY_NAME, OPTIONS, UNSUPPORTED, Decision, Option, Scope
 
 log = logging.getLogger("emperor.config")
@@ -55,8 +56,13 @@ class ConfigError(Exception):
 
 
 @dataclass
-class Config:
-    """Typed option values; attribute names are the option names with ``-`` -> ``_``."""
+class Config(ConfigView):
+    """Typed option values; attribute names are the option names with ``-`` -> ``_``.
+
+    The attribute types come from ``ConfigView`` (emperor/config_view.py, generated from the
+    option table); at run time ``__getattr__`` serves them from ``values``. It is hidden from
+    mypy so that a misspelt option name is a type error, not an ``Any``.
+    """
 
     values: dict[str, Any]
     sources: dict[str, Entry] = field(default_factory=dict)
@@ -64,11 +70,12 @@ class Config:
     files: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # the warnings, located
 
-    def __getattr__(self, attr: str) -> Any:
-        try:
-            return self.__dict__["values"][attr]
-        except KeyError:
-            raise AttributeError(attr) from None
+    if not TYPE_CHECKING:
+        def __getattr__(self, attr: str) -> Any:
+            try:
+                return self.__dict__["values"][attr]
+            except KeyError:
+                raise AttributeError(attr) from None
 
     def where(self, name: str) -> str:
         """``file:line`` of the entry that set option ``name`` (for error messages)."""
@@ -106,7 +113,7 @@ def build(entries: Iterable[Entry], scope: Scope, environ: Mapping[str, str] | N
     sources: dict[str, Entry] = {}
     files: list[str] = []
     for o in OPTIONS:
-        values[o.attr] = [] if o.multi else o.default
+        values[o.attr] = [] if o.multi else o.default_for(scope)
     strict = False
     for e in expanded:
         if e.key == "strict":
@@ -242,7 +249,7 @@ def build_parser(prog: str, scope: Scope, check: bool = False) -> argparse.Argum
         if opt.short:
             flags.insert(0, f"-{opt.short}")
         extra: dict[str, Any] = {"nargs": "?"} if opt.flag else {}
-        default = "" if opt.default is None else f" (default: {opt.default})"
+        default = "" if opt.default_for(scope) is None else f" (default: {opt.default_for(scope)})"
         group.add_argument(*flags, action=_Ordered, option=opt, dest=f"opt_{opt.attr}",
                            metavar=opt.metavar, help=(opt.help + default).replace("%", "%%"), **extra)
     return parser

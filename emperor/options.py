@@ -57,10 +57,18 @@ class Option:
     extra: dict[str, Any] = field(default_factory=dict)
     uwsgi: Decision = Decision.IMPLEMENTED  # see Decision; rows without it are implemented
     why: str = ""  # for BUILT_IN / IGNORED / REFUSED: the reason, shown in warnings and docs
+    # A different default in one scope (reload-mercy is 30 s in the emperor, as uWSGI's Ragnarok,
+    # and 60 s in a vassal): read by the config builder, the CLI help and the reference page, so
+    # no consumer restates it.
+    defaults: dict[Scope, Any] = field(default_factory=dict)
 
     @property
     def attr(self) -> str:
         return self.name.replace("-", "_")
+
+    def default_for(self, scope: Scope) -> Any:
+        """The default in a configuration of ``scope`` (``default`` unless ``defaults`` names it)."""
+        return self.defaults.get(scope, self.default)
 
 
 def _opt(*args: Any, **kwargs: Any) -> Option:
@@ -278,9 +286,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("harakiri-verbose", v.boolean, False, "On harakiri, also log what the worker was doing in the "
          "kernel (/proc/PID/syscall and wchan) before killing it.", group="processes", flag=True),
     _opt("reload-mercy", v.seconds, 60.0, "How long a graceful reload or stop waits for busy workers "
-         "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (30 s "
-         "there when unset, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
-         aliases=("worker-reload-mercy",), metavar="SECONDS"),
+         "before SIGKILL. In the emperor: how long a stopping vassal may take before SIGKILL (with "
+         "a shorter default there, as uWSGI's Ragnarok).", scope=Scope.ANY, group="processes",
+         aliases=("worker-reload-mercy",), metavar="SECONDS", defaults={Scope.EMPEROR: 30.0}),
     _opt("heartbeat", v.integer(0, 3600), 0, "Under an emperor: send it a heartbeat every this many "
          "seconds from the master's loop (0 = off). A master that stops sending them (stopped, stuck) "
          "is killed and respawned by the emperor after ``emperor-required-heartbeat`` seconds "

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import ProcGroup, free_port, request, wait_for, wait_for_socket, wsgi_vars
+from harness import ProcGroup, free_port, request, wait_for, wait_for_log, wait_for_socket, wsgi_vars
 from test_emperor_rig import Rig
 from vassal_runner import start_vassal, worker_pids
 
@@ -305,3 +305,21 @@ def test_an_emperor_whose_stats_address_is_busy_does_not_start(tmp_path: Path, s
                            timeout=30)
         assert r.returncode == 1
         assert "cannot start: emperor-stats" in log.read_text()
+
+
+def test_stats_follow_a_scale_and_a_reload_restores_the_ini_count(procs: ProcGroup, sock_dir: Path) -> None:
+    """A scale is runtime only: the master keeps the new count (its stats show it, as the ``processes``
+    key and the worker table), and a reload goes back to the ini's ``processes``."""
+    sock, stats = str(sock_dir / "app.sock"), str(sock_dir / "stats.sock")
+    v = start_vassal(procs, "--socket", sock, "--processes", "2", "--stats", stats)
+    assert json.loads(fetch(stats))["processes"] == 2
+    os.kill(v.pid, signal.SIGTTIN)
+    wait_for(lambda: len(worker_pids(v)) == 3, 10, what="a third worker after SIGTTIN")
+    wait_for(lambda: json.loads(fetch(stats))["processes"] == 3, 5, what="processes = 3 in the stats")
+    mark = v.log_size()
+    os.kill(v.pid, signal.SIGHUP)
+    wait_for_log(v, r"ready: 2 worker", after=mark, timeout=15)
+    wait_for(lambda: len(worker_pids(v)) == 2, 10, what="the ini's two workers after the reload")
+    wait_for(lambda: json.loads(fetch(stats))["processes"] == 2, 5, what="processes = 2 after the reload",
+             ignore=(OSError,))
+    assert get(sock) == 200

@@ -50,13 +50,13 @@ class Settings:
     """The emperor's configuration, resolved (absolute paths, seconds)."""
 
     sources: list[scan.Source]
+    mercy: float  # reload-mercy: its emperor default (30 s) is in the option table
     freq: float = 3.0
     throttle: float = 1.0
     max_throttle: float = 180.0
     tyrant: bool = False
     vassal_before: list[str] = field(default_factory=list)
     vassal_includes: list[str] = field(default_factory=list)
-    mercy: float = 30.0
     logto: str | None = None
     touch_logreopen: str | None = None
     stats: str | None = None  # emperor-stats, stats-http, emperor-control (emperor/empire/operator.py)
@@ -79,7 +79,6 @@ class Settings:
         if cfg.emperor_tyrant and os.geteuid() != 0:
             raise config.ConfigError("tyrant mode needs root (it runs each vassal as its file's owner)",
                                      cfg.where("emperor-tyrant"), key="emperor-tyrant")
-        mercy = cfg.reload_mercy if "reload_mercy" in cfg.sources else 30.0
         ident = privileges.resolve(cfg)
         if cfg.emperor_tyrant and ident.drops:
             raise config.ConfigError("emperor-tyrant needs the emperor to stay root: remove uid/gid from "
@@ -93,7 +92,7 @@ class Settings:
             sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
             max_throttle=max(cfg.emperor_max_throttle, cfg.emperor_throttle) / 1000,
             tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
-            vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=mercy,
+            vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=cfg.reload_mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
             broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,
             identity=Identity.of_config(cfg.files, cfg.emperor, cwd), ident=ident,

@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from emperor.config_view import ConfigView
 from emperor.protocol import asgi, uwsgi
 from emperor.vassal import loader
 from emperor.vassal import scoreboard as sb
@@ -503,7 +504,7 @@ class UwsgiCodec(asyncio.Protocol):
 class Worker:
     """The ASGI worker process; same constructor as the sync ``emperor.vassal.worker.Worker``."""
 
-    def __init__(self, wid: int, listeners: list[Listener], cfg: Any, board: sb.Scoreboard,
+    def __init__(self, wid: int, listeners: list[Listener], cfg: ConfigView, board: sb.Scoreboard,
                  app: Any, load_app: Callable[[], Any]) -> None:
         self.wid = wid
         self.index = wid - 1

@@ -19,16 +19,29 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from emperor.config import Config
 
 WSGIApp = Callable[..., Any]
+
+
+class AppKeys(Protocol):
+    """The keys that name the application: a vassal's config (emperor/config_view.py), or the
+    ``_FileCfg`` a ``module = path/app.py`` becomes."""
+
+    module: str | None
+    wsgi_file: str | None
+    callable: str
+    asgi: str | None
 
 
 class AppLoadError(Exception):
     """The application could not be imported; the message carries the traceback's last lines."""
 
 
-def prepare_process(cfg: Any) -> None:
+def prepare_process(cfg: Config) -> None:
     """Check the ASGI keys, then apply ``env``, ``chdir`` and ``pythonpath`` (in that order, as uWSGI)."""
     check_asgi_config(cfg)
     for assignment in cfg.env:
@@ -48,7 +61,7 @@ def prepare_process(cfg: Any) -> None:
                 sys.path.insert(0, path)
 
 
-def check_asgi_config(cfg: Any) -> None:
+def check_asgi_config(cfg: Config) -> None:
     """Combinations an ASGI vassal refuses, with the reason (before anything is imported)."""
     if not cfg.asgi:
         return
@@ -66,7 +79,7 @@ def check_asgi_config(cfg: Any) -> None:
                            "(pip install emperor[asgi]), or use asgi-loop = auto")
 
 
-def describe(cfg: Any) -> str:
+def describe(cfg: AppKeys) -> str:
     if getattr(cfg, "asgi", None):
         return f"asgi {cfg.asgi}"
     if cfg.wsgi_file:
@@ -74,7 +87,7 @@ def describe(cfg: Any) -> str:
     return f"module {cfg.module}" if cfg.module else "no application"
 
 
-def load(cfg: Any) -> WSGIApp:
+def load(cfg: AppKeys) -> WSGIApp:
     """Import the application and check that it is of the kind its key says (WSGI or ASGI)."""
     if getattr(cfg, "asgi", None):
         target = _FileCfg(None, "", cfg.asgi, cfg.callable)
@@ -86,9 +99,9 @@ def load(cfg: Any) -> WSGIApp:
         return app
     app = _import(cfg)
     if kind(app) == "asgi":
-        target = cfg.module or cfg.wsgi_file
+        given = cfg.module or cfg.wsgi_file
         raise AppLoadError(f"{describe(cfg)} is an ASGI application ({_signature(app)}): load it with "
-                           f"`asgi = {target}` instead of {'module' if cfg.module else 'wsgi-file'}")
+                           f"`asgi = {given}` instead of {'module' if cfg.module else 'wsgi-file'}")
     return app
 
 
@@ -135,7 +148,7 @@ def _dunder_call(app: Any) -> Any:
         (vars(k)["__call__"] for k in type(app).__mro__ if "__call__" in vars(k)), None)
 
 
-def _import(cfg: Any) -> WSGIApp:
+def _import(cfg: AppKeys) -> WSGIApp:
     if not cfg.module and not cfg.wsgi_file:
         raise AppLoadError("no application configured: set module, wsgi-file or asgi")
     try:
@@ -150,7 +163,7 @@ def _import(cfg: Any) -> WSGIApp:
             spec.loader.exec_module(mod)
             attr = cfg.callable
         else:
-            modname, _, attr = cfg.module.partition(":")
+            modname, _, attr = (cfg.module or "").partition(":")  # set: checked above
             if modname.endswith(".py"):
                 return _import(_FileCfg(modname, attr or cfg.callable))
             mod = importlib.import_module(modname)

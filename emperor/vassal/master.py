@@ -117,6 +117,7 @@ class Master:
         self.exit_code = 0
         self.ready_sent = False
         self.loyal_sent = False
+        self.target = cfg.processes  # the worker count now: the ini's until a scale (runtime only)
         self.listeners: list[sockets.Listener] = []
         self.pidfile: PidFile | None = None
         self.app: loader.WSGIApp | None = None
@@ -311,7 +312,7 @@ class Master:
         if self.stats_server is not None:
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
         log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
-                 self.pid, f" (reload {self.reloads})" if self.reloads else "", self.cfg.processes,
+                 self.pid, f" (reload {self.reloads})" if self.reloads else "", self.target,
                  self.cfg.threads, loader.describe(self.cfg),
                  ", ".join(lst.describe() for lst in self.listeners))
         self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
@@ -330,7 +331,7 @@ class Master:
         return self.exit_code
 
     def _spawn_all(self) -> None:
-        for wid in range(1, self.cfg.processes + 1):
+        for wid in range(1, self.target + 1):
             if wid not in self.respawn_at:  # a scale during the import queued it for _tick
                 self._spawn(wid)
 
@@ -347,7 +348,7 @@ class Master:
             self.sel.unregister(lst.sock)
         self.cheap_waiting = False
         if self.state == RUNNING:
-            log.info("%s: cheap: a connection arrived: forking %d worker(s)", self.name, self.cfg.processes)
+            log.info("%s: cheap: a connection arrived: forking %d worker(s)", self.name, self.target)
             self._spawn_all()
 
     def _timeout(self) -> float:
@@ -393,12 +394,12 @@ class Master:
 
     def _scale_by(self, step: int, why: str) -> None:
         """SIGTTIN/SIGTTOU: one worker more or less, as gunicorn, within [1, scoreboard slots]."""
-        count = self.cfg.processes + step
+        count = self.target + step
         if not 1 <= count <= self.board.slots:
             log.warning("%s: %s ignored: already %d worker(s) (the range is 1 to %d)", self.name, why,
-                        self.cfg.processes, self.board.slots)
+                        self.target, self.board.slots)
             return
-        log.info("%s: %s received: %d -> %d worker(s)", self.name, why, self.cfg.processes, count)
+        log.info("%s: %s received: %d -> %d worker(s)", self.name, why, self.target, count)
         self.scale(str(count))
 
     def _on_channel(self) -> None:
@@ -446,7 +447,7 @@ class Master:
         now = time.monotonic()
         if self.state == RUNNING:
             for wid, when in list(self.respawn_at.items()):
-                if wid > self.cfg.processes:  # scaled down meanwhile
+                if wid > self.target:  # scaled down meanwhile
                     del self.respawn_at[wid]
                 elif now >= when and wid not in self.workers.values():  # (a retiring one holds the slot)
                     del self.respawn_at[wid]
@@ -508,7 +509,7 @@ class Master:
         if self.cheap_waiting:
             return True
         b, live = self.board, set(self.workers.values())
-        wanted = range(1, self.cfg.processes + 1)  # a worker retiring after a scale-down does not count
+        wanted = range(1, self.target + 1)  # a worker retiring after a scale-down does not count
         return bool(self.workers) and all(
             wid in live and b.get(wid - 1, scoreboard.ACCEPTING) for wid in wanted)
 
@@ -597,7 +598,7 @@ class Master:
         if self.state != RUNNING:
             log.info("%s: worker %d (pid %d) %s", self.name, wid, pid, what)
             return
-        if wid > self.cfg.processes:
+        if wid > self.target:
             log.info("%s: worker %d (pid %d) retired after a scale-down: %s", self.name, wid, pid, what)
             return
         if code == 0:
@@ -716,7 +717,7 @@ class Master:
         """Once a second: SOS while overloaded (a vassal); leave when idle (a zerg)."""
         if self.sos is not None:
             busy = [self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values()]
-            all_busy = len(busy) == self.cfg.processes and all(busy)
+            all_busy = len(busy) == self.target and all(busy)
             payload = self.sos.check(now, all_busy)  # also logs a full listen queue
             if payload is not None and self.chan is not None:
                 channel.send(self.chan, Msg.SOS, payload)
@@ -747,8 +748,8 @@ class Master:
         """Change the worker count now, without a reload: spawn the missing workers, or retire the
         highest-numbered ones gracefully (SIGTERM: they finish their request and leave).
 
-        Runtime only: ``cfg.processes`` is overwritten in memory, so every reader (readiness,
-        stats, SOS) sees the new count, and a reload re-reads the ini and its value wins again.
+        Runtime only: the count is ``self.target``, which every reader (readiness, stats, SOS,
+        SIGTTIN/SIGTTOU) uses; the config keeps the ini's value, so a reload restores it.
         Returns (accepted, the new count or the reason of the refusal) for the emperor.
         """
         asked = channel.parse_scale_request(payload)
@@ -766,8 +767,7 @@ class Master:
             return False, why
         assert asked is not None  # a refusal above otherwise
         count = asked
-        old = self.cfg.processes
-        self.cfg.values["processes"] = count
+        old, self.target = self.target, count
         log.info("%s: scaled: %d -> %d worker(s) (runtime only: a reload restores the ini's value)",
                  self.name, old, count)
         live = set(self.workers.values())
@@ -1038,13 +1038,15 @@ def _log_to_syslog(arg: str, name: str) -> None:
 
 def _enter_venv(cfg: config.Config, pairs: list[tuple[str, str]], chan: socket.socket | None) -> None:
     """``home``: re-execute under the venv's own python unless already running from it (emperor/venv.py)."""
+    home = cfg.home
+    assert home is not None  # the caller enters only when home is set
     try:
-        python = venv.check(cfg.home)
+        python = venv.check(home)
     except venv.VenvError as exc:
         e = cfg.sources.get("home")
         raise config.ConfigError(str(exc), e.file if e else "", e.line if e else 0,
                                  e.key if e else "home") from None
-    if venv.running_in(cfg.home):
+    if venv.running_in(home):
         return
     env = dict(os.environ)
     if chan is not None:

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from emperor.config_view import ConfigView
 from emperor.logformat import compile_format, syslog_handler
 
 
 class RequestLog:
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: ConfigView) -> None:
         self.all = not cfg.disable_logging
         self.slow_ms = cfg.log_slow
         self.big = cfg.log_big

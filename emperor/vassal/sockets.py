@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
 
 from emperor import addresses
+from emperor.config_view import ConfigView
 from emperor.listeners import (  # noqa: F401 - the listening-socket primitives, shared with the emperor
     ENV_FDS,
     ENV_ON_DEMAND,
@@ -101,7 +101,7 @@ def plan(uwsgi: list[str], http: list[str]) -> dict[str, str]:
     return out
 
 
-def configured(cfg: Any, tls: list[str]) -> dict[str, str]:
+def configured(cfg: ConfigView, tls: list[str]) -> dict[str, str]:
     """Address -> protocol for every socket of a vassal's config: ``socket`` (uwsgi, or HTTP with
     ``protocol = http``), ``http-socket``/``http11-socket``/``http`` and the https addresses."""
     http_addrs = [*(cfg.http_socket or []), *(cfg.http or [])]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from emperor.config_view import ConfigView
 from emperor.protocol.wsgi import FileWrapper
 
 log = logging.getLogger("emperor.static")
@@ -42,7 +43,7 @@ class Mount:
         self.full = full  # static-map2: the whole PATH_INFO is appended to root
 
 
-def wrap(app: WSGIApp, cfg: Any) -> WSGIApp:
+def wrap(app: WSGIApp, cfg: ConfigView) -> WSGIApp:
     """``app`` itself when no static option is set; else the middleware in front of it."""
     maps = list(getattr(cfg, "static_map", None) or [])
     maps2 = list(getattr(cfg, "static_map2", None) or [])

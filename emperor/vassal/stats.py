@@ -34,9 +34,8 @@ log = logging.getLogger("emperor.stats")
 
 
 class Settings(Protocol):
-    """The options the documents show (the vassal's ``Config``: ``processes`` follows a scale)."""
+    """The options the documents show (the vassal's ``Config``, emperor/config_view.py)."""
 
-    processes: int
     listen: int
     chdir: str | None
     stats: str | None
@@ -46,13 +45,15 @@ class Settings(Protocol):
 
 class Source(Protocol):
     """What the stats read of the vassal's master, live: its name and pid, the scoreboard the
-    workers write, its worker table (pid -> worker id), its listeners and its settings."""
+    workers write, its worker table (pid -> worker id), its listeners, its target worker count
+    and its settings."""
 
     name: str
     pid: int
     board: Scoreboard
     workers: dict[int, int]
     listeners: list[Listener]
+    target: int  # the worker count now (the ini's ``processes``, or what a scale set)
 
     @property
     def cfg(self) -> Settings: ...
@@ -84,7 +85,7 @@ class VassalStats:
             "gid": os.getgid(),
             "cwd": _cwd(),
             "name": m.name,
-            "processes": m.cfg.processes,
+            "processes": m.target,
             "locks": [{"user 0": 0}, {"signal": 0}],
             "sockets": [
                 {"name": lst.name, "proto": lst.proto, "queue": queues.get(lst.name, (0, 0))[0],
@@ -203,7 +204,7 @@ class VassalStats:
             out.append(busy)
             target = GaugeMetricFamily("emperor_processes", "Configured (or scaled) worker count.",
                                        labels=["vassal"])
-            target.add_metric([vassal], m.cfg.processes)
+            target.add_metric([vassal], m.target)
             out.append(target)
             q = GaugeMetricFamily("emperor_listen_queue", "Connections waiting in the accept queue "
                                   "(0 where the kernel does not report it).", labels=["vassal", "socket"])

@@ -22,6 +22,8 @@ import ssl
 import time
 from typing import Any
 
+from emperor.config_view import ConfigView
+
 log = logging.getLogger("emperor.tls")
 
 
@@ -40,7 +42,7 @@ def parse(value: str) -> tuple[str, str, str, str | None, str | None]:
     return addr, cert, key, ciphers, ca
 
 
-def sites(cfg: Any) -> dict[str, TLSSite]:
+def sites(cfg: ConfigView) -> dict[str, TLSSite]:
     """Listener address -> its TLS context holder, from the https-socket lines (TLSError if bad)."""
     out: dict[str, TLSSite] = {}
     for value in getattr(cfg, "https_socket", None) or []:

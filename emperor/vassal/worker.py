@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emperor import logs
+from emperor.config_view import ConfigView
 from emperor.protocol import uwsgi
 from emperor.protocol.uwsgi import SCHEME_KEY, check_header, content_length, parse_vars
 from emperor.protocol.wsgi import (
@@ -189,7 +190,7 @@ class Exchange(Response):
 
 
 class Worker:
-    def __init__(self, wid: int, listeners: list[Listener], cfg: Any, board: sb.Scoreboard,
+    def __init__(self, wid: int, listeners: list[Listener], cfg: ConfigView, board: sb.Scoreboard,
                  app: WSGIApp | None, load_app: Callable[[], WSGIApp]) -> None:
         self.wid = wid
         self.index = wid - 1
