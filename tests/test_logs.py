@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def test_request_lines_have_the_time_and_the_vassal_and_tracebacks_keep_the_pref
     assert len(block) > 3, block
     for ln in block:  # every line of the traceback carries the time and the vassal's name
         assert re.match(rf"{STAMP} \[shop\] ", ln), ln
+
+
+def test_asgi_request_lines_have_the_time_and_the_vassal(procs: ProcGroup, sock_dir: Path,
+                                                          tmp_path: Path) -> None:
+    sock = str(sock_dir / "async.sock")
+    ini = tmp_path / "async.ini"
+    ini.write_text(f"[uwsgi]\nsocket = {sock}\nchdir = {APPS}\nasgi = asgiapp:app\nprocesses = 1\n")
+    proc = procs.start([sys.executable, "-m", "emperor.vassal", "--ini", str(ini)], name="async")
+    wait_for(lambda: "ready:" in proc.log_text(), 15, what="the ASGI vassal")
+    assert request(sock, wsgi_vars(path="/"))[0] == 200
+    line = rf"^{STAMP} \[async\] \S+ \"GET / HTTP/1.1\" 200 .*pid="
+    wait_for(lambda: re.search(line, proc.log_text(), re.M), 10,
+             what="the ASGI request line with the time and the vassal's name")
 
 
 def test_recycling_a_worker_counts_as_a_respawn(procs: ProcGroup, sock_dir: Path) -> None:

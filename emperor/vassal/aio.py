@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from emperor import logs
 from emperor.config_view import ConfigView
 from emperor.protocol import asgi, uwsgi
 from emperor.vassal import loader
@@ -535,6 +536,7 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.logged: set[str] = set()
         self.pid = 0
+        self.log_second, self.log_prefix = 0, ""  # the request lines' time and vassal prefix
         self.loop: asyncio.AbstractEventLoop
 
     # ---- process ---------------------------------------------------------------------------
@@ -806,7 +808,10 @@ class Worker:
             status = cycle.status
         else:
             status = cycle.response.status if cycle is not None else codec.status
-        line = (f"{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
+        now = int(time.time())
+        if now != self.log_second:  # one strftime per second, as the sync worker
+            self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
+        line = (f"{self.log_prefix}{env.get('REMOTE_ADDR', '-')} \"{env.get('REQUEST_METHOD', '-')} "
                 f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
                 f"{status or '-'} {cycle.sent if cycle else 0} {took_us / 1000:.2f}ms pid={self.pid} "
                 f"worker={self.wid}\n")
