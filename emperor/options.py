@@ -601,6 +601,8 @@ COMPAT: tuple[Option, ...] = (
     # HTTP router and static-file options around what docs/http.md implements
     _compat("http-processes", _I, "there is no HTTP router process: the workers serve http listeners",
             flag=False, aliases=("http-workers",)),
+    _compat("http-websockets", _I, "a WSGI app gets an Upgrade request as a plain request (emperor has "
+            "no uwsgi.websocket_* API); ASGI vassals speak WebSockets on uwsgi sockets (docs/asgi.md)"),
     _compat("http-to", _I, "there is no HTTP router forwarding to a uwsgi socket: the workers serve "
             "the http listener with the same app", flag=False),
     _compat("static-gzip", _I, "static files are sent as they are (no .gz variants); nginx can "
@@ -614,8 +616,6 @@ COMPAT: tuple[Option, ...] = (
 # Options other work is implementing (identity, HTTP, autoscaling): refused until a row in
 # OPTIONS declares them (a row always wins over this map).
 UNSUPPORTED: dict[str, str] = {
-    "http-websockets": "WebSocket upgrades on HTTP sockets are not implemented (they are on uwsgi "
-                       "sockets for ASGI vassals): an Upgrade request is served as a plain HTTP request",
     "logto2": "not supported: logto is opened before the privilege drop and kept across reloads",
     "pidfile2": "not supported: pidfile is written as root and handed to the user, so reloads rewrite it",
     "no-initgroups": "the user's supplementary groups are always set (add more with add-gid)",

@@ -62,7 +62,7 @@ def test_built_in_options_are_silent_ignored_ones_warn_unless_off(tmp_path: Path
 
 
 @pytest.mark.parametrize("key", ["chroot", "cap", "unshare", "namespace", "jail", "limit-as", "cron2",
-                                 "spooler", "mule", "logto2", "http-websockets"])
+                                 "spooler", "mule", "logto2"])
 def test_security_and_results_options_are_refused(tmp_path: Path, key: str) -> None:
     exc = _errors(tmp_path, f"[uwsgi]\nsocket = /tmp/a.sock\n{key} = x\n")
     assert f"v.ini:3: {key}: not supported by emperor" in str(exc)
