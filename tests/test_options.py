@@ -72,7 +72,7 @@ def _cfg(tmp_path: Path, text: str, scope: Scope = Scope.VASSAL) -> config.Confi
     ("[uwsgi]\nchroot = /jail\n", "v.ini:2: chroot: not supported by emperor: a sandbox setting"),
     ("[uwsgi]\nlogto2 = /x.log\n", "v.ini:2: logto2: not supported by emperor: not supported: logto"),
     ("[uwsgi]\nchmod-socket = 999\n", "v.ini:2: chmod-socket: bad value: '999' is not an octal mode"),
-    ("[uwsgi]\nhttp-websockets = true\n", "v.ini:2: http-websockets: not supported by emperor"),
+    ("[uwsgi]\ncap = setgid\n", "v.ini:2: cap: not supported by emperor"),
     ("[uwsgi]\nenv = NOEQUALS\n", "v.ini:2: env: bad value: 'NOEQUALS' is not KEY=VALUE"),
     ("[uwsgi]\nmodule = 1bad\n", "v.ini:2: module: bad value: '1bad' is not a dotted module name"),
 ])
