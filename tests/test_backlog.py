@@ -214,19 +214,23 @@ def test_a_zerg_serves_the_parent_sockets_and_never_removes_them(procs: ProcGrou
 
 
 def test_zerg_section_scope_is_validated(tmp_path: Path) -> None:
-    """idle/die-on-idle belong to [zerg]; zerg-server/vassal-sos-backlog to the vassal."""
+    """idle/die-on-idle are valid in [zerg] and (since on-demand vassals) in a vassal; an emperor
+    option in a vassal is refused with its scope named."""
     ini = tmp_path / "a.ini"
     ini.write_text("[uwsgi]\nsocket = /tmp/x.sock\nzerg-server = /tmp/z.sock\nvassal-sos-backlog = 3\n\n"
                    "[zerg]\nzerg = /tmp/z.sock\nidle = 3\ndie-on-idle = true\n")
     bad = tmp_path / "b.ini"
-    bad.write_text("[uwsgi]\nsocket = /tmp/x.sock\nidle = 3\n")
+    bad.write_text("[uwsgi]\nsocket = /tmp/x.sock\nemperor-freq = 3\n")
     run = [sys.executable, "-m", "emperor.vassal", "--ini"]
     from emperor import config
     from emperor.options import Scope
 
     assert config.from_args([("ini", f"{ini}:zerg")], Scope.ZERG).die_on_idle is True
     assert config.from_args([("ini", str(ini))], Scope.VASSAL).vassal_sos_backlog == 3
+    idle = tmp_path / "idle.ini"
+    idle.write_text("[uwsgi]\nsocket = /tmp/x.sock\nidle = 3\ndie-on-idle = true\n")
+    assert config.from_args([("ini", str(idle))], Scope.VASSAL).idle == 3
     with pytest.raises(config.ConfigError, match="not valid in a vassal"):
         config.from_args([("ini", str(bad))], Scope.VASSAL)
     out = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 78 and "idle" in out.stderr
+    assert out.returncode == 78 and "emperor-freq" in out.stderr
