@@ -1,0 +1,95 @@
+"""Private etcd members for the fleet tests: loopback free ports, a temp data dir, stopped by pid.
+
+``Etcd.start(procs, tmp)`` runs one member; ``cluster(procs, tmp, 3)`` runs three that form one
+cluster. Each member is a harness ``Proc`` of the test's ``procs`` group, so the fixture's
+teardown stops it (and checks for orphans) even when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .procs import Proc, ProcGroup, free_port, wait_for
+
+
+def etcd_binary() -> str | None:
+    """Debian's etcd-server installs /usr/bin/etcd (contrib/demo/setup.sh test installs it)."""
+    return shutil.which("etcd") or (str(Path("/usr/bin/etcd")) if Path("/usr/bin/etcd").exists() else None)
+
+
+@dataclass
+class Member:
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
+                return bool(json.loads(resp.read()).get("health") in ("true", True))
+        except (OSError, ValueError):
+            return False
+
+
+@dataclass
+class Cluster:
+    procs: ProcGroup
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.url for m in self.members if m.proc is not None and m.proc.alive())
+
+    @property
+    def url(self) -> str:
+        return self.members[0].url
+
+    def start(self, extra_env: dict[str, str] | None = None) -> Cluster:
+        binary = etcd_binary()
+        assert binary, "etcd is not installed (bash contrib/demo/setup.sh test installs etcd-server)"
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.data_dir.mkdir(parents=True, exist_ok=True)
+            cmd = [binary, "--name", m.name, "--data-dir", str(m.data_dir),
+                   "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
+                   "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+                   "--initial-cluster", initial, "--initial-cluster-state", "new",
+                   "--initial-cluster-token", f"emperor-test-{m.client_port}",
+                   "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"]
+            m.proc = self.procs.start(cmd, name=f"etcd-{m.name}", env=extra_env or {})
+        wait_for(lambda: all(m.healthy() for m in self.members), timeout=20, what="etcd healthy")
+        return self
+
+    def stop_member(self, m: Member, sig: int = signal.SIGTERM) -> None:
+        assert m.proc is not None
+        self.procs.stop(m.proc, sig=sig)
+
+    def stop(self) -> None:
+        for m in self.members:
+            if m.proc is not None and m.proc.alive():
+                self.procs.stop(m.proc)
+
+
+def cluster(procs: ProcGroup, tmp: Path, size: int = 1, hosts: list[str] | None = None) -> Cluster:
+    """``size`` members on loopback (or on ``hosts``, one per member), each with its own data dir."""
+    c = Cluster(procs)
+    for i in range(size):
+        host = hosts[i] if hosts else "127.0.0.1"
+        c.members.append(Member(f"m{i}", host, free_port(host), free_port(host), tmp / f"etcd-m{i}"))
+    return c.start()

@@ -1,0 +1,189 @@
+"""The fleet on loopback: a private etcd member, real emperors and vassals, ``emperor upstreams``.
+
+Two emperors on 127.0.0.1 play two hosts (their vassals listen on different ports). Checked:
+keys appear when a vassal is READY, survive a graceful reload, are removed when it stops,
+vanish within TTL + 1 s of an emperor's SIGKILL; ``emperor upstreams`` renders and re-renders
+and keeps its file while etcd is down (serving goes on); a vassal ini put under an etcd
+prefix runs within about a second and deleting the key stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness import ProcGroup, free_port, request, wait_for, wait_for_log, wsgi_vars
+from harness.etcd import Cluster, cluster, etcd_binary
+
+from emperor import etcdkv
+
+pytestmark = pytest.mark.skipif(etcd_binary() is None and os.environ.get("CI") != "true",
+                                reason="etcd is not installed (bash contrib/demo/setup.sh test)")
+
+APP = '''\
+import os
+
+
+def application(environ, start_response):
+    body = f"{os.environ.get('APP_TAG', '?')} {os.getpid()}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+TTL = 2
+
+
+class Host:
+    """One emperor with its vassal directory, registering in etcd."""
+
+    def __init__(self, root: Path, procs: ProcGroup, etcd: str, extra: str = "") -> None:
+        self.root, self.procs, self.etcd = root, procs, etcd
+        self.vassals = root / "vassals"
+        self.vassals.mkdir(parents=True)
+        (root / "app.py").write_text(APP)
+        self.extra = extra
+        self.proc = None
+
+    def write(self, name: str, port: int, tag: str = "v1", extra: str = "") -> Path:
+        path = self.vassals / f"{name}.ini"
+        tmp = self.vassals / f".{name}.tmp"
+        tmp.write_text(f"[uwsgi]\nsocket = 127.0.0.1:{port}\nwsgi-file = {self.root / 'app.py'}\n"
+                       f"processes = 1\nenv = APP_TAG={tag}\n{extra}\n")
+        tmp.replace(path)
+        return path
+
+    def start(self) -> None:
+        ini = self.root / "emperor.ini"
+        ini.write_text(f"[uwsgi]\nemperor = {self.vassals}\nemperor-etcd = {self.etcd}\n"
+                       f"emperor-etcd-ttl = {TTL}\nemperor-etcd-prefix = /t\n{self.extra}\n")
+        self.proc = self.procs.start([sys.executable, "-m", "emperor", "--ini", str(ini)], name="emperor")
+        wait_for_log(self.proc, r"starting: emperor", timeout=20)
+
+    def mark(self) -> int:
+        assert self.proc is not None
+        return self.proc.log_size()
+
+    def wait_log(self, pattern: str, after: int = 0, timeout: float = 15.0) -> None:
+        assert self.proc is not None
+        wait_for_log(self.proc, pattern, after=after, timeout=timeout)
+
+
+def keys(etcd: Cluster, prefix: str = "/t/upstreams/") -> dict[str, dict[str, object]]:
+    client = etcdkv.Client(etcdkv.parse_endpoints(etcd.endpoints), timeout=2)
+    kvs, _ = client.get_prefix(prefix)
+    return {k: json.loads(v) for k, (v, _) in kvs.items()}
+
+
+def answer(port: int) -> str:
+    status, _, body, _ = request(("127.0.0.1", port), wsgi_vars(), timeout=5)
+    assert status == 200, status
+    return body.decode()
+
+
+@pytest.fixture
+def etcd(procs: ProcGroup, tmp_path: Path) -> Cluster:
+    return cluster(procs, tmp_path, 1)
+
+
+def test_membership_follows_vassal_lifecycle(etcd: Cluster, procs: ProcGroup, tmp_path: Path) -> None:
+    """READY -> key (app name, weight from the vassal); reload -> kept; stop -> removed;
+    SIGKILL of the emperor -> gone within TTL + 1 s; the other host's keys stay."""
+    a, b = Host(tmp_path / "a", procs, etcd.url), Host(tmp_path / "b", procs, etcd.url)
+    pa, pb = free_port(), free_port()
+    a.write("shop", pa, extra="weight = 3")
+    b.write("shop", pb)
+    a.start()
+    b.start()
+    ka, kb = f"/t/upstreams/shop/127.0.0.1:{pa}", f"/t/upstreams/shop/127.0.0.1:{pb}"
+    def both() -> dict[str, dict[str, object]] | None:
+        k = keys(etcd)
+        return k if {ka, kb} <= set(k) else None
+
+    got = wait_for(both, 20, what="both keys")
+    assert got[ka]["weight"] == 3 and got[ka]["vassal"] == "shop.ini", got
+    assert got[kb]["weight"] == 1, got
+
+    # a graceful reload keeps the key the whole time (the socket stays open)
+    mark = a.mark()
+    seen_missing = []
+    a.write("shop", pa, tag="v2", extra="weight = 3")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if ka not in keys(etcd):
+            seen_missing.append(time.monotonic())
+        assert a.proc is not None
+        if "reloaded: 'shop.ini'" in a.proc.log_text(mark):
+            break
+        time.sleep(0.02)
+    a.wait_log(r"reloaded: 'shop.ini'", after=mark)
+    assert not seen_missing, "the key vanished during a graceful reload"
+    assert answer(pa).startswith("v2")
+
+    # a named app: the key moves to the new app name after the reload
+    a.write("shop", pa, tag="v3", extra="weight = 3\nfleet-app = store")
+    wait_for(lambda: f"/t/upstreams/store/127.0.0.1:{pa}" in keys(etcd) and ka not in keys(etcd), 15,
+             what="key under the new app name")
+
+    # stop the vassal on host B -> its key is removed, A's stays
+    (b.vassals / "shop.ini").unlink()
+    wait_for(lambda: kb not in keys(etcd), 15, what="B's key removed after its vassal stopped")
+
+    # SIGKILL the emperor A: its lease stops being refreshed, its key goes within TTL + 1 s
+    assert a.proc is not None
+    ka2 = f"/t/upstreams/store/127.0.0.1:{pa}"
+    assert ka2 in keys(etcd)
+    b.write("shop", pb)
+    wait_for(lambda: kb in keys(etcd), 15, what="B's key back")
+    os.kill(a.proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: ka2 not in keys(etcd), TTL + 3, what="A's key gone after SIGKILL")
+    assert time.monotonic() - killed <= TTL + 1.5
+    assert kb in keys(etcd)  # the other host is untouched
+    a.proc.wait(10)
+
+
+def test_clean_shutdown_revokes_and_wildcard_is_advertised(etcd: Cluster, procs: ProcGroup,
+                                                           tmp_path: Path) -> None:
+    """A socket bound to every interface registers the advertise address, never 0.0.0.0;
+    SIGTERM removes the keys at once (the lease is revoked)."""
+    a = Host(tmp_path / "a", procs, etcd.url, extra="emperor-etcd-advertise = 127.0.0.9")
+    port = free_port()
+    a.write("wild", port)
+    (a.vassals / "wild.ini").write_text((a.vassals / "wild.ini").read_text().replace(
+        f"127.0.0.1:{port}", f"0.0.0.0:{port}"))
+    a.start()
+    key = f"/t/upstreams/wild/127.0.0.9:{port}"
+    wait_for(lambda: key in keys(etcd), 20, what="advertised key")
+    assert not any("0.0.0.0" in k for k in keys(etcd))
+    assert a.proc is not None
+    procs.stop(a.proc)
+    assert key not in keys(etcd)  # revoked on the way out, not left to the TTL
+
+
+def test_etcd_down_does_not_affect_serving(etcd: Cluster, procs: ProcGroup, tmp_path: Path) -> None:
+    """etcd stopped: the vassal keeps serving, the emperor keeps running and says so once;
+    etcd back (same data dir) -> the keys are registered again."""
+    a = Host(tmp_path / "a", procs, etcd.url)
+    port = free_port()
+    a.write("app", port)
+    a.start()
+    key = f"/t/upstreams/app/127.0.0.1:{port}"
+    wait_for(lambda: key in keys(etcd), 20, what="key")
+    member = etcd.members[0]
+    etcd.stop_member(member)
+    a.wait_log(r"etcd: cannot register upstreams \(serving is not affected\)", timeout=TTL + 10)
+    for _ in range(20):
+        assert answer(port).startswith("v1")
+    # a change while etcd is down still applies locally
+    mark = a.mark()
+    a.write("app", port, tag="v2")
+    a.wait_log(r"reloaded: 'app.ini'", after=mark)
+    assert answer(port).startswith("v2")
+    etcd.start()
+    wait_for(lambda: key in keys(etcd), 20, what="key registered again after etcd came back",
+             ignore=(etcdkv.EtcdError,))
