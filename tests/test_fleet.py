@@ -187,3 +187,143 @@ def test_etcd_down_does_not_affect_serving(etcd: Cluster, procs: ProcGroup, tmp_
     etcd.start()
     wait_for(lambda: key in keys(etcd), 20, what="key registered again after etcd came back",
              ignore=(etcdkv.EtcdError,))
+
+
+def upstreams_cmd(etcd: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "emperor", "upstreams", "--etcd", etcd, "--prefix", "/t", "--out", str(out),
+            *extra]
+
+
+def test_upstreams_renders_and_keeps_file_when_etcd_is_down(etcd: Cluster, procs: ProcGroup,
+                                                             tmp_path: Path) -> None:
+    """Two hosts -> one upstream with both servers; a stopped vassal -> re-rendered without it
+    and --exec run again; a rogue key is skipped; etcd down -> the file stays as it was."""
+    a, b = Host(tmp_path / "a", procs, etcd.url), Host(tmp_path / "b", procs, etcd.url)
+    pa, pb = free_port(), free_port()
+    a.write("shop", pa, extra="weight = 2")
+    b.write("shop", pb)
+    a.start()
+    b.start()
+    out, runs = tmp_path / "upstreams.conf", tmp_path / "runs"
+    hook = f"sh -c 'echo run >> {runs}'"
+    rdr = procs.start(upstreams_cmd(etcd.url, out, "--exec", hook), name="upstreams")
+    server_a = f"server 127.0.0.1:{pa} weight=2 max_fails=1 fail_timeout=2s;"
+    server_b = f"server 127.0.0.1:{pb} weight=1 max_fails=1 fail_timeout=2s;"
+
+    def text() -> str:
+        return out.read_text() if out.exists() else ""
+
+    wait_for(lambda: server_a in text() and server_b in text(), 20, what="both servers rendered")
+    assert "upstream shop {" in text() and text().count("upstream ") == 1, text()
+    wait_for(lambda: runs.exists() and runs.read_text().count("run") >= 1, 5, what="--exec ran")
+
+    # a key that would inject nginx directives is skipped, the rest still renders
+    client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url))
+    client.put("/t/upstreams/evil/1.2.3.4:80;include /etc/passwd", b"{}")
+    client.put("/t/upstreams/other/127.0.0.1:9", b'{"weight": 5, "vassal": "o.ini", "state": "ready"}')
+    wait_for(lambda: "upstream other {" in text(), 10, what="second app rendered")
+    assert "evil" not in text() and "passwd" not in text()
+    client.delete("/t/upstreams/other/127.0.0.1:9")
+    wait_for(lambda: "upstream other" not in text(), 10, what="second app gone")
+
+    # a vassal stops on B -> re-rendered without it
+    before = runs.read_text().count("run")
+    (b.vassals / "shop.ini").unlink()
+    wait_for(lambda: server_b not in text(), 15, what="B's server dropped")
+    assert server_a in text()
+    wait_for(lambda: runs.read_text().count("run") > before, 5, what="--exec ran after the change")
+
+    # etcd down: the file is kept exactly, the renderer keeps running and says so
+    kept = text()
+    mtime = out.stat().st_mtime_ns
+    etcd.stop_member(etcd.members[0])
+    wait_for_log(rdr, r"etcd unreachable, keeping", timeout=20)
+    assert rdr.alive() and text() == kept and out.stat().st_mtime_ns == mtime
+    assert answer(pa).startswith("v1")  # and serving is not affected
+
+    # etcd back: the renderer resumes (B's vassal is back meanwhile)
+    b.write("shop", pb)
+    etcd.start()
+    wait_for(lambda: server_b in text(), 30, what="re-rendered after etcd came back")
+
+
+def test_upstreams_once_and_template_errors(etcd: Cluster, tmp_path: Path) -> None:
+    """--once renders the current keys with a custom template; a broken template is refused
+    with its file and line, before anything is written."""
+    import subprocess
+
+    client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url))
+    client.put("/t/upstreams/api/10.0.0.1:8000", b'{"weight": 4, "vassal": "api.ini", "state": "loyal"}')
+    tpl = tmp_path / "t.tmpl"
+    tpl.write_text("# apps\n@app\nupstream ${app}_pool {  # $count\n@server\n  server $addr weight=$weight;"
+                   "  # $vassal $state\n@end\n}\n@end\nmap $$host $$x {}\n")
+    out = tmp_path / "o.conf"
+    done = subprocess.run(upstreams_cmd(etcd.url, out, "--once", "--template", str(tpl)), timeout=30,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == ("# apps\nupstream api_pool {  # 1\n  server 10.0.0.1:8000 weight=4;"
+                               "  # api.ini loyal\n}\nmap $host $x {}\n")
+    tpl.write_text("@app\n@server\n@end\n")
+    bad = subprocess.run(upstreams_cmd(etcd.url, tmp_path / "x.conf", "--once", "--template", str(tpl)),
+                         timeout=30, capture_output=True, text=True)
+    assert bad.returncode == 2 and f"{tpl}: @app is not closed" in bad.stderr, bad.stderr
+    tpl.write_text("@app\nupstream $nope {}\n@end\n")
+    bad = subprocess.run(upstreams_cmd(etcd.url, tmp_path / "x.conf", "--once", "--template", str(tpl)),
+                         timeout=30, capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr, bad.stderr
+    assert not (tmp_path / "x.conf").exists()
+
+
+def test_vassals_from_an_etcd_prefix(etcd: Cluster, procs: ProcGroup, tmp_path: Path) -> None:
+    """emperor = etcd://HOST:PORT/PREFIX next to a directory: a put key runs within ~1 s on both
+    emperors, a second put reloads it, a delete stops it; a bad key name is refused by name."""
+    member = etcd.members[0]
+    src = f"etcd://{member.host}:{member.client_port}/t/vassals"
+    port, port_b = free_port(), free_port()
+    # one loopback plays both hosts: each emperor gives its vassals their own port (vassal-set)
+    a = Host(tmp_path / "a", procs, etcd.url, extra=f"emperor = {src}\nvassal-set = port={port}")
+    b = Host(tmp_path / "b", procs, etcd.url, extra=f"emperor = {src}\nvassal-set = port={port_b}")
+    a.start()
+    b.start()
+    ini = (f"[uwsgi]\nsocket = 127.0.0.1:%(port)\nwsgi-file = {tmp_path / 'a' / 'app.py'}\nprocesses = 1\n"
+           "env = APP_TAG=%(tag)\n")
+    client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url))
+    marks = (a.mark(), b.mark())
+    t0 = time.monotonic()
+    client.put("/t/vassals/web.ini", ini.replace("%(tag)", "e1").encode())
+    a.wait_log(r"spawned: 'web.ini'", after=marks[0], timeout=5)
+    b.wait_log(r"spawned: 'web.ini'", after=marks[1], timeout=5)
+    spawned = time.monotonic() - t0
+    assert spawned < 1.0, spawned  # the put reaches both emperors within a second
+    a.wait_log(r"ready: 'web.ini'", after=marks[0])
+    b.wait_log(r"ready: 'web.ini'", after=marks[1])
+    assert answer(port).startswith("e1")
+    # the vassal got its ini as a memfd, not a path: no file of that name exists anywhere
+    assert not (tmp_path / "a" / "web.ini").exists()
+
+    mark = a.mark()
+    client.put("/t/vassals/web.ini", ini.replace("%(tag)", "e2").encode())
+    a.wait_log(r"reloaded: 'web.ini'", after=mark)
+    assert answer(port).startswith("e2")
+
+    client.put("/t/vassals/sub/x.ini", b"[uwsgi]\n")
+    a.wait_log(r"refused: .*sub/x\.ini.*PREFIX/NAME\.ini", after=mark)
+
+    mark = a.mark()
+    client.delete("/t/vassals/web.ini")
+    a.wait_log(r"stopped: 'web.ini'", after=mark)
+    b.wait_log(r"stopped: 'web.ini'", after=marks[1])
+
+
+def test_tyrant_refuses_etcd_source(tmp_path: Path) -> None:
+    """An etcd key has no owner: tyrant mode refuses the source with a clear error, naming the key."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("tyrant mode needs root")
+    ini = tmp_path / "e.ini"
+    ini.write_text("[uwsgi]\nemperor = etcd://127.0.0.1:1/v\nemperor-tyrant = true\n")
+    done = subprocess.run([sys.executable, "-m", "emperor", "--ini", str(ini)], timeout=30,
+                          capture_output=True, text=True)
+    assert done.returncode == 78 and "tyrant mode takes its vassals from files only" in done.stderr
+    assert "emperor" in done.stderr
