@@ -457,6 +457,14 @@ COMPAT: tuple[Option, ...] = (
     _compat("alarm", _R, "alarms are not implemented: the alarm would never fire", flag=False,
             aliases=("alarm-log", "alarm-segfault", "alarm-backlog")),
     _compat("declare-option", _R, "custom options are not supported", flag=False),
+    _compat("subscribe-to", _R, "there is no subscription server: the vassal would never be routed to; "
+            "register in etcd with emperor-etcd and render nginx upstreams (docs/fleet.md)", flag=False,
+            aliases=("subscribe2", "st", "subscribe")),
+    _compat("fastrouter-subscription-server", _R, "there is no fastrouter: use nginx with the upstreams "
+            "emperor upstreams renders from etcd (docs/fleet.md)", flag=False,
+            aliases=("http-subscription-server", "subscription-server")),
+    _compat("subscriptions-sign-check", _R, "there are no subscriptions to check: protect the etcd "
+            "prefix with TLS and etcd's access control (docs/fleet.md)", flag=False),
 )
 
 # Options other work is implementing (identity, HTTP, autoscaling): refused until a row in

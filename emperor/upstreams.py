@@ -245,7 +245,7 @@ class Renderer:
                 self.stop.wait(RETRY)
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emperor upstreams", description="Render the fleet's upstreams registered in etcd into an "
         "nginx file, again at every change, and run a command after each write (docs/fleet.md).")
@@ -261,6 +261,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--etcd-ca", metavar="FILE")
     parser.add_argument("--etcd-cert", metavar="FILE")
     parser.add_argument("--etcd-key", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
     args = parser.parse_args(list(argv))
     if args.print_template:
         sys.stdout.write(DEFAULT_TEMPLATE)
