@@ -327,3 +327,47 @@ def test_tyrant_refuses_etcd_source(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert done.returncode == 78 and "tyrant mode takes its vassals from files only" in done.stderr
     assert "emperor" in done.stderr
+
+
+def test_three_member_cluster_leader_killed(procs: ProcGroup, tmp_path: Path) -> None:
+    """A 3-member cluster: SIGKILL the leader -> the keys survive (the lease is kept alive
+    through the other members), a new vassal still registers, emperor upstreams still renders."""
+    etcd = cluster(procs, tmp_path, 3)
+    leader = wait_for(etcd.leader, 10, what="a leader", ignore=(AssertionError,))
+    # the leader first: the emperor and the renderer talk to it until it dies, then fail over
+    endpoints = ",".join([leader.url, *(m.url for m in etcd.members if m is not leader)])
+    a = Host(tmp_path / "a", procs, endpoints)
+    pa = free_port()
+    a.write("app", pa)
+    a.start()
+    key = f"/t/upstreams/app/127.0.0.1:{pa}"
+    wait_for(lambda: key in keys(etcd), 20, what="registered")
+    out = tmp_path / "up.conf"
+    procs.start(upstreams_cmd(endpoints, out), name="upstreams")
+    wait_for(lambda: out.exists() and f"127.0.0.1:{pa}" in out.read_text(), 20, what="rendered")
+
+    etcd.stop_member(leader, sig=signal.SIGKILL)
+    wait_for(lambda: etcd.leader() is not None, 10, what="a new leader", ignore=(AssertionError,))
+    # longer than the TTL: the lease must have been refreshed through another member
+    deadline = time.monotonic() + TTL + 2
+    while time.monotonic() < deadline:
+        assert key in wait_for(lambda: keys(etcd), 5, ignore=(etcdkv.EtcdError,)), "key lost"
+        time.sleep(0.2)
+    pn = free_port()
+    a.write("more", pn)
+    wait_for(lambda: f"/t/upstreams/more/127.0.0.1:{pn}" in keys(etcd), 20, what="new vassal registered",
+             ignore=(etcdkv.EtcdError,))
+    wait_for(lambda: f"127.0.0.1:{pn}" in out.read_text(), 20, what="new vassal rendered")
+
+
+def test_etcd_unreachable_from_the_start(procs: ProcGroup, tmp_path: Path) -> None:
+    """No etcd at all: the emperor starts, its vassals serve, and it says once why nothing is registered."""
+    a = Host(tmp_path / "a", procs, f"http://127.0.0.1:{free_port()}")
+    port = free_port()
+    a.write("app", port)
+    a.start()
+    a.wait_log(r"ready: 'app.ini'")
+    assert answer(port).startswith("v1")
+    a.wait_log(r"etcd: cannot register upstreams \(serving is not affected\)")
+    assert a.proc is not None
+    assert a.proc.log_text().count("cannot register upstreams") == 1

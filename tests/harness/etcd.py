@@ -64,17 +64,33 @@ class Cluster:
         binary = etcd_binary()
         assert binary, "etcd is not installed (bash contrib/demo/setup.sh test installs etcd-server)"
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        token = f"emperor-test-{self.members[0].client_port}"  # one per cluster, the same on each member
         for m in self.members:
             m.data_dir.mkdir(parents=True, exist_ok=True)
             cmd = [binary, "--name", m.name, "--data-dir", str(m.data_dir),
                    "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
                    "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                    "--initial-cluster", initial, "--initial-cluster-state", "new",
-                   "--initial-cluster-token", f"emperor-test-{m.client_port}",
+                   "--initial-cluster-token", token,
                    "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"]
             m.proc = self.procs.start(cmd, name=f"etcd-{m.name}", env=extra_env or {})
         wait_for(lambda: all(m.healthy() for m in self.members), timeout=20, what="etcd healthy")
         return self
+
+    def leader(self) -> Member:
+        """The member that is the raft leader now (asked through the v3 gateway's status call)."""
+        for m in self.members:
+            if m.proc is None or not m.proc.alive():
+                continue
+            req = urllib.request.Request(f"{m.url}/v3/maintenance/status", data=b"{}", method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    status = json.loads(resp.read())
+            except (OSError, ValueError):
+                continue
+            if status.get("leader") and status["leader"] == status.get("header", {}).get("member_id"):
+                return m
+        raise AssertionError("no leader among the live members")
 
     def stop_member(self, m: Member, sig: int = signal.SIGTERM) -> None:
         assert m.proc is not None
