@@ -41,18 +41,20 @@ TTL = 2
 class Host:
     """One emperor with its vassal directory, registering in etcd."""
 
-    def __init__(self, root: Path, procs: ProcGroup, etcd: str, extra: str = "") -> None:
+    def __init__(self, root: Path, procs: ProcGroup, etcd: str, extra: str = "",
+                 prefix: list[str] | None = None) -> None:
         self.root, self.procs, self.etcd = root, procs, etcd
+        self.prefix = prefix or []  # ``ip netns exec NS`` for a host in a namespace
         self.vassals = root / "vassals"
         self.vassals.mkdir(parents=True)
         (root / "app.py").write_text(APP)
         self.extra = extra
         self.proc = None
 
-    def write(self, name: str, port: int, tag: str = "v1", extra: str = "") -> Path:
+    def write(self, name: str, port: int, tag: str = "v1", extra: str = "", bind: str = "127.0.0.1") -> Path:
         path = self.vassals / f"{name}.ini"
         tmp = self.vassals / f".{name}.tmp"
-        tmp.write_text(f"[uwsgi]\nsocket = 127.0.0.1:{port}\nwsgi-file = {self.root / 'app.py'}\n"
+        tmp.write_text(f"[uwsgi]\nsocket = {bind}:{port}\nwsgi-file = {self.root / 'app.py'}\n"
                        f"processes = 1\nenv = APP_TAG={tag}\n{extra}\n")
         tmp.replace(path)
         return path
@@ -61,7 +63,8 @@ class Host:
         ini = self.root / "emperor.ini"
         ini.write_text(f"[uwsgi]\nemperor = {self.vassals}\nemperor-etcd = {self.etcd}\n"
                        f"emperor-etcd-ttl = {TTL}\nemperor-etcd-prefix = /t\n{self.extra}\n")
-        self.proc = self.procs.start([sys.executable, "-m", "emperor", "--ini", str(ini)], name="emperor")
+        self.proc = self.procs.start([*self.prefix, sys.executable, "-m", "emperor", "--ini", str(ini)],
+                                     name="emperor")
         wait_for_log(self.proc, r"starting: emperor", timeout=20)
 
     def mark(self) -> int:

@@ -30,6 +30,7 @@ class Member:
     peer_port: int
     data_dir: Path
     proc: Proc | None = None
+    prefix: list[str] = field(default_factory=list)  # e.g. ``ip netns exec NS`` (harness/netns.py)
 
     @property
     def url(self) -> str:
@@ -73,7 +74,7 @@ class Cluster:
                    "--initial-cluster", initial, "--initial-cluster-state", "new",
                    "--initial-cluster-token", token,
                    "--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "warn"]
-            m.proc = self.procs.start(cmd, name=f"etcd-{m.name}", env=extra_env or {})
+            m.proc = self.procs.start([*m.prefix, *cmd], name=f"etcd-{m.name}", env=extra_env or {})
         wait_for(lambda: all(m.healthy() for m in self.members), timeout=20, what="etcd healthy")
         return self
 
@@ -102,10 +103,13 @@ class Cluster:
                 self.procs.stop(m.proc)
 
 
-def cluster(procs: ProcGroup, tmp: Path, size: int = 1, hosts: list[str] | None = None) -> Cluster:
-    """``size`` members on loopback (or on ``hosts``, one per member), each with its own data dir."""
+def cluster(procs: ProcGroup, tmp: Path, size: int = 1,
+            hosts: list[tuple[str, list[str]]] | None = None) -> Cluster:
+    """``size`` members on loopback, or one per ``(address, command prefix)`` of ``hosts`` (a member
+    in a namespace of its own uses 2379/2380 there), each with its own data dir."""
     c = Cluster(procs)
-    for i in range(size):
-        host = hosts[i] if hosts else "127.0.0.1"
-        c.members.append(Member(f"m{i}", host, free_port(host), free_port(host), tmp / f"etcd-m{i}"))
+    for i in range(len(hosts) if hosts else size):
+        host, prefix = hosts[i] if hosts else ("127.0.0.1", [])
+        ports = (2379, 2380) if prefix else (free_port(host), free_port(host))
+        c.members.append(Member(f"m{i}", host, *ports, tmp / f"etcd-m{i}", prefix=list(prefix)))
     return c.start()
