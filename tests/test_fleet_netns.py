@@ -122,6 +122,8 @@ def test_fleet_across_namespaces(net: netns_mod.Network, procs: ProcGroup, tmp_p
     for h, m in zip(hosts, marks, strict=True):
         h.wait_log(r"stopped: 'web.ini'", after=m)
 
+    wait_for(lambda: "upstream web" not in out.read_text(), 10, what="web out of the file")
+
     # 5. etcd entirely down: both hosts keep serving, the rendered file stays
     kept = out.read_text()
     etcd.stop()
