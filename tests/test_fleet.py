@@ -374,3 +374,17 @@ def test_etcd_unreachable_from_the_start(procs: ProcGroup, tmp_path: Path) -> No
     a.wait_log(r"etcd: cannot register upstreams \(serving is not affected\)")
     assert a.proc is not None
     assert a.proc.log_text().count("cannot register upstreams") == 1
+
+
+def test_upstreams_burst_costs_one_reload(etcd: Cluster, procs: ProcGroup, tmp_path: Path) -> None:
+    """Ten keys changed in a burst (an emperor stopping ten vassals) -> one or two writes and
+    --exec runs, not ten: the renderer waits for the changes to settle."""
+    out, runs = tmp_path / "u.conf", tmp_path / "runs"
+    client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url))
+    client.put("/t/upstreams/app/10.0.0.1:1", b"{}")
+    procs.start(upstreams_cmd(etcd.url, out, "--exec", f"sh -c 'echo run >> {runs}'"), name="upstreams")
+    wait_for(lambda: runs.exists() and runs.read_text().count("run") == 1, 20, what="first render")
+    for i in range(2, 12):
+        client.put(f"/t/upstreams/app/10.0.0.{i}:1", b"{}")
+    wait_for(lambda: "10.0.0.11:1" in out.read_text(), 10, what="the burst rendered")
+    assert runs.read_text().count("run") <= 3, runs.read_text()
