@@ -248,6 +248,8 @@ class Fleet:
     def sync(self, vassals: Mapping[str, Vassal], now: float) -> None:
         if self.registrar is None:
             return
+        for gone in set(self.endpoints) - set(vassals):
+            del self.endpoints[gone]  # a removed vassal reports again when it is spawned anew
         wanted: dict[tuple[str, str, int], dict[str, object]] = {}
         for name, v in vassals.items():
             ep = self.endpoints.get(name)
