@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ class Host:
     def start(self) -> None:
         ini = self.root / "emperor.ini"
         ini.write_text(f"[uwsgi]\nemperor = {self.vassals}\nemperor-etcd = {self.etcd}\n"
-                       f"emperor-etcd-ttl = {TTL}\nemperor-etcd-prefix = /t\n{self.extra}\n")
+                       f"emperor-etcd-ttl = {TTL}\nemperor-etcd-prefix = /t\nemperor-control = ipc://{self.root}/ctl\n"
+                       f"{self.extra}\n")
         self.proc = self.procs.start([*self.prefix, sys.executable, "-m", "emperor", "--ini", str(ini)],
                                      name="emperor")
         wait_for_log(self.proc, r"starting: emperor", timeout=20)
@@ -132,7 +134,14 @@ def test_membership_follows_vassal_lifecycle(etcd: Cluster, procs: ProcGroup, tm
     wait_for(lambda: f"/t/upstreams/store/127.0.0.1:{pa}" in keys(etcd) and ka not in keys(etcd), 15,
              what="key under the new app name")
 
-    # stop the vassal on host B -> its key is removed, A's stays
+    # `emperor ctl stop` on host B -> its key is removed; `start` -> back
+    ctl = [sys.executable, "-m", "emperor", "ctl", "--endpoint", f"ipc://{b.root}/ctl"]
+    assert subprocess.run([*ctl, "stop", "shop.ini"], capture_output=True, timeout=30).returncode == 0
+    wait_for(lambda: kb not in keys(etcd), 15, what="B's key removed after emperor ctl stop")
+    assert subprocess.run([*ctl, "start", "shop.ini"], capture_output=True, timeout=30).returncode == 0
+    wait_for(lambda: kb in keys(etcd), 15, what="B's key back after emperor ctl start")
+
+    # the vassal file removed on host B -> its key is removed, A's stays
     (b.vassals / "shop.ini").unlink()
     wait_for(lambda: kb not in keys(etcd), 15, what="B's key removed after its vassal stopped")
 
@@ -253,7 +262,6 @@ def test_upstreams_renders_and_keeps_file_when_etcd_is_down(etcd: Cluster, procs
 def test_upstreams_once_and_template_errors(etcd: Cluster, tmp_path: Path) -> None:
     """--once renders the current keys with a custom template; a broken template is refused
     with its file and line, before anything is written."""
-    import subprocess
 
     client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url))
     client.put("/t/upstreams/api/10.0.0.1:8000", b'{"weight": 4, "vassal": "api.ini", "state": "loyal"}')
@@ -320,7 +328,6 @@ def test_vassals_from_an_etcd_prefix(etcd: Cluster, procs: ProcGroup, tmp_path: 
 
 def test_tyrant_refuses_etcd_source(tmp_path: Path) -> None:
     """An etcd key has no owner: tyrant mode refuses the source with a clear error, naming the key."""
-    import subprocess
 
     if os.geteuid() != 0:
         pytest.skip("tyrant mode needs root")

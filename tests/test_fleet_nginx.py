@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def test_static_recipe_survives_vassal_and_emperor_kills(procs: ProcGroup, tmp_p
     for h, p, tag in zip(hosts, ports, ("A", "B"), strict=True):
         h.write("app", p, tag=tag)
         ini = h.root / "emperor.ini"
-        ini.write_text(f"[uwsgi]\nemperor = {h.vassals}\n")
+        ini.write_text(f"[uwsgi]\nemperor = {h.vassals}\nemperor-control = ipc://{h.root}/ctl\n")
         h.proc = procs.start([sys.executable, "-m", "emperor", "--ini", str(ini)], name="emperor")
     listen = free_port()
     ng = nginx(extra_http=recipe_http(ports, listen))
@@ -74,8 +75,19 @@ def test_static_recipe_survives_vassal_and_emperor_kills(procs: ProcGroup, tmp_p
     wait_for(lambda: {probe()[0] for _ in range(6)} == {"A", "B"}, 30, what="both hosts serving",
              ignore=(AssertionError, OSError))
 
-    with BackgroundLoad(probe, threads=4, seconds=60) as load:
+    with BackgroundLoad(probe, threads=4, seconds=90) as load:
         wait_for(lambda: load.result.ok >= 50, 15, what="load running")
+        # `emperor ctl stop` on A: a graceful stop; nginx sends everything to B meanwhile
+        ctl = [sys.executable, "-m", "emperor", "ctl", "--endpoint", f"ipc://{hosts[0].root}/ctl"]
+        mark = hosts[0].mark()
+        done = subprocess.run([*ctl, "stop", "app.ini"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        hosts[0].wait_log(r"stopped: 'app.ini'", after=mark)
+        mid = load.result.ok
+        wait_for(lambda: load.result.ok >= mid + 50, 15, what="load while A's vassal is stopped")
+        done = subprocess.run([*ctl, "start", "app.ini"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        hosts[0].wait_log(r"ready: 'app.ini'", after=mark)
         # a vassal SIGKILLed on A: nginx retries its requests on B; the emperor respawns it
         mark = hosts[0].mark()
         os.kill(vassal_master(hosts[0]), signal.SIGKILL)
