@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import ProcGroup, free_port, request, wait_for, wait_for_log, wsgi_vars
@@ -88,6 +90,14 @@ def answer(port: int) -> str:
     status, _, body, _ = request(("127.0.0.1", port), wsgi_vars(), timeout=5)
     assert status == 200, status
     return body.decode()
+
+
+def emperor_stats(port: int) -> dict[str, Any]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return dict(json.loads(data))
 
 
 @pytest.fixture
@@ -180,15 +190,19 @@ def test_clean_shutdown_revokes_and_wildcard_is_advertised(etcd: Cluster, procs:
 def test_etcd_down_does_not_affect_serving(etcd: Cluster, procs: ProcGroup, tmp_path: Path) -> None:
     """etcd stopped: the vassal keeps serving, the emperor keeps running and says so once;
     etcd back (same data dir) -> the keys are registered again."""
-    a = Host(tmp_path / "a", procs, etcd.url)
+    stats_port = free_port()
+    a = Host(tmp_path / "a", procs, etcd.url, extra=f"emperor-stats = 127.0.0.1:{stats_port}")
     port = free_port()
     a.write("app", port)
     a.start()
     key = f"/t/upstreams/app/127.0.0.1:{port}"
     wait_for(lambda: key in keys(etcd), 20, what="key")
+    fleet = wait_for(lambda: emperor_stats(stats_port).get("fleet"), 10, what="fleet in the stats")
+    assert fleet["reachable"] == 1 and fleet["registered"] == [key] and fleet["lease"], fleet
     member = etcd.members[0]
     etcd.stop_member(member)
     a.wait_log(r"etcd: cannot register upstreams \(serving is not affected\)", timeout=TTL + 10)
+    assert emperor_stats(stats_port)["fleet"]["reachable"] == 0  # the operator can see it
     for _ in range(20):
         assert answer(port).startswith("v1")
     # a change while etcd is down still applies locally

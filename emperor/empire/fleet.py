@@ -136,6 +136,14 @@ class Registrar:
         if changed:
             self._kick.set()
 
+    def snapshot(self) -> dict[str, object]:
+        """For the emperor's stats: where it registers, whether etcd answers, what is registered."""
+        with self._lock:
+            registered = sorted(self.registered)
+        return {"etcd": ",".join(f"{p}://{h}:{port}" for p, h, port in self.s.endpoints),
+                "prefix": self.s.prefix, "ttl": self.s.ttl, "reachable": int(not self.failing),
+                "lease": f"{self.lease:x}" if self.lease else "", "registered": registered}
+
     # ---- the worker
 
     def _run(self) -> None:
@@ -203,14 +211,16 @@ class Registrar:
                 fields, sort_keys=True).encode()
         for key in sorted(set(self.registered) - set(keys)):
             client.delete(key)
-            del self.registered[key]
+            with self._lock:
+                del self.registered[key]
             log.info("etcd: unregistered %s", key)
         for key, value in sorted(keys.items()):
             if self.registered.get(key) != value:
                 client.put(key, value, self.lease)
                 if key not in self.registered:
                     log.info("etcd: registered %s", key)
-                self.registered[key] = value
+                with self._lock:
+                    self.registered[key] = value
 
 
 class Fleet:

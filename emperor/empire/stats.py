@@ -132,6 +132,9 @@ def document(emp: Emperor) -> dict[str, Any]:
         for key in ("zergs_max", "zergs_busy"):
             if key in brood:
                 doc[key] = brood[key]
+    fleet = getattr(emp, "fleet", None)
+    if fleet is not None and fleet.registrar is not None:  # emperor-etcd (docs/fleet.md)
+        doc["fleet"] = fleet.registrar.snapshot()
     return _integers(doc)
 
 
