@@ -409,3 +409,43 @@ def test_upstreams_burst_costs_one_reload(etcd: Cluster, procs: ProcGroup, tmp_p
         client.put(f"/t/upstreams/app/10.0.0.{i}:1", b"{}")
     wait_for(lambda: "10.0.0.11:1" in out.read_text(), 10, what="the burst rendered")
     assert runs.read_text().count("run") <= 3, runs.read_text()
+
+
+def test_a_silent_loop_stops_refreshing_the_lease(etcd: Cluster) -> None:
+    """The registrar refreshes the lease only while the emperor's loop keeps calling ``want``:
+    a hung emperor (loop silent for longer than the TTL) loses its keys like a dead one."""
+    from emperor.empire import fleet
+
+    now = [0.0]
+    reg = fleet.Registrar(fleet.FleetSettings(etcdkv.parse_endpoints(etcd.url), "/t", TTL),
+                          clock=lambda: now[0])
+    reg.start()
+    try:
+        reg.want({("app", "127.0.0.1", 9): {"vassal": "app.ini"}}, now[0])
+        wait_for(lambda: "/t/upstreams/app/127.0.0.1:9" in keys(etcd), 10, what="registered")
+        # the loop goes on calling: the key outlives the TTL several times over
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < TTL * 2:
+            now[0] = time.monotonic() - t0
+            reg.want({("app", "127.0.0.1", 9): {"vassal": "app.ini"}}, now[0])
+            assert "/t/upstreams/app/127.0.0.1:9" in keys(etcd)
+            time.sleep(0.1)
+        # the loop falls silent (the clock moves, `want` is not called): the key expires
+        now[0] += TTL + 1
+        wait_for(lambda: "/t/upstreams/app/127.0.0.1:9" not in keys(etcd), TTL + 3, what="key expired")
+    finally:
+        reg.stop()
+
+
+def test_missing_client_library_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Without the `fleet` extra the emperor refuses to start and says what to install."""
+    from emperor import config
+    from emperor.empire.emperor import Settings
+    from emperor.options import Scope
+
+    monkeypatch.setitem(sys.modules, "etcd3gw", None)  # import etcd3gw -> ImportError
+    cfg = config.from_args([("emperor", str(tmp_path)), ("emperor-etcd", "http://127.0.0.1:2379")],
+                           Scope.EMPEROR)
+    with pytest.raises(config.ConfigError, match=r"emperor-etcd.*pip install 'emperor\[fleet\]'"):
+        Settings.from_config(cfg, str(tmp_path))
