@@ -94,6 +94,9 @@ class Client:
                                              cert_key=tls.key, cert_cert=tls.cert, timeout=timeout,
                                              api_path=API_PATH) for proto, h, p in endpoints]
         self._current = 0
+        # per request, not only on the session: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+        # override a session's verify, and then the private CA would be ignored
+        self._kw: dict[str, Any] = {"verify": tls.ca} if tls.ca else {}
 
     def describe(self) -> str:
         return ",".join(f"{p}://{h}:{port}" for p, h, port in self.endpoints)
@@ -107,7 +110,7 @@ class Client:
             idx = (self._current + i) % len(self._clients)
             client = self._clients[idx]
             try:
-                result: dict[str, Any] = client.post(client.get_url(path), json=body)
+                result: dict[str, Any] = client.post(client.get_url(path), json=body, **self._kw)
             except (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError) as exc:
                 errors.append(f"{client.base_url}: {_short(exc)}")
                 continue
@@ -162,7 +165,7 @@ class Client:
                                    "start_revision": start_revision}}
         try:
             resp = client.session.post(client.get_url("/watch"), json=body, stream=True,
-                                       timeout=(self.timeout, idle))
+                                       timeout=(self.timeout, idle), **self._kw)
         except requests.RequestException as exc:
             self._current = (self._current + 1) % len(self._clients)
             raise EtcdError(f"{client.base_url}: watch: {_short(exc)}") from None
@@ -195,7 +198,8 @@ class Client:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # etcd3gw's exceptions keep their text in ``detail_text`` (str() is empty)
+    text = str(exc).strip() or str(getattr(exc, "detail_text", "") or "").strip() or type(exc).__name__
     return text if len(text) < 200 else text[:200] + "..."
 
 

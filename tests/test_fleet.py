@@ -449,3 +449,39 @@ def test_missing_client_library_is_a_clear_config_error(monkeypatch: pytest.Monk
                            Scope.EMPEROR)
     with pytest.raises(config.ConfigError, match=r"emperor-etcd.*pip install 'emperor\[fleet\]'"):
         Settings.from_config(cfg, str(tmp_path))
+
+
+def test_tls_client_certificates_are_passed_through(procs: ProcGroup, tmp_path: Path) -> None:
+    """etcd on https with --client-cert-auth: emperor-etcd-ca/-cert/-key register, `emperor upstreams`
+    renders with --etcd-ca/--etcd-cert/--etcd-key, and an etcds:// source runs a vassal. Without the
+    client certificate etcd refuses the renderer."""
+    from harness.etcd import Certs
+
+    certs = Certs.make(tmp_path / "certs")
+    etcd = cluster(procs, tmp_path, 1, tls=certs)
+    member = etcd.members[0]
+    tls_opts = (f"emperor-etcd-ca = {certs.ca}\nemperor-etcd-cert = {certs.client_cert}\n"
+                f"emperor-etcd-key = {certs.client_key}")
+    port, port2 = free_port(), free_port()
+    a = Host(tmp_path / "a", procs, etcd.url,
+             extra=f"{tls_opts}\nemperor = etcds://127.0.0.1:{member.client_port}/t/vassals")
+    a.write("app", port)
+    a.start()
+    client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url),
+                           tls=etcdkv.Tls(str(certs.ca), str(certs.client_cert), str(certs.client_key)))
+    key = f"/t/upstreams/app/127.0.0.1:{port}"
+    wait_for(lambda: key in client.get_prefix("/t/upstreams/")[0], 20, what="registered over TLS")
+    client.put("/t/vassals/tls.ini", f"[uwsgi]\nsocket = 127.0.0.1:{port2}\nwsgi-file = "
+               f"{a.root / 'app.py'}\nprocesses = 1\n".encode())
+    a.wait_log(r"ready: 'tls.ini'")
+    assert answer(port2).startswith("?")
+
+    out = tmp_path / "u.conf"
+    done = subprocess.run([*upstreams_cmd(etcd.url, out, "--once"), "--etcd-ca", str(certs.ca),
+                           "--etcd-cert", str(certs.client_cert), "--etcd-key", str(certs.client_key)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert f"127.0.0.1:{port}" in out.read_text()
+    refused = subprocess.run([*upstreams_cmd(etcd.url, tmp_path / "x.conf", "--once"), "--etcd-ca",
+                              str(certs.ca)], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and not (tmp_path / "x.conf").exists(), refused.stderr

@@ -17,6 +17,7 @@ if [ "$extras" = test ]; then
   command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
   command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # the etcd TLS test's certificates
 fi
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv)
