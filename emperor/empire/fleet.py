@@ -178,13 +178,13 @@ class Registrar:
                     next_refresh = self.clock() + refresh_every
                 self._apply(client, wanted)
                 if self.failing:
+                    self.failing = False
                     log.info("etcd: %s reachable again; %d upstream keys registered", client.describe(),
                              len(self.registered))
-                    self.failing = False
             except etcdkv.EtcdError as exc:
                 if not self.failing:
+                    self.failing = True  # before the log line: the stats agree with the log at once
                     log.warning("etcd: cannot register upstreams (serving is not affected): %s", exc)
-                    self.failing = True
                 next_refresh = self.clock() + min(1.0, refresh_every)
             except Exception:
                 log.exception("etcd: registrar failed; retrying")
