@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the benchmark rig needs (idempotent).
-#   apt:  nginx wrk curl (+ a compiler for pip's uWSGI build)
+#   apt:  nginx wrk curl etcd-server (+ a compiler for pip's uWSGI build)
 #         apache2 + libapache2-mod-proxy-uwsgi only with WITH_APACHE=1 (protocol_probe.py)
 #   venv: $BENCH_VENV (default: <tmp>/emperor-bench-venv, outside the repo) with uWSGI,
 #         gunicorn, Flask, psutil, uwsgi-tools (uwsgi_curl), uwsgitop, and this project
@@ -18,6 +18,7 @@ need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)  # failover.py
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
   || need_apt+=(python3-dev)
@@ -45,7 +46,7 @@ fi
 if [ "${BENCH_NO_PROJECT:-0}" != 1 ]; then
   # The project under test, editable: the bench always runs the current working tree.
   # A broken tree must not stop the anchors (uWSGI/gunicorn) from being measured.
-  if "$VENV/bin/pip" install -q -e "$REPO"; then
+  if "$VENV/bin/pip" install -q -e "${REPO}[fleet]"; then  # fleet: etcd3gw, for failover.py
     echo "project installed (editable): $REPO"
   else
     echo "WARNING: 'pip install -e $REPO' failed; the emperor+nginx config will not run" >&2

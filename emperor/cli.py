@@ -25,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emperor.control.cli import main as ctl_main  # issue 5
 
         return ctl_main(args[1:])
+    if args[:1] == ["upstreams"]:
+        from emperor.upstreams import main as upstreams_main  # docs/fleet.md
+
+        return upstreams_main(args[1:])
     if args[:1] == ["check"]:
         from emperor.check import main as check_main
 

@@ -231,7 +231,8 @@ def build_parser(prog: str, scope: Scope, check: bool = False) -> argparse.Argum
         prog=prog, description="uWSGI-style emperor and uwsgi-protocol WSGI server. "
         "Every option can also be written as 'key = value' in the [uwsgi] section of an ini file. "
         "'emperor check FILE...' checks files without starting anything; 'emperor ctl' controls "
-        "a running emperor.", allow_abbrev=False)
+        "a running emperor; 'emperor upstreams' renders the fleet's etcd keys for nginx.",
+        allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"emperor {__version__}")
     if check:
         parser.add_argument("--check", action="store_true",

@@ -121,6 +121,15 @@ class ConfigView:
     vassals_include: list[str]
     vassal_set: list[str]
     touch_logreopen: str | None
+    emperor_etcd: str | None
+    emperor_etcd_prefix: str
+    emperor_etcd_ttl: int
+    emperor_etcd_advertise: str | None
+    emperor_etcd_ca: str | None
+    emperor_etcd_cert: str | None
+    emperor_etcd_key: str | None
+    fleet_app: str | None
+    weight: int
     emperor_broodlord: int
     zerg_server: str | None
     vassal_sos_backlog: int

@@ -435,7 +435,9 @@ OPTIONS: tuple[Option, ...] = (
          metavar="ENDPOINT"),
     # ---- emperor (emperor/empire/; see docs/emperor.md)
     _opt("emperor", v.nonempty, None, "Run as an emperor over this directory of vassal ini files (every "
-         "``*.ini`` at its top level, links included) or this glob (``dir/*.ini``, quoted). Repeatable.",
+         "``*.ini`` at its top level, links included), this glob (``dir/*.ini``, quoted) or every key "
+         "under an etcd prefix (``etcd://HOST:PORT/PREFIX``, ``etcds://`` for TLS: docs/fleet.md). "
+         "Repeatable.",
          scope=Scope.EMPEROR, group="emperor", multi=True, metavar="DIR|GLOB"),
     _opt("emperor-freq", v.seconds, 3.0, "Seconds between full rescans of the vassal files. File events "
          "trigger a rescan at once; this period catches what inotify cannot see (edits to a symlink's "
@@ -463,6 +465,34 @@ OPTIONS: tuple[Option, ...] = (
     _opt("touch-logreopen", v.nonempty, None, "Reopen the log file (logto/daemonize) when this file's "
          "mtime changes, for logrotate. SIGUSR1 does the same. The emperor passes its reopened log to "
          "every vassal that writes to it.", scope=Scope.ANY, group="logging", metavar="PATH"),
+    # ---- fleet (docs/fleet.md): membership in etcd, vassal inis from etcd
+    _opt("emperor-etcd", v.etcd_endpoints, None, "Register every READY vassal's TCP sockets in etcd, under "
+         "``<emperor-etcd-prefix>/upstreams/<fleet-app>/<host:port>``, with a lease of "
+         "``emperor-etcd-ttl`` seconds the emperor keeps alive (``emperor upstreams`` renders them into "
+         "nginx). Comma-separated endpoints of one cluster, tried in turn. Needs ``pip install "
+         "emperor[fleet]``. Not in uWSGI (its subscription server plays this part).",
+         scope=Scope.EMPEROR, group="fleet", metavar="http://HOST:PORT[,...]"),
+    _opt("emperor-etcd-prefix", v.etcd_prefix, "/emperor", "The key prefix of this fleet in etcd.",
+         scope=Scope.EMPEROR, group="fleet", metavar="PREFIX"),
+    _opt("emperor-etcd-ttl", v.integer(2, 600), 3, "Seconds the registration outlives an emperor that "
+         "stops refreshing it (killed, hung, cut off): its keys vanish with the lease.",
+         scope=Scope.EMPEROR, group="fleet", metavar="SECONDS"),
+    _opt("emperor-etcd-advertise", v.nonempty, None, "The address registered for a socket bound to every "
+         "interface (``:PORT``, ``0.0.0.0``, ``::``). Default: the local address of the route to the "
+         "first etcd endpoint.", scope=Scope.EMPEROR, group="fleet", metavar="IP"),
+    _opt("emperor-etcd-ca", v.nonempty, None, "CA bundle to verify https etcd endpoints with (etcd's "
+         "``--trusted-ca-file`` side; passed to etcd3gw).", scope=Scope.EMPEROR, group="fleet",
+         metavar="FILE"),
+    _opt("emperor-etcd-cert", v.nonempty, None, "Client certificate for etcd (``--client-cert-auth``); "
+         "with ``emperor-etcd-key``.", scope=Scope.EMPEROR, group="fleet", metavar="FILE"),
+    _opt("emperor-etcd-key", v.nonempty, None, "The client certificate's private key.",
+         scope=Scope.EMPEROR, group="fleet", metavar="FILE"),
+    _opt("fleet-app", v.upstream_name, None, "The app name this vassal registers under with "
+         "``emperor-etcd`` (the nginx upstream's name). Default: the vassal's name without ``.ini``.",
+         scope=Scope.VASSAL, group="fleet", metavar="NAME"),
+    _opt("weight", v.integer(1, 1000), 1, "This vassal's weight in the nginx upstream rendered from etcd "
+         "(``server ADDR weight=N``). uWSGI's ``weight`` (subscriptions).", scope=Scope.VASSAL,
+         group="fleet", metavar="N"),
     # ---- broodlord (docs/broodlord.md): lend zergs to overloaded vassals, reclaim them when idle
     _opt("emperor-broodlord", v.integer(0, 1024), 0, "The zerg pool: at most this many zergs alive at "
          "once, over all vassals (0 = broodlord off). A vassal's SOS gets a zerg while the pool has "
@@ -611,6 +641,14 @@ COMPAT: tuple[Option, ...] = (
             "are implemented", flag=False, aliases=("static-expires-type-mtime", "static-expires-mtime")),
     _compat("static-skip-ext", _R, "ignoring it would serve files with extensions meant to stay "
             "private (source files)", flag=False),
+    _compat("subscribe-to", _R, "there is no subscription server: the vassal would never be routed to; "
+            "register in etcd with emperor-etcd and render nginx upstreams (docs/fleet.md)", flag=False,
+            aliases=("subscribe2", "st", "subscribe")),
+    _compat("fastrouter-subscription-server", _R, "there is no fastrouter: use nginx with the upstreams "
+            "emperor upstreams renders from etcd (docs/fleet.md)", flag=False,
+            aliases=("http-subscription-server", "subscription-server")),
+    _compat("subscriptions-sign-check", _R, "there are no subscriptions to check: protect the etcd "
+            "prefix with TLS and etcd's access control (docs/fleet.md)", flag=False),
 )
 
 # Options other work is implementing (identity, HTTP, autoscaling): refused until a row in

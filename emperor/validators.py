@@ -204,3 +204,30 @@ def https_spec(raw: str) -> str:
     if not 3 <= len(parts) <= 5 or not all(p.strip() for p in parts[:3]):
         raise ValueError(f"{raw!r} is not ADDR,CERT,KEY[,CIPHERS[,CA]]")
     return ",".join(p.strip() for p in parts)
+
+
+_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def upstream_name(raw: str) -> str:
+    """A name that is safe as an etcd key part and as an nginx ``upstream`` name (fleet-app)."""
+    s = raw.strip()
+    if not _UPSTREAM_NAME.fullmatch(s):
+        raise ValueError("must be 1-128 characters from A-Z a-z 0-9 _ . - (it names an nginx upstream)")
+    return s
+
+
+def etcd_endpoints(raw: str) -> str:
+    """``http://HOST:PORT[,https://HOST:PORT...]``"""
+    from emperor import etcdkv
+
+    etcdkv.parse_endpoints(raw)
+    return raw.strip()
+
+
+def etcd_prefix(raw: str) -> str:
+    """An absolute key prefix such as ``/emperor``; the trailing slash is dropped."""
+    s = raw.strip().rstrip("/")
+    if not s.startswith("/") or not s.isprintable() or " " in s:
+        raise ValueError("must be a key prefix starting with / (e.g. /emperor), without spaces")
+    return s

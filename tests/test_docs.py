@@ -72,6 +72,9 @@ def _ctl_flags() -> set[str]:
     flags = {s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")}
     own = emperor_parser("emperor", Scope.EMPEROR | Scope.VASSAL, check=True)
     flags |= {s[2:] for a in own._actions for s in a.option_strings if s.startswith("--")}
+    from emperor.upstreams import build_parser as upstreams_parser  # `emperor upstreams` (docs/fleet.md)
+
+    flags |= {s[2:] for a in upstreams_parser()._actions for s in a.option_strings if s.startswith("--")}
     for sub in parser._subparsers._group_actions:  # type: ignore[union-attr]
         for p in sub.choices.values():  # type: ignore[union-attr]
             flags |= {s[2:] for a in p._actions for s in a.option_strings if s.startswith("--")}

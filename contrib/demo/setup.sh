@@ -12,10 +12,13 @@ extras="${1:-}"
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 # The test run also needs the tools the tests call (shellcheck lints the shipped shell scripts;
-# openssl makes the self-signed certificates of the https-socket tests).
+# openssl makes the self-signed certificates of the https-socket and etcd TLS tests; etcd-server gives
+# /usr/bin/etcd for the fleet tests' private members; ip makes their network namespaces).
 if [ "$extras" = test ]; then
   command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need_apt+=(iproute2)
 fi
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv)

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from emperor import __version__, channel, config, daemon, ini, logs, privileges
+from emperor import __version__, channel, config, daemon, etcdkv, ini, logs, privileges
 from emperor.channel import Msg, decode
 from emperor.control.protocol import Identity
-from emperor.empire import access, broodlord, ondemand, reconcile, scan, spawn
+from emperor.empire import access, broodlord, etcdsource, fleet, ondemand, reconcile, scan, spawn
 from emperor.empire.dirlock import DirLockError, DirLocks
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier
@@ -49,7 +49,7 @@ HANDLED_SIGNALS = (*SHUTDOWN_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGU
 class Settings:
     """The emperor's configuration, resolved (absolute paths, seconds)."""
 
-    sources: list[scan.Source]
+    sources: list[scan.Source | etcdsource.EtcdSource]
     mercy: float  # reload-mercy: its emperor default (30 s) is in the option table
     freq: float = 3.0
     throttle: float = 1.0
@@ -67,15 +67,13 @@ class Settings:
     identity: Identity | None = None  # names the default control endpoint (emperor/control/protocol.py)
     ident: privileges.Identity = field(default_factory=privileges.Identity)  # uid/gid: dropped after binding
     on_demand: ondemand.Modes = field(default_factory=ondemand.Modes)  # emperor-on-demand-*
+    fleet: fleet.FleetSettings | None = None  # emperor-etcd (docs/fleet.md)
 
     @classmethod
     def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
         if not cfg.emperor:
             raise config.ConfigError("no vassal directory: set emperor = DIR (or a glob)", key="emperor")
-        try:
-            sources = [scan.Source.parse(s, cwd) for s in cfg.emperor]
-        except ValueError as exc:
-            raise config.ConfigError(str(exc), cfg.where("emperor"), key="emperor") from None
+        fleet_settings, sources = fleet_config(cfg, cwd)
         if cfg.emperor_tyrant and os.geteuid() != 0:
             raise config.ConfigError("tyrant mode needs root (it runs each vassal as its file's owner)",
                                      cfg.where("emperor-tyrant"), key="emperor-tyrant")
@@ -96,7 +94,7 @@ class Settings:
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
             broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,
             identity=Identity.of_config(cfg.files, cfg.emperor, cwd), ident=ident,
-            on_demand=_on_demand_modes(cfg, cwd))
+            on_demand=_on_demand_modes(cfg, cwd), fleet=fleet_settings)
 
 
 class Emperor:
@@ -129,6 +127,7 @@ class Emperor:
         self.zergs: dict[str, broodlord.Zerg] = {}  # their processes are in self.procs too
         self.zerg_seq = 0
         self.ondemand = ondemand.OnDemand(settings.on_demand, self.sel, settings.tyrant)  # its sockets
+        self.fleet = fleet.Fleet(settings.fleet, list(settings.sources), self.inbox.post)  # docs/fleet.md
 
     # ---------------------------------------------------------------- the loop
 
@@ -152,6 +151,7 @@ class Emperor:
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("signal", None))
         self.sel.register(self.inbox.reader, selectors.EVENT_READ, ("inbox", None))
         self.monitor.start()
+        self.fleet.start()
         dirs = ", ".join(s.path for s in self.s.sources)
         log.info("starting: emperor %s (pid %d) governing %s%s", __version__, os.getpid(), dirs,
                  " in tyrant mode" if self.s.tyrant else "")
@@ -161,6 +161,7 @@ class Emperor:
                 self._iterate()
         finally:
             self.monitor.stop()
+            self.fleet.stop()
             self.console.close()
             self.ondemand.close()
             for name in list(self.procs):
@@ -221,6 +222,7 @@ class Emperor:
         if self.shutdown_at is None and self._rescan_due():
             self.rescan()
         self._timers()
+        self.fleet.sync(self.vassals, self.now)
 
     def _rescan_due(self) -> bool:
         if self.event_since is not None and (
@@ -253,6 +255,7 @@ class Emperor:
         deadlines.append(self.console.deadline(self.now))
         if (asked := self.ondemand.deadline()) is not None:
             deadlines.append(asked)  # emperor-on-demand-exec: its answer is overdue then
+        deadlines.append(self.fleet.deadline(self.now))
         return min(deadlines)
 
     # ---------------------------------------------------------------- scanning
@@ -452,6 +455,8 @@ class Emperor:
         elif msg == Msg.IDLE:
             v.idle_exit = True  # die-on-idle: it is leaving; an on-demand one waits again (ondemand.py)
             log.info("idle: %r (pid %s) has been idle for %s s: it is leaving", v.name, v.pid, payload)
+        elif msg == Msg.ENDPOINTS:
+            self.fleet.reported(v.name, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
 
@@ -796,6 +801,33 @@ class Emperor:
 
 
 # -------------------------------------------------------------------- entry point
+
+
+def fleet_config(cfg: config.Config, cwd: str) -> tuple[fleet.FleetSettings | None,
+                                                       list[scan.Source | etcdsource.EtcdSource]]:
+    """The emperor-etcd settings and the sources (directories, globs, etcd:// prefixes)."""
+    tls = etcdkv.Tls(cfg.emperor_etcd_ca, cfg.emperor_etcd_cert, cfg.emperor_etcd_key)
+    sources: list[scan.Source | etcdsource.EtcdSource] = []
+    for spec in cfg.emperor:
+        try:
+            if etcdsource.is_etcd_spec(spec):
+                if cfg.emperor_tyrant:
+                    raise ValueError(f"{spec!r}: an etcd key has no owner to run it as; tyrant mode "
+                                     "takes its vassals from files only")
+                etcdkv.require_client()
+                sources.append(etcdsource.EtcdSource(spec, cwd, tls))
+            else:
+                sources.append(scan.Source.parse(spec, cwd))
+        except ValueError as exc:
+            raise config.ConfigError(str(exc), cfg.where("emperor"), key="emperor") from None
+    if not cfg.emperor_etcd:
+        return None, sources
+    try:
+        etcdkv.require_client()
+    except ValueError as exc:
+        raise config.ConfigError(str(exc), cfg.where("emperor-etcd"), key="emperor-etcd") from None
+    return fleet.FleetSettings(etcdkv.parse_endpoints(cfg.emperor_etcd), cfg.emperor_etcd_prefix,
+                               cfg.emperor_etcd_ttl, cfg.emperor_etcd_advertise, tls), sources
 
 
 def _on_demand_modes(cfg: config.Config, cwd: str) -> ondemand.Modes:

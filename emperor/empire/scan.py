@@ -21,7 +21,9 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from emperor.empire.vassals import Stamp
 
@@ -247,7 +249,7 @@ def _kind(mode: int) -> str:
     return "not a file"
 
 
-def scan(sources: list[Source], tyrant: bool) -> tuple[dict[str, Found], dict[str, str]]:
+def scan(sources: Sequence[Source | Any], tyrant: bool) -> tuple[dict[str, Found], dict[str, str]]:
     """Every usable vassal file by name, and every refused one with the reason.
 
     The first source that provides a name wins; a later duplicate is refused.
@@ -255,6 +257,16 @@ def scan(sources: list[Source], tyrant: bool) -> tuple[dict[str, Found], dict[st
     found: dict[str, Found] = {}
     refused: dict[str, str] = {}
     for source in sources:
+        if not isinstance(source, Source):  # an etcd prefix (emperor/empire/etcdsource.py)
+            keyed, bad = source.scan(tyrant)
+            refused.update(bad)
+            for name, f in keyed.items():
+                if name in found or name in refused:
+                    refused.setdefault(f"{source.spec} {name}", f"the name {name!r} is already used by "
+                                       "another source")
+                else:
+                    found[name] = f
+            continue
         for name, path in source.candidates():
             if name in found or name in refused:
                 if path != (found[name].path if name in found else ""):

@@ -24,15 +24,21 @@ from emperor import __version__
 from emperor.statsserver import StatsServer
 
 if TYPE_CHECKING:
-    from emperor.empire.scan import Source
     from emperor.empire.vassals import Vassal
 
 log = logging.getLogger("emperor.stats")
 
 
+class Named(Protocol):
+    """A vassal source as the stats name it (a directory, a glob, an etcd:// prefix)."""
+
+    @property
+    def path(self) -> str: ...
+
+
 class Settings(Protocol):
     @property
-    def sources(self) -> Sequence[Source]: ...
+    def sources(self) -> Sequence[Named]: ...
 
     @property
     def tyrant(self) -> bool: ...
@@ -158,6 +164,9 @@ def document(emp: Governor) -> dict[str, Any]:
         for key in ("zergs_max", "zergs_busy"):
             if key in brood:
                 doc[key] = brood[key]
+    fleet = getattr(emp, "fleet", None)
+    if fleet is not None and fleet.registrar is not None:  # emperor-etcd (docs/fleet.md)
+        doc["fleet"] = fleet.registrar.snapshot()
     return _integers(doc)
 
 

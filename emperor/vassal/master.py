@@ -500,10 +500,22 @@ class Master:
                 log.info("%s: ready: %d worker(s) accepting", self.name, len(self.workers))
             return
         if not self.ready_sent and self._all_accepting():
+            channel.send(self.chan, Msg.ENDPOINTS, self._endpoints())  # for emperor-etcd (docs/fleet.md)
             self.ready_sent = channel.send(self.chan, Msg.READY, str(len(self.workers)))
             log.info("%s: ready: %d worker(s) accepting", self.name, len(self.workers))
         if self.ready_sent and not self.loyal_sent and self.board.total_requests() > 0:
             self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
+
+    def _endpoints(self) -> str:
+        """What the emperor registers in etcd: the app name, the weight and the bound TCP addresses
+        (``getsockname``, so ``:0`` reports its real port; a wildcard is replaced by the emperor)."""
+        words = [f"app={self.cfg.fleet_app or ''}", f"weight={self.cfg.weight}"]
+        for lst in self.listeners:
+            if lst.kind != "tcp":
+                continue
+            host, port = lst.sock.getsockname()[:2]
+            words.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return " ".join(words)
 
     def _all_accepting(self) -> bool:
         if self.cheap_waiting:
