@@ -104,6 +104,22 @@ def etcd(procs: ProcGroup, tmp_path: Path) -> Cluster:
     return cluster(procs, tmp_path, 1)
 
 
+def test_http_sockets_register_under_their_own_upstream(etcd: Cluster, procs: ProcGroup,
+                                                         tmp_path: Path) -> None:
+    """A vassal with a uwsgi and an HTTP socket gives two upstreams: nginx cannot mix protocols."""
+    host = Host(tmp_path / "h", procs, etcd.url)
+    pu, ph = free_port(), free_port()
+    host.write("shop", pu, extra=f"http-socket = 127.0.0.1:{ph}")
+    host.start()
+    ku, kh = f"/t/upstreams/shop/127.0.0.1:{pu}", f"/t/upstreams/shop-http/127.0.0.1:{ph}"
+    def both() -> dict[str, dict[str, object]] | None:
+        k = keys(etcd)
+        return k if {ku, kh} <= set(k) else None
+
+    got = wait_for(both, 20, what="both keys")
+    assert got[kh]["proto"] == "http" and "proto" not in got[ku], got
+
+
 def test_membership_follows_vassal_lifecycle(etcd: Cluster, procs: ProcGroup, tmp_path: Path) -> None:
     """READY -> key (app name, weight from the vassal); reload -> kept; stop -> removed;
     SIGKILL of the emperor -> gone within TTL + 1 s; the other host's keys stay."""

@@ -16,6 +16,11 @@ def test_endpoints_payload() -> None:
     assert fleet.parse_endpoints("weight=x 1.2.3.4:80") is None
     assert fleet.parse_endpoints("app=a/b 1.2.3.4:80") is None  # would escape its key level
     assert fleet.parse_endpoints("1.2.3.4:99999") is None
+    # HTTP listeners carry their protocol: they go to their own upstream (<app>-http)
+    ep = fleet.parse_endpoints("app=shop weight=1 127.0.0.1:8001 127.0.0.1:8080/http [::1]:8443/https")
+    assert ep == fleet.Endpoints("shop", 1, (("127.0.0.1", 8001),),
+                                 (("127.0.0.1", 8080, "http"), ("::1", 8443, "https")))
+    assert fleet.parse_endpoints("1.2.3.4:80/ftp") is None
 
 
 def test_default_app_name_is_safe() -> None:

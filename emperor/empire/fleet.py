@@ -53,13 +53,17 @@ class Endpoints:
 
     app: str
     weight: int
-    addrs: tuple[tuple[str, int], ...]
+    addrs: tuple[tuple[str, int], ...]  # uwsgi sockets: upstream <app> (uwsgi_pass)
+    others: tuple[tuple[str, int, str], ...] = ()  # http/https sockets: upstream <app>-<proto> (proxy_pass)
 
 
 def parse_endpoints(payload: str) -> Endpoints | None:
-    """``app=NAME weight=N HOST:PORT [HOST]:PORT ...``; None when malformed (the vassal is ours,
-    but the channel is a trust boundary all the same: nothing from it reaches etcd unchecked)."""
-    app, weight, addrs = "", 1, []
+    """``app=NAME weight=N HOST:PORT [HOST]:PORT HOST:PORT/http ...``; None when malformed (the
+    vassal is ours, but the channel is a trust boundary all the same: nothing from it reaches etcd
+    unchecked). An address with ``/http`` or ``/https`` is an HTTP listener."""
+    app, weight = "", 1
+    addrs: list[tuple[str, int]] = []
+    others: list[tuple[str, int, str]] = []
     for word in payload.split():
         if word.startswith("app="):
             app = word[4:]
@@ -68,16 +72,22 @@ def parse_endpoints(payload: str) -> Endpoints | None:
                 return None
             weight = max(1, min(1000, int(word[7:])))
         else:
+            word, _, proto = word.partition("/")
             host, sep, port = word.rpartition(":")
             if not sep or not port.isdigit() or not 0 < int(port) < 65536:
                 return None
-            addrs.append((host.strip("[]"), int(port)))
+            if proto not in ("", "http", "https"):
+                return None
+            if proto:
+                others.append((host.strip("[]"), int(port), proto))
+            else:
+                addrs.append((host.strip("[]"), int(port)))
     if app:
         try:
             validators.upstream_name(app)
         except ValueError:
             return None
-    return Endpoints(app, weight, tuple(addrs))
+    return Endpoints(app, weight, tuple(addrs), tuple(others))
 
 
 def default_app(vassal_name: str) -> str:
@@ -266,9 +276,12 @@ class Fleet:
             if ep is None or v.state not in SERVING:
                 continue
             app = ep.app or default_app(name)
+            value = {"vassal": name, "weight": ep.weight, "state": v.state.value if v.state else "",
+                     "pid": v.pid}
             for host, port in ep.addrs:
-                wanted[(app, host, port)] = {"vassal": name, "weight": ep.weight,
-                                             "state": v.state.value if v.state else "", "pid": v.pid}
+                wanted[(app, host, port)] = value
+            for host, port, proto in ep.others:  # one upstream per protocol: nginx cannot mix them
+                wanted[(f"{app}-{proto}", host, port)] = {**value, "proto": proto}
         self.registrar.want(wanted, now)
 
     def deadline(self, now: float) -> float:

@@ -514,7 +514,8 @@ class Master:
             if lst.kind != "tcp":
                 continue
             host, port = lst.sock.getsockname()[:2]
-            words.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+            suffix = "" if lst.proto == "uwsgi" else f"/{lst.proto}"  # HTTP: upstream <app>-http
+            words.append(f"[{host}]:{port}{suffix}" if ":" in host else f"{host}:{port}{suffix}")
         return " ".join(words)
 
     def _all_accepting(self) -> bool:
