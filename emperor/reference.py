@@ -21,7 +21,8 @@ _TYPES: dict[Callable[[str], Any], str] = {
 _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",
     "app": "The application", "processes": "Processes, recycling and reloads",
-    "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
+    "logging": "Logging, pidfiles and process titles",
+    "cheaper": "Cheaper: an adaptive worker count", "emperor": "The emperor",
     "compat": "uWSGI options emperor does not implement",
 }
 

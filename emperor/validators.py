@@ -111,6 +111,19 @@ def seconds(raw: str) -> float:
     return value
 
 
+def choice(*words: str) -> Callable[[str], str]:
+    """One of ``words`` (any case); anything else is an error that lists them."""
+
+    def convert(raw: str) -> str:
+        s = raw.strip().lower()
+        if s not in words:
+            raise ValueError(f"{raw!r} is not one of {', '.join(words)}")
+        return s
+
+    convert.__doc__ = " | ".join(words)
+    return convert
+
+
 def octal_mode(raw: str) -> int:
     """``chmod-socket``: 3 or 4 octal digits. A bare key means 666, as in uWSGI (the caller warns)."""
     s = raw.strip()
