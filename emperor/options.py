@@ -438,6 +438,8 @@ COMPAT: tuple[Option, ...] = (
     _compat("show-config", _I, "use emperor check FILE to see every problem in a file"),
     _compat("stats-minified", _I, "the stats document is always compact JSON"),
     _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
+    _compat("cheaper-busyness-verbose", _I, "every spawn and cheap is logged with its reason, and the "
+            "busyness figures are in the stats (docs/autoscaling.md)"),
     _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
             flag=False),
     _compat("fs-reload", _R, "not implemented: a change to this path would not reload the app", flag=False),

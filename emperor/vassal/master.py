@@ -261,8 +261,10 @@ class Master:
         _title(f"{self.cfg.procname_prefix}emperor: master {self.name}")
         if self.stats_server is not None:
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
-        log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
-                 self.pid, f" (reload {self.reloads})" if self.reloads else "", self.cfg.processes,
+        count = str(self.cfg.processes) if self.cheaper is None else \
+            f"{self.cfg.processes - len(self.cheaped)} (cheaper: {self.cheaper.minimum}-{self.cfg.processes})"
+        log.info("%s: master pid %d%s, %s worker(s) x %d thread(s), app %s, sockets: %s", self.name,
+                 self.pid, f" (reload {self.reloads})" if self.reloads else "", count,
                  self.cfg.threads, loader.describe(self.cfg),
                  ", ".join(lst.describe() for lst in self.listeners))
         self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
