@@ -30,6 +30,7 @@ class Msg(enum.IntEnum):
     BYE = 9  # the vassal is exiting on purpose; payload: reason
     CONFIG_ERROR = 40  # a reload found the ini invalid; the old config keeps running. payload: the error
     SCALED = 41  # the answer to SCALE: payload ``scale_reply`` ("ok N" or "refused REASON")
+    WORKERS = 42  # the worker counts changed (cheaper, scale): payload "current min max spawns cheaps"
     # emperor -> vassal
     STOP = 100  # graceful stop
     RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets

@@ -106,6 +106,9 @@ class Vassal:
     zergs: int = 0  # broodlord: zergs alive for this vassal, lent in all, reclaimed idle
     lends: int = 0
     reclaims: int = 0
+    # the vassal's worker counts (its WORKERS message; docs/autoscaling.md): running, cheaper's
+    # minimum, the ceiling, and cheaper's spawns and cheaps so far
+    workers: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     # ---- transitions
 
@@ -288,6 +291,11 @@ class Vassal:
             if self.state == State.THROTTLED else 0,
             "last_error": self.last_error,
             "zergs": self.zergs,
+            "workers": self.workers[0],
+            "workers_min": self.workers[1],
+            "workers_max": self.workers[2],
+            "cheaper_spawns": self.workers[3],
+            "cheaper_cheaps": self.workers[4],
             "lends": self.lends,
             "reclaims": self.reclaims,
         }

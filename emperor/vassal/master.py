@@ -428,6 +428,7 @@ class Master:
         if not self.ready_sent and self._all_accepting():
             self.ready_sent = channel.send(self.chan, Msg.READY, str(len(self.workers)))
             log.info("%s: ready: %d worker(s) accepting", self.name, len(self.workers))
+            self._tell_workers()
         if self.ready_sent and not self.loyal_sent and self.board.total_requests() > 0:
             self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
 
@@ -657,6 +658,7 @@ class Master:
         self.cheaper_log.record(action, time.time(), before, after)
         log.info("%s: cheaper: spawned %d worker(s) (%d -> %d): %s", self.name, len(chosen), before, after,
                  action.reason)
+        self._tell_workers()
 
     def _cheaper_retire(self, action: cheaper.Action, before: int, running: list[tuple[int, bool]]) -> None:
         """SIGTERM: the worker closes its listening sockets first (a connection the kernel queued
@@ -671,6 +673,21 @@ class Master:
         self.cheaper_log.record(action, time.time(), before, after)
         log.info("%s: cheaper: retiring %d worker(s) (%d -> %d): %s", self.name, len(chosen), before, after,
                  action.reason)
+        self._tell_workers()
+
+    def running_workers(self) -> int:
+        """Workers alive that are not leaving (a cheap or a scale-down sent them SIGTERM)."""
+        return sum(1 for pid, wid in self.workers.items() if pid not in self.retiring and self._wanted(wid))
+
+    def _tell_workers(self) -> None:
+        """WORKERS to the emperor: running (not retiring), minimum, maximum, cheaper's spawns and
+        cheaps (``emperor ctl list/status``)."""
+        if self.chan is None:
+            return
+        pol, book = self.cheaper, self.cheaper_log
+        low = pol.minimum if pol is not None else self.cfg.processes
+        channel.send(self.chan, Msg.WORKERS, f"{self.running_workers()} {low} "
+                     f"{self.cfg.processes} {sum(book.spawned.values())} {sum(book.cheaped.values())}")
 
     def _cheaper_rescale(self, old: int, count: int) -> None:
         """``emperor ctl scale N`` under cheaper moves the ceiling (docs/autoscaling.md)."""
@@ -778,6 +795,7 @@ class Master:
             if wid > count:
                 _kill(pid, signal.SIGTERM)
         self.ready_sent = self.ready_sent and count <= old  # READY again once the new ones accept
+        self._tell_workers()
         return True, str(count)
 
     # ---- logs (logrotate) ----------------------------------------------------------------

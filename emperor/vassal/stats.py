@@ -73,7 +73,7 @@ class VassalStats:
         cheaps by rule and the last events with their reasons (emperor/vassal/cheaper.py). Without
         cheaper the minimum and maximum are both ``processes``."""
         m = self.master
-        current = len(m.workers) - len(m.retiring)
+        current = m.running_workers()
         pol = m.cheaper
         if pol is None:
             return {"enabled": 0, "algo": "", "workers": current, "min": m.cfg.processes,
