@@ -131,3 +131,18 @@ def test_scale_moves_the_ceiling(procs: ProcGroup, nginx: Any, sock_dir: Path) -
         wait_for(lambda: workers(st) == 7, timeout=45, interval=0.05, what="7 workers under the burst")
         assert len(stats(st)["workers"]) <= 7
     assert burst.result.failed == 0, burst.result.failures[:5]
+
+
+def test_retiring_busy_workers_fails_no_request(procs: ProcGroup, nginx: Any, sock_dir: Path) -> None:
+    """cheaper-rss-limit-hard = 1 byte retires a worker every second whatever it does, and the full
+    house spawns one back: under load, busy workers are retired again and again (they finish their
+    request; connections queued meanwhile go to the others)."""
+    _, ng, st = serve(procs, nginx, sock_dir, "unix", "--cheaper-rss-limit-hard", "1")
+    with BackgroundLoad(ok(ng), threads=12, seconds=90, max_requests=50_000) as load:
+        wait_for(lambda: stats(st)["cheaper"]["cheaps_by_rule"].get("rss-hard", 0) >= 6, timeout=60,
+                 interval=0.1, what="six workers retired by the RSS hard limit under load")
+    assert load.result.failed == 0, load.result.failures[:5]
+    assert load.result.ok > 0
+    ch = stats(st)["cheaper"]
+    assert ch["spawns_by_rule"].get("full-house", 0) >= 3, ch
+    assert "upstream" not in ng.error_log(), ng.error_log()[-2000:]

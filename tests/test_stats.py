@@ -303,3 +303,18 @@ def test_an_emperor_whose_stats_address_is_busy_does_not_start(tmp_path: Path, s
                            timeout=30)
         assert r.returncode == 1
         assert "cannot start: emperor-stats" in log.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the vassal as another user")
+def test_boot_failure_after_the_stats_socket_opened_exits_cleanly(sock_dir: Path, tmp_path: Path) -> None:
+    """The stats server is open before the final chdir as the user; a failure there must exit with
+    its status (78, a configuration error), not with a traceback from closing a server the loop
+    never registered."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)  # root's: nobody cannot enter it
+    r = subprocess.run([sys.executable, "-m", "emperor.vassal", "--socket", str(sock_dir / "a.sock"),
+                        "--stats", str(sock_dir / "stats"), "--chdir", str(private), "--uid", "nobody",
+                        "--module", "testapp"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 78, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"chdir {private}" in r.stderr

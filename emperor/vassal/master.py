@@ -901,7 +901,8 @@ class Master:
             lst.sock.close()
         self._broodlord_close()
         if self.stats_server is not None:
-            self.sel.unregister(self.stats_server)
+            if self.stats_server in self.sel.get_map():  # a boot failure comes before registration
+                self.sel.unregister(self.stats_server)
             self.stats_server.close()
             self.stats_server = None
         if self.stats is not None:
