@@ -12,7 +12,8 @@ silence for at most ``--tail`` seconds. A sampler reads the stats socket every 2
 the worker processes alive (uWSGI lists cheaped workers with pid 0 or status "cheap": not
 counted; emperor lists only live workers, retiring ones included until they exit).
 
-Reported per run: seconds from the start of the burst to 2, 4 and 8 workers; completed requests;
+Reported per run: seconds from the start of the burst to 2, 4 and 8 workers (- : not during the
+burst); the most workers during the burst; completed requests;
 p99; failed requests (non-2xx + socket errors); seconds from the end of the burst until one
 worker is left (None: not within --tail).
 
@@ -114,28 +115,39 @@ def run_one(a: argparse.Namespace, system: str, algo: str, sock: str) -> dict[st
         proc.stop()
         ng.stop()
 
-    def first(pred: Any, after: float) -> float | None:
-        return next((round(t - after, 2) for t, n in samples if t >= after and pred(n)), None)
+    def first(pred: Any, after: float, until: float = float("inf")) -> float | None:
+        return next((round(t - after, 2) for t, n in samples if after <= t <= until and pred(n)), None)
 
     failed = (w.get("non2xx") or 0) + sum((w.get("sock_err") or {}).values())
     peak = max((n for t, n in samples if t_load <= t <= t_end), default=None)
     return {"config": name(system, algo, sock), "system": system, "algo": algo, "socket": sock,
-            "to_2": first(lambda n: n >= 2, t_load), "to_4": first(lambda n: n >= 4, t_load),
-            "to_8": first(lambda n: n >= 8, t_load), "peak": peak, "requests": w.get("requests"),
+            "to_2": first(lambda n: n >= 2, t_load, t_end), "to_4": first(lambda n: n >= 4, t_load, t_end),
+            "to_8": first(lambda n: n >= 8, t_load, t_end), "peak": peak, "requests": w.get("requests"),
             "p99_ms": w.get("p99_ms"), "failed": failed, "back_to_1": first(lambda n: n <= 1, t_end),
-            "cmd": cmd, "ini": open(ini).read(), "wrk": w.get("raw", "")[-600:]}
+            "cmd": cmd, "ini": open(ini).read(), "wrk": w.get("raw", "")[-600:],
+            "timeline": _changes(samples, t_load)}
+
+
+def _changes(samples: list[tuple[float, int]], t0: float) -> list[tuple[float, int]]:
+    """(seconds from the burst, workers) at every change of the count."""
+    out: list[tuple[float, int]] = []
+    for t, n in samples:
+        if not out or out[-1][1] != n:
+            out.append((round(t - t0, 2), n))
+    return out
 
 
 def table(rows: list[dict[str, Any]], tail: int) -> str:
     def cell(x: Any) -> str:
         return "-" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
 
-    out = ["| config | to 2 (s) | to 4 (s) | to 8 (s) | peak | requests | p99 (ms) | failed | back to 1 (s) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| config | to 2 (s) | to 4 (s) | to 8 (s) | peak | requests | p99 (ms) | failed "
+           "| back to 1 (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         back = cell(r["back_to_1"]) if r["back_to_1"] is not None else f"> {tail}"
         out.append(f"| {r['config']} | {cell(r['to_2'])} | {cell(r['to_4'])} | {cell(r['to_8'])} | "
-                   f"{cell(r['peak'])} | {cell(r['requests'])} | {cell(r['p99_ms'])} | {r['failed']} | {back} |")
+                   f"{cell(r['peak'])} | {cell(r['requests'])} | {cell(r['p99_ms'])} | {r['failed']} "
+                   f"| {back} |")
     return "\n".join(out)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from harness import BackgroundLoad, ProcGroup, request, wait_for, wsgi_vars
 from test_control import ctl, ok, start
-from test_emperor_rig import Rig
+from test_emperor_rig import EventStream, Rig
 
 
 @pytest.fixture
@@ -24,6 +24,16 @@ def counts(endpoint: str) -> tuple[int, int, int]:
 def test_ctl_shows_counts_and_scale_moves_the_ceiling(rig: Rig, sock_dir: Path) -> None:
     rig.write("app", processes=6, extra="cheaper = 1\ndisable-logging = true")
     endpoint = start(rig, sock_dir, "app")
+    stream = EventStream(endpoint)
+    try:
+        stream.connect(rig, "app.ini")
+        _burst_scale_and_back(rig, endpoint)
+        assert ("app.ini", "workers") in stream.events()
+    finally:
+        stream.stop()
+
+
+def _burst_scale_and_back(rig: Rig, endpoint: str) -> None:
     wait_for(lambda: counts(endpoint) == (1, 1, 6), 15, what="status: 1 worker, cheaper 1 to 6")
     r = ctl(endpoint, "list")
     assert r.returncode == 0 and "WORKERS" in r.stdout and "1 (1-6)" in r.stdout, r.stdout

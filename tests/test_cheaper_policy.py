@@ -85,6 +85,20 @@ def test_spare_keeps_the_peak_of_the_idle_window_plus_one() -> None:
     assert [(a.retire, a.rule) for a in acts] == [(4, "idle")]  # peak 3 busy + 1 free
 
 
+def test_spare_retires_the_rest_as_soon_as_the_burst_tail_leaves_the_window() -> None:
+    """The window slides: workers busy at the end of a burst are retired once they too have been
+    idle for the threshold, not one whole threshold later."""
+    c, workers, gone = policy(overload=3), 8, []
+    c.step(0.25, workers, 6)  # the burst's last moment: 6 busy, 2 idle (t = 100.25)
+    for _ in range(20):
+        a = c.step(0.25, workers, 0)
+        workers -= a.retire
+        if a.retire:
+            gone.append((round(c.t - 100.25, 2), a.retire))
+    assert gone == [(3.0, 1), (3.25, 6)]  # 2 idle for 3 s keep 7; then the tail is 3 s old too
+    assert workers == 1
+
+
 def test_spare_never_goes_below_cheaper() -> None:
     c = policy(minimum=3, overload=1)
     acts = c.hold(1.25, 8, 0)

@@ -15,13 +15,15 @@ The algorithms keep uWSGI's names and meanings (docs/autoscaling.md), with three
   there. Spawns wait until the workers spawned before accept, so one burst cannot overshoot;
 - once the extra workers have been idle for the algorithm's threshold, all of them are retired
   together (uWSGI retires one per threshold, so 8 -> 1 takes seven periods). "Extra" means above
-  both ``cheaper`` and what the threshold's window needed (its peak of busy workers, plus the
-  spare workers the algorithm keeps).
+  both ``cheaper`` and what the trailing threshold needed (the most workers busy at once in it,
+  plus the spare workers the algorithm keeps); the window slides, so workers still busy at the
+  end of a burst follow as soon as they too have been idle for the threshold.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,23 +129,34 @@ NOTHING = Action()
 
 
 class _Since:
-    """How long a condition has held, and the peak of busy workers meanwhile."""
+    """How long a condition has held, and the busy workers seen meanwhile (the last ``span``
+    seconds of them: ``peak`` is what the trailing threshold needed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, span: float = 0.0) -> None:
+        self.span = span
         self.start: float | None = None
-        self.peak = 0
+        self.samples: deque[tuple[float, int]] = deque()
 
     def update(self, holds: bool, now: float, busy: int) -> float:
         if not holds:
             self.start = None
+            self.samples.clear()
             return 0.0
         if self.start is None:
-            self.start, self.peak = now, busy
-        self.peak = max(self.peak, busy)
+            self.start = now
+        self.samples.append((now, busy))
+        while self.samples[0][0] < now - self.span:
+            self.samples.popleft()
         return now - self.start
 
+    @property
+    def peak(self) -> int:
+        return max((b for _, b in self.samples), default=0)
+
     def restart(self, now: float, busy: int) -> None:
-        self.start, self.peak = now, busy
+        self.start = now
+        self.samples.clear()
+        self.samples.append((now, busy))
 
 
 class Policy:
@@ -153,7 +166,10 @@ class Policy:
         self.s = settings
         self.maximum = settings.maximum  # ``emperor ctl scale`` moves the ceiling
         self.full = _Since()  # spare: every worker busy
-        self.spare = _Since()  # spare: two or more idle; spare2: more than cheaper idle; backlog: short queue
+        # spare: two or more idle; spare2: more than cheaper idle; backlog: a short queue. Once it has
+        # held for the threshold, every snapshot retires what the trailing threshold did not need.
+        span = {"spare": settings.overload, "spare2": settings.idle}.get(settings.algo, BACKLOG_IDLE)
+        self.spare = _Since(span)
         self.nonzero = _Since()  # busyness: the queue has not been empty
         self.window_start = now  # busyness: the averaging window
         self.window_busy = 0.0
@@ -198,7 +214,7 @@ class Policy:
             return NOTHING
         if self.s.rss_soft and snap.rss >= self.s.rss_soft:
             return NOTHING  # cheaper-rss-limit-soft: no growth while the memory is that high
-        self.spare.start = None
+        self.spare.update(False, snap.now, 0)  # the new workers start idle: count afresh
         return Action(spawn=count, rule=rule, reason=reason)
 
     def _retire_to(self, snap: Snapshot, keep: int, rule: str, reason: str) -> Action:
@@ -231,9 +247,9 @@ class Policy:
         quiet = self.spare.update(idle >= 2, snap.now, snap.busy)
         if quiet >= s.overload:
             peak = self.spare.peak
-            self.spare.restart(snap.now, snap.busy)
             return self._retire_to(snap, peak + 1, "idle", f"two or more workers idle for {quiet:.1f} s "
-                                   f"(cheaper-overload {s.overload}); at most {peak} busy meanwhile")
+                                   f"(cheaper-overload {s.overload}); at most {peak} busy in the last "
+                                   f"{s.overload} s")
         return NOTHING
 
     # ---- spare2 -------------------------------------------------------------------------------
@@ -246,10 +262,9 @@ class Policy:
         quiet = self.spare.update(idle - snap.starting > self.minimum, snap.now, snap.busy)
         if quiet >= s.idle:
             peak = self.spare.peak
-            self.spare.restart(snap.now, snap.busy)
             return self._retire_to(snap, peak + self.minimum, "idle", f"more than {self.minimum} idle "
                                    f"worker(s) for {quiet:.1f} s (cheaper-idle {s.idle}); "
-                                   f"at most {peak} busy")
+                                   f"at most {peak} busy in the last {s.idle} s")
         return NOTHING
 
     # ---- backlog ------------------------------------------------------------------------------
@@ -265,7 +280,6 @@ class Policy:
         quiet = self.spare.update(backlog <= s.overload and idle >= 1, snap.now, snap.busy)
         if quiet >= BACKLOG_IDLE:
             peak = self.spare.peak
-            self.spare.restart(snap.now, snap.busy)
             return self._retire_to(snap, peak, "idle", f"queue at most cheaper-overload {s.overload} and a "
                                    f"worker idle for {quiet:.1f} s; at most {peak} busy")
         return NOTHING
