@@ -327,3 +327,15 @@ def test_from_config_takes_any_object_with_the_attributes() -> None:
                           cheaper_busyness_backlog_multiplier=3, cheaper_busyness_backlog_nonzero=60,
                           cheaper_rss_limit_soft=0, cheaper_rss_limit_hard=0)
     assert Settings.from_config(cfg)[0] == Settings(maximum=2)
+
+
+def test_emperor_check_reports_the_adjustments_at_the_cheaper_line(tmp_path: Any) -> None:
+    from emperor import check
+
+    ini = tmp_path / "app.ini"
+    ini.write_text("[uwsgi]\nsocket = /tmp/x.sock\nmodule = app\nprocesses = 4\ncheaper = 4\n")
+    problems = check.check_pairs([("ini", str(ini))], label=str(ini))
+    found = [p for p in problems if p.key == "cheaper"]
+    assert len(found) == 1 and not found[0].error
+    assert (found[0].file, found[0].line) == (str(ini), 5)
+    assert "cheaper = 4 is not below processes = 4: using 3" in found[0].message

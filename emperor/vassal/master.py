@@ -595,7 +595,7 @@ class Master:
     def _cheaper_boot(self) -> None:
         settings, warnings = cheaper.Settings.from_config(self.cfg)
         for w in warnings:
-            log.warning("%s: %s", self.name, w)
+            log.warning("%s: %s: cheaper: %s", self.name, self.cfg.where("cheaper"), w)
         if settings is None:
             return
         now = time.monotonic()
