@@ -34,6 +34,7 @@ class Msg(enum.IntEnum):
     CONFIG_ERROR = 40  # a reload found the ini invalid; the old config keeps running. payload: the error
     SCALED = 41  # the answer to SCALE: payload ``scale_reply`` ("ok N" or "refused REASON")
     ENDPOINTS = 42  # sent before each READY: ``app=NAME weight=N HOST:PORT ...`` (its TCP sockets; fleet)
+    WORKERS = 43  # the worker counts changed (cheaper, scale): payload "current min max spawns cheaps"
     # emperor -> vassal
     STOP = 100  # graceful stop
     RELOAD = 101  # graceful reload: re-read the config, re-import the app, keep the sockets

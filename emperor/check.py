@@ -83,6 +83,11 @@ def _startup_checks(cfg: config.Config, scope: Scope, label: str) -> list[Proble
                 addresses.parse(addr)
             except ValueError as exc:
                 err(key, f"bad address {addr!r}: {exc}")
+    from emperor.vassal import cheaper
+
+    for warning in cheaper.Settings.from_config(cfg)[1]:  # values the vassal would adjust
+        e = cfg.sources.get("cheaper")
+        found.append(Problem(e.file if e else label, e.line if e else 0, "cheaper", warning, error=False))
     if cfg.chdir and not os.path.isdir(cfg.chdir):
         err("chdir", f"{cfg.chdir}: no such directory")
     if cfg.wsgi_file:

@@ -81,6 +81,22 @@ class ConfigView:
     attach_daemon2: list[DaemonSpec]
     cron: list[CronSpec]
     unique_cron: list[CronSpec]
+    cheaper: int
+    cheaper_initial: int
+    cheaper_step: int
+    cheaper_overload: int
+    cheaper_algo: str
+    cheaper_idle: int
+    cheaper_busyness_max: int
+    cheaper_busyness_min: int
+    cheaper_busyness_multiplier: int
+    cheaper_busyness_penalty: int
+    cheaper_busyness_backlog_alert: int
+    cheaper_busyness_backlog_step: int
+    cheaper_busyness_backlog_multiplier: int
+    cheaper_busyness_backlog_nonzero: int
+    cheaper_rss_limit_soft: int
+    cheaper_rss_limit_hard: int
     pidfile: str | None
     logto: str | None
     daemonize: str | None

@@ -329,6 +329,52 @@ OPTIONS: tuple[Option, ...] = (
     _opt("unique-cron", d.unique_cron, None, "As cron, but a job is not started while its previous "
          "run is still going (logged).", scope=Scope.VASSAL, group="daemons", multi=True,
          metavar="M H D MON WD COMMAND", extra={"sets": "cron"}),
+    # ---- cheaper: an adaptive worker count between cheaper and processes (docs/autoscaling.md)
+    _opt("cheaper", v.integer(0, 4096), 0, "The minimum number of workers, and turns the cheaper mode on "
+         "(0 = off: always ``processes`` workers). ``processes`` is then the ceiling; the algorithm "
+         "(cheaper-algo) spawns and retires workers between the two. Must be below processes (a larger "
+         "value is lowered to processes - 1, with a warning, as uWSGI does).",
+         group="cheaper", metavar="N"),
+    _opt("cheaper-initial", v.integer(0, 4096), 0, "Workers started at boot in cheaper mode (0 = the "
+         "``cheaper`` value, as uWSGI); kept within [cheaper, processes].", group="cheaper", metavar="N"),
+    _opt("cheaper-step", v.integer(1, 4096), 1, "Workers spawned at once when the algorithm asks for more.",
+         group="cheaper", metavar="N"),
+    _opt("cheaper-overload", v.integer(1, 3600), 3, "spare: grow after every worker has been busy for this "
+         "many seconds, shrink after two or more have been idle that long; backlog: grow while more "
+         "than this many connections wait; busyness: the averaging window in seconds. uWSGI's default "
+         "(3). In every algorithm a full house with a connection waiting grows at once "
+         "(docs/autoscaling.md).", group="cheaper", metavar="N"),
+    _opt("cheaper-algo", v.choice("spare", "spare2", "backlog", "busyness"), "spare", "The algorithm: "
+         "``spare`` (uWSGI's default), ``spare2`` (keep ``cheaper`` idle workers), ``backlog`` (the "
+         "listen queue; on TCP and Unix sockets here) or ``busyness`` (average busy time).",
+         group="cheaper", metavar="NAME"),
+    _opt("cheaper-idle", v.integer(1, 86_400), 10, "spare2: retire the extra workers once more than "
+         "``cheaper`` workers have been idle for this many seconds (uWSGI's default, 10).",
+         group="cheaper", metavar="SECONDS"),
+    _opt("cheaper-busyness-max", v.integer(1, 100), 50, "busyness: spawn cheaper-step workers when the "
+         "average busyness over a window is above this percentage.", group="cheaper", metavar="PERCENT"),
+    _opt("cheaper-busyness-min", v.integer(0, 99), 25, "busyness: a window below this percentage is an "
+         "idle cycle.", group="cheaper", metavar="PERCENT"),
+    _opt("cheaper-busyness-multiplier", v.integer(1, 10_000), 10, "busyness: idle cycles in a row before "
+         "the extra workers are retired.", group="cheaper", metavar="N"),
+    _opt("cheaper-busyness-penalty", v.integer(0, 10_000), 1, "busyness: added to the multiplier when a "
+         "worker has to be spawned again soon (within multiplier x overload seconds) after a retirement.",
+         group="cheaper", metavar="N"),
+    _opt("cheaper-busyness-backlog-alert", v.integer(0), 33, "busyness: spawn emergency workers at once "
+         "when more than this many connections wait (0 = off); checked 4 times a second.",
+         group="cheaper", metavar="N"),
+    _opt("cheaper-busyness-backlog-step", v.integer(1, 4096), 1, "busyness: emergency workers spawned "
+         "at once.", group="cheaper", metavar="N"),
+    _opt("cheaper-busyness-backlog-multiplier", v.integer(1, 10_000), 3, "busyness: idle cycles before "
+         "retiring while emergency workers are running.", group="cheaper", metavar="N"),
+    _opt("cheaper-busyness-backlog-nonzero", v.integer(0), 60, "busyness: spawn an emergency worker when "
+         "the queue has not been empty for this many seconds (0 = off).", group="cheaper",
+         metavar="SECONDS"),
+    _opt("cheaper-rss-limit-soft", v.integer(0), 0, "Spawn no more workers while the workers' resident "
+         "memory adds up to this many bytes or more (0 = off).", group="cheaper", metavar="BYTES"),
+    _opt("cheaper-rss-limit-hard", v.integer(0), 0, "Retire a worker (one a second, never below cheaper) "
+         "while the workers' resident memory adds up to this many bytes or more (0 = off).",
+         group="cheaper", metavar="BYTES"),
     # ---- logging and files
     _opt("pidfile", v.nonempty, None, "Write the master's pid to this file.", scope=Scope.ANY,
          group="logging", metavar="PATH"),
@@ -596,6 +642,8 @@ COMPAT: tuple[Option, ...] = (
     _compat("show-config", _I, "use emperor check FILE to see every problem in a file"),
     _compat("stats-minified", _I, "the stats document is always compact JSON"),
     _compat("threads-stacksize", _I, "worker threads get Python's default stack size", flag=False),
+    _compat("cheaper-busyness-verbose", _I, "every spawn and cheap is logged with its reason, and the "
+            "busyness figures are in the stats (docs/autoscaling.md)"),
     _compat("fastcgi-socket", _R, "emperor speaks only the uwsgi protocol; put nginx in front",
             flag=False),
     _compat("cron2", _R, "the key=value cron form is not implemented: the job would never run; use "
@@ -658,7 +706,6 @@ UNSUPPORTED: dict[str, str] = {
     "pidfile2": "not supported: pidfile is written as root and handed to the user, so reloads rewrite it",
     "no-initgroups": "the user's supplementary groups are always set (add more with add-gid)",
     "lazy": "use lazy-apps",
-    "cheaper": "planned (autoscaling work): adaptive worker counts are not implemented",
 }
 
 ALL: tuple[Option, ...] = (*OPTIONS, *COMPAT)  # what the CLI, the reader and the docs know

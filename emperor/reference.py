@@ -23,7 +23,7 @@ _GROUPS = {
     "config": "Loading configuration", "sockets": "Sockets and the uwsgi protocol",
     "app": "The application", "asgi": "ASGI applications", "processes": "Processes, recycling and reloads",
     "logging": "Logging, pidfiles and process titles", "emperor": "The emperor",
-    "daemons": "Companion processes and cron",
+    "daemons": "Companion processes and cron", "cheaper": "Cheaper: an adaptive worker count",
     "compat": "uWSGI options emperor does not implement",
     "http": "HTTP listeners (docs/http.md)", "static": "Static files (docs/http.md)",
 }

@@ -323,3 +323,18 @@ def test_stats_follow_a_scale_and_a_reload_restores_the_ini_count(procs: ProcGro
     wait_for(lambda: json.loads(fetch(stats))["processes"] == 2, 5, what="processes = 2 after the reload",
              ignore=(OSError,))
     assert get(sock) == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the vassal as another user")
+def test_boot_failure_after_the_stats_socket_opened_exits_cleanly(sock_dir: Path, tmp_path: Path) -> None:
+    """The stats server is open before the final chdir as the user; a failure there must exit with
+    its status (78, a configuration error), not with a traceback from closing a server the loop
+    never registered."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)  # root's: nobody cannot enter it
+    r = subprocess.run([sys.executable, "-m", "emperor.vassal", "--socket", str(sock_dir / "a.sock"),
+                        "--stats", str(sock_dir / "stats"), "--chdir", str(private), "--uid", "nobody",
+                        "--module", "testapp"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 78, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"chdir {private}" in r.stderr

@@ -123,17 +123,25 @@ def _follow(client: Client, reply: dict[str, Any], vassal: str | None) -> int:
     return 0
 
 
+def _workers(v: dict[str, Any]) -> str:
+    """``3 (1-8)``: running workers and the range cheaper keeps them in; ``4`` without cheaper."""
+    cur, low, high = v.get("workers", 0), v.get("workers_min", 0), v.get("workers_max", 0)
+    if not high:
+        return "-"  # the vassal has not said yet
+    return str(cur) if low == high else f"{cur} ({low}-{high})"
+
+
 def _human(cmd: Command, reply: dict[str, Any]) -> str:
     if cmd.name == "list":
-        rows = [("VASSAL", "PID", "STATE", "LOYAL", "RESPAWNS", "THROTTLE", "LAST ERROR")]
+        rows = [("VASSAL", "PID", "STATE", "LOYAL", "WORKERS", "RESPAWNS", "THROTTLE", "LAST ERROR")]
         for v in reply["vassals"]:
             loyal = "yes" if v.get("loyal") else "no"
-            rows.append((v["id"], str(v["pid"] or "-"), v.get("state", "?"), loyal,
+            rows.append((v["id"], str(v["pid"] or "-"), v.get("state", "?"), loyal, _workers(v),
                          str(v.get("respawns", 0)), f"{v.get('throttle_level', 0) / 1000:g}s",
                          str(v.get("last_error", ""))[:60]))
         for name in reply.get("held", []):
             if not any(v["id"] == name for v in reply["vassals"]):
-                rows.append((name, "-", "held", "-", "-", "-", "stopped by emperor ctl stop"))
+                rows.append((name, "-", "held", "-", "-", "-", "-", "stopped by emperor ctl stop"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
                          for r in rows).rstrip()

@@ -239,7 +239,9 @@ def cmd_scale(api: EmperorAPI, props: dict[str, Any]) -> Later:
     get SIGTERM, finish their request and exit. Runtime only: any reload of the vassal
     (its file changes, ``emperor ctl reload``, SIGHUP) re-reads the ini, whose
     ``processes`` then applies again. The vassal accepts up to four times its ini's
-    ``processes`` (at least 64); beyond that it refuses.
+    ``processes`` (at least 64); beyond that it refuses. Under ``cheaper`` the number is the
+    ceiling (``processes``): the cheaper algorithm keeps choosing the count below it
+    (docs/autoscaling.md).
     The reply waits for the vassal's answer (at most 3 s): ``{"scaled": name, "processes": N,
     "pid": master pid}``, or the error REFUSED with the vassal's reason.
     """

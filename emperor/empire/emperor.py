@@ -457,8 +457,22 @@ class Emperor:
             log.info("idle: %r (pid %s) has been idle for %s s: it is leaving", v.name, v.pid, payload)
         elif msg == Msg.ENDPOINTS:
             self.fleet.reported(v.name, payload)
+        elif msg == Msg.WORKERS:
+            self._on_workers(v, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
+
+    def _on_workers(self, v: Vassal, payload: str) -> None:
+        """The vassal's worker counts (cheaper spawned or retired, or a scale): kept for
+        ``emperor ctl list/status`` and the stats, and published as a ``workers`` event."""
+        fields = payload.split()
+        if len(fields) != 5 or not all(f.isdigit() for f in fields):
+            log.warning("channel: %r sent malformed worker counts %r", v.name, payload[:60])
+            return
+        cur, low, high, spawns, cheaps = (int(f) for f in fields)
+        v.workers = (cur, low, high, spawns, cheaps)
+        self.console.publish(v.name, "workers", pid=v.pid or 0, workers=cur, min=low, max=high,
+                             spawns=spawns, cheaps=cheaps)
 
     def _reap(self, name: str) -> None:
         proc, v = self.procs.get(name), self.vassals.get(name)

@@ -111,6 +111,9 @@ class Vassal:
     reclaims: int = 0
     on_demand: str = ""  # on-demand vassals (emperor/empire/ondemand.py): the address the emperor holds
     idle_exit: bool = False  # it said IDLE (die-on-idle): its exit is a return to on-demand waiting
+    # the vassal's worker counts (its WORKERS message; docs/autoscaling.md): running, cheaper's
+    # minimum, the ceiling, and cheaper's spawns and cheaps so far
+    workers: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
     # ---- transitions
 
@@ -305,6 +308,11 @@ class Vassal:
             if self.state == State.THROTTLED else 0,
             "last_error": self.last_error,
             "zergs": self.zergs,
+            "workers": self.workers[0],
+            "workers_min": self.workers[1],
+            "workers_max": self.workers[2],
+            "cheaper_spawns": self.workers[3],
+            "cheaper_cheaps": self.workers[4],
             "lends": self.lends,
             "reclaims": self.reclaims,
             "on_demand": self.on_demand,

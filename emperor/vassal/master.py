@@ -40,9 +40,9 @@ from emperor.daemon import set_parent_death_signal
 from emperor.options import Scope
 from emperor.pidfile import PidFile, PidFileError
 from emperor.statsserver import StatsServer
-from emperor.vassal import backlog, daemons, loader, parking, scoreboard, sockets, static, zerg
+from emperor.vassal import backlog, cheaper, daemons, loader, parking, scoreboard, sockets, static, zerg
 from emperor.vassal.scoreboard import Scoreboard
-from emperor.vassal.stats import VassalStats
+from emperor.vassal.stats import VassalStats, proc_memory
 from emperor.vassal.touch import ChainReload, TouchWatch
 from emperor.vassal.worker import Worker
 
@@ -139,6 +139,14 @@ class Master:
         self.parking: parking.ParkingLot | None = None
         self.daemons: daemons.Supervisor | None = None  # attach-daemon*, cron (emperor/vassal/daemons.py)
         self.cheap_waiting = False  # cheap: no worker until the first connection
+        # cheaper (emperor/vassal/cheaper.py, docs/autoscaling.md): the policy, the worker ids it
+        # switched off, the pids leaving because of it, and its book of spawns and cheaps
+        self.cheaper: cheaper.Policy | None = None
+        self.cheaped: set[int] = set()
+        self.retiring: set[int] = set()
+        self.cheaper_log = cheaper.Ledger()
+        self.cheaper_next = 0.0
+        self.busy_us: dict[int, int] = {}
 
     # ---- boot ----------------------------------------------------------------------------
     def boot(self) -> int | None:
@@ -238,6 +246,7 @@ class Master:
         except static.StaticError as exc:
             log.error("%s", exc)
             return Exit.CONFIG
+        self._cheaper_boot()
         if not cfg.lazy_apps:
             try:
                 self.app = static.wrap(loader.load(cfg), cfg)
@@ -311,8 +320,10 @@ class Master:
         _title(self._proc_title(f"emperor: master {self.name}", cfg.procname_master or cfg.procname))
         if self.stats_server is not None:
             self.sel.register(self.stats_server, selectors.EVENT_READ, self.stats_server.service)
-        log.info("%s: master pid %d%s, %d worker(s) x %d thread(s), app %s, sockets: %s", self.name,
-                 self.pid, f" (reload {self.reloads})" if self.reloads else "", self.target,
+        count = str(self.target) if self.cheaper is None else \
+            f"{self.target - len(self.cheaped)} (cheaper: {self.cheaper.minimum}-{self.target})"
+        log.info("%s: master pid %d%s, %s worker(s) x %d thread(s), app %s, sockets: %s", self.name,
+                 self.pid, f" (reload {self.reloads})" if self.reloads else "", count,
                  self.cfg.threads, loader.describe(self.cfg),
                  ", ".join(lst.describe() for lst in self.listeners))
         self._reap()  # old workers may have exited before this image installed its SIGCHLD handler
@@ -332,7 +343,7 @@ class Master:
 
     def _spawn_all(self) -> None:
         for wid in range(1, self.target + 1):
-            if wid not in self.respawn_at:  # a scale during the import queued it for _tick
+            if wid not in self.respawn_at and self._wanted(wid):  # a scale during the import queued it
                 self._spawn(wid)
 
     def _wait_first_connection(self) -> None:
@@ -359,6 +370,8 @@ class Master:
             t = min(t, max(0.0, self.deadline - time.monotonic()), 0.1)
         if self.sos is not None:  # wake for the backlog probe on time, not up to a second late
             t = min(t, max(0.0, self.sos.next_check - time.monotonic()))
+        if self.cheaper is not None and self.state == RUNNING:
+            t = min(t, max(0.0, self.cheaper_next - time.monotonic()))
         return t
 
     def _install_signals(self) -> None:
@@ -447,13 +460,14 @@ class Master:
         now = time.monotonic()
         if self.state == RUNNING:
             for wid, when in list(self.respawn_at.items()):
-                if wid > self.target:  # scaled down meanwhile
+                if not self._wanted(wid):  # scaled down or cheaped meanwhile
                     del self.respawn_at[wid]
                 elif now >= when and wid not in self.workers.values():  # (a retiring one holds the slot)
                     del self.respawn_at[wid]
                     self._spawn(wid)
             self._check_harakiri()
             self._check_lifetime(now)
+            self._cheaper_tick(now)
             self._report()
             self._broodlord_tick(now)
             self._check_logreopen(now)
@@ -503,6 +517,7 @@ class Master:
             channel.send(self.chan, Msg.ENDPOINTS, self._endpoints())  # for emperor-etcd (docs/fleet.md)
             self.ready_sent = channel.send(self.chan, Msg.READY, str(len(self.workers)))
             log.info("%s: ready: %d worker(s) accepting", self.name, len(self.workers))
+            self._tell_workers()
         if self.ready_sent and not self.loyal_sent and self.board.total_requests() > 0:
             self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
 
@@ -522,7 +537,7 @@ class Master:
         if self.cheap_waiting:
             return True
         b, live = self.board, set(self.workers.values())
-        wanted = range(1, self.target + 1)  # a worker retiring after a scale-down does not count
+        wanted = [w for w in range(1, self.target + 1) if self._wanted(w)]  # not the retiring ones
         return bool(self.workers) and all(
             wid in live and b.get(wid - 1, scoreboard.ACCEPTING) for wid in wanted)
 
@@ -608,11 +623,20 @@ class Master:
         else:
             code = os.WEXITSTATUS(status)
             what = f"exited with status {code}"
+        cheaped = pid in self.retiring
+        self.retiring.discard(pid)
+        self.busy_us.pop(pid, None)
         if self.state != RUNNING:
             log.info("%s: worker %d (pid %d) %s", self.name, wid, pid, what)
             return
-        if wid > self.target:
-            log.info("%s: worker %d (pid %d) retired after a scale-down: %s", self.name, wid, pid, what)
+        if not self._wanted(wid):
+            log.info("%s: worker %d (pid %d) retired after %s: %s", self.name, wid, pid,
+                     "a cheap" if cheaped else "a scale-down", what)
+            return
+        if cheaped:  # wanted again while it was leaving: its slot is free now
+            log.info("%s: worker %d (pid %d) retired (%s); spawning it again: cheaper wants it back",
+                     self.name, wid, pid, what)
+            self._spawn(wid)
             return
         if code == 0:
             log.info("%s: worker %d (pid %d) exited after recycling; respawning", self.name, wid, pid)
@@ -695,6 +719,117 @@ class Master:
                      b.get(i, scoreboard.REQUESTS), "busy" if b.get(i, scoreboard.BUSY_SINCE) else "idle",
                      b.get(i, scoreboard.RESPAWNS), b.get(i, scoreboard.HARAKIRI))
 
+    # ---- cheaper (emperor/vassal/cheaper.py, docs/autoscaling.md) ------------------------
+    def _wanted(self, wid: int) -> bool:
+        """Worker ``wid`` should run: within ``processes`` and not switched off by cheaper."""
+        return wid <= self.target and wid not in self.cheaped
+
+    def _cheaper_boot(self) -> None:
+        settings, warnings = cheaper.Settings.from_config(self.cfg)
+        for w in warnings:
+            log.warning("%s: %s: cheaper: %s", self.name, self.cfg.where("cheaper"), w)
+        if settings is None:
+            return
+        now = time.monotonic()
+        self.cheaper = cheaper.Policy(settings, now)
+        self.cheaped = set(range(settings.initial + 1, settings.maximum + 1))
+        readable = self.sos is not None and self.sos.probe.backlog()[0] is not None
+        if settings.algo in ("backlog", "busyness") and not readable:
+            log.warning("%s: cheaper-algo = %s: the listen queue cannot be read here%s", self.name,
+                        settings.algo, ": using spare" if settings.algo == "backlog" else
+                        ": the backlog rules are off")
+        log.info("%s: cheaper: %s, %d to %d worker(s), %d at start", self.name, settings.algo,
+                 settings.minimum, settings.maximum, settings.initial)
+
+    def _cheaper_can_grow(self) -> bool:
+        return self.cheaper is not None and len(self.workers) - len(self.retiring) < self.target
+
+    def _cheaper_tick(self, now: float) -> None:
+        """Feed the policy from the scoreboard and the backlog probe, and act on its answer."""
+        pol = self.cheaper
+        if pol is None or now < self.cheaper_next:
+            return
+        b, now_ns = self.board, time.monotonic_ns()
+        live = {wid: pid for pid, wid in self.workers.items() if pid not in self.retiring}
+        wanted = [w for w in range(1, self.target + 1) if self._wanted(w)]
+        starting, busy, rss, counters, running = 0, 0, 0, {}, []
+        for wid in wanted:
+            pid = live.get(wid)
+            if pid is None or not b.get(wid - 1, scoreboard.ACCEPTING):
+                starting += 1
+                if pid is None:
+                    continue
+            since = b.get(wid - 1, scoreboard.BUSY_SINCE)
+            busy += bool(since)
+            running.append((wid, bool(since)))
+            in_flight = max(0, now_ns - since) // 1000 if since else 0
+            counters[pid] = b.get(wid - 1, scoreboard.RT_SUM_US) + in_flight
+            if pol.s.rss_soft or pol.s.rss_hard:
+                rss += proc_memory(pid)[0]
+        busy_time, self.busy_us = cheaper.busy_delta(self.busy_us, counters)
+        queue = None
+        if self.sos is not None and (busy >= len(wanted) or pol.s.algo in ("backlog", "busyness")):
+            queue = self.sos.probe.backlog()[0]
+        snap = cheaper.Snapshot(now, len(wanted), busy, starting, busy_time, queue, rss)
+        action = pol.decide(snap)
+        hot = starting or busy >= len(wanted)
+        self.cheaper_next = now + (0.05 if hot else 0.25)  # a full house is watched closely
+        if action.spawn:
+            self._cheaper_spawn(action, len(wanted), live)
+        elif action.retire:
+            self._cheaper_retire(action, len(wanted), running)
+
+    def _cheaper_spawn(self, action: cheaper.Action, before: int, live: dict[int, int]) -> None:
+        held = set(self.workers.values())  # a retiring worker keeps its slot until it exits
+        chosen = sorted(self.cheaped, key=lambda w: (w in held, w))[:action.spawn]
+        for wid in chosen:
+            self.cheaped.discard(wid)
+            if wid not in held:
+                self._spawn(wid)
+        after = before + len(chosen)
+        self.cheaper_log.record(action, time.time(), before, after)
+        log.info("%s: cheaper: spawned %d worker(s) (%d -> %d): %s", self.name, len(chosen), before, after,
+                 action.reason)
+        self._tell_workers()
+
+    def _cheaper_retire(self, action: cheaper.Action, before: int, running: list[tuple[int, bool]]) -> None:
+        """SIGTERM: the worker closes its listening sockets first (a connection the kernel queued
+        goes to another worker), finishes the request it has, and exits 0."""
+        pids = {wid: pid for pid, wid in self.workers.items() if pid not in self.retiring}
+        chosen = cheaper.pick_retirees(action.retire, running)
+        for wid in chosen:
+            self.cheaped.add(wid)
+            self.retiring.add(pids[wid])
+            _kill(pids[wid], signal.SIGTERM)
+        after = before - len(chosen)
+        self.cheaper_log.record(action, time.time(), before, after)
+        log.info("%s: cheaper: retiring %d worker(s) (%d -> %d): %s", self.name, len(chosen), before, after,
+                 action.reason)
+        self._tell_workers()
+
+    def running_workers(self) -> int:
+        """Workers alive that are not leaving (a cheap or a scale-down sent them SIGTERM)."""
+        return sum(1 for pid, wid in self.workers.items() if pid not in self.retiring and self._wanted(wid))
+
+    def _tell_workers(self) -> None:
+        """WORKERS to the emperor: running (not retiring), minimum, maximum, cheaper's spawns and
+        cheaps (``emperor ctl list/status``)."""
+        if self.chan is None:
+            return
+        pol, book = self.cheaper, self.cheaper_log
+        low = pol.minimum if pol is not None else self.target
+        channel.send(self.chan, Msg.WORKERS, f"{self.running_workers()} {low} "
+                     f"{self.target} {sum(book.spawned.values())} {sum(book.cheaped.values())}")
+
+    def _cheaper_rescale(self, old: int, count: int) -> None:
+        """``emperor ctl scale N`` under cheaper moves the ceiling (docs/autoscaling.md)."""
+        assert self.cheaper is not None
+        self.cheaper.maximum = count
+        self.cheaped = {w for w in self.cheaped if w <= count} | set(range(old + 1, count + 1))
+        active = [w for w in range(1, count + 1) if w not in self.cheaped]
+        for wid in sorted(self.cheaped)[:max(0, self.cheaper.minimum - len(active))]:
+            self.cheaped.discard(wid)  # never below cheaper (or the new ceiling, if lower)
+
     # ---- broodlord (docs/broodlord.md) ---------------------------------------------------
     def _broodlord_boot(self, inherited: sockets.Listener | None = None) -> int | None:
         """The zerg server, the SOS watch (a vassal) and the idle watch (a zerg)."""
@@ -732,8 +867,8 @@ class Master:
             busy = [self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values()]
             all_busy = len(busy) == self.target and all(busy)
             payload = self.sos.check(now, all_busy)  # also logs a full listen queue
-            if payload is not None and self.chan is not None:
-                channel.send(self.chan, Msg.SOS, payload)
+            if payload is not None and self.chan is not None and not self._cheaper_can_grow():
+                channel.send(self.chan, Msg.SOS, payload)  # zergs only once cheaper reached processes
         if self.idle is not None:
             any_busy = any(self.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in self.workers.values())
             quiet = self.idle.check(self.board.total_requests(), any_busy, now)
@@ -783,14 +918,17 @@ class Master:
         old, self.target = self.target, count
         log.info("%s: scaled: %d -> %d worker(s) (runtime only: a reload restores the ini's value)",
                  self.name, old, count)
+        if self.cheaper is not None:
+            self._cheaper_rescale(old, count)
         live = set(self.workers.values())
         for wid in range(1, count + 1):
-            if wid not in live and wid not in self.respawn_at:
+            if wid not in live and wid not in self.respawn_at and self._wanted(wid):
                 self.respawn_at[wid] = time.monotonic()  # _tick spawns it once its slot is free
         for pid, wid in list(self.workers.items()):
             if wid > count:
                 _kill(pid, signal.SIGTERM)
         self.ready_sent = self.ready_sent and count <= old  # READY again once the new ones accept
+        self._tell_workers()
         return True, str(count)
 
     # ---- logs (logrotate) ----------------------------------------------------------------
@@ -933,7 +1071,8 @@ class Master:
             self.daemons.finish()
             self.daemons = None
         if self.stats_server is not None:
-            self.sel.unregister(self.stats_server)
+            if self.stats_server in self.sel.get_map():  # a boot failure comes before registration
+                self.sel.unregister(self.stats_server)
             self.stats_server.close()
             self.stats_server = None
         if self.stats is not None:

@@ -27,6 +27,7 @@ from emperor.statsserver import StatsServer
 from emperor.vassal import scoreboard as sb
 
 if TYPE_CHECKING:
+    from emperor.vassal.cheaper import Ledger, Policy
     from emperor.vassal.scoreboard import Scoreboard
     from emperor.vassal.sockets import Listener
 
@@ -54,6 +55,11 @@ class Source(Protocol):
     workers: dict[int, int]
     listeners: list[Listener]
     target: int  # the worker count now (the ini's ``processes``, or what a scale set)
+    cheaper: Policy | None  # docs/autoscaling.md: the policy, its book, the workers it is retiring
+    cheaper_log: Ledger
+    retiring: set[int]
+
+    def running_workers(self) -> int: ...
 
     @property
     def cfg(self) -> Settings: ...
@@ -93,7 +99,24 @@ class VassalStats:
                  "shared": 0, "can_offload": 0}
                 for lst in m.listeners],
             "workers": workers,
+            "cheaper": self._cheaper(),
         }
+
+    def _cheaper(self) -> dict[str, Any]:
+        """The worker counts (current, minimum, maximum) and the cheaper algorithm's book: spawns and
+        cheaps by rule and the last events with their reasons (emperor/vassal/cheaper.py). Without
+        cheaper the minimum and maximum are both ``processes``."""
+        m = self.master
+        current = m.running_workers()
+        pol = m.cheaper
+        if pol is None:
+            return {"enabled": 0, "algo": "", "workers": current, "min": m.target,
+                    "max": m.target, "spawns": 0, "cheaps": 0, "events": []}
+        book = m.cheaper_log
+        return {"enabled": 1, "algo": pol.s.algo, "workers": current, "min": pol.minimum, "max": pol.maximum,
+                "retiring": len(m.retiring), "spawns": sum(book.spawned.values()),
+                "cheaps": sum(book.cheaped.values()), "spawns_by_rule": dict(book.spawned),
+                "cheaps_by_rule": dict(book.cheaped), "events": list(book.events)}
 
     def _worker(self, wid: int, pid: int) -> dict[str, Any]:
         b, i = self.master.board, wid - 1
@@ -206,6 +229,24 @@ class VassalStats:
                                        labels=["vassal"])
             target.add_metric([vassal], m.target)
             out.append(target)
+            ch = doc["cheaper"]
+            for name, key, text in (("emperor_workers_min", "min", "The least workers cheaper keeps "
+                                     "(processes without cheaper)."),
+                                    ("emperor_workers_max", "max", "The most workers cheaper may run "
+                                     "(processes)."),
+                                    ("emperor_workers_current", "workers", "Workers running and not "
+                                     "retiring.")):
+                g = GaugeMetricFamily(name, text, labels=["vassal"])
+                g.add_metric([vassal], ch[key])
+                out.append(g)
+            for name, key, text in (("emperor_cheaper_spawns", "spawns_by_rule", "Workers spawned by "
+                                     "the cheaper algorithm, by rule."),
+                                    ("emperor_cheaper_cheaps", "cheaps_by_rule", "Workers retired by "
+                                     "the cheaper algorithm, by rule.")):
+                c = CounterMetricFamily(name, text, labels=["vassal", "rule"])
+                for rule, n in sorted(ch.get(key, {}).items()):
+                    c.add_metric([vassal, rule], n)
+                out.append(c)
             q = GaugeMetricFamily("emperor_listen_queue", "Connections waiting in the accept queue "
                                   "(0 where the kernel does not report it).", labels=["vassal", "socket"])
             for s in doc["sockets"]:
