@@ -25,23 +25,21 @@ import sys
 import time
 from collections.abc import Callable, Collection
 
-from emperor import __version__, channel, config, ini, logs, privileges
+from emperor import __version__, channel, logs, privileges
 from emperor.channel import Msg
 from emperor.empire import access, ondemand, reconcile, scan, spawn
 from emperor.empire.monitor import Inbox, Monitor
-from emperor.empire.notify import Notifier
+from emperor.empire.notify import Notifier, status_line
 from emperor.empire.operator import BootError, Operator
 from emperor.empire.settings import Settings
 from emperor.empire.throttle import Throttle
 from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal
 from emperor.empire.zergs import Zergs
-from emperor.options import Scope
 
 log = logging.getLogger("emperor")
 
 SETTLE = 0.05  # a file event is acted on once events have been quiet this long ...
 MAX_SETTLE = 1.0  # ... or this long after the first one, so a never-ending stream still applies
-HANDOVER = 2.0  # a new vassal waits this long at most for vassals being stopped (a rename reuses the socket)
 READY_TIMEOUT = 20.0  # READY=1 to systemd once the first vassals are up, or after this long
 FINAL_KILL_WAIT = 5.0  # after the last SIGKILL, how long to wait for the kernel to reap
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -79,8 +77,7 @@ class Emperor:
         self.reloading_all = False
         self.started_at = self.now
         self.next_watchdog = self.now
-        self.logreopen_mtime = self._mtime(self.s.touch_logreopen)
-        self.next_logreopen_check = self.now + 1
+        self.logreopen = logs.Touched(self.s.touch_logreopen, self.now)
         self.console = Operator(self)  # stats, metrics, control plane, events
         self.zergs = Zergs(settings.broodlord, clock, self.children, self.vassals, self._checked_content,
                            settings.mercy, spawner)  # docs/broodlord.md
@@ -206,7 +203,7 @@ class Emperor:
         if self.notify.watchdog_interval:
             deadlines.append(self.next_watchdog)
         if self.s.touch_logreopen:
-            deadlines.append(self.next_logreopen_check)
+            deadlines.append(self.logreopen.next_check)
         deadlines += self.zergs.deadlines()
         deadlines.append(self.console.deadline(self.now))
         if (asked := self.ondemand.deadline()) is not None:
@@ -223,15 +220,8 @@ class Emperor:
         self.rescan_at = self.now + self.s.freq
         found, refused = scan.scan(self.s.sources, self.s.tyrant)
         if self.s.tyrant:
-            interpreter = access.Cache()
-            for name, f in list(found.items()):
-                if f.uid is None or f.gid is None:
-                    continue
-                exe = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, True,
-                                        f.content)[0]  # its venv's python (home), else ours
-                if why := interpreter.problem(f.uid, f.gid, exe):
-                    refused[name] = f"tyrant mode would run it as its owner, but {why}"
-                    del found[name]
+            access.refuse_unrunnable(found, refused, lambda f: spawn.vassal_argv(
+                f.path, self.s.vassal_before, self.s.vassal_includes, True, f.content)[0])
         log.debug("rescan: %d vassal files, %d refused", len(found), len(refused))
         for name, reason in refused.items():
             if self.refused.get(name) != reason:
@@ -243,31 +233,8 @@ class Emperor:
         self.found = found
         for name in self.held:  # `emperor ctl stop` holds a vassal until `start`
             self.found.pop(name, None)
-        self.monitor.watch(self._watch_dirs())
+        self.monitor.watch(scan.watch_dirs(self.s.sources, self.found))
         self.reconcile()
-
-    def _handover_until(self) -> float:
-        """New vassals wait while others are leaving, so a renamed file finds its socket free.
-
-        A rename looks like "old name gone, new name found" in one scan; spawning the new one
-        at once would race the old one for the same socket. The wait is bounded by HANDOVER.
-        """
-        until = 0.0
-        for v in self.vassals.values():
-            if v.missing_since is not None:
-                until = max(until, v.missing_since + HANDOVER)
-            elif v.state == State.STOPPING and not v.killed:
-                until = max(until, v.stop_deadline - self.s.mercy + HANDOVER)
-        return until
-
-    def _watch_dirs(self) -> set[str]:
-        dirs: set[str] = set()
-        for src in self.s.sources:
-            dirs |= src.watch_dirs()
-        for f in self.found.values():
-            if f.target_dir and os.path.isdir(f.target_dir):
-                dirs.add(f.target_dir)
-        return dirs
 
     def reconcile(self) -> None:
         if self.shutdown_at is not None:
@@ -279,7 +246,8 @@ class Emperor:
         actions.sort(key=lambda a: a.do == reconcile.Do.SPAWN)  # departures first, then arrivals
         for act in actions:
             v = self.vassals.get(act.name)
-            if act.do == reconcile.Do.SPAWN and (handover := self._handover_until()) > self.now:
+            spawning = act.do == reconcile.Do.SPAWN
+            if spawning and (handover := reconcile.handover_until(self.vassals, self.s.mercy)) > self.now:
                 self.rescan_at = min(self.rescan_at, handover)  # after the stops (a rename, most often)
                 continue
             if act.do == reconcile.Do.SPAWN and act.found:
@@ -417,25 +385,12 @@ class Emperor:
             self._forget(name)
             if self.shutdown_at is None:
                 self.reconcile()  # re-added meanwhile (rename back, owner change): spawn it again
-        elif after == After.WAIT and self.s.tyrant is False:
-            self._explain_config_error(v)
+        elif after == After.WAIT and self.s.tyrant is False:  # repeat its error in our words (and stats)
+            f = self.found.get(v.name)
+            if (problem := spawn.config_problem(v.path, f.content if f else None)) is not None:
+                v.last_error = problem
+                log.error("failed: %r: %s", v.name, problem)
         self._status()
-
-    def _explain_config_error(self, v: Vassal) -> None:
-        """Repeat the vassal's config error in the emperor's words (and keep it for stats)."""
-        args = [("ini", spawn.ini_spec(v.path))]
-        f = self.found.get(v.name)
-        path = os.path.abspath(v.path)
-        ini.pin(path, f.content if f else None)  # the bytes the vassal was given, not the path again
-        try:
-            config.from_args(args, Scope.VASSAL)
-        except config.ConfigError as exc:
-            v.last_error = str(exc)
-            log.error("failed: %r: %s", v.name, exc)
-        except Exception:  # the vassal's own message is in the log already
-            return
-        finally:
-            ini.pin(path, None)
 
     # ---------------------------------------------------------------- timers
 
@@ -480,12 +435,8 @@ class Emperor:
                 self.notify.send("WATCHDOG=1")
                 self.next_watchdog = now + self.notify.watchdog_interval
         self.zergs.timers(now)
-        if self.s.touch_logreopen and now >= self.next_logreopen_check:
-            self.next_logreopen_check = now + 1
-            mtime = self._mtime(self.s.touch_logreopen)
-            if mtime != self.logreopen_mtime:
-                self.logreopen_mtime = mtime
-                self._reopen_logs(f"{self.s.touch_logreopen} was touched")
+        if self.logreopen.touched(now):
+            self._reopen_logs(f"{self.s.touch_logreopen} was touched")
 
     def _kill(self, v: Vassal, why: str) -> None:
         if v.name not in self.children:
@@ -584,23 +535,8 @@ class Emperor:
         log.info("log: reopened %s (%s)", self.s.logto, why)
         self.children.pass_log()
 
-    @staticmethod
-    def _mtime(path: str | None) -> int:
-        if not path:
-            return 0
-        try:
-            return os.stat(path).st_mtime_ns
-        except OSError:
-            return 0
-
     def _status_line(self) -> str:
-        counts: dict[str, int] = {}
-        for v in self.vassals.values():
-            key = v.state.value if v.state else "new"
-            counts[key] = counts.get(key, 0) + 1
-        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        line = f"STATUS=The emperor is governing {len(self.vassals)} vassals"
-        return line + (f" ({detail})" if detail else "")
+        return status_line([v.state.value if v.state else "new" for v in self.vassals.values()])
 
     def _status(self) -> None:
         if self.notify.enabled and self.sent_ready:

@@ -272,3 +272,14 @@ def scan(sources: list[Source], tyrant: bool) -> tuple[dict[str, Found], dict[st
             if f is not None:
                 found[name] = f
     return found, refused
+
+
+def watch_dirs(sources: list[Source], found: dict[str, Found]) -> set[str]:
+    """What the monitor watches: the sources' directories and those the found links point into."""
+    dirs: set[str] = set()
+    for src in sources:
+        dirs |= src.watch_dirs()
+    for f in found.values():
+        if f.target_dir and os.path.isdir(f.target_dir):
+            dirs.add(f.target_dir)
+    return dirs

@@ -117,6 +117,22 @@ def zerg_argv(path: str, tyrant: bool = False, content: bytes | None = None) -> 
     return [*interpreter(tail, path, content, tyrant), *tail]
 
 
+def config_problem(path: str, content: bytes | None) -> str | None:
+    """Why the vassal's ini is invalid, in the emperor's words (None: no config error found), read
+    from the bytes the vassal was given (``content``), not from the path again."""
+    pinned = os.path.abspath(path)
+    ini.pin(pinned, content)
+    try:
+        config.from_args([("ini", ini_spec(path))], Scope.VASSAL)
+    except config.ConfigError as exc:
+        return str(exc)
+    except Exception:  # the vassal's own message is in the log already
+        return None
+    finally:
+        ini.pin(pinned, None)
+    return None
+
+
 def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]:
     env = {k: v for k, v in environ.items() if k not in STRIPPED_ENV}
     env[channel.ENV_FD] = str(fd)
