@@ -306,8 +306,7 @@ class Emperor:
     def _stop(self, v: Vassal, why: str = "") -> None:
         if v.stop(self.now + self.s.mercy, why):
             self._send(v, Msg.STOP)
-        self.zergs.stop_all(v.name, "(its vassal is stopping)", self.now)
-        self.zergs.brood.forget(v.name)
+        self.zergs.withdraw(v.name, self.now)
 
     def _forget(self, name: str) -> None:
         """Drop a record (its process is gone or never was)."""

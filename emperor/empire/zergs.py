@@ -130,6 +130,11 @@ class Zergs:
             if parent is None or z.parent == parent:
                 self.stop(z, "stopped", why, now)
 
+    def withdraw(self, parent: str, now: float) -> None:
+        """Its vassal is stopping: its zergs leave and it no longer competes for the pool."""
+        self.stop_all(parent, "(its vassal is stopping)", now)
+        self.brood.forget(parent)
+
     def kill(self, z: Zerg, why: str) -> None:
         if z.killed or z.name not in self.children:
             return
