@@ -11,6 +11,10 @@ The children themselves are in ``spawn.Children`` (one table for vassals and zer
 in ``zergs.Zergs``, the control and stats servers in ``operator.Operator``, the entry point in
 ``main.py``. The spawner is injected (``spawn.spawn`` by default), so the lifecycle runs under
 a fake clock and a fake spawner in tests/test_emperor_unit.py.
+
+Why this module is over the ~500 lines of the others: what is left is the loop and the
+vassal lifecycle (events, scans, timers, signals, shutdown, verbs), which all act on the same
+records; splitting them further would only hide that shared state behind indirection.
 """
 
 from __future__ import annotations
