@@ -563,11 +563,6 @@ class Emperor:
             return True
         return v.retry_now(self.now)  # FAILED too: the next timers pass spawns it
 
-    def stop(self, name: str, why: str = "") -> None:
-        """Gracefully stop a vassal; ``why`` goes into the log line."""
-        if (v := self.vassals.get(name)) is not None:
-            self._stop(v, why)
-
     def hold(self, name: str) -> None:
         """``emperor ctl stop``: stop it and keep it stopped (the scans skip its file) until ``start``."""
         v = self.vassals[name]
