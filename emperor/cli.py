@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if _wants_emperor(pairs):
-        from emperor.empire.emperor import run_emperor
+        from emperor.empire.main import run_emperor
 
         return run_emperor(pairs)
     from emperor.vassal.master import run_vassal  # the emperor never imports the vassal

@@ -92,3 +92,30 @@ def follow(pid: int) -> None:
         adopt(fd)
     finally:
         os.close(fd)
+
+
+class Touched:
+    """``touch-logreopen = FILE``: is its mtime new? Looked at once a second (a stat, no watch)."""
+
+    def __init__(self, path: str | None, now: float) -> None:
+        self.path = path
+        self.mtime = self._mtime()
+        self.next_check = now + 1
+
+    def _mtime(self) -> int:
+        if not self.path:
+            return 0
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return 0
+
+    def touched(self, now: float) -> bool:
+        if not self.path or now < self.next_check:
+            return False
+        self.next_check = now + 1
+        mtime = self._mtime()
+        if mtime == self.mtime:
+            return False
+        self.mtime = mtime
+        return True

@@ -99,7 +99,7 @@ def test_the_walk_sees_the_package() -> None:
     assert {"emperor.cli", "emperor.control.api", "emperor.empire.emperor", "emperor.vassal.master",
             "emperor.protocol.uwsgi", "emperor.channel"} <= set(MODULES)
     assert ("emperor.channel", False) in {(m, lazy) for m, _, lazy in IMPORTS["emperor.vassal.master"]}
-    assert ("emperor.empire.emperor", True) in {(m, lazy) for m, _, lazy in IMPORTS["emperor.cli"]}
+    assert ("emperor.empire.main", True) in {(m, lazy) for m, _, lazy in IMPORTS["emperor.cli"]}
     assert any(m == "emperor.control.server" for m, _, _ in IMPORTS["emperor.empire.operator"])
 
 

@@ -14,8 +14,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import emperor
+
+if TYPE_CHECKING:
+    from emperor.empire.scan import Found
 
 
 def _allows(st: os.stat_result, uid: int, gid: int, bits: int) -> bool:
@@ -84,3 +89,16 @@ class Cache:
         if key not in self._answers:
             self._answers[key] = interpreter_problem(uid, gid, exe)
         return self._answers[key]
+
+
+def refuse_unrunnable(found: dict[str, Found], refused: dict[str, str],
+                      interpreter_of: Callable[[Found], str]) -> None:
+    """Tyrant mode: move each file whose owner could not run its interpreter (its venv's python,
+    else ours) from ``found`` to ``refused``, with the reason."""
+    cache = Cache()
+    for name, f in list(found.items()):
+        if f.uid is None or f.gid is None:
+            continue
+        if why := cache.problem(f.uid, f.gid, interpreter_of(f)):
+            refused[name] = f"tyrant mode would run it as its owner, but {why}"
+            del found[name]

@@ -6,6 +6,15 @@ pidfd (readable when the process exits, so there is no SIGCHLD race and no recyc
 An iteration handles those events, rescans if a file event has settled or the periodic
 rescan is due, reconciles, then runs the timers: throttled respawns, overdue stops,
 the shutdown deadline. Order of work and states: see ``docs/emperor.md``.
+
+The children themselves are in ``spawn.Children`` (one table for vassals and zergs), the zergs
+in ``zergs.Zergs``, the control and stats servers in ``operator.Operator``, the entry point in
+``main.py``. The spawner is injected (``spawn.spawn`` by default), so the lifecycle runs under
+a fake clock and a fake spawner in tests/test_emperor_unit.py.
+
+Why this module is over the ~500 lines of the others: what is left is the loop and the
+vassal lifecycle (events, scans, timers, signals, shutdown, verbs), which all act on the same
+records; splitting them further would only hide that shared state behind indirection.
 """
 
 from __future__ import annotations
@@ -18,94 +27,46 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 
-from emperor import __version__, channel, config, daemon, etcdkv, ini, logs, privileges
-from emperor.channel import Msg, decode
-from emperor.control.protocol import Identity
-from emperor.empire import access, broodlord, etcdsource, fleet, ondemand, reconcile, scan, spawn
-from emperor.empire.dirlock import DirLockError, DirLocks
+from emperor import __version__, channel, logs, privileges
+from emperor.channel import Msg
+from emperor.empire import access, fleet, ondemand, reconcile, scan, spawn
 from emperor.empire.monitor import Inbox, Monitor
-from emperor.empire.notify import Notifier
+from emperor.empire.notify import Notifier, status_line
 from emperor.empire.operator import BootError, Operator
+from emperor.empire.settings import Settings
 from emperor.empire.throttle import Throttle
-from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal, describe_exit
-from emperor.options import Scope
-from emperor.pidfile import PidFile, PidFileError
+from emperor.empire.vassals import ALIVE, DEAD, RUNNING, After, State, Vassal
+from emperor.empire.zergs import Zergs
 
 log = logging.getLogger("emperor")
 
 SETTLE = 0.05  # a file event is acted on once events have been quiet this long ...
 MAX_SETTLE = 1.0  # ... or this long after the first one, so a never-ending stream still applies
-HANDOVER = 2.0  # a new vassal waits this long at most for vassals being stopped (a rename reuses the socket)
 READY_TIMEOUT = 20.0  # READY=1 to systemd once the first vassals are up, or after this long
 FINAL_KILL_WAIT = 5.0  # after the last SIGKILL, how long to wait for the kernel to reap
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 HANDLED_SIGNALS = (*SHUTDOWN_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGURG, signal.SIGWINCH)
 
 
-@dataclass
-class Settings:
-    """The emperor's configuration, resolved (absolute paths, seconds)."""
-
-    sources: list[scan.Source | etcdsource.EtcdSource]
-    mercy: float  # reload-mercy: its emperor default (30 s) is in the option table
-    freq: float = 3.0
-    throttle: float = 1.0
-    max_throttle: float = 180.0
-    tyrant: bool = False
-    vassal_before: list[str] = field(default_factory=list)
-    vassal_includes: list[str] = field(default_factory=list)
-    logto: str | None = None
-    touch_logreopen: str | None = None
-    stats: str | None = None  # emperor-stats, stats-http, emperor-control (emperor/empire/operator.py)
-    stats_http: bool = False
-    control: str | None = None
-    broodlord: int = 0  # the zerg pool (emperor-broodlord)
-    required_heartbeat: float = 30.0  # emperor-required-heartbeat
-    identity: Identity | None = None  # names the default control endpoint (emperor/control/protocol.py)
-    ident: privileges.Identity = field(default_factory=privileges.Identity)  # uid/gid: dropped after binding
-    on_demand: ondemand.Modes = field(default_factory=ondemand.Modes)  # emperor-on-demand-*
-    fleet: fleet.FleetSettings | None = None  # emperor-etcd (docs/fleet.md)
-
-    @classmethod
-    def from_config(cls, cfg: config.Config, cwd: str) -> Settings:
-        if not cfg.emperor:
-            raise config.ConfigError("no vassal directory: set emperor = DIR (or a glob)", key="emperor")
-        fleet_settings, sources = fleet_config(cfg, cwd)
-        if cfg.emperor_tyrant and os.geteuid() != 0:
-            raise config.ConfigError("tyrant mode needs root (it runs each vassal as its file's owner)",
-                                     cfg.where("emperor-tyrant"), key="emperor-tyrant")
-        ident = privileges.resolve(cfg)
-        if cfg.emperor_tyrant and ident.drops:
-            raise config.ConfigError("emperor-tyrant needs the emperor to stay root: remove uid/gid from "
-                                     "the emperor's configuration", cfg.where("emperor-tyrant"),
-                                     key="emperor-tyrant")
-        if ident.drops and os.geteuid() != 0:
-            raise config.ConfigError("the emperor can switch to uid/gid only when started as root",
-                                     cfg.where("uid" if ident.uid is not None else "gid"), key="uid")
-        return cls(
-            stats=cfg.emperor_stats, stats_http=cfg.stats_http, control=cfg.emperor_control,
-            sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
-            max_throttle=max(cfg.emperor_max_throttle, cfg.emperor_throttle) / 1000,
-            tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
-            vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=cfg.reload_mercy,
-            logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
-            broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,
-            identity=Identity.of_config(cfg.files, cfg.emperor, cwd), ident=ident,
-            on_demand=_on_demand_modes(cfg, cwd), fleet=fleet_settings)
+__all__ = ["Emperor", "Settings"]  # Settings: emperor/empire/settings.py, named here as before
 
 
 class Emperor:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    """The loop and the vassal lifecycle; its public methods are the verbs the operator uses."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic,
+                 spawner: spawn.Spawner = spawn.spawn) -> None:
         self.s = settings
         self.clock = clock
+        self.spawner = spawner
         self.vassals: dict[str, Vassal] = {}
-        self.procs: dict[str, spawn.Process] = {}
         self.refused: dict[str, str] = {}
         self.found: dict[str, scan.Found] = {}
+        self.held: set[str] = set()  # stopped with `emperor ctl stop`: the scans skip them until `start`
         self.sel = selectors.DefaultSelector()
+        self.children = spawn.Children(self.sel)  # vassals and zergs
         self.inbox = Inbox()
         self.monitor = Monitor(self.inbox)
         self.notify = Notifier()
@@ -120,12 +81,11 @@ class Emperor:
         self.reloading_all = False
         self.started_at = self.now
         self.next_watchdog = self.now
-        self.logreopen_mtime = self._mtime(self.s.touch_logreopen)
-        self.next_logreopen_check = self.now + 1
+        self.logreopen = logs.Touched(self.s.touch_logreopen, self.now)
         self.console = Operator(self)  # stats, metrics, control plane, events
-        self.brood = broodlord.Broodlord(settings.broodlord, clock)  # docs/broodlord.md
-        self.zergs: dict[str, broodlord.Zerg] = {}  # their processes are in self.procs too
-        self.zerg_seq = 0
+        self.zergs = Zergs(settings.broodlord, clock, self.children, self.vassals, self._checked_content,
+                           settings.mercy, spawner)  # docs/broodlord.md
+        self.zergs.publish = self.console.publish
         self.ondemand = ondemand.OnDemand(settings.on_demand, self.sel, settings.tyrant)  # its sockets
         self.fleet = fleet.Fleet(settings.fleet, list(settings.sources), self.inbox.post)  # docs/fleet.md
 
@@ -139,6 +99,8 @@ class Emperor:
         except BootError as exc:
             log.error("cannot start: %s", exc)
             return False
+        for fileobj, which in self.console.fds():
+            self.sel.register(fileobj, selectors.EVENT_READ, ("console", which))
         return True
 
     def run(self) -> int:
@@ -164,8 +126,8 @@ class Emperor:
             self.fleet.stop()
             self.console.close()
             self.ondemand.close()
-            for name in list(self.procs):
-                self._close_proc(name)
+            for name in self.children:
+                self.children.close(name)
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
@@ -181,11 +143,14 @@ class Emperor:
         self.signals.append(signum)  # the work happens in the loop
 
     def _finished(self) -> bool:
-        return self.shutdown_at is not None and not self.procs
+        return self.shutdown_at is not None and not self.children
 
-    def _iterate(self) -> None:
+    def _iterate(self, max_wait: float | None = None) -> None:
+        """One pass of the loop; ``max_wait`` bounds the select (tests step a fake clock with 0)."""
         self.ondemand.sync(self.vassals, self.clock())  # watch the sockets of vassals without a process
         timeout = max(0.0, self._next_deadline() - self.clock())
+        if max_wait is not None:
+            timeout = min(timeout, max_wait)
         for key, _ in self.sel.select(timeout):
             kind, name = key.data
             self.now = self.clock()
@@ -204,9 +169,9 @@ class Emperor:
             elif kind == "console":
                 self.console.ready(name)
             elif kind == "zerg":
-                self._read_zerg(name)
+                self.zergs.read(name, self.now)
             elif kind == "zerg-exit":
-                self._reap_zerg(name)
+                self.zergs.reap(name)
             elif kind == "ondemand":
                 v, f = self.vassals.get(name), self.found.get(name)
                 if self.ondemand.connection(name, v if f else None, self.now) and v and f:
@@ -239,24 +204,23 @@ class Emperor:
         else:
             deadlines.append(self.shutdown_at if not self.killed_all else self.shutdown_at + FINAL_KILL_WAIT)
         for v in self.vassals.values():
-            if v.state == State.THROTTLED and not self._zergs_of(v.name):  # else: when they exit
-                deadlines.append(v.respawn_at)
-            elif v.state == State.STOPPING and not v.killed:
-                deadlines.append(v.stop_deadline)
-            elif (hung := v.hung_deadline(self.s.required_heartbeat)) is not None:
-                deadlines.append(hung)
+            if (due := self._due(v)) is not None:
+                deadlines.append(due)
         if self.notify.enabled and not self.sent_ready:
             deadlines.append(self.started_at + READY_TIMEOUT)
         if self.notify.watchdog_interval:
             deadlines.append(self.next_watchdog)
         if self.s.touch_logreopen:
-            deadlines.append(self.next_logreopen_check)
-        deadlines += [z.stop_deadline for z in self.zergs.values() if z.leaving and not z.killed]
+            deadlines.append(self.logreopen.next_check)
+        deadlines += self.zergs.deadlines()
         deadlines.append(self.console.deadline(self.now))
         if (asked := self.ondemand.deadline()) is not None:
             deadlines.append(asked)  # emperor-on-demand-exec: its answer is overdue then
         deadlines.append(self.fleet.deadline(self.now))
         return min(deadlines)
+
+    def _due(self, v: Vassal) -> float | None:
+        return v.next_deadline(self.s.required_heartbeat, self.zergs.count(v.name) > 0)
 
     # ---------------------------------------------------------------- scanning
 
@@ -265,15 +229,8 @@ class Emperor:
         self.rescan_at = self.now + self.s.freq
         found, refused = scan.scan(self.s.sources, self.s.tyrant)
         if self.s.tyrant:
-            interpreter = access.Cache()
-            for name, f in list(found.items()):
-                if f.uid is None or f.gid is None:
-                    continue
-                exe = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, True,
-                                        f.content)[0]  # its venv's python (home), else ours
-                if why := interpreter.problem(f.uid, f.gid, exe):
-                    refused[name] = f"tyrant mode would run it as its owner, but {why}"
-                    del found[name]
+            access.refuse_unrunnable(found, refused, lambda f: spawn.vassal_argv(
+                f.path, self.s.vassal_before, self.s.vassal_includes, True, f.content)[0])
         log.debug("rescan: %d vassal files, %d refused", len(found), len(refused))
         for name, reason in refused.items():
             if self.refused.get(name) != reason:
@@ -283,32 +240,10 @@ class Emperor:
                 log.info("accepted: %s is usable again", scan.shown(name))
         self.refused = refused
         self.found = found
-        self.console.hide_held(self.found)  # `emperor ctl stop` holds a vassal until `start`
-        self.monitor.watch(self._watch_dirs())
+        for name in self.held:  # `emperor ctl stop` holds a vassal until `start`
+            self.found.pop(name, None)
+        self.monitor.watch(scan.watch_dirs(self.s.sources, self.found))
         self.reconcile()
-
-    def _handover_until(self) -> float:
-        """New vassals wait while others are leaving, so a renamed file finds its socket free.
-
-        A rename looks like "old name gone, new name found" in one scan; spawning the new one
-        at once would race the old one for the same socket. The wait is bounded by HANDOVER.
-        """
-        until = 0.0
-        for v in self.vassals.values():
-            if v.missing_since is not None:
-                until = max(until, v.missing_since + HANDOVER)
-            elif v.state == State.STOPPING and not v.killed:
-                until = max(until, v.stop_deadline - self.s.mercy + HANDOVER)
-        return until
-
-    def _watch_dirs(self) -> set[str]:
-        dirs: set[str] = set()
-        for src in self.s.sources:
-            dirs |= src.watch_dirs()
-        for f in self.found.values():
-            if f.target_dir and os.path.isdir(f.target_dir):
-                dirs.add(f.target_dir)
-        return dirs
 
     def reconcile(self) -> None:
         if self.shutdown_at is not None:
@@ -320,7 +255,8 @@ class Emperor:
         actions.sort(key=lambda a: a.do == reconcile.Do.SPAWN)  # departures first, then arrivals
         for act in actions:
             v = self.vassals.get(act.name)
-            if act.do == reconcile.Do.SPAWN and (handover := self._handover_until()) > self.now:
+            spawning = act.do == reconcile.Do.SPAWN
+            if spawning and (handover := reconcile.handover_until(self.vassals, self.s.mercy)) > self.now:
                 self.rescan_at = min(self.rescan_at, handover)  # after the stops (a rename, most often)
                 continue
             if act.do == reconcile.Do.SPAWN and act.found:
@@ -346,7 +282,7 @@ class Emperor:
             elif act.do == reconcile.Do.FORGET:
                 was = v.state.value if v.state else "new"
                 log.info("removed: %r (its file is gone; it was %s)", v.name, was)
-                del self.vassals[act.name]
+                self._forget(act.name)
         self._status()
 
     # ---------------------------------------------------------------- acting on vassals
@@ -359,7 +295,7 @@ class Emperor:
         argv = spawn.vassal_argv(f.path, self.s.vassal_before, self.s.vassal_includes, f.uid is not None,
                                  f.content)
         try:
-            proc = spawn.spawn(v.name, f.path, argv, f.uid, f.gid, f.content, self.ondemand.handoff(v.name))
+            proc = self.spawner(v.name, f.path, argv, f.uid, f.gid, f.content, self.ondemand.handoff(v.name))
         except OSError as exc:
             v.stamp = f.stamp
             hint = ""
@@ -368,30 +304,29 @@ class Emperor:
                         f"the emperor package, or set home to a virtualenv it can run: docs/hosting.md)")
             v.spawn_failed(self.now, f"{exc}{hint}")
             return
-        self.procs[v.name] = proc
-        self.sel.register(proc.channel, selectors.EVENT_READ, ("channel", v.name))
-        self.sel.register(proc.pidfd, selectors.EVENT_READ, ("exit", v.name))
+        self.children.add(v.name, proc, "channel")
         v.spawned(proc.pid, self.now, f.stamp)
 
     def _reload(self, v: Vassal, stamp: scan.Stamp | None = None) -> None:
         if v.request_reload(stamp):
             self._send(v, Msg.RELOAD)
-            for z in self._zergs_of(v.name):  # the new code reaches the zergs too (they keep the sockets)
-                self._send_zerg(z, Msg.RELOAD)
+            self.zergs.reload(v.name)
 
     def _stop(self, v: Vassal, why: str = "") -> None:
         if v.stop(self.now + self.s.mercy, why):
             self._send(v, Msg.STOP)
-        self._stop_zergs(v.name, "(its vassal is stopping)")
-        self.brood.forget(v.name)
+        self.zergs.withdraw(v.name, self.now)
+
+    def _forget(self, name: str) -> None:
+        """Drop a record (its process is gone or never was)."""
+        del self.vassals[name]
+        self.zergs.forget(name)
 
     def _send(self, v: Vassal, msg: Msg) -> None:
-        proc = self.procs.get(v.name)
-        if proc is None:
+        if v.name not in self.children:
             return
         content = self._checked_content(v.name, v.uid, v.gid) if msg == Msg.RELOAD else None
-        sent = proc.send(msg) if content is None else proc.send_ini(msg, content)
-        if not sent:
+        if not self.children.send(v.name, msg, content):
             log.debug("channel: cannot send %s to %r; it is exiting", msg.name, v.name)
 
     def _checked_content(self, name: str, uid: int | None, gid: int | None) -> bytes | None:
@@ -405,32 +340,11 @@ class Emperor:
             return None
         return f.content
 
-    def _messages(self, name: str, proc: spawn.Process) -> Iterator[tuple[Msg, str]]:
-        """The messages waiting on a child's channel (vassal or zerg), at most 64 per call so a
-        chatty child cannot starve the others. EOF means the process is exiting: the channel
-        leaves the selector and its pidfd says when it is gone."""
-        for _ in range(64):
-            try:
-                packet = proc.channel.recv(1024)
-            except BlockingIOError:
-                return
-            except OSError:
-                packet = b""
-            if not packet:
-                with contextlib.suppress(KeyError, ValueError):
-                    self.sel.unregister(proc.channel)
-                return
-            message = decode(packet)
-            if message is None:
-                log.debug("channel: %r sent an unknown message %r", name, packet[:16])
-                continue
-            yield message
-
     def _read_channel(self, name: str) -> None:
-        proc, v = self.procs.get(name), self.vassals.get(name)
-        if proc is None or v is None:
+        v = self.vassals.get(name)
+        if v is None:
             return
-        for msg, payload in self._messages(name, proc):
+        for msg, payload in self.children.messages(name):
             self._on_message(v, msg, payload)
 
     def _on_message(self, v: Vassal, msg: Msg, payload: str) -> None:
@@ -475,71 +389,48 @@ class Emperor:
                              spawns=spawns, cheaps=cheaps)
 
     def _reap(self, name: str) -> None:
-        proc, v = self.procs.get(name), self.vassals.get(name)
-        if proc is None:
+        v = self.vassals.get(name)
+        if name not in self.children:
             return
-        returncode = proc.reap()  # kills leftovers of its group (a stray grandchild) before reaping
+        returncode = self.children.reap(name)
         if returncode is None:
             return  # not yet: the pidfd fired early (it should not)
-        self._close_proc(name)
         if v is None:
             return
         if (v.idle_exit and v.on_demand and returncode == 0 and v.state != State.STOPPING
                 and self.shutdown_at is None and name in self.found):
             v.slept(returncode)  # on-demand: back to waiting for a connection (ondemand.py)
-            self._stop_zergs(name, "(its on-demand vassal went idle)")
+            self.zergs.stop_all(name, "(its on-demand vassal went idle)", self.now)
             self._status()
             return
         after = v.exited(returncode, self.now, shutting_down=self.shutdown_at is not None)
-        self._stop_zergs(name, "(its vassal exited: the respawn needs its sockets)")
+        self.zergs.stop_all(name, "(its vassal exited: the respawn needs its sockets)", self.now)
         if after == After.FORGET:
-            del self.vassals[name]
+            self._forget(name)
             if self.shutdown_at is None:
                 self.reconcile()  # re-added meanwhile (rename back, owner change): spawn it again
-        elif after == After.WAIT and self.s.tyrant is False:
-            self._explain_config_error(v)
+        elif after == After.WAIT and self.s.tyrant is False:  # repeat its error in our words (and stats)
+            f = self.found.get(v.name)
+            if (problem := spawn.config_problem(v.path, f.content if f else None)) is not None:
+                v.last_error = problem
+                log.error("failed: %r: %s", v.name, problem)
         self._status()
-
-    def _close_proc(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        for obj in (proc.channel, proc.pidfd):
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(obj)
-        proc.close()
-
-    def _explain_config_error(self, v: Vassal) -> None:
-        """Repeat the vassal's config error in the emperor's words (and keep it for stats)."""
-        args = [("ini", spawn.ini_spec(v.path))]
-        f = self.found.get(v.name)
-        path = os.path.abspath(v.path)
-        ini.pin(path, f.content if f else None)  # the bytes the vassal was given, not the path again
-        try:
-            config.from_args(args, Scope.VASSAL)
-        except config.ConfigError as exc:
-            v.last_error = str(exc)
-            log.error("failed: %r: %s", v.name, exc)
-        except Exception:  # the vassal's own message is in the log already
-            return
-        finally:
-            ini.pin(path, None)
 
     # ---------------------------------------------------------------- timers
 
     def _timers(self) -> None:
         now = self.now
-        if self.shutdown_at is None:
-            for v in list(self.vassals.values()):
-                if v.state == State.THROTTLED and now >= v.respawn_at and not self._zergs_of(v.name):
-                    f = self.found.get(v.name)
-                    if f is None:
-                        continue  # reconcile forgets it
+        for v in list(self.vassals.values()):
+            due = self._due(v)  # the same answer the select timeout was computed from
+            if due is None or now < due:
+                continue
+            if v.state == State.THROTTLED:
+                f = self.found.get(v.name)
+                if self.shutdown_at is None and f is not None:  # else: reconcile forgets it
                     self._spawn(v, f)
-        for v in self.vassals.values():
-            if v.state == State.STOPPING and not v.killed and now >= v.stop_deadline:
+            elif v.state == State.STOPPING:
                 self._kill(v, f"did not stop within {self.s.mercy:g} s")
-            elif (hung := v.hung_deadline(self.s.required_heartbeat)) is not None and now >= hung:
+            else:  # its heartbeat is overdue
                 v.last_error = (f"no heartbeat for {now - v.heartbeat_at:.0f} s (heartbeat = "
                                 f"{v.heartbeat_every:g} s, emperor-required-heartbeat = "
                                 f"{self.s.required_heartbeat:g} s): the master is hung")
@@ -548,14 +439,15 @@ class Emperor:
             if not self.killed_all:
                 self.killed_all = True
                 for v in self.vassals.values():
-                    if v.name in self.procs and not v.killed:
+                    if v.name in self.children and not v.killed:
                         self._kill(v, "no mercy: the shutdown bound is over")
-                for z in self.zergs.values():
-                    self._kill_zerg(z, "no mercy: the shutdown bound is over")
+                for z in self.zergs:
+                    self.zergs.kill(z, "no mercy: the shutdown bound is over")
             elif now >= self.shutdown_at + FINAL_KILL_WAIT:
-                for name in list(self.procs):
-                    log.error("abandoning: %r (pid %s) survived SIGKILL", name, self.procs[name].pid)
-                    self._close_proc(name)
+                for name in self.children:
+                    proc = self.children.get(name)
+                    log.error("abandoning: %r (pid %s) survived SIGKILL", name, proc.pid if proc else "?")
+                    self.children.close(name)
         if self.notify.enabled:
             if not self.sent_ready and (now >= self.started_at + READY_TIMEOUT or self._all_settled()):
                 self.sent_ready = True
@@ -566,23 +458,16 @@ class Emperor:
             if self.notify.watchdog_interval and now >= self.next_watchdog:
                 self.notify.send("WATCHDOG=1")
                 self.next_watchdog = now + self.notify.watchdog_interval
-        for z in list(self.zergs.values()):
-            if z.leaving and not z.killed and now >= z.stop_deadline:
-                self._kill_zerg(z, "it did not stop in time")
-        if self.s.touch_logreopen and now >= self.next_logreopen_check:
-            self.next_logreopen_check = now + 1
-            mtime = self._mtime(self.s.touch_logreopen)
-            if mtime != self.logreopen_mtime:
-                self.logreopen_mtime = mtime
-                self._reopen_logs(f"{self.s.touch_logreopen} was touched")
+        self.zergs.timers(now)
+        if self.logreopen.touched(now):
+            self._reopen_logs(f"{self.s.touch_logreopen} was touched")
 
     def _kill(self, v: Vassal, why: str) -> None:
-        proc = self.procs.get(v.name)
-        if proc is None:
+        if v.name not in self.children:
             return
         v.killed = True
         log.error("killing: %r (pid %s) and its process group: %s", v.name, v.pid, why)
-        proc.kill_group()
+        self.children.kill(v.name)
 
     def _all_settled(self) -> bool:
         """No vassal is starting or reloading (the first scan has happened)."""
@@ -621,9 +506,8 @@ class Emperor:
         for v in self.vassals.values():
             if v.state in RUNNING:
                 self._reload(v)
-            elif v.state in DEAD:
-                v.unthrottle(self.now)
-                v.state = State.THROTTLED  # FAILED too: SIGHUP retries it now
+            else:
+                v.retry_now(self.now)  # FAILED too: SIGHUP retries it now
         log.info("reloading: every vassal (%d)", len(self.vassals))
 
     def shutdown(self, why: str) -> None:
@@ -642,130 +526,25 @@ class Emperor:
             if v.state in RUNNING:
                 self._stop(v, "(emperor shutdown)")
             elif v.state in DEAD:
-                del self.vassals[v.name]
-        for z in self.zergs.values():
-            self._stop_zerg(z, "stopped", "(emperor shutdown)")
+                self._forget(v.name)
+        self.zergs.stop_all(None, "(emperor shutdown)", self.now)
 
     # ---------------------------------------------------------------- broodlord (docs/broodlord.md)
-
-    def _zergs_of(self, parent: str) -> list[broodlord.Zerg]:
-        return [z for z in self.zergs.values() if z.parent == parent]
 
     def _on_sos(self, v: Vassal, payload: str) -> None:
         """SOS read on ``v``'s own channel: a vassal can only ask for itself."""
         if self.s.broodlord <= 0 or self.shutdown_at is not None:
             return  # as uWSGI: ignored without broodlord
-        if v.state not in (State.READY, State.LOYAL, State.RELOADING):
-            return
-        backlog, threshold = channel.parse_sos(payload)  # "BACKLOG THRESHOLD", or "busy" for vassal-sos
-        verdict = self.brood.sos(v.name, backlog, threshold)
-        if verdict.preempt:
-            donors = [z for z in self._zergs_of(verdict.preempt) if not z.leaving]
-            if donors:
-                youngest = max(donors, key=lambda z: z.spawned_at)
-                self._stop_zerg(youngest, "preempted", f"(fair share: {v.name!r} is overloaded too)")
-            else:
-                self.brood.gone(verdict.preempt, "preempted", preempted=True)  # nothing left to take
-        if verdict.lend:
-            for i in range(verdict.count):
-                self._lend(v, verdict.slot + i, backlog)
-        else:
-            log.debug("sos: %r (backlog %s): no zerg: %s", v.name, payload, verdict.reason)
-
-    def _lend(self, v: Vassal, slot: int, backlog: int | None) -> None:
-        self.zerg_seq += 1
-        name = f"{v.name}:zerg#{self.zerg_seq}"
-        try:
-            content = self._checked_content(v.name, v.uid, v.gid)
-            argv = spawn.zerg_argv(v.path, v.uid is not None, content)
-            proc = spawn.spawn(name, v.path, argv, v.uid, v.gid, content)
-        except OSError as exc:
-            log.error("lend failed: cannot start a zerg for %r: %s", v.name, exc)
-            self.brood.spawn_failed(v.name)
-            return
-        self.procs[name] = proc
-        self.sel.register(proc.channel, selectors.EVENT_READ, ("zerg", name))
-        self.sel.register(proc.pidfd, selectors.EVENT_READ, ("zerg-exit", name))
-        self.zergs[name] = broodlord.Zerg(name, v.name, proc.pid, self.now, backlog)
-        v.zergs += 1
-        v.lends += 1
-        why = f"backlog {backlog}" if backlog is not None else "every worker busy"
-        log.info("lent: zerg %d/%d to %r (%s): %r (pid %d)", slot, self.s.broodlord, v.name, why, name,
-                 proc.pid)
-
-    def _send_zerg(self, z: broodlord.Zerg, msg: Msg) -> None:
-        proc, v = self.procs.get(z.name), self.vassals.get(z.parent)
-        if proc is None:
-            return
-        content = self._checked_content(v.name, v.uid, v.gid) if v and msg == Msg.RELOAD else None
-        if content is None:
-            proc.send(msg)
-        else:
-            proc.send_ini(msg, content)
-
-    def _stop_zerg(self, z: broodlord.Zerg, how: str, why: str) -> None:
-        if z.leaving:
-            return
-        # one that is not ready yet serves nothing: it gets a second, not the full mercy
-        z.leaving, z.stop_deadline = how, self.now + (self.s.mercy if z.ready else min(self.s.mercy, 1.0))
-        log.info("stopping: zerg %r of %r (pid %d) %s", z.name, z.parent, z.pid, why)
-        self._send_zerg(z, Msg.STOP)
-
-    def _stop_zergs(self, parent: str, why: str) -> None:
-        for z in self._zergs_of(parent):
-            self._stop_zerg(z, "stopped", why)
-
-    def _kill_zerg(self, z: broodlord.Zerg, why: str) -> None:
-        proc = self.procs.get(z.name)
-        if proc is None or z.killed:
-            return
-        z.killed = True
-        log.error("killing: zerg %r (pid %d) and its process group: %s", z.name, z.pid, why)
-        proc.kill_group()
-
-    def _read_zerg(self, name: str) -> None:
-        proc, z = self.procs.get(name), self.zergs.get(name)
-        if proc is None or z is None:
-            return
-        for msg, payload in self._messages(name, proc):
-            if msg == Msg.READY and not z.ready:
-                z.ready = True
-                self.brood.started(z.parent)
-                log.info("zerg ready: %r (pid %d) serving %r in %.2f s", name, z.pid, z.parent,
-                         self.now - z.spawned_at)
-            elif msg == Msg.IDLE and not z.leaving:
-                log.info("reclaimed: zerg %r of %r (pid %d), idle %s s", name, z.parent, z.pid, payload)
-                self._stop_zerg(z, "idle", "(idle)")
-
-    def _reap_zerg(self, name: str) -> None:
-        proc, z = self.procs.get(name), self.zergs.get(name)
-        if proc is None or z is None:
-            return
-        returncode = proc.reap()
-        if returncode is None:
-            return
-        self._close_proc(name)
-        del self.zergs[name]
-        how = z.leaving or ("lost" if z.ready else "failed")
-        self.brood.gone(z.parent, how, preempted=how == "preempted")
-        v = self.vassals.get(z.parent)
-        if v is not None:
-            v.zergs = max(0, v.zergs - 1)
-            v.reclaims += int(how == "idle")
-        left = f"pool {self.brood.alive}/{self.s.broodlord}"
-        if how in ("lost", "failed"):
-            log.warning("lost: zerg %r of %r (pid %d) %s%s; its slot is free (%s)", name, z.parent, z.pid,
-                        describe_exit(returncode),
-                        "" if z.ready else " before it was ready", left)
-        else:
-            how_exit = "killed by the emperor" if z.killed else describe_exit(returncode)
-            log.info("gone: zerg %r of %r (pid %d) %s (%s)", name, z.parent, z.pid, how_exit, left)
+        if v.state in (State.READY, State.LOYAL, State.RELOADING):
+            self.zergs.sos(v, payload, self.now)
 
     def broodlord_snapshot(self) -> dict[str, object]:
         """Pool facts for the stats server: the policy's counters and every zerg alive."""
-        snap: dict[str, object] = self.brood.snapshot()
-        snap["zergs"] = [z.snapshot(self.now) for z in self.zergs.values()]
-        return snap
+        return self.zergs.snapshot(self.now)
+
+    def zerg_counts(self, name: str) -> dict[str, int]:
+        """One vassal's zerg figures for the stats (emperor/empire/stats.py)."""
+        return self.zergs.counts(name)
 
     # ---------------------------------------------------------------- logs and status
 
@@ -778,26 +557,10 @@ class Emperor:
             log.error("log: cannot reopen %s (%s): %s", self.s.logto, why, exc.strerror)
             return
         log.info("log: reopened %s (%s)", self.s.logto, why)
-        for proc in self.procs.values():
-            channel.send_fd(proc.channel, Msg.LOGREOPEN, 2)
-
-    @staticmethod
-    def _mtime(path: str | None) -> int:
-        if not path:
-            return 0
-        try:
-            return os.stat(path).st_mtime_ns
-        except OSError:
-            return 0
+        self.children.pass_log()
 
     def _status_line(self) -> str:
-        counts: dict[str, int] = {}
-        for v in self.vassals.values():
-            key = v.state.value if v.state else "new"
-            counts[key] = counts.get(key, 0) + 1
-        detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        line = f"STATUS=The emperor is governing {len(self.vassals)} vassals"
-        return line + (f" ({detail})" if detail else "")
+        return status_line([v.state.value if v.state else "new" for v in self.vassals.values()])
 
     def _status(self) -> None:
         if self.notify.enabled and self.sent_ready:
@@ -805,107 +568,49 @@ class Emperor:
 
     # ---------------------------------------------------------------- public verbs (empire/operator.py)
 
-    def reload(self, v: Vassal) -> None:
-        """Gracefully reload a running vassal, as touching its file does (``emperor ctl reload``)."""
-        self._reload(v)
+    def files(self) -> Collection[str]:
+        return self.found.keys()
 
-    def stop(self, v: Vassal, why: str = "") -> None:
-        """Gracefully stop a vassal (``emperor ctl stop``); ``why`` goes into the log line."""
-        self._stop(v, why)
+    def shutting_down(self) -> bool:
+        return self.shutdown_at is not None
 
+    def reload(self, name: str) -> bool:
+        """Like touching the file: reload a running vassal, retry a dead one now (``emperor ctl reload``)."""
+        v = self.vassals.get(name)
+        if v is None:
+            return False
+        if v.state in RUNNING:
+            self._reload(v)
+            return True
+        return v.retry_now(self.now)  # FAILED too: the next timers pass spawns it
 
-# -------------------------------------------------------------------- entry point
+    def hold(self, name: str) -> None:
+        """``emperor ctl stop``: stop it and keep it stopped (the scans skip its file) until ``start``."""
+        v = self.vassals[name]
+        self.held.add(v.name)
+        self.found.pop(v.name, None)
+        if v.state in RUNNING:
+            self._stop(v, "(emperor ctl stop: held until emperor ctl start)")
+        elif v.state in DEAD:
+            self._forget(v.name)
+            log.info("held: %r stays stopped until emperor ctl start", v.name)
 
+    def start(self, name: str) -> bool:
+        """``emperor ctl start``: release a held vassal, or retry a dead one now."""
+        if name in self.held:
+            self.held.discard(name)
+            self.rescan_at = self.now  # the next iteration sees the file again and spawns it
+            log.info("released: %r (emperor ctl start)", name)
+            return True
+        v = self.vassals.get(name)
+        return v is not None and v.state in DEAD and self.reload(name)
 
-def fleet_config(cfg: config.Config, cwd: str) -> tuple[fleet.FleetSettings | None,
-                                                       list[scan.Source | etcdsource.EtcdSource]]:
-    """The emperor-etcd settings and the sources (directories, globs, etcd:// prefixes)."""
-    tls = etcdkv.Tls(cfg.emperor_etcd_ca, cfg.emperor_etcd_cert, cfg.emperor_etcd_key)
-    sources: list[scan.Source | etcdsource.EtcdSource] = []
-    for spec in cfg.emperor:
-        try:
-            if etcdsource.is_etcd_spec(spec):
-                if cfg.emperor_tyrant:
-                    raise ValueError(f"{spec!r}: an etcd key has no owner to run it as; tyrant mode "
-                                     "takes its vassals from files only")
-                etcdkv.require_client()
-                sources.append(etcdsource.EtcdSource(spec, cwd, tls))
-            else:
-                sources.append(scan.Source.parse(spec, cwd))
-        except ValueError as exc:
-            raise config.ConfigError(str(exc), cfg.where("emperor"), key="emperor") from None
-    if not cfg.emperor_etcd:
-        return None, sources
-    try:
-        etcdkv.require_client()
-    except ValueError as exc:
-        raise config.ConfigError(str(exc), cfg.where("emperor-etcd"), key="emperor-etcd") from None
-    return fleet.FleetSettings(etcdkv.parse_endpoints(cfg.emperor_etcd), cfg.emperor_etcd_prefix,
-                               cfg.emperor_etcd_ttl, cfg.emperor_etcd_advertise, tls), sources
+    def scalable(self, name: str) -> bool:
+        """A SCALE can be asked of it now (it is up and serving) and its answer can still come."""
+        v = self.vassals.get(name)
+        return v is not None and v.state in (State.READY, State.LOYAL) and name in self.children
 
-
-def _on_demand_modes(cfg: config.Config, cwd: str) -> ondemand.Modes:
-    """emperor-on-demand-*: the directory must exist (a typo would make every vassal fail to bind)."""
-    directory = cfg.emperor_on_demand_directory
-    if directory:
-        directory = os.path.join(cwd, directory)
-        if not os.path.isdir(directory):
-            key = "emperor-on-demand-directory"
-            raise config.ConfigError(f"{directory} is not a directory", cfg.where(key), key=key)
-    return ondemand.Modes(cfg.emperor_on_demand_extension, directory, cfg.emperor_on_demand_exec)
-
-
-def run_emperor(pairs: list[tuple[str, str]]) -> int:
-    """``emperor --ini emperor.ini`` / ``emperor --emperor DIR``: returns the exit status."""
-    try:
-        cfg = config.from_args(pairs, Scope.EMPEROR)
-        settings = Settings.from_config(cfg, os.getcwd())
-    except config.ConfigError as exc:
-        print(f"emperor: {exc}", file=sys.stderr)
-        return 78
-    for warning in cfg.warnings:
-        print(f"emperor: warning: {warning}", file=sys.stderr)
-    privileges.apply_umask(settings.ident)
-    if cfg.daemonize:
-        ready_fd = daemon.started()
-        if ready_fd is None:
-            return daemon.wait_for_report()
-    else:
-        ready_fd = None
-    logs.setup("emperor", settings.logto)
-    pidfile = PidFile(cfg.pidfile) if cfg.pidfile else None
-    locks = DirLocks()
-    status = 1
-    try:
-        if pidfile:
-            try:
-                pidfile.acquire()
-                privileges.hand_over(pidfile.path, settings.ident)
-            except (PidFileError, OSError, privileges.IdentityError) as exc:
-                log.error("pidfile: %s", exc)
-                return 1
-        try:
-            locks.acquire([s.path for s in settings.sources if not s.is_glob])
-        except DirLockError as exc:
-            log.error("refusing to start: %s", exc)
-            return 1
-        emp = Emperor(settings)
-        if not emp.open():
-            return 1
-        if ready_fd is not None:
-            os.write(ready_fd, b"0")
-            os.close(ready_fd)
-            ready_fd = None
-        try:
-            status = emp.run()
-        except privileges.IdentityError as exc:
-            log.error("%s", exc)
-    finally:
-        if ready_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(ready_fd, b"1")
-                os.close(ready_fd)
-        locks.release()
-        if pidfile:
-            pidfile.release()
-    return status
+    def scale(self, name: str, count: int) -> bool:
+        """Send SCALE (``emperor ctl scale``); the vassal answers with SCALED. False: not sent."""
+        return self.scalable(name) and bool(
+            self.children.send(name, Msg.SCALE, payload=channel.scale_request(count)))

@@ -48,3 +48,13 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def status_line(states: list[str]) -> str:
+    """``STATUS=`` for ``systemctl status``: how many vassals, by state word."""
+    counts: dict[str, int] = {}
+    for key in states:
+        counts[key] = counts.get(key, 0) + 1
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    line = f"STATUS=The emperor is governing {len(states)} vassals"
+    return line + (f" ({detail})" if detail else "")

@@ -1,40 +1,37 @@
 """The operator's side of the emperor: emperor-stats, /metrics, the control plane and the event stream.
 
 The emperor's loop owns one ``Operator`` (``emp.console``) and touches it at a few points only: ``open``/
-``close`` around the loop, ``ready(kind)`` when one of its fds is readable, ``tick()``
-once per iteration, ``deadline()`` for the select timeout, ``hide_held()`` after each
-scan, and each vassal record's ``on_event`` (set at spawn) for the event stream.
+``close`` around the loop (``fds()`` to watch), ``ready(kind)`` when one of its fds is readable,
+``tick()`` once per iteration, ``deadline()`` for the select timeout, each vassal record's
+``on_event`` (set at spawn) and the zerg table's ``publish`` for the event stream.
 
 ``Operator`` is also the emperor as the control plane sees it: it implements
 ``emperor.control.api.EmperorAPI`` (names in, dicts and booleans out) with the emperor's
-public verbs, so ``control/`` never imports ``empire/`` and a command changes nothing the
-emperor's loop would not.
+public verbs (``Governed``: reload, hold, start, scale ...), so ``control/`` never imports
+``empire/``, a command changes nothing the emperor's loop would not, and this module reads
+nothing of the emperor but that protocol.
 
 Operator intent wins over the directory: a vassal stopped with ``emperor ctl stop`` is
-*held*: the scans no longer see its file (so it is not respawned, even when the file
-changes) until ``emperor ctl start``. The hold lives in memory: an emperor restart
-forgets it.
+*held* (``Emperor.hold``): the scans no longer see its file (so it is not respawned, even
+when the file changes) until ``emperor ctl start``. The hold lives in memory: an emperor
+restart forgets it.
 """
 
 from __future__ import annotations
 
 import logging
-import selectors
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor import channel
-from emperor.channel import Msg
 from emperor.control.api import Later
 from emperor.control.commands import SCALE_WAIT
 from emperor.control.protocol import Errno, Identity
 from emperor.empire import stats
-from emperor.empire.vassals import DEAD, RUNNING, State, Vassal
+from emperor.empire.vassals import Vassal
 
 if TYPE_CHECKING:
     from emperor.control.server import ControlServer
-    from emperor.empire.scan import Found
-    from emperor.empire.spawn import Process
     from emperor.statsserver import StatsServer
 
 log = logging.getLogger("emperor")
@@ -55,27 +52,38 @@ class Governed(Protocol):
     """What the operator reads and asks of the emperor (``Emperor`` satisfies it; this module does
     not import it, so the emperor can import this one)."""
 
-    vassals: dict[str, Vassal]
-    found: dict[str, Found]
-    procs: dict[str, Process]
-    refused: dict[str, str]
-    now: float
-    shutdown_at: float | None
-    rescan_at: float
+    @property
+    def vassals(self) -> Mapping[str, Vassal]: ...
+
+    @property
+    def refused(self) -> Mapping[str, str]: ...
+
+    @property
+    def held(self) -> Collection[str]: ...
+
+    @property
+    def now(self) -> float: ...
 
     @property
     def s(self) -> Settings: ...
 
-    @property
-    def sel(self) -> selectors.BaseSelector: ...
-
     def clock(self) -> float: ...
+
+    def files(self) -> Collection[str]: ...
+
+    def shutting_down(self) -> bool: ...
 
     def reload_all(self) -> None: ...
 
-    def reload(self, v: Vassal) -> None: ...
+    def reload(self, name: str) -> bool: ...
 
-    def stop(self, v: Vassal, why: str = "") -> None: ...
+    def hold(self, name: str) -> None: ...
+
+    def start(self, name: str) -> bool: ...
+
+    def scalable(self, name: str) -> bool: ...
+
+    def scale(self, name: str, count: int) -> bool: ...
 
 
 class BootError(Exception):
@@ -87,16 +95,14 @@ class Operator:
 
     def __init__(self, emp: Governed) -> None:
         self.emp = emp
-        self._held: set[str] = set()  # stopped with `emperor ctl stop` (EmperorAPI.held)
         self.control: ControlServer | None = None
         self.stats_server: StatsServer | None = None
-        self.pool_seen: dict[str, tuple[int, int]] = {}  # vassal -> (lends, reclaims) already published
         self.scaling: dict[str, list[Later]] = {}  # vassal -> scale replies waiting for its answer (FIFO)
 
     # ---- the emperor's loop -------------------------------------------------------------
     def open(self) -> None:
         """Bind emperor-stats and the control plane; raises BootError when one cannot be served."""
-        s, sel = self.emp.s, self.emp.sel
+        s = self.emp.s
         from emperor.control.server import ControlBootError, open_server
 
         try:
@@ -110,10 +116,15 @@ class Operator:
         except ControlBootError as exc:
             self.close()
             raise BootError(str(exc)) from None
+
+    def fds(self) -> list[tuple[Any, str]]:
+        """What the loop watches for us, each with the name ``ready`` is called with."""
+        out: list[tuple[Any, str]] = []
         if self.stats_server is not None:
-            sel.register(self.stats_server, selectors.EVENT_READ, ("console", "stats"))
+            out.append((self.stats_server, "stats"))
         if self.control is not None:
-            sel.register(self.control.fileno(), selectors.EVENT_READ, ("console", "control"))
+            out.append((self.control.fileno(), "control"))
+        return out
 
     def identity(self) -> Identity:
         """This emperor's identity (its ini, else its directories): it names the default endpoint."""
@@ -138,10 +149,9 @@ class Operator:
 
     def tick(self) -> None:
         """Every iteration: requests the edge-triggered fd did not announce, stuck stats readers,
-        pool events."""
+        scale replies past their deadline."""
         if self.control is not None:
             self.control.service()
-            self._publish_pool()
         if self.stats_server is not None:
             self.stats_server.expire()
         self._expire_scales()
@@ -154,10 +164,6 @@ class Operator:
             due.append(now + 0.5)  # to drop readers past their deadline
         return min(due)
 
-    def hide_held(self, found: dict[str, Found]) -> None:
-        for name in self._held:
-            found.pop(name, None)
-
     # ---- events -------------------------------------------------------------------------
     def vassal_event(self, v: Vassal, word: str, detail: str) -> None:
         """A record changed state (``Vassal._to`` and exits): publish ``vassal.<name>.<word>``."""
@@ -166,39 +172,26 @@ class Operator:
                 "pid": v.pid or 0, "state": v.state.value if v.state else "new", "detail": detail})
 
     def publish(self, vassal: str, event: str, **data: Any) -> None:
+        """An event that is not a state change (the zerg table's ``lend`` and ``reclaim``)."""
         if self.control is not None:
             self.control.publish(vassal, event, data)
-
-    def _publish_pool(self) -> None:
-        """Lend and reclaim events, from the broodlord counters on the records (when they exist)."""
-        for v in self.emp.vassals.values():
-            lends, reclaims = int(getattr(v, "lends", 0) or 0), int(getattr(v, "reclaims", 0) or 0)
-            seen = self.pool_seen.get(v.name, (0, 0))
-            if (lends, reclaims) == seen:
-                continue
-            self.pool_seen[v.name] = (lends, reclaims)
-            zergs = int(getattr(v, "zergs", 0) or 0)
-            for _ in range(max(0, lends - seen[0])):
-                self.publish(v.name, "lend", pid=v.pid or 0, zergs=zergs)
-            for _ in range(max(0, reclaims - seen[1])):
-                self.publish(v.name, "reclaim", pid=v.pid or 0, zergs=zergs)
 
     # ---- EmperorAPI: what a control command sees (emperor/control/api.py) ----------------
     def records(self) -> Collection[str]:
         return self.emp.vassals.keys()
 
     def files(self) -> Collection[str]:
-        return self.emp.found.keys()
+        return self.emp.files()
 
     def held(self) -> Collection[str]:
-        return self._held
+        return self.emp.held
 
     def state(self, name: str) -> str:
         v = self.emp.vassals.get(name)
         return v.state.value if v is not None and v.state is not None else "not started"
 
     def shutting_down(self) -> bool:
-        return self.emp.shutdown_at is not None
+        return self.emp.shutting_down()
 
     def document(self) -> dict[str, Any]:
         return stats.document(self.emp)
@@ -217,51 +210,20 @@ class Operator:
 
     def reload(self, name: str) -> bool:
         """Like touching the file: reload a running vassal, retry a dead one now."""
-        v = self.emp.vassals.get(name)
-        return v is not None and self._reload(v)
-
-    def _reload(self, v: Vassal) -> bool:
-        emp = self.emp
-        if v.state in RUNNING:
-            emp.reload(v)
-            return True
-        if v.state in DEAD:
-            v.unthrottle(emp.now)
-            v.state = State.THROTTLED  # FAILED too: the next timers pass spawns it
-            return True
-        return False
+        return self.emp.reload(name)
 
     def hold(self, name: str) -> None:
-        emp = self.emp
-        v = emp.vassals[name]
-        self._held.add(v.name)
-        emp.found.pop(v.name, None)
-        if v.state in RUNNING:
-            emp.stop(v, "(emperor ctl stop: held until emperor ctl start)")
-        elif v.state in DEAD:
-            del emp.vassals[v.name]
-            log.info("held: %r stays stopped until emperor ctl start", v.name)
+        self.emp.hold(name)
 
     def start(self, name: str) -> bool:
-        emp = self.emp
-        if name in self._held:
-            self._held.discard(name)
-            emp.rescan_at = emp.now  # the next iteration sees the file again and spawns it
-            log.info("released: %r (emperor ctl start)", name)
-            return True
-        v = emp.vassals.get(name)
-        if v is not None and v.state in DEAD:
-            return self._reload(v)
-        return False
+        return self.emp.start(name)
 
     def scale(self, name: str, count: int, wait: float) -> Later | None:
         """Send SCALE; the reply waits for the vassal's SCALED (None: it cannot be asked now)."""
-        v, proc = self.emp.vassals.get(name), self.emp.procs.get(name)
-        if v is None or proc is None or v.state not in (State.READY, State.LOYAL) \
-                or not proc.send(Msg.SCALE, channel.scale_request(count)):
+        if not self.emp.scale(name, count):
             return None
         later = Later(self.emp.now + wait)
-        self.scaling.setdefault(v.name, []).append(later)
+        self.scaling.setdefault(name, []).append(later)
         return later
 
     def scaled(self, v: Vassal, payload: str) -> None:
@@ -284,10 +246,10 @@ class Operator:
 
     def _expire_scales(self) -> None:
         for name in list(self.scaling):
-            v, proc = self.emp.vassals.get(name), self.emp.procs.get(name)
+            v = self.emp.vassals.get(name)
             keep = []
             for later in self.scaling[name]:
-                if v is None or proc is None or v.state not in (State.READY, State.LOYAL):
+                if v is None or not self.emp.scalable(name):
                     now = v.state.value if v is not None and v.state is not None else "gone"
                     later.fail(Errno.BAD_STATE, f"scale: {name} is {now}; its answer will not come")
                 elif self.emp.now >= later.deadline:
@@ -313,5 +275,6 @@ class Operator:
             if snap.get("last_error"):
                 parts.append(f"last error: {snap['last_error']}")
             lines.append(", ".join(parts))
-        lines += [f"{name}: held (emperor ctl stop)" for name in sorted(self._held - set(self.emp.vassals))]
+        held = set(self.emp.held) - set(self.emp.vassals)
+        lines += [f"{name}: held (emperor ctl stop)" for name in sorted(held)]
         return lines or ["no vassals"]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from emperor.empire.scan import Found
 from emperor.empire.vassals import DEAD, RUNNING, State, Vassal
 
+HANDOVER = 2.0  # a new vassal waits this long at most for vassals being stopped (a rename reuses the socket)
+
 
 class Do(enum.Enum):
     SPAWN = "spawn"  # no record: create one and spawn
@@ -57,3 +59,18 @@ def plan(found: Mapping[str, Found], vassals: Mapping[str, Vassal], now: float,
             gone_long_enough = v.missing_since is not None and now - v.missing_since >= settle
             actions.append(Action(Do.STOP if gone_long_enough else Do.MISSING, name))
     return actions
+
+
+def handover_until(vassals: Mapping[str, Vassal], mercy: float) -> float:
+    """New vassals wait while others are leaving, so a renamed file finds its socket free.
+
+    A rename looks like "old name gone, new name found" in one scan; spawning the new one
+    at once would race the old one for the same socket. The wait is bounded by HANDOVER.
+    """
+    until = 0.0
+    for v in vassals.values():
+        if v.missing_since is not None:
+            until = max(until, v.missing_since + HANDOVER)
+        elif v.state == State.STOPPING and not v.killed:
+            until = max(until, v.stop_deadline - mercy + HANDOVER)
+    return until

@@ -23,7 +23,7 @@ import pwd
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from emperor.empire.vassals import Stamp
 
@@ -284,3 +284,20 @@ def scan(sources: Sequence[Source | Any], tyrant: bool) -> tuple[dict[str, Found
             if f is not None:
                 found[name] = f
     return found, refused
+
+
+class Watched(Protocol):
+    """A vassal source as the monitor sees it: the directories to watch (none for an etcd prefix)."""
+
+    def watch_dirs(self) -> set[str]: ...
+
+
+def watch_dirs(sources: Sequence[Watched], found: dict[str, Found]) -> set[str]:
+    """What the monitor watches: the sources' directories and those the found links point into."""
+    dirs: set[str] = set()
+    for src in sources:
+        dirs |= src.watch_dirs()
+    for f in found.values():
+        if f.target_dir and os.path.isdir(f.target_dir):
+            dirs.add(f.target_dir)
+    return dirs

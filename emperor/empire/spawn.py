@@ -1,4 +1,5 @@
-"""Exec a vassal: its command line, its environment, and the only OS calls that touch it.
+"""Exec a vassal or a zerg: its command line, its environment, the only OS calls that touch it,
+and the emperor's table of children (``Children``: channel, pidfd, drain, close, kill).
 
 A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``), never a fork of
 the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
@@ -12,21 +13,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from emperor import channel, config, ini, inifd, venv
-from emperor.channel import Msg
+from emperor.channel import Msg, decode
 from emperor.listeners import ENV_ON_DEMAND
 from emperor.options import Scope, lookup
 from emperor.privileges import ENV_TYRANT
+
+log = logging.getLogger("emperor")
 
 # Variables that belong to the emperor's own supervisor and must not leak into a vassal.
 STRIPPED_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
@@ -109,6 +115,22 @@ def zerg_argv(path: str, tyrant: bool = False, content: bytes | None = None) -> 
     """
     tail = ["--ini", f"{path}:zerg"]
     return [*interpreter(tail, path, content, tyrant), *tail]
+
+
+def config_problem(path: str, content: bytes | None) -> str | None:
+    """Why the vassal's ini is invalid, in the emperor's words (None: no config error found), read
+    from the bytes the vassal was given (``content``), not from the path again."""
+    pinned = os.path.abspath(path)
+    ini.pin(pinned, content)
+    try:
+        config.from_args([("ini", ini_spec(path))], Scope.VASSAL)
+    except config.ConfigError as exc:
+        return str(exc)
+    except Exception:  # the vassal's own message is in the log already
+        return None
+    finally:
+        ini.pin(pinned, None)
+    return None
 
 
 def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]:
@@ -234,3 +256,103 @@ def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | Non
         raise OSError(exc.errno or errno.EMFILE, f"pidfd_open: {exc.strerror}") from None
     ours.setblocking(False)
     return Process(popen, pidfd, ours)
+
+
+class Spawner(Protocol):
+    """How the emperor starts a child (``spawn`` below; a fake in tests/test_emperor_unit.py)."""
+
+    def __call__(self, name: str, path: str, argv: list[str], uid: int | None, gid: int | None,
+                 content: bytes | None = None, on_demand: tuple[str, int] | None = None) -> Process: ...
+
+
+class Children:
+    """Every child of the emperor, vassal or zerg, by name: its channel and pidfd on the loop's
+    selector, draining its messages, signalling, reaping and closing it. One table, so a SIGUSR1
+    log reopen, a shutdown and the final close reach every child alike."""
+
+    def __init__(self, sel: selectors.BaseSelector) -> None:
+        self.sel = sel
+        self.procs: dict[str, Process] = {}
+
+    def add(self, name: str, proc: Process, kind: str) -> None:
+        """Watch ``proc``: its channel reports as ``kind``, its exit as ``kind + "-exit"``
+        (``channel``/``exit`` for a vassal, ``zerg``/``zerg-exit`` for a zerg)."""
+        self.procs[name] = proc
+        self.sel.register(proc.channel, selectors.EVENT_READ, (kind, name))
+        self.sel.register(proc.pidfd, selectors.EVENT_READ, ("exit" if kind == "channel" else f"{kind}-exit",
+                                                             name))
+
+    def get(self, name: str) -> Process | None:
+        return self.procs.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.procs
+
+    def __len__(self) -> int:
+        return len(self.procs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.procs))
+
+    def messages(self, name: str) -> Iterator[tuple[Msg, str]]:
+        """The messages waiting on a child's channel, at most 64 per call so a chatty child cannot
+        starve the others. EOF means the process is exiting: the channel leaves the selector and
+        its pidfd says when it is gone."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return
+        for _ in range(64):
+            try:
+                packet = proc.channel.recv(1024)
+            except BlockingIOError:
+                return
+            except OSError:
+                packet = b""
+            if not packet:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(proc.channel)
+                return
+            message = decode(packet)
+            if message is None:
+                log.debug("channel: %r sent an unknown message %r", name, packet[:16])
+                continue
+            yield message
+
+    def send(self, name: str, msg: Msg, content: bytes | None = None, payload: str = "") -> bool | None:
+        """``msg`` with its payload, or with the checked ini bytes (a RELOAD); None: no such child."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return None
+        return proc.send(msg, payload) if content is None else proc.send_ini(msg, content)
+
+    def kill(self, name: str) -> bool:
+        """SIGKILL the child's process group (False: no such child)."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return False
+        proc.kill_group()
+        return True
+
+    def reap(self, name: str) -> int | None:
+        """The child's exit status once it is gone (its entry is closed then), else None."""
+        proc = self.procs.get(name)
+        if proc is None:
+            return None
+        returncode = proc.reap()  # kills leftovers of its group (a stray grandchild) before reaping
+        if returncode is not None:
+            self.close(name)
+        return returncode
+
+    def close(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        for obj in (proc.channel, proc.pidfd):
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(obj)
+        proc.close()
+
+    def pass_log(self) -> None:
+        """Our reopened log (fd 2) to every child: they write to it too."""
+        for proc in self.procs.values():
+            channel.send_fd(proc.channel, Msg.LOGREOPEN, 2)

@@ -1,7 +1,7 @@
 """The emperor's stats: uWSGI's emperor JSON (uwsgitop shows it) plus our own fields, and Prometheus text.
 
 Built from the vassal records (``Vassal.snapshot``) and, when broodlord is on, whatever the
-pool exposes (``snapshot()`` on the emperor's ``broodlord`` attribute, if there is one):
+pool exposes (the emperor's ``broodlord_snapshot()`` and ``zerg_counts(name)``, if it has them):
 read only, never raising for a missing field, so this module does not have to change
 every time a record grows. Times in the records are monotonic; the document gives epochs,
 as uWSGI does. Every number is an integer (uwsgi_exporter's rule).
@@ -97,7 +97,8 @@ def pool(emp: Governor) -> dict[str, Any] | None:
 
 def vassal(emp: Governor, v: Vassal) -> dict[str, Any]:
     """One vassal: uWSGI's keys first, then ours (state, last_error, throttle, zergs)."""
-    snap = v.snapshot(emp.clock())
+    counts = getattr(emp, "zerg_counts", None)  # the zerg table's figures (emperor/empire/zergs.py)
+    snap = v.snapshot(emp.clock(), counts(v.name) if callable(counts) else None)
     try:
         born = int(os.stat(v.path).st_mtime)
     except OSError:

@@ -3,9 +3,11 @@
 Pure bookkeeping: no sockets, no processes. The emperor's main loop feeds it events
 (spawned, READY, LOYAL, exit status ...) with the current monotonic time and performs
 whatever side effect the returned value asks for. Every change of state goes through
-``Vassal._to``, which logs one line that starts with a fixed word and names the vassal
-and its pid, so the log can be grepped ("spawned:", "ready:", "reloaded:", "stopped:",
-"throttled:" ...).
+``Vassal._to`` (nothing else writes ``state``), which logs one line that starts with a
+fixed word and names the vassal and its pid, so the log can be grepped ("spawned:",
+"ready:", "reloaded:", "stopped:", "throttled:" ...). Each record also says when it next
+needs the loop's attention (``next_deadline``): the emperor's select timeout and its timers
+read that one answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import enum
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,9 +108,6 @@ class Vassal:
     on_event: Callable[[Vassal, str, str], None] | None = field(default=None, repr=False, compare=False)
     heartbeat_at: float = 0.0  # the last HEARTBEAT (0: none since the spawn: the check is off)
     heartbeat_every: float = 0.0  # the vassal's own period (its payload)
-    zergs: int = 0  # broodlord: zergs alive for this vassal, lent in all, reclaimed idle
-    lends: int = 0
-    reclaims: int = 0
     on_demand: str = ""  # on-demand vassals (emperor/empire/ondemand.py): the address the emperor holds
     idle_exit: bool = False  # it said IDLE (die-on-idle): its exit is a return to on-demand waiting
     # the vassal's worker counts (its WORKERS message; docs/autoscaling.md): running, cheaper's
@@ -117,12 +116,18 @@ class Vassal:
 
     # ---- transitions
 
-    def _to(self, new: State, word: str, detail: str = "", level: int = logging.INFO) -> None:
+    def _to(self, new: State, word: str, detail: str = "", level: int = logging.INFO, *,
+            shown: str | None = None, silent: bool = False) -> None:
+        """The one place ``state`` changes. ``shown``: the log's wording when it says more than
+        the event's ``detail``; ``silent``: a retry the caller announces itself (no line, no event)."""
         if new not in _ALLOWED[self.state]:
             raise AssertionError(f"{self.name}: {self.state} -> {new} is not a valid transition")
         self.state = new
+        if silent:
+            return
         pid = f" (pid {self.pid})" if self.pid else ""
-        log.log(level, "%s: %r%s%s", word, self.name, pid, f" {detail}" if detail else "")
+        text = detail if shown is None else shown
+        log.log(level, "%s: %r%s%s", word, self.name, pid, f" {text}" if text else "")
         self._event(word, detail)
 
     def _event(self, word: str, detail: str) -> None:
@@ -242,12 +247,10 @@ class Vassal:
         delay = self.throttle.death(self.loyal, uptime)
         self.respawn_at = now + delay
         level = logging.ERROR if returncode < 0 or returncode not in (0, Exit.SOCKET) else logging.WARNING
-        if delay == 0:
-            log.log(level, "died: %r (pid %s) %s after %.1f s; respawning now",
-                    self.name, self.pid, how, uptime)
+        if delay == 0:  # THROTTLED for at most one loop iteration; not a throttle
             self.last_error = how
-            self.state = State.THROTTLED  # for at most one loop iteration; not a throttle
-            self._event("died", f"{how}; respawning now")
+            self._to(State.THROTTLED, "died", f"{how}; respawning now", level,
+                     shown=f"{how} after {uptime:.1f} s; respawning now")
         else:
             self.last_error = how
             self._to(State.THROTTLED, "throttled",
@@ -289,8 +292,29 @@ class Vassal:
         self.throttle.reset()
         self.respawn_at = now
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """A JSON-ready view, for the log (SIGUSR1) and the stats server."""
+    def retry_now(self, now: float) -> bool:
+        """SIGHUP, ``emperor ctl reload``/``start`` on a dead vassal (FAILED too): the next timers
+        pass spawns it. False when it is not dead."""
+        if self.state not in DEAD:
+            return False
+        self.unthrottle(now)
+        self._to(State.THROTTLED, "throttled", silent=True)  # the spawn that follows is the news
+        return True
+
+    def next_deadline(self, required_heartbeat: float, zergs_alive: bool = False) -> float | None:
+        """When this record next needs the loop, or None: its respawn (THROTTLED; not while its
+        zergs still hold its sockets: their exits wake the loop), its SIGKILL (STOPPING), or the
+        moment its silence counts as a hang."""
+        if self.state == State.THROTTLED:
+            return None if zergs_alive else self.respawn_at
+        if self.state == State.STOPPING:
+            return None if self.killed else self.stop_deadline
+        return self.hung_deadline(required_heartbeat)
+
+    def snapshot(self, now: float, pool: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """A JSON-ready view, for the log (SIGUSR1) and the stats server. ``pool``: its zerg figures
+        (zergs, lends, reclaims), which the zerg table keeps (emperor/empire/zergs.py)."""
+        pool = pool or {}
         return {
             "id": self.name,
             "path": self.path,
@@ -307,13 +331,13 @@ class Vassal:
             "next_attempt_in": round(max(0.0, self.respawn_at - now), 3)
             if self.state == State.THROTTLED else 0,
             "last_error": self.last_error,
-            "zergs": self.zergs,
+            "zergs": pool.get("zergs", 0),
             "workers": self.workers[0],
             "workers_min": self.workers[1],
             "workers_max": self.workers[2],
             "cheaper_spawns": self.workers[3],
             "cheaper_cheaps": self.workers[4],
-            "lends": self.lends,
-            "reclaims": self.reclaims,
+            "lends": pool.get("lends", 0),
+            "reclaims": pool.get("reclaims", 0),
             "on_demand": self.on_demand,
         }
