@@ -29,12 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "emperor"
 ENTRY = {"emperor.__main__", "emperor.cli", "emperor.check"}  # command lines: may import anything
-LAZY_EXEMPT: dict[tuple[str, str], str] = {  # (importer, imported) -> why this lazy import may close a cycle
-    ("emperor.vassal.worker", "emperor.vassal.http_loop"):
-        "a worker enters the HTTP accept loops only when its vassal has an HTTP socket, so only those "
-        "vassals load httptools; the loops drive the worker they are given (to undo with the "
-        "codec/adapter split of issue #9)",
-}
+LAZY_EXEMPT: dict[tuple[str, str], str] = {}  # (importer, imported) -> why this lazy import may close a cycle
 
 
 def _module_name(path: Path) -> str:

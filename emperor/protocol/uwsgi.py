@@ -202,6 +202,17 @@ def content_length(env: dict[str, str], limit: int) -> int:
     return n
 
 
+def request_method(env: dict[str, Any], body_pending: int) -> str:
+    """REQUEST_METHOD, once the vars are known to name a request: REQUEST_METHOD and PATH_INFO
+    must both be there (nginx sends them from ``uwsgi_params``). ``body_pending`` is the
+    body's length, for the error to drain (``ProtocolError.body_pending``)."""
+    method: str | None = env.get("REQUEST_METHOD")
+    if method is None or "PATH_INFO" not in env:
+        raise ProtocolError("REQUEST_METHOD or PATH_INFO missing (does the nginx location include "
+                            "uwsgi_params?)", body_pending=body_pending)
+    return method
+
+
 def pack(env: dict[str, str] | list[tuple[str, str]], modifier1: int = 0, modifier2: int = 0) -> bytes:
     """Encode a request header + vars (for tests and tools; the server never sends requests)."""
     items = env.items() if isinstance(env, dict) else env

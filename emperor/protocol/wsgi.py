@@ -1,4 +1,13 @@
-"""WSGI (PEP 3333) pieces that need no socket: the input stream, start_response, the head.
+"""WSGI (PEP 3333) pieces that need no socket: the environ, the input stream, start_response,
+the head.
+
+This is the WSGI side of the app-adapter layer: the wire codecs (``protocol/uwsgi.py``,
+``protocol/http.py``) decode a request, and ``environ_from_uwsgi`` / ``environ_from_http``
+turn it into the environ, so the environ rules (SCRIPT_NAME and modifier1 30, the
+``wsgi.*`` keys, which scheme a peer may claim) are written once, here, whatever the
+socket. ``protocol/asgi.py`` is the ASGI side (the scope). Which peers are trusted is the
+caller's to say (``emperor/proxies.py``): this module does no I/O and imports nothing else
+of the project but the codecs.
 
 The worker (``emperor.vassal.worker``) owns the I/O and injects a ``recv_into`` callable
 into ``Input``. The response head is checked here as a whole, with one regex pass, so an
@@ -11,7 +20,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import unquote_to_bytes
+
+from emperor.protocol.uwsgi import SCHEME_KEY
+
+if TYPE_CHECKING:  # the type only: a uwsgi-only worker never loads httptools
+    from emperor.protocol.http import Head
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -221,7 +236,7 @@ def url_scheme(env: dict[str, Any], uwsgi_scheme: str | None) -> tuple[str, str]
 
     ``UWSGI_SCHEME`` first (as uWSGI), then ``REQUEST_SCHEME``, then ``HTTPS=on``/``1``;
     values other than http/https are ignored. Whether the claim is believed depends on the
-    peer (``forwarded-allow-ips``): the worker decides.
+    peer (``forwarded-allow-ips``): ``environ_from_uwsgi`` asks its ``trust`` callable.
     """
     for var, value in (("UWSGI_SCHEME", uwsgi_scheme), ("REQUEST_SCHEME", env.get("REQUEST_SCHEME"))):
         if value == "https":
@@ -237,7 +252,8 @@ def url_scheme(env: dict[str, Any], uwsgi_scheme: str | None) -> tuple[str, str]
 def base_environ(multithread: bool) -> dict[str, Any]:
     """The constant ``wsgi.*`` keys, merged into every request's environ with one update().
 
-    SCRIPT_NAME is not here: nginx may send it, so the worker only fills it in when absent.
+    SCRIPT_NAME is not here: nginx may send it, so ``environ_from_uwsgi`` only fills it in
+    when absent.
     """
     import sys
 
@@ -249,3 +265,132 @@ def base_environ(multithread: bool) -> dict[str, Any]:
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     }
+
+
+# ---- the environ of a decoded request --------------------------------------------------------
+Trust = Callable[[Any, str], bool]  # (peer, the var that claimed https) -> is the claim believed
+
+
+def environ_from_uwsgi(env: dict[str, Any], modifier1: int, base: dict[str, Any], peer: Any,
+                       trust: Trust) -> dict[str, Any]:
+    """The WSGI environ of a uwsgi request: its vars (``uwsgi.parse_vars``), completed in place.
+
+    The vars *are* the environ (no copy on the hot path). ``base`` is ``base_environ()``;
+    ``modifier1`` 30 (nginx ``uwsgi_modifier1 30``) strips the SCRIPT_NAME prefix from
+    PATH_INFO; SCRIPT_NAME is "" when nginx sent none. ``wsgi.url_scheme`` is what the vars
+    claim (``url_scheme``), but ``https`` only if ``trust(peer, claim)`` says the peer may
+    claim it: ``trust`` is called only for such a claim, so a plain request costs no
+    ``getpeername()``. ``wsgi.input`` is the caller's (it owns the socket).
+    """
+    env.update(base)
+    if modifier1 == 30:
+        strip_script_name(env)
+    elif "SCRIPT_NAME" not in env:
+        env["SCRIPT_NAME"] = ""
+    scheme, claim = url_scheme(env, env.pop(SCHEME_KEY, None))
+    if claim and not trust(peer, claim):
+        scheme = "http"
+    env["wsgi.url_scheme"] = scheme
+    return env
+
+
+def strip_script_name(env: dict[str, Any]) -> None:
+    """modifier1 30: remove the SCRIPT_NAME prefix from PATH_INFO (nginx 'uwsgi_modifier1 30')."""
+    script = env.get("SCRIPT_NAME", "")
+    path = env.get("PATH_INFO", "")
+    if script and path.startswith(script):
+        env["PATH_INFO"] = path[len(script):]
+    env.setdefault("SCRIPT_NAME", "")
+
+
+def site_environ(sockname: object, tls: bool) -> dict[str, Any]:
+    """What an HTTP listener adds to every environ, computed once per listener.
+
+    ``sockname`` is the listener's ``getsockname()`` (a Unix socket's path gives
+    ``localhost:80``); ``tls`` for an https-socket.
+    """
+    if isinstance(sockname, tuple):
+        host, port = str(sockname[0]), str(sockname[1])
+    else:
+        host, port = "localhost", "80"
+    scheme = "https" if tls else "http"
+    env: dict[str, Any] = {"SERVER_NAME": host, "SERVER_PORT": port, "SCRIPT_NAME": "",
+                           "wsgi.url_scheme": scheme, "wsgi.input_terminated": True}
+    if tls:
+        env["HTTPS"] = "on"
+    return env
+
+
+def environ_from_http(head: Head, site: dict[str, Any], base: dict[str, Any], peer: tuple[str, str],
+                      trusted: bool) -> dict[str, Any]:
+    """The WSGI environ of an HTTP/1.1 request (``http.Head``), without ``wsgi.input``.
+
+    ``site`` is the listener's ``site_environ``, ``base`` is ``base_environ()``; ``peer`` the
+    client's (host, port) as strings. Header fields become ``HTTP_*`` keys (repeats joined
+    with ", ", cookies with "; "; names with ``_`` dropped); the host of an absolute-form
+    target wins over the Host field. A ``trusted`` peer (forwarded-allow-ips) may set the
+    client address and the scheme with X-Forwarded-For/-Proto (``forwarded``).
+    """
+    path = head.path
+    if b"%" in path:
+        path = unquote_to_bytes(path)
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": head.method,
+        "PATH_INFO": path.decode("latin-1") if path != b"*" else "",
+        "QUERY_STRING": head.query,
+        "REQUEST_URI": head.target,
+        "SERVER_PROTOCOL": head.version,
+        "REMOTE_ADDR": peer[0],
+        "REMOTE_PORT": peer[1],
+    }
+    env.update(base)
+    env.update(site)
+    keys = _KEYS
+    for name, value in head.headers:
+        key = keys.get(name)
+        if key is None:
+            key = _cgi_key(name)
+        if not key:
+            continue
+        val = value.decode("latin-1")
+        if key in env and key.startswith("HTTP_"):
+            env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + val
+        else:
+            env[key] = val
+    if head.host is not None:
+        env["HTTP_HOST"] = head.host.decode("latin-1")  # absolute-form wins (RFC 9112 3.2.2)
+    if trusted:
+        forwarded(env)
+    return env
+
+
+def forwarded(env: dict[str, Any]) -> None:
+    """A trusted proxy's X-Forwarded-For (its last entry: the address the proxy saw) and
+    X-Forwarded-Proto (http or https only) replace REMOTE_ADDR and wsgi.url_scheme."""
+    xff = env.get("HTTP_X_FORWARDED_FOR")
+    if xff:
+        last = xff.rsplit(",", 1)[-1].strip()
+        if last:
+            env["REMOTE_ADDR"] = last
+            env.pop("REMOTE_PORT", None)
+    proto = env.get("HTTP_X_FORWARDED_PROTO", "").strip().lower()
+    if proto in ("http", "https"):
+        env["wsgi.url_scheme"] = proto
+        if proto == "https":
+            env["HTTPS"] = "on"
+
+
+_KEYS: dict[bytes, str] = {b"Content-Length": "CONTENT_LENGTH", b"Content-Type": "CONTENT_TYPE"}
+
+
+def _cgi_key(name: bytes) -> str:
+    """``X-Forwarded-For`` -> ``HTTP_X_FORWARDED_FOR``; "" for names with ``_`` (dropped: an
+    ``X_Forwarded_For`` would otherwise overwrite the real one's key)."""
+    if b"_" in name:
+        key = ""
+    else:
+        upper = name.decode("latin-1").upper().replace("-", "_")
+        key = upper if upper in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + upper
+    if len(_KEYS) < 2048:
+        _KEYS[name] = key
+    return key

@@ -344,9 +344,7 @@ class UwsgiCodec(asyncio.Protocol):
             end = 4 + size
             self.env = env = uwsgi.parse_vars(bytes(self.buf), 4, end)
             length = uwsgi.content_length(env, self.w.limit_post)
-            if "REQUEST_METHOD" not in env or "PATH_INFO" not in env:
-                raise uwsgi.ProtocolError("REQUEST_METHOD or PATH_INFO missing (does the nginx location "
-                                          "include uwsgi_params?)", body_pending=length)
+            uwsgi.request_method(env, length)
         except uwsgi.ProtocolError as exc:
             if exc.body_pending and end:
                 exc.body_pending = max(0, exc.body_pending - (len(self.buf) - end))  # minus what we have

@@ -1,9 +1,10 @@
-"""HTTP/1.1 connections in a worker: requests -> WSGI environ, responses, keep-alive (docs/http.md).
+"""HTTP/1.1 connections in a worker: requests, responses, keep-alive (docs/http.md).
 
-The parsing is ``emperor.protocol.http`` (sans-IO); this module owns the sockets: it reads
-requests off a connection, runs the app, frames the response (Content-Length, chunked or
-close-delimited; Date; Connection) and tells the loop (``emperor.vassal.http_loop``) whether
-the connection stays open. Idle connections go to the master through ``parking``.
+The parsing is ``emperor.protocol.http`` (sans-IO) and the environ is built by the adapter
+(``protocol/wsgi.environ_from_http``); this module owns the sockets: it reads requests off a
+connection, runs the app, frames the response (Content-Length, chunked or close-delimited;
+Date; Connection) and tells the loop (``emperor.vassal.http_loop``) whether the connection
+stays open. Idle connections go to the master through ``parking``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ import struct
 import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
 
 from emperor.protocol import http
-from emperor.protocol.wsgi import FileWrapper, HeaderError, body_allowed, serialize_head
+from emperor.protocol.wsgi import (
+    FileWrapper,
+    HeaderError,
+    body_allowed,
+    environ_from_http,
+    serialize_head,
+    site_environ,
+)
 from emperor.proxies import AllowList
 from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
+from emperor.vassal.exchange import ClientGone, Conn, Exchange
 from emperor.vassal.tls import TLSSite, sites
-from emperor.vassal.worker import ClientGone, Conn, Exchange
 
 if TYPE_CHECKING:
     from emperor.vassal.sockets import Listener
@@ -52,14 +59,7 @@ class Site:
             name = lst.sock.getsockname()
         except OSError:
             name = ""
-        if isinstance(name, tuple):
-            host, port = str(name[0]), str(name[1])
-        else:
-            host, port = "localhost", "80"
-        self.env = {"SERVER_NAME": host, "SERVER_PORT": port, "SCRIPT_NAME": "",
-                    "wsgi.url_scheme": self.scheme, "wsgi.input_terminated": True}
-        if tls is not None:
-            self.env["HTTPS"] = "on"
+        self.env = site_environ(name, tls is not None)
 
 
 class BadBody(ConnectionError):
@@ -423,7 +423,7 @@ class HTTPServer:
         ex = HTTPExchange(worker, conn, head.method, keep, head.version == "HTTP/1.0", self)
         env: dict[str, Any] | None = None
         try:
-            env = self.environ(conn, head)
+            env = environ_from_http(head, conn.site.env, worker.base_env, conn.peer, conn.trusted)
             if worker.limit_post and (head.content_length or 0) > worker.limit_post:
                 self._too_large(conn, head)
                 return False
@@ -462,39 +462,6 @@ class HTTPServer:
         self.reject(conn, http.HTTPError(413, f"request body of {head.content_length} bytes is larger "
                                               f"than limit-post {self.worker.limit_post}"))
         self.worker.ints[self.worker.slot + sb.REQUESTS] -= 1
-
-    def environ(self, conn: Connection, head: http.Head) -> dict[str, Any]:
-        path = head.path
-        if b"%" in path:
-            path = unquote_to_bytes(path)
-        env: dict[str, Any] = {
-            "REQUEST_METHOD": head.method,
-            "PATH_INFO": path.decode("latin-1") if path != b"*" else "",
-            "QUERY_STRING": head.query,
-            "REQUEST_URI": head.target,
-            "SERVER_PROTOCOL": head.version,
-            "REMOTE_ADDR": conn.peer[0],
-            "REMOTE_PORT": conn.peer[1],
-        }
-        env.update(self.worker.base_env)
-        env.update(conn.site.env)
-        keys = _KEYS
-        for name, value in head.headers:
-            key = keys.get(name)
-            if key is None:
-                key = _cgi_key(name)
-            if not key:
-                continue
-            val = value.decode("latin-1")
-            if key in env and key.startswith("HTTP_"):
-                env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + val
-            else:
-                env[key] = val
-        if head.host is not None:
-            env["HTTP_HOST"] = head.host.decode("latin-1")  # absolute-form wins (RFC 9112 3.2.2)
-        if conn.trusted:
-            _forwarded(env)
-        return env
 
     def run_app(self, ex: HTTPExchange, env: dict[str, Any]) -> None:
         worker = self.worker
@@ -648,22 +615,6 @@ class HTTPServer:
         return None
 
 
-def _forwarded(env: dict[str, Any]) -> None:
-    """A trusted proxy's X-Forwarded-For (its last entry: the address the proxy saw) and
-    X-Forwarded-Proto (http or https only) replace REMOTE_ADDR and wsgi.url_scheme."""
-    xff = env.get("HTTP_X_FORWARDED_FOR")
-    if xff:
-        last = xff.rsplit(",", 1)[-1].strip()
-        if last:
-            env["REMOTE_ADDR"] = last
-            env.pop("REMOTE_PORT", None)
-    proto = env.get("HTTP_X_FORWARDED_PROTO", "").strip().lower()
-    if proto in ("http", "https"):
-        env["wsgi.url_scheme"] = proto
-        if proto == "https":
-            env["HTTPS"] = "on"
-
-
 def _make_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:
     cl, close = -1, False
     for k, v in headers:
@@ -679,22 +630,6 @@ def _make_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int,
             raise HeaderError(f"hop-by-hop header {k!r} set by the application (PEP 3333)")
     head = serialize_head(status, headers)
     return head[:-2], cl, close
-
-
-_KEYS: dict[bytes, str] = {b"Content-Length": "CONTENT_LENGTH", b"Content-Type": "CONTENT_TYPE"}
-
-
-def _cgi_key(name: bytes) -> str:
-    """``X-Forwarded-For`` -> ``HTTP_X_FORWARDED_FOR``; "" for names with ``_`` (dropped: an
-    ``X_Forwarded_For`` would otherwise overwrite the real one's key)."""
-    if b"_" in name:
-        key = ""
-    else:
-        upper = name.decode("latin-1").upper().replace("-", "_")
-        key = upper if upper in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + upper
-    if len(_KEYS) < 2048:
-        _KEYS[name] = key
-    return key
 
 
 def send_error(sock: socket.socket, status: int, message: str) -> None:

@@ -1,4 +1,7 @@
-"""The accept loops of a worker that has an HTTP listener (docs/http.md).
+"""The accept loops of a worker that has an HTTP listener (docs/http.md): ``HTTPWorker``.
+
+The master forks an ``HTTPWorker`` instead of a plain ``Worker`` when its vassal has an HTTP
+socket, so only those vassals load httptools, and the worker module never imports this one.
 
 A sync worker polls its listeners, the parking socketpair and the idle keep-alive connections
 it holds. It serves a request on one of its own idle connections directly (no hand-over); it
@@ -14,17 +17,24 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from emperor.vassal.exchange import accepter
 from emperor.vassal.http_conn import Connection, HTTPServer, Site
-from emperor.vassal.worker import accepter
-
-if TYPE_CHECKING:
-    from emperor.vassal.worker import Worker
+from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.http")
 
 IDLE_CAP = 64  # idle connections one worker holds; more are parked with the master
+
+
+class HTTPWorker(Worker):
+    """A sync worker of a vassal with at least one HTTP socket (its uwsgi sockets, if any, are
+    served by ``Worker.handle`` as in any worker); only its accept loop differs."""
+
+    def serve(self) -> None:
+        loop = serve_threaded if self.cfg.threads > 1 else serve_forever
+        loop(self, self.park)
 
 
 def serve_forever(worker: Worker, park: socket.socket | None) -> None:

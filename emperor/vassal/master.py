@@ -551,6 +551,10 @@ class Master:
             from emperor.vassal import aio
 
             worker_class = aio.Worker
+        elif any(lst.proto != "uwsgi" for lst in self.listeners):  # only these load httptools
+            from emperor.vassal import http_loop
+
+            worker_class = http_loop.HTTPWorker
         # Blocked across fork(): until the worker has its own handlers, a signal would run the
         # master's do-nothing handler (a SIGTERM lost) and write to the master's wakeup socket.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)

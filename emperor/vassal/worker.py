@@ -1,5 +1,11 @@
 """A worker: accept -> read the uwsgi packet -> environ -> WSGI app -> response -> close.
 
+The worker moves bytes: the packet is decoded by the codec (``protocol/uwsgi.py``) and
+turned into the environ by the adapter (``protocol/wsgi.environ_from_uwsgi``); the worker
+reads, sends, counts and logs. Workers with an HTTP socket are ``http_loop.HTTPWorker``
+(the master picks the class), which serves uwsgi sockets with ``handle`` too; the
+connection primitives both share are in ``exchange.py``.
+
 This is the hot loop, so it is written for syscalls and allocations:
 - one ``recv`` normally brings the header, the vars and a small body (MSG_DONTWAIT first:
   when the data is already there no timeout has to be set on the accepted socket);
@@ -13,7 +19,6 @@ already accepted is dropped); SIGINT/SIGQUIT = exit now.
 
 from __future__ import annotations
 
-import _socket
 import gc
 import logging
 import os
@@ -31,21 +36,21 @@ from typing import Any
 from emperor import logs
 from emperor.config_view import ConfigView
 from emperor.protocol import uwsgi
-from emperor.protocol.uwsgi import SCHEME_KEY, check_header, content_length, parse_vars
+from emperor.protocol.uwsgi import check_header, content_length, parse_vars, request_method
 from emperor.protocol.wsgi import (
     EMPTY_INPUT,
     EmptyInput,
     FileWrapper,
     HeaderError,
     Input,
-    Response,
     base_environ,
     body_allowed,
+    environ_from_uwsgi,
     serialize_head,
-    url_scheme,
 )
 from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
+from emperor.vassal.exchange import DONTWAIT, ClientGone, Conn, Exchange, accepter, drain
 from emperor.vassal.loader import AppLoadError, WSGIApp
 from emperor.vassal.peerlog import PeerLog
 from emperor.vassal.postbuf import FileInput, buffer_body
@@ -54,13 +59,9 @@ from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
 
-DONTWAIT = socket.MSG_DONTWAIT
 AF_UNIX = socket.AF_UNIX
-DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
 DRAIN_TIME = 2.0  # the longest a drain may take in all (less with a shorter socket-timeout)
 HEAD_CACHE_SIZE = 512
-SMALL_BODY = 8192  # up to this, head + body are joined; above, sendmsg gathers them without a copy
-Conn = _socket.socket  # accepted connections: the C type, without socket.py's Python-level wrapper
 _ERROR_BODY = {400: b"Bad Request\n", 413: b"Payload Too Large\n", 500: b"Internal Server Error\n",
                501: b"Not Implemented\n"}
 _REASON = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error",
@@ -72,121 +73,6 @@ def _jitter(delta: int) -> int:
     import random
 
     return random.randint(0, delta)
-
-
-class ClientGone(Exception):
-    """The peer closed or timed out: nothing more can be sent. Not a worker failure."""
-
-    @property
-    def slow(self) -> bool:
-        return "-timeout)" in str(self)  # socket-timeout or body-read-timeout
-
-
-class Exchange(Response):
-    """One request's connection state; its bound methods are the WSGI callables."""
-
-    __slots__ = ("conn", "deadline", "method", "sent", "timeouts_set", "worker")
-
-    def __init__(self, worker: Worker, conn: Conn, method: str) -> None:
-        self.status = None
-        self.headers = []
-        self.head_sent = False
-        self.conn = conn
-        self.method = method
-        self.sent = 0
-        self.timeouts_set = False
-        self.worker = worker
-        self.deadline = 0.0  # body-read-timeout: the monotonic time the body must have arrived by
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        """The WSGI ``write()`` callable, also used for every streamed chunk."""
-        if not self.head_sent:
-            if self.status is None:
-                raise AssertionError("write() before start_response()")
-            head = self.worker.head(self.status, self.headers)
-            self.head_sent = True
-            if not body_allowed(self.method, self.status):
-                self.send(head)
-                self.method = "HEAD"  # drop every later body chunk
-                return
-            self.send_with_head(head, data)
-        elif data and self.method != "HEAD":
-            self.send(data)
-
-    def send_with_head(self, head: bytes, body: bytes) -> None:
-        """Head and body in one syscall: joined when small, gathered by sendmsg when large
-        (joining a 64 KiB or 1 MiB body would copy all of it once more)."""
-        if len(body) <= SMALL_BODY:
-            self.send(head + body if body else head)
-            return
-        try:
-            n = self.conn.sendmsg((head, body), (), 0 if self.timeouts_set else DONTWAIT)
-        except BlockingIOError:
-            n = 0
-        except OSError as exc:
-            raise ClientGone(exc.strerror or str(exc)) from None
-        self.sent += n
-        if n < len(head):
-            self.send(memoryview(head)[n:])
-            self.send(body)
-        elif n < len(head) + len(body):
-            self.send(memoryview(body)[n - len(head):])
-
-    def send(self, data: bytes | memoryview) -> None:
-        conn = self.conn
-        try:
-            if not self.timeouts_set:
-                n = conn.send(data, DONTWAIT)
-                self.sent += n
-                if n == len(data):
-                    return
-                data = memoryview(data)[n:]
-                self.set_timeouts()
-            conn.sendall(data)
-            self.sent += len(data)
-        except BlockingIOError:
-            if self.timeouts_set:
-                raise ClientGone("send timed out") from None
-            self.set_timeouts()
-            self.send(data)
-        except OSError as exc:
-            raise ClientGone(exc.strerror or str(exc)) from None
-
-    def set_timeouts(self) -> None:
-        self.timeouts_set = True
-        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.worker.timeval)
-        self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.worker.timeval)
-
-    def recv_into(self, view: memoryview) -> int:
-        try:
-            if not self.timeouts_set:
-                try:
-                    return self.conn.recv_into(view, 0, DONTWAIT)
-                except BlockingIOError:
-                    self.set_timeouts()
-            if self.deadline:
-                self._bound_wait()
-            return self.conn.recv_into(view)
-        except BlockingIOError:
-            if self.deadline and time.monotonic() >= self.deadline:
-                self._late()
-            raise ClientGone(f"no data for {self.worker.timeout:g} s (socket-timeout)") from None
-        except OSError as exc:
-            raise ClientGone(exc.strerror or str(exc)) from None
-
-    def _bound_wait(self) -> None:
-        """Keep one blocking read from running past the body's deadline (SO_RCVTIMEO = what is
-        left, once that is less than socket-timeout); past it, give up on the peer."""
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            self._late()
-        if left < self.worker.timeout:
-            tv = struct.pack("ll", int(left), max(1, int((left % 1) * 1_000_000)))
-            self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-
-    def _late(self) -> None:
-        raise ClientGone(f"request body not complete after {self.worker.body_timeout:g} s "
-                         "(body-read-timeout)")
 
 
 class Worker:
@@ -258,15 +144,7 @@ class Worker:
                 except OSError as exc:
                     log.error("worker %d: req-logger: %s; request lines go to the log", self.wid, exc)
             self.ints[self.slot + sb.ACCEPTING] = 1
-            if any(lst.proto != "uwsgi" for lst in self.listeners):
-                from emperor.vassal import http_loop  # only vassals with an HTTP socket load httptools
-
-                serve = http_loop.serve_threaded if self.cfg.threads > 1 else http_loop.serve_forever
-                serve(self, self.park)
-            elif self.cfg.threads > 1:
-                self._serve_threaded()
-            else:
-                self._serve()
+            self.serve()
             if self.recycle_reason:
                 log.info("worker %d (pid %d) recycled: %s", self.wid, self.pid, self.recycle_reason)
         except BaseException:
@@ -298,6 +176,14 @@ class Worker:
             lst.sock.close()  # a blocked accept() retries on a closed fd and fails: we leave the loop
 
     # ---- accept loops --------------------------------------------------------------------
+    def serve(self) -> None:
+        """The accept loop, until told to leave or recycled: uwsgi sockets only here;
+        ``http_loop.HTTPWorker`` overrides it for vassals with an HTTP socket."""
+        if self.cfg.threads > 1:
+            self._serve_threaded()
+        else:
+            self._serve()
+
     def _next_conn(self) -> Conn | None:
         if self._single is not None:
             try:
@@ -402,21 +288,8 @@ class Worker:
             if "emperor.dropped_vars" in env:
                 self._dropped(env, conn)
             length = content_length(env, self.limit_post)
-            method = env.get("REQUEST_METHOD")
-            if method is None or "PATH_INFO" not in env:
-                raise uwsgi.ProtocolError("REQUEST_METHOD or PATH_INFO missing "
-                                          "(does the nginx location include uwsgi_params?)",
-                                          body_pending=length)
-            ex.method = method
-            env.update(self.base_env)
-            if buf[0] == 30:
-                _strip_script_name(env)
-            elif "SCRIPT_NAME" not in env:
-                env["SCRIPT_NAME"] = ""
-            scheme, claim = url_scheme(env, env.pop(SCHEME_KEY, None))
-            if claim and conn.family != AF_UNIX and not self._believed(conn, claim):
-                scheme = "http"
-            env["wsgi.url_scheme"] = scheme
+            ex.method = method = request_method(env, length)
+            environ_from_uwsgi(env, buf[0], self.base_env, conn, self._believed)
             if length:
                 body = buf[end : end + length]
                 inp: Input | EmptyInput | FileInput = Input(body, length - len(body), ex.recv_into)
@@ -450,7 +323,7 @@ class Worker:
             if ex is not None:
                 ints[slot + sb.TX] += ex.sent
             if unread:
-                _drain(conn, unread, self._drain_deadline(ex))
+                drain(conn, unread, self._drain_deadline(ex))
             conn.close()
             if self.log_requests and env is not None and ex is not None:
                 self._log_request(env, ex, start)
@@ -476,7 +349,11 @@ class Worker:
         return deadline
 
     def _believed(self, conn: Conn, claim: str) -> bool:
-        """A TCP peer claims https: believed only from forwarded-allow-ips (else logged)."""
+        """The vars claim https (``claim``): believed from a Unix-socket peer (the socket's mode
+        decides who connects), from a TCP peer only in forwarded-allow-ips (else logged).
+        The trust callable of ``environ_from_uwsgi``: called only when there is a claim."""
+        if conn.family == AF_UNIX:
+            return True
         try:
             peer = conn.getpeername()
         except OSError:
@@ -621,7 +498,7 @@ class Worker:
         if ex is not None and exc.status:
             self._send_error(ex, exc.status, exc.body)
             if exc.body_pending:
-                _drain(ex.conn, exc.body_pending, self._drain_deadline(ex))
+                drain(ex.conn, exc.body_pending, self._drain_deadline(ex))
 
     def _dropped(self, env: dict[str, Any], conn: Conn) -> None:
         """UWSGI_* vars from the wire are never acted on; count them and say so (rate-limited)."""
@@ -708,59 +585,6 @@ class Worker:
             return len(self.head(ex.status, ex.headers))
         except HeaderError:
             return 0
-
-
-def _strip_script_name(env: dict[str, Any]) -> None:
-    """modifier1 30: remove the SCRIPT_NAME prefix from PATH_INFO (nginx 'uwsgi_modifier1 30')."""
-    script = env.get("SCRIPT_NAME", "")
-    path = env.get("PATH_INFO", "")
-    if script and path.startswith(script):
-        env["PATH_INFO"] = path[len(script):]
-    env.setdefault("SCRIPT_NAME", "")
-
-
-def accepter(listener: socket.socket) -> Callable[[], Conn]:
-    """A fast accept() for ``listener``: ``_accept`` returns the fd and the C type wraps it.
-
-    socket.socket.accept() builds a Python-level socket object and converts family and type
-    to enums on every call; on the hot path that costs more than the syscall itself.
-    """
-    raw_accept = listener._accept  # type: ignore[attr-defined]
-    family, kind, proto = int(listener.family), int(listener.type), listener.proto
-
-    def accept() -> Conn:
-        return Conn(family, kind, proto, raw_accept()[0])
-
-    return accept
-
-
-def _drain(conn: Conn, unread: int, deadline: float) -> None:
-    """Read and discard body bytes still on their way, until ``deadline`` (monotonic), so
-    close() sends FIN, not RST.
-
-    A peer that is still writing the body when we close gets a reset, and nginx then turns a
-    perfectly good answer (a 413, or a 200 the app sent without reading the body) into a 502.
-    ``unread`` < 0 means "whatever is already there": discard it without waiting.
-    """
-    try:
-        if unread < 0:
-            while conn.recv(65536, DONTWAIT):
-                pass
-            return
-        left = min(unread, DRAIN_LIMIT)
-        while left > 0:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                break
-            conn.settimeout(wait)
-            chunk = conn.recv(min(left, 65536))
-            if not chunk:
-                break
-            left -= len(chunk)
-    except OSError:
-        pass
-
-
 
 
 def _rss() -> int:
