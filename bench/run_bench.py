@@ -530,11 +530,15 @@ def _short(name: str) -> str:
 
 
 def best_of(agg: dict[str, Any], wl: str, base: str | tuple[str, ...]) -> str | None:
-    """The baseline config: itself, or of a tuple the one with the highest req/s in wl."""
+    """The baseline config: itself, or of a tuple the one with the highest req/s in wl among
+    those that answered every request with 2xx (a path whose req/s counts nginx's 502s, as
+    uWSGI's http11-socket behind nginx does, is not a "best path"); all of them if none did."""
     names = (base,) if isinstance(base, str) else base
-    have = [(agg.get(wl, {}).get(n, {}).get("rps") or 0.0, n) for n in names if n in agg.get(wl, {})]
-    have = [h for h in have if h[0]]
-    return max(have)[1] if have else None
+    per = agg.get(wl, {})
+    have = [(per[n].get("rps") or 0.0, n) for n in names if n in per and per[n].get("rps")]
+    clean = [h for h in have if not per[h[1]].get("non2xx")]
+    pool = clean or have
+    return max(pool)[1] if pool else None
 
 
 def ratios(agg: dict[str, Any], subject: str | None) -> tuple[list[str], list[dict[str, Any]]]:
