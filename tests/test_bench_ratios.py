@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import run_bench as R  # noqa: E402
+import run_bench as R
 
 
 def _cfg(rps: float, cpu: float = 10.0, non2xx: int = 0, p99: float = 5.0) -> dict[str, Any]:
