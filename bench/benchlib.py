@@ -371,6 +371,24 @@ def proxy_location(target: str) -> str:
             f"            proxy_pass {t};")
 
 
+def nginx_upstream(name: str, target: str, keepalive: int) -> str:
+    """An upstream block with an idle keep-alive pool (target: 'unix:/path' or 'host:port')."""
+    return f"""    upstream {name} {{
+        server {target};
+        keepalive {keepalive};
+    }}"""
+
+
+def proxy_keepalive_location(upstream: str) -> str:
+    """proxy_pass to an upstream over HTTP/1.1 with connection reuse (the issue #12 set-up)."""
+    return ("            proxy_http_version 1.1;\n"
+            "            proxy_set_header Connection \"\";\n"
+            "            proxy_set_header Host $host;\n"
+            "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            "            proxy_set_header X-Forwarded-Proto $scheme;\n"
+            f"            proxy_pass http://{upstream};")
+
+
 class Nginx:
     def __init__(self, rundir: str, servers: Iterable[str], workers: str | int | None = None,
                  extra_http: str = "") -> None:

@@ -79,10 +79,12 @@ def main() -> None:
     ap.add_argument("--out", default="", help="raw collapsed stacks file (default: in the run dir)")
     a = ap.parse_args()
     pyspy = B.venv_bin("py-spy")
-    known = {name: (front, tmpl) for name, front, tmpl in R.BUILTIN}
+    known = {name: (front, tmpl, kind) for name, front, tmpl, kind in R.BUILTIN}
     if a.config not in known:
         raise SystemExit(f"unknown config {a.config!r}; known: {', '.join(known)}")
     c = R.Config(a.config, *known[a.config])
+    if not R.runs_workload(c, a.workload):
+        raise SystemExit(f"{a.config} serves {c.kind} apps; {a.workload} is not one")
     rundir = B.make_rundir("emperor-profile-")
     logdir = os.path.join(rundir, "logs")
     os.makedirs(logdir)

@@ -67,6 +67,7 @@ class Workload:
     body: int  # request body bytes
     ready: str  # path polled for readiness
     flask: bool
+    kind: str = "wsgi"  # "wsgi" or "asgi": which configs can run it
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -74,7 +75,11 @@ WORKLOADS: dict[str, Workload] = {
     "flask-json": Workload("flaskapp.py", "flaskapp:app", "/", "GET", 0, "/", True),
     "flask-payload": Workload("flaskapp.py", "flaskapp:app", "/payload", "GET", 0, "/", True),
     "flask-echo": Workload("flaskapp.py", "flaskapp:app", "/echo", "POST", 1 << 20, "/", True),
+    "asgi-hello": Workload("asgihello.py", "asgihello:app", "/", "GET", 0, "/", False, "asgi"),
+    "fastapi-json": Workload("fastapiapp.py", "fastapiapp:app", "/", "GET", 0, "/", False, "asgi"),
 }
+WSGI_WORKLOADS = tuple(w for w, d in WORKLOADS.items() if d.kind == "wsgi")
+ASGI_WORKLOADS = tuple(w for w, d in WORKLOADS.items() if d.kind == "asgi")
 
 SUBJECT = "emperor+nginx"
 UWSGI = "uwsgi+nginx"
@@ -84,20 +89,73 @@ EMPEROR_VASSAL_CMD = ("{python} -m emperor.vassal --socket {sock} --chmod-socket
                       "--module {module} --chdir {apps} --disable-logging")
 UWSGI_COMMON = ("--master --processes {workers} --wsgi-file {wsgi_file} --callable {callable} "
                 "--chdir {apps} --disable-logging")
-BUILTIN: list[tuple[str, str, str]] = [
-    (SUBJECT, "nginx-uwsgi", EMPEROR_VASSAL_CMD),
-    (UWSGI, "nginx-uwsgi", "{venv_bin}/uwsgi " + UWSGI_COMMON + " --socket {sock} --chmod-socket=666"),
+# issue #12 (HTTP listeners) and #14 (ASGI): subjects and anchors
+EMPEROR_HTTP = "emperor-http+nginx"
+EMPEROR_HTTP_DIRECT = "emperor-http-direct"
+EMPEROR_ASGI = "emperor-asgi+nginx"
+EMPEROR_HTTP_CMD = ("{python} -m emperor.vassal --http-socket {bind} --chmod-socket 666 "
+                    "--processes {workers} --module {module} --chdir {apps} --disable-logging")
+EMPEROR_ASGI_CMD = ("{python} -m emperor.vassal --socket {sock} --chmod-socket 666 --processes {workers} "
+                    "--asgi {module} --chdir {apps} --disable-logging")
+GUNICORN_CMD = "{venv_bin}/gunicorn --workers {workers} --bind {gbind} --chdir {apps} "
+GTHREADS = 4  # threads per gunicorn gthread worker
+GRANIAN_CMD = ("{venv_bin}/granian --workers {workers} --working-dir {apps} --no-ws --log-level warning "
+               "{granian_bind} ")
+UVICORN_CMD = ("{venv_bin}/uvicorn --workers {workers} --loop uvloop --http httptools --no-access-log "
+               "--log-level warning --app-dir {apps} {uvicorn_bind} {module}")
+# (name, front, template, kind): kind "wsgi"/"asgi" runs only that kind of workload
+BUILTIN: list[tuple[str, str, str, str]] = [
+    (SUBJECT, "nginx-uwsgi", EMPEROR_VASSAL_CMD, "wsgi"),
+    (UWSGI, "nginx-uwsgi", "{venv_bin}/uwsgi " + UWSGI_COMMON + " --socket {sock} --chmod-socket=666",
+     "wsgi"),
     (GUNICORN, "nginx-http",
      "{venv_bin}/gunicorn --workers {workers} --worker-class sync --bind unix:{sock} "
-     "--chdir {apps} {module}"),
-    ("uwsgi-emperor+nginx", "nginx-uwsgi", "@emperor"),
+     "--chdir {apps} {module}", "wsgi"),
+    ("uwsgi-emperor+nginx", "nginx-uwsgi", "@emperor", "wsgi"),
     ("uwsgi-direct", "direct",
      "{venv_bin}/uwsgi " + UWSGI_COMMON + " --http-socket 127.0.0.1:{port} "
-     "--add-header 'Connection: close'"),
+     "--add-header 'Connection: close'", "wsgi"),
     ("gunicorn-direct", "direct",
      "{venv_bin}/gunicorn --workers {workers} --worker-class sync --bind 127.0.0.1:{port} "
-     "--chdir {apps} {module}"),
+     "--chdir {apps} {module}", "wsgi"),
+    # --- HTTP (issue #12): nginx proxy_pass to an upstream with keepalive, or wrk directly
+    (EMPEROR_HTTP, "nginx-http-ka", EMPEROR_HTTP_CMD, "wsgi"),
+    ("uwsgi-http+nginx", "nginx-http-ka", "{venv_bin}/uwsgi " + UWSGI_COMMON
+     + " --http-socket {sock} --chmod-socket=666", "wsgi"),
+    ("uwsgi-http11+nginx", "nginx-http-ka", "{venv_bin}/uwsgi " + UWSGI_COMMON
+     + " --http11-socket {sock} --chmod-socket=666", "wsgi"),
+    ("gunicorn-sync+nginx", "nginx-http-ka", GUNICORN_CMD + "--worker-class sync {module}", "wsgi"),
+    ("gunicorn-gthread+nginx", "nginx-http-ka",
+     GUNICORN_CMD + f"--worker-class gthread --threads {GTHREADS} {{module}}", "wsgi"),
+    ("granian-wsgi+nginx", "nginx-http-ka", GRANIAN_CMD + "--interface wsgi {module}", "wsgi"),
+    (EMPEROR_HTTP_DIRECT, "direct", EMPEROR_HTTP_CMD, "wsgi"),
+    ("uwsgi-http11-direct", "direct", "{venv_bin}/uwsgi " + UWSGI_COMMON
+     + " --http11-socket 127.0.0.1:{port}", "wsgi"),
+    ("gunicorn-gthread-direct", "direct",
+     GUNICORN_CMD + f"--worker-class gthread --threads {GTHREADS} {{module}}", "wsgi"),
+    ("granian-wsgi-direct", "direct", GRANIAN_CMD + "--interface wsgi {module}", "wsgi"),
+    # --- ASGI (issue #14): emperor over uwsgi_pass (its only ASGI path today), the others over HTTP
+    (EMPEROR_ASGI, "nginx-uwsgi", EMPEROR_ASGI_CMD, "asgi"),
+    ("uvicorn+nginx", "nginx-http-ka", UVICORN_CMD, "asgi"),
+    ("gunicorn-asgi+nginx", "nginx-http-ka", GUNICORN_CMD + "--worker-class asgi {module}", "asgi"),
+    ("granian-asgi+nginx", "nginx-http-ka", GRANIAN_CMD + "--interface asgi {module}", "asgi"),
+    ("uvicorn-direct", "direct", UVICORN_CMD, "asgi"),
+    ("gunicorn-asgi-direct", "direct", GUNICORN_CMD + "--worker-class asgi {module}", "asgi"),
+    ("granian-asgi-direct", "direct", GRANIAN_CMD + "--interface asgi {module}", "asgi"),
 ]
+HTTP_NGINX = [EMPEROR_HTTP, SUBJECT, UWSGI, "uwsgi-http+nginx", "uwsgi-http11+nginx", "gunicorn-sync+nginx",
+              "gunicorn-gthread+nginx", "granian-wsgi+nginx"]
+HTTP_DIRECT = [EMPEROR_HTTP_DIRECT, "uwsgi-direct", "uwsgi-http11-direct", "gunicorn-direct",
+               "gunicorn-gthread-direct", "granian-wsgi-direct"]
+ASGI_CONFIGS = [EMPEROR_ASGI, "uvicorn+nginx", "gunicorn-asgi+nginx", "granian-asgi+nginx",
+                "uvicorn-direct", "gunicorn-asgi-direct", "granian-asgi-direct"]
+# --suite: (configs, workloads) presets
+SUITES: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "wsgi": ([SUBJECT, UWSGI, GUNICORN], WSGI_WORKLOADS),
+    "http": (HTTP_NGINX + HTTP_DIRECT, WSGI_WORKLOADS),
+    "asgi": (ASGI_CONFIGS, ASGI_WORKLOADS),
+    "http+asgi": (HTTP_NGINX + HTTP_DIRECT + ASGI_CONFIGS, WSGI_WORKLOADS + ASGI_WORKLOADS),
+}
 
 UWSGI_EMPEROR_VASSAL = """[uwsgi]
 master = true
@@ -113,16 +171,19 @@ disable-logging = true
 
 @dataclass(frozen=True)
 class Target:
-    """One of issue #2's targets: SUBJECT/baseline ratio of a metric."""
+    """One target of issues #2/#12/#14: subject/baseline ratio of a metric.  A baseline
+    given as a tuple means the best of those configs (highest req/s in that workload;
+    the CPU and p99 ratios are then taken against that same config)."""
     metric: str  # key into the per-config summary
     label: str
-    baseline: str
+    baseline: str | tuple[str, ...]
     workloads: tuple[str, ...]
     op: str  # ">=" or "<="
     value: float
+    subject: str = SUBJECT
 
 
-ALL = tuple(WORKLOADS)
+ALL = WSGI_WORKLOADS
 FLASK = tuple(w for w, d in WORKLOADS.items() if d.flask)
 TARGETS: list[Target] = [
     Target("rps", "req/s", UWSGI, ("hello",), ">=", 0.90),
@@ -140,12 +201,62 @@ INFO: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("cpu_us", "CPU/req", GUNICORN, ALL),
 ]
 
+# issue #12, behind nginx: emperor over HTTP vs uWSGI's best path (uwsgi_pass, http-socket or
+# http11-socket), gunicorn sync; directly: vs Granian, uWSGI's best, gunicorn's best.
+UWSGI_NGINX_PATHS = (UWSGI, "uwsgi-http+nginx", "uwsgi-http11+nginx")
+# uWSGI's http11-socket is left out of the direct baseline: a sync worker keeps its connection
+# between requests, so 2 workers serve 2 of wrk's 64 connections and starve the other 62 (its
+# p50 * req/s ~ 1-2 requests in flight); it is shown as a context ratio instead.
+UWSGI_DIRECT_PATHS = "uwsgi-direct"
+GUNICORN_DIRECT = ("gunicorn-direct", "gunicorn-gthread-direct")
+HF = ("hello", "flask-json")
+HTTP_TARGETS: list[Target] = [
+    Target("rps", "req/s", UWSGI_NGINX_PATHS, HF, ">=", 1.0, EMPEROR_HTTP),
+    Target("cpu_us", "CPU/req", UWSGI_NGINX_PATHS, HF, "<=", 1.0, EMPEROR_HTTP),
+    Target("rps", "req/s", "gunicorn-sync+nginx", WSGI_WORKLOADS, ">=", 2.0, EMPEROR_HTTP),
+    Target("rps", "req/s", "granian-wsgi-direct", ("hello",), ">=", 0.7, EMPEROR_HTTP_DIRECT),
+    Target("rps", "req/s", "granian-wsgi-direct", ("flask-json",), ">=", 0.9, EMPEROR_HTTP_DIRECT),
+    Target("rps", "req/s", UWSGI_DIRECT_PATHS, WSGI_WORKLOADS, ">=", 1.0, EMPEROR_HTTP_DIRECT),
+    Target("rps", "req/s", GUNICORN_DIRECT, WSGI_WORKLOADS, ">=", 1.0, EMPEROR_HTTP_DIRECT),
+]
+HTTP_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = [
+    ("rps", "req/s", SUBJECT, WSGI_WORKLOADS, EMPEROR_HTTP),
+    ("rps", "req/s", UWSGI_NGINX_PATHS, ("flask-payload", "flask-echo"), EMPEROR_HTTP),
+    ("cpu_us", "CPU/req", UWSGI_NGINX_PATHS, ("flask-payload", "flask-echo"), EMPEROR_HTTP),
+    ("rps", "req/s", "granian-wsgi+nginx", WSGI_WORKLOADS, EMPEROR_HTTP),
+    ("cpu_us", "CPU/req", "granian-wsgi+nginx", WSGI_WORKLOADS, EMPEROR_HTTP),
+    ("p99_ms", "p99", UWSGI_NGINX_PATHS, WSGI_WORKLOADS, EMPEROR_HTTP),
+    ("pss_mib", "PSS", UWSGI_NGINX_PATHS, WSGI_WORKLOADS, EMPEROR_HTTP),
+    ("rps", "req/s", "granian-wsgi-direct", ("flask-payload", "flask-echo"), EMPEROR_HTTP_DIRECT),
+    ("cpu_us", "CPU/req", "granian-wsgi-direct", WSGI_WORKLOADS, EMPEROR_HTTP_DIRECT),
+    ("rps", "req/s", "uwsgi-http11-direct", WSGI_WORKLOADS, EMPEROR_HTTP_DIRECT),
+    ("p99_ms", "p99", "granian-wsgi-direct", WSGI_WORKLOADS, EMPEROR_HTTP_DIRECT),
+]
+# issue #14: emperor's ASGI worker behind nginx (uwsgi_pass) vs uvicorn, gunicorn -k asgi, Granian;
+# emperor has no direct (HTTP) ASGI path yet, so the "directly" target cannot be measured.
+ASGI_TARGETS: list[Target] = [
+    Target("rps", "req/s", "uvicorn+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI),
+    Target("rps", "req/s", "gunicorn-asgi+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI),
+    Target("cpu_us", "CPU/req", "uvicorn+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI),
+    Target("cpu_us", "CPU/req", "gunicorn-asgi+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI),
+    Target("rps", "req/s", "granian-asgi+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI),
+    Target("p99_ms", "p99", "uvicorn+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI),
+]
+ASGI_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = [
+    ("cpu_us", "CPU/req", "granian-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
+    ("pss_mib", "PSS", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
+    ("rps", "req/s", "granian-asgi-direct", ASGI_WORKLOADS, EMPEROR_ASGI),
+]
+ALL_TARGETS = TARGETS + HTTP_TARGETS + ASGI_TARGETS
+ALL_INFO = [(m, lb, b, w, SUBJECT) for m, lb, b, w in INFO] + HTTP_INFO + ASGI_INFO
+
 
 @dataclass
 class Config:
     name: str
     front: str
     template: str
+    kind: str = "any"  # "wsgi", "asgi" or "any": which workloads it runs
     stop_signal: int = signal.SIGINT
     sock: str = ""
     port: int = 0
@@ -171,6 +282,10 @@ def build_nginx(rundir: str, configs: list[Config]) -> B.Nginx | None:
             loc = B.uwsgi_location(f"127.0.0.1:{c.port}")
         elif c.front == "nginx-http":
             loc = B.proxy_location("unix:" + c.sock)
+        elif c.front == "nginx-http-ka":
+            up = "up_" + c.safe
+            servers.append(B.nginx_upstream(up, "unix:" + c.sock, KEEPALIVE))
+            loc = B.proxy_keepalive_location(up)
         else:
             raise SystemExit(f"unknown front {c.front!r}")
         servers.append(B.nginx_server(c.nginx_port, loc))
@@ -179,13 +294,30 @@ def build_nginx(rundir: str, configs: list[Config]) -> B.Nginx | None:
     return B.Nginx(rundir, servers).start()
 
 
+KEEPALIVE = 32  # nginx upstream keepalive pool (connections per nginx worker)
+
+
 def fill(template: str, c: Config, wl: str, rundir: str, workers: int, python: str) -> str:
+    """The command line of config c for workload wl.  {bind}/{gbind}/{granian_bind}/
+    {uvicorn_bind} are the listening address in each server's syntax: the Unix socket
+    behind nginx, 127.0.0.1:{port} for direct configs."""
     w = WORKLOADS[wl]
+    direct = c.front == "direct"
+    tcp = f"127.0.0.1:{c.port}"
     return template.format(
         sock=c.sock, port=c.port, workers=workers,
         wsgi_file=os.path.join(B.APPS, w.wsgi_file), module=w.module,
         callable=w.module.split(":")[1], apps=B.APPS, rundir=rundir,
-        venv_bin=B.venv_bindir(), python=python)
+        venv_bin=B.venv_bindir(), python=python,
+        bind=tcp if direct else c.sock,
+        gbind=tcp if direct else "unix:" + c.sock,
+        granian_bind=(f"--host 127.0.0.1 --port {c.port}" if direct
+                      else f"--uds {c.sock} --uds-permissions 438"),
+        uvicorn_bind=(f"--host 127.0.0.1 --port {c.port}" if direct else f"--uds {c.sock}"))
+
+
+def runs_workload(c: Config, wl: str) -> bool:
+    return c.kind in ("any", WORKLOADS[wl].kind)
 
 
 def start_backend(c: Config, wl: str, rundir: str, a: argparse.Namespace, logdir: str) -> tuple[B.Proc, str]:
@@ -242,9 +374,9 @@ def check_response(c: Config, wl: str) -> str:
         return f"error: {e}"
     if st != 200:
         return f"status {st}"
-    if wl == "hello":
+    if wl in ("hello", "asgi-hello"):
         ok = got == b"Hello, World!"
-    elif wl == "flask-json":
+    elif wl in ("flask-json", "fastapi-json"):
         try:
             ok = json.loads(got) == {"message": "Hello, World!", "ok": True, "n": 42}
         except ValueError:
@@ -397,24 +529,51 @@ def _short(name: str) -> str:
     return name.replace("+nginx", "")
 
 
-def ratios(agg: dict[str, Any], subject: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Ratio lines (targets with PASS/MISS, then context ratios) and their records."""
+def best_of(agg: dict[str, Any], wl: str, base: str | tuple[str, ...]) -> str | None:
+    """The baseline config: itself, or of a tuple the one with the highest req/s in wl among
+    those that answered every request with 2xx (a path whose req/s counts nginx's 502s, as
+    uWSGI's http11-socket behind nginx does, is not a "best path"); all of them if none did."""
+    names = (base,) if isinstance(base, str) else base
+    per = agg.get(wl, {})
+    have = [(per[n].get("rps") or 0.0, n) for n in names if n in per and per[n].get("rps")]
+    clean = [h for h in have if not per[h[1]].get("non2xx")]
+    pool = clean or have
+    return max(pool)[1] if pool else None
+
+
+def ratios(agg: dict[str, Any], subject: str | None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Ratio lines (targets with PASS/MISS, then context ratios) and their records.
+    subject None: every target whose subject was measured; else only that subject's."""
     lines: list[str] = []
     recs: list[dict[str, Any]] = []
     width = max((len(w) for w in agg), default=5)
 
-    def ratio(wl: str, metric: str, base: str) -> float | None:
-        s, b = agg.get(wl, {}).get(subject), agg.get(wl, {}).get(base)
+    def ratio(wl: str, metric: str, subj: str, base: str | None) -> float | None:
+        s, b = agg.get(wl, {}).get(subj), agg.get(wl, {}).get(base) if base else None
         if not s or not b or s.get(metric) is None or not b.get(metric):
             return None
         return float(s[metric]) / float(b[metric])
 
-    for wl in agg:
-        for t in TARGETS:
+    def bname(wl: str, base: str | tuple[str, ...]) -> tuple[str | None, str]:
+        b = best_of(agg, wl, base)
+        if isinstance(base, str):
+            return b, _short(base)
+        return b, "best(" + "|".join(_short(n) for n in base) + ")" + (f"={_short(b)}" if b else "")
+
+    measured = {c for per in agg.values() for c in per}
+    def ran(base: str | tuple[str, ...]) -> bool:
+        return any(n in measured for n in ((base,) if isinstance(base, str) else base))
+
+    # a target counts when its subject and (one of) its baseline(s) were in the run
+    targets = [t for t in ALL_TARGETS if (t.subject == subject if subject else t.subject in measured)
+               and ran(t.baseline)]
+    for t in targets:
+        for wl in agg:
             if wl not in t.workloads:
                 continue
-            r = ratio(wl, t.metric, t.baseline)
-            head = f"{wl:<{width}}  {t.label:<7}  {_short(subject)}/{_short(t.baseline)}"
+            b, blabel = bname(wl, t.baseline)
+            r = ratio(wl, t.metric, t.subject, b)
+            head = f"{wl:<{width}}  {t.label:<7}  {_short(t.subject)}/{blabel}"
             if r is None:
                 verdict = "N/A"
                 lines.append(f"{head} = n/a (target {t.op} {t.value:.2f}x) N/A")
@@ -422,18 +581,21 @@ def ratios(agg: dict[str, Any], subject: str) -> tuple[list[str], list[dict[str,
                 ok = r >= t.value if t.op == ">=" else r <= t.value
                 verdict = "PASS" if ok else "MISS"
                 lines.append(f"{head} = {r:.2f}x (target {t.op} {t.value:.2f}x) {verdict}")
-            recs.append({"workload": wl, "metric": t.metric, "baseline": t.baseline, "ratio": r,
-                         "op": t.op, "target": t.value, "verdict": verdict})
+            recs.append({"workload": wl, "metric": t.metric, "subject": t.subject, "baseline": b,
+                         "ratio": r, "op": t.op, "target": t.value, "verdict": verdict})
     ctx = []
-    for wl in agg:
-        for metric, label, base, wls in INFO:
+    for metric, label, base, wls, subj in ALL_INFO:
+        if subj not in measured or (subject and subj != subject):
+            continue
+        for wl in agg:
             if wl in wls:
-                r = ratio(wl, metric, base)
+                b, blabel = bname(wl, base)
+                r = ratio(wl, metric, subj, b)
                 if r is not None:
-                    ctx.append(f"{wl:<{width}}  {label:<7}  {_short(subject)}/{_short(base)} = {r:.2f}x "
+                    ctx.append(f"{wl:<{width}}  {label:<7}  {_short(subj)}/{blabel} = {r:.2f}x "
                                "(no target)")
-                    recs.append({"workload": wl, "metric": metric, "baseline": base, "ratio": r,
-                                 "op": None, "target": None, "verdict": "info"})
+                    recs.append({"workload": wl, "metric": metric, "subject": subj, "baseline": b,
+                                 "ratio": r, "op": None, "target": None, "verdict": "info"})
     n_pass = sum(1 for r in recs if r["verdict"] == "PASS")
     n_miss = sum(1 for r in recs if r["verdict"] == "MISS")
     n_na = sum(1 for r in recs if r["verdict"] == "N/A")
@@ -486,6 +648,10 @@ def machine_info(a: argparse.Namespace) -> dict[str, Any]:
         "wrk": _version(["wrk", "--version"]),
         "flask": _version([os.path.join(vb, "python"), "-c", "import flask, importlib.metadata as m; "
                            "print(m.version('flask'), m.version('werkzeug'))"]),
+        "asgi_stack": _version([os.path.join(vb, "python"), "-c", "import importlib.metadata as m\n"
+                                "def v(n):\n try: return m.version(n)\n except Exception: return '-'\n"
+                                "print(' '.join(n + '=' + v(n) for n in ('granian', 'uvicorn', 'httptools', "
+                                "'uvloop', 'starlette', 'fastapi', 'gunicorn-h1c')))"]),
         "emperor_commit": commit + (" (emperor/ modified)" if dirty not in ("", "?") else ""),
         "emperor_tree_sha256": _tree_hash(os.path.join(B.REPO, "emperor")),
         # the optional C fast path of the vars parser (pure-Python fallback without it)
@@ -496,9 +662,14 @@ def machine_info(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def preflight(configs: list[Config], a: argparse.Namespace) -> list[Config]:
-    """Drop configs whose program cannot even print --help (e.g. the project not installed)."""
+    """Drop configs whose program cannot even print --help (e.g. the project not installed)
+    or whose program is not in the bench venv (e.g. setup.sh not re-run since an anchor was added)."""
     keep = []
     for c in configs:
+        prog = c.template.split()[0].replace("{venv_bin}", B.venv_bindir())
+        if prog.startswith("/") and not os.path.exists(prog):
+            B.log(f"SKIPPING {c.name}: {prog} is not installed (run bench/setup.sh)")
+            continue
         if "emperor.vassal" in c.template:
             cmd = [a.emperor_python, "-m", "emperor.vassal", "--help"]
             try:
@@ -522,26 +693,39 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--startup-timeout", type=float, default=30)
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--only", default=f"{SUBJECT},{UWSGI},{GUNICORN}",
+    ap.add_argument("--suite", default="wsgi", choices=list(SUITES),
+                    help="preset of configs and workloads: wsgi (issue #2, the default), http (issue #12), "
+                    "asgi (issue #14), http+asgi; --only/--workloads override it")
+    ap.add_argument("--workloads", default="", help=f"comma list of {', '.join(WORKLOADS)}")
+    ap.add_argument("--only", default="",
                     help="comma list of config names (built-in or --config); 'all' for every built-in")
     ap.add_argument("--config", action="append", default=[], help="'NAME|FRONT|TEMPLATE'")
-    ap.add_argument("--subject", default=SUBJECT, help="config whose ratios are checked against the targets")
+    ap.add_argument("--subject", default="",
+                    help="check only this config's targets (default: every target whose subject ran)")
     ap.add_argument("--emperor-python", default=B.venv_python(),
                     help="python with the project installed ({python} in templates; default: bench venv's)")
     ap.add_argument("--out", default="", help="output dir (default: bench/results/<timestamp>)")
+    ap.add_argument("--summarize", default="", metavar="DIR",
+                    help="measure nothing: recompute DIR's summary from its results.jsonl")
     a = ap.parse_args()
+    if a.summarize:
+        resummarize(a.summarize, a.subject or None)
+        return
 
     configs = [Config(*t) for t in BUILTIN]
     for spec in a.config:
         name, front, tmpl = spec.split("|", 2)
         configs = [c for c in configs if c.name != name] + [Config(name, front, tmpl)]
+    suite_configs, suite_workloads = SUITES[a.suite]
+    a.only = a.only or ",".join(suite_configs)
+    a.workloads = a.workloads or ",".join(suite_workloads)
     if a.only != "all":
         want = a.only.split(",")
         unknown = set(want) - {c.name for c in configs}
         if unknown:
             raise SystemExit(f"unknown config(s): {', '.join(sorted(unknown))}")
         configs = [c for c in configs if c.name in want]
+        configs.sort(key=lambda c: want.index(c.name))
     workloads = a.workloads.split(",")
     for wl in workloads:
         if wl not in WORKLOADS:
@@ -556,19 +740,23 @@ def main() -> None:
     os.makedirs(logdir, exist_ok=True)
     jl = os.path.join(out, "results.jsonl")
     B.log(f"run dir {rundir}, results {out}")
-    est = a.rounds * len(workloads) * len(configs) * (a.duration + a.warmup + 2)
-    B.log(f"{a.rounds} rounds x {len(workloads)} workloads x {len(configs)} configs, ~{est / 60:.0f} min")
+    n_runs = sum(1 for wl in workloads for c in configs if runs_workload(c, wl))
+    est = a.rounds * n_runs * (a.duration + a.warmup + 3)
+    B.log(f"{a.rounds} rounds x {n_runs} runs ({len(workloads)} workloads, {len(configs)} configs), "
+          f"~{est / 60:.0f} min; load average {os.getloadavg()}")
     nginx = build_nginx(rundir, configs)
     meta = {"meta": True, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(a),
             "configs": [(c.name, c.front, c.template) for c in configs], "skipped": skipped,
-            "machine": machine_info(a)}
+            "machine": machine_info(a), "loadavg": os.getloadavg(),
+            "uptime": _version(["uptime"])}
     B.dump_jsonl(jl, meta)
     recs: list[dict[str, Any]] = []
     try:
         for r in range(a.rounds):
             for wl in workloads:
-                k = r % len(configs) if configs else 0
-                for c in configs[k:] + configs[:k]:
+                cs = [c for c in configs if runs_workload(c, wl)]
+                k = r % len(cs) if cs else 0
+                for c in cs[k:] + cs[:k]:
                     rec = one_run(c, wl, rundir, a, logdir, nginx)
                     rec["round"] = r
                     recs.append(rec)
@@ -584,18 +772,49 @@ def main() -> None:
     finally:
         if nginx:
             nginx.stop()
+    meta_end = {"meta_end": True, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg(),
+                "uptime": _version(["uptime"])}
+    B.dump_jsonl(jl, meta_end)
+    summarize(out, meta, meta_end, recs, configs, workloads, a.subject or None)
+
+
+def summarize(out: str, meta: dict[str, Any], meta_end: dict[str, Any] | None, recs: list[dict[str, Any]],
+              configs: list[Config], workloads: list[str], subject: str | None) -> None:
+    """Medians, tables and ratio lines: printed, and written to summary.json / summary.md."""
     agg = aggregate(recs, configs, workloads)
     md = table_md(agg, configs)
-    rlines, rrecs = ratios(agg, a.subject) if any(c.name == a.subject for c in configs) else ([], [])
-    if skipped:
-        rlines.insert(0, f"skipped (did not start): {', '.join(skipped)}")
+    md = (f"load average before: {meta.get('uptime', meta.get('loadavg'))}; after: "
+          f"{(meta_end or {}).get('uptime', (meta_end or {}).get('loadavg'))}\n\n") + md
+    rlines, rrecs = ratios(agg, subject)
+    if meta.get("skipped"):
+        rlines.insert(0, f"skipped (did not start): {', '.join(meta['skipped'])}")
     with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump({"meta": meta, "summary": agg, "ratios": rrecs}, f, indent=1)
+        json.dump({"meta": meta, "meta_end": meta_end, "summary": agg, "ratios": rrecs}, f, indent=1)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(md + "\n```\n" + "\n".join(rlines) + "\n```\n")
     print(md)
     print("\n".join(rlines))
-    B.log(f"wrote {out}/results.jsonl, summary.json, summary.md")
+    B.log(f"wrote {out}/summary.json, summary.md")
+
+
+def resummarize(out: str, subject: str | None) -> None:
+    """Recompute summary.json/summary.md of an earlier run from its results.jsonl (e.g. after
+    the targets changed); nothing is measured."""
+    meta: dict[str, Any] = {}
+    meta_end: dict[str, Any] | None = None
+    recs: list[dict[str, Any]] = []
+    with open(os.path.join(out, "results.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("meta"):
+                meta = r
+            elif r.get("meta_end"):
+                meta_end = r
+            else:
+                recs.append(r)
+    configs = [Config(name, front, tmpl) for name, front, tmpl in meta["configs"]]
+    workloads = list(dict.fromkeys(r["workload"] for r in recs))
+    summarize(out, meta, meta_end, recs, configs, workloads, subject)
 
 
 if __name__ == "__main__":

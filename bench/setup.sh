@@ -3,7 +3,8 @@
 #   apt:  nginx wrk curl etcd-server (+ a compiler for pip's uWSGI build)
 #         apache2 + libapache2-mod-proxy-uwsgi only with WITH_APACHE=1 (protocol_probe.py)
 #   venv: $BENCH_VENV (default: <tmp>/emperor-bench-venv, outside the repo) with uWSGI,
-#         gunicorn, Flask, psutil, uwsgi-tools (uwsgi_curl), uwsgitop, and this project
+#         gunicorn (+ gunicorn-h1c), Flask, psutil, uwsgi-tools (uwsgi_curl), uwsgitop,
+#         Granian, uvicorn + httptools + uvloop, Starlette + FastAPI, and this project
 #         itself (`pip install -e <repo>`, so `$BENCH_VENV/bin/python -m emperor.vassal` runs
 #         the working tree). BENCH_NO_PROJECT=1 skips the project install.
 #         BENCH_WITH_PYSPY=1 also installs py-spy (profiling a worker, optional).
@@ -12,7 +13,13 @@
 set -euo pipefail
 VENV="${BENCH_VENV:-${TMPDIR:-/tmp}/emperor-bench-venv}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PKGS="${BENCH_PIP_PKGS:-uwsgi==2.0.31 gunicorn==27.0.1 flask==3.1.3 psutil==7.2.2 uwsgi-tools==1.1.1 uwsgitop==0.12}"
+# Anchors of issue #12 (HTTP) and #14 (ASGI): Granian (its WSGI and ASGI interfaces), uvicorn with
+# httptools + uvloop, gunicorn's C parser (gunicorn-h1c, used by its `--http-parser auto`) and its
+# gthread and `-k asgi` workers (both in gunicorn 27), FastAPI/Starlette for the FastAPI JSON app.
+# uvloop is also what emperor's ASGI workers pick with `asgi-loop = auto`.
+PKGS="${BENCH_PIP_PKGS:-uwsgi==2.0.31 gunicorn==27.0.1 flask==3.1.3 psutil==7.2.2 uwsgi-tools==1.1.1 uwsgitop==0.12
+  granian==2.8.9 uvicorn==0.54.0 httptools==0.9.0 uvloop==0.23.0 gunicorn-h1c==0.6.9
+  starlette==1.10.0 fastapi==0.165.0}"
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
@@ -55,6 +62,8 @@ fi
 echo "venv ready: $VENV"
 "$VENV/bin/uwsgi" --version | sed 's/^/uwsgi /'
 "$VENV/bin/gunicorn" --version
+"$VENV/bin/granian" --version
+"$VENV/bin/uvicorn" --version
 nginx -v 2>&1 || /usr/sbin/nginx -v
 wrk --version 2>&1 | head -1 || true
 "$VENV/bin/python" -c 'import emperor, sys; print("emperor", getattr(emperor, "__version__", "?"), "from", emperor.__file__)' \
