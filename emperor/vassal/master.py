@@ -33,7 +33,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from emperor import addresses, channel, config, inifd, privileges
+from emperor import addresses, channel, config, privileges
 from emperor.channel import Exit, Msg
 from emperor.daemon import set_parent_death_signal
 from emperor.options import Scope
@@ -45,6 +45,7 @@ from emperor.vassal import (
     broodlord,
     cheaper,
     daemons,
+    governed,
     health,
     loader,
     masterlog,
@@ -291,7 +292,7 @@ class Master:
         # not fatal (SIGTERM's default action) and not lost (a channel read only afterwards).
         self._install_signals()
         if self.chan is not None:
-            self.sel.register(self.chan, selectors.EVENT_READ, self._on_channel)
+            self.sel.register(self.chan, selectors.EVENT_READ, lambda: governed.on_channel(self))
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
         failure = self.boot()
         if failure is not None:
@@ -386,47 +387,6 @@ class Master:
             elif signum in (signal.SIGTTIN, signal.SIGTTOU):
                 autoscale.scale_by(self, 1 if signum == signal.SIGTTIN else -1, signal.Signals(signum).name)
 
-    def _on_channel(self) -> None:
-        assert self.chan is not None
-        fd: int | None = None
-        try:
-            packet, fd = channel.recv(self.chan)
-        except BlockingIOError:
-            return
-        except OSError:
-            packet = b""
-        if fd is not None and packet[:1] == bytes((Msg.RELOAD,)):
-            try:
-                inifd.replace(fd)  # the ini bytes the emperor checked (emperor/inifd.py)
-            except OSError as exc:
-                log.error("%s: cannot read the ini the emperor sent: %s", self.name, exc.strerror)
-            fd = None
-        if not packet:
-            log.error("%s: lost the emperor (channel closed): stopping now", self.name)
-            self.sel.unregister(self.chan)
-            self.chan.close()
-            self.chan = None
-            self.stop(graceful=False)
-            return
-        decoded = channel.decode(packet)
-        if decoded is None or (fd is not None and decoded[0] != Msg.LOGREOPEN):
-            if fd is not None:
-                os.close(fd)
-            log.warning("%s: ignoring unknown message from the emperor: %r", self.name, packet[:16])
-            return
-        msg, _payload = decoded
-        if msg == Msg.STOP:
-            self.stop(graceful=True)
-        elif msg == Msg.RELOAD:
-            self.reload()
-        elif msg == Msg.KILL:
-            self.stop(graceful=False)
-        elif msg == Msg.SCALE:
-            accepted, detail = self.scale(_payload)
-            channel.send(self.chan, Msg.SCALED, channel.scale_reply(accepted, detail))
-        elif msg == Msg.LOGREOPEN:
-            self.reopen_log("the emperor reopened its log", fd)
-
     def _tick(self) -> None:
         now = time.monotonic()
         if self.state == RUNNING:
@@ -438,7 +398,7 @@ class Master:
                     self._spawn(wid)
             self._check_workers(now)
             autoscale.tick(self, now)
-            self._report()
+            governed.report(self)
             broodlord.tick(self, now)
             for why in self.logwatch.due(now):
                 self.reopen_log(why)
@@ -461,10 +421,7 @@ class Master:
                 self.deadline = now + 5.0
         if self.stats_server is not None:
             self.stats_server.expire()
-        if self.cfg.heartbeat and self.chan is not None and now >= self.next_heartbeat:
-            # from the loop itself: a master that stops looping (SIGSTOP, a stuck call) goes silent
-            channel.send(self.chan, Msg.HEARTBEAT, channel.heartbeat_payload(self.cfg.heartbeat))
-            self.next_heartbeat = now + self.cfg.heartbeat
+        governed.heartbeat(self, now)
         if self.old_workers:
             self._reap()
         for pid, deadline in list(self.old_workers.items()):
@@ -472,41 +429,6 @@ class Master:
                 log.warning("%s: old worker pid %d outlived reload-mercy: SIGKILL", self.name, pid)
                 health.killpg(pid, signal.SIGKILL)
                 self.old_workers[pid] = now + 5.0
-
-    def _report(self) -> None:
-        """READY once every worker accepts; LOYAL once a request has been served."""
-        if self.chan is None:
-            if not self.ready_sent and self._all_accepting():
-                self.ready_sent = True
-                log.info("%s: ready: %d worker(s) accepting", self.name, len(self.workers))
-            return
-        if not self.ready_sent and self._all_accepting():
-            channel.send(self.chan, Msg.ENDPOINTS, self._endpoints())  # for emperor-etcd (docs/fleet.md)
-            self.ready_sent = channel.send(self.chan, Msg.READY, str(len(self.workers)))
-            log.info("%s: ready: %d worker(s) accepting", self.name, len(self.workers))
-            autoscale.tell_workers(self)
-        if self.ready_sent and not self.loyal_sent and self.board.total_requests() > 0:
-            self.loyal_sent = channel.send(self.chan, Msg.LOYAL)
-
-    def _endpoints(self) -> str:
-        """What the emperor registers in etcd: the app name, the weight and the bound TCP addresses
-        (``getsockname``, so ``:0`` reports its real port; a wildcard is replaced by the emperor)."""
-        words = [f"app={self.cfg.fleet_app or ''}", f"weight={self.cfg.weight}"]
-        for lst in self.listeners:
-            if lst.kind != "tcp":
-                continue
-            host, port = lst.sock.getsockname()[:2]
-            suffix = "" if lst.proto == "uwsgi" else f"/{lst.proto}"  # HTTP: upstream <app>-http
-            words.append(f"[{host}]:{port}{suffix}" if ":" in host else f"{host}:{port}{suffix}")
-        return " ".join(words)
-
-    def _all_accepting(self) -> bool:
-        if self.cheap_waiting:
-            return True
-        b, live = self.board, set(self.workers.values())
-        wanted = [w for w in range(1, self.target + 1) if self.wanted(w)]  # not the retiring ones
-        return bool(self.workers) and all(
-            wid in live and b.get(wid - 1, scoreboard.ACCEPTING) for wid in wanted)
 
     # ---- workers -------------------------------------------------------------------------
     def _spawn(self, wid: int) -> None:
