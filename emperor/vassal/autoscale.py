@@ -33,7 +33,7 @@ class Host(Protocol):
 
     name: str
     cfg: config.Config
-    state: str
+    state: str  # "running", "reloading", "stopping" or "done" (emperor/vassal/master.py)
     target: int  # the worker count now: the ini's until a scale (runtime only)
     workers: dict[int, int]  # pid -> worker id
     respawn_at: dict[int, float]

@@ -1,12 +1,14 @@
-"""The master's checks on its workers: harakiri, max-worker-lifetime, touch-chain-reload.
+"""The master's watch over its workers: harakiri, max-worker-lifetime, touch-chain-reload, and
+what a worker's exit means (respawn, retire, back off, or stop the vassal).
 
 Each check reads the scoreboard the workers write (``BUSY_SINCE``, ``ACCEPTING``) and the
 master's worker table, and acts by signal only: SIGKILL to a stuck worker's process group
-(harakiri), a graceful SIGTERM to one due for recycling (lifetime, chain reload). What a worker's
-exit means afterwards is the master's business (``Master._worker_died``); the sets passed in
-(``harakiri_done``, ``lifetime_done``) are how it tells a harakiri or a recycle from a crash.
-Functions, not a class: the state they touch is the master's worker table, shared with the rest
-of its loop, and they run once per loop turn, never per request.
+(harakiri), a graceful SIGTERM to one due for recycling (lifetime, chain reload). When the
+worker is reaped, ``worker_died`` reads the sets the checks filled (``harakiri_done``,
+``lifetime_done``) and cheaper's ``retiring`` to tell a harakiri, a recycle or a cheap from a
+crash. Functions taking the master through ``Host`` (so this module does not import it): the
+state is the master's worker table, shared with the rest of its loop, and they run once per loop
+turn or per exit, never per request.
 """
 
 from __future__ import annotations
@@ -14,13 +16,107 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
+from typing import Protocol
 
 from emperor import config
+from emperor.channel import Exit
 from emperor.vassal import scoreboard
 from emperor.vassal.scoreboard import Scoreboard
 from emperor.vassal.touch import ChainReload
 
 log = logging.getLogger("emperor.master")
+
+
+class Host(Protocol):
+    """What the watch reads and changes on the vassal's master."""
+
+    name: str
+    cfg: config.Config
+    state: str  # "running", "reloading", "stopping" or "done" (emperor/vassal/master.py)
+    exit_code: int
+    board: Scoreboard
+    workers: dict[int, int]  # pid -> worker id
+    spawned_at: dict[int, float]
+    respawn_at: dict[int, float]  # worker id -> when to respawn
+    quick_deaths: dict[int, int]
+    harakiri_done: set[int]  # pids killed by harakiri
+    lifetime_done: set[int]  # pids sent SIGTERM to be recycled
+    retiring: set[int]  # pids leaving because of a cheap or a scale-down
+    busy_us: dict[int, int]
+    chain: ChainReload | None
+
+    def wanted(self, wid: int) -> bool: ...
+
+    def stop(self, graceful: bool) -> None: ...
+
+    def _spawn(self, wid: int) -> None: ...
+
+
+def check(m: Host, now: float) -> None:
+    """Once per loop turn while running: harakiri, max-worker-lifetime, touch-chain-reload."""
+    cfg = m.cfg
+    if cfg.harakiri:
+        check_harakiri(cfg, m.name, m.workers, m.board, m.harakiri_done, time.monotonic_ns())
+    if cfg.max_worker_lifetime:
+        check_lifetime(cfg, m.name, m.workers, m.spawned_at, m.lifetime_done, now)
+    if m.chain is not None:
+        chain_step(m.chain, m.name, m.workers, m.board, m.lifetime_done, now)
+
+
+def worker_died(m: Host, wid: int, pid: int, status: int) -> None:
+    """A worker was reaped: log why, and respawn it, let it go, back off, or stop the vassal."""
+    lived = time.monotonic() - m.spawned_at.get(wid, 0.0)
+    harakiri = pid in m.harakiri_done
+    m.harakiri_done.discard(pid)
+    m.lifetime_done.discard(pid)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        what = f"killed by signal {sig} ({signal.Signals(sig).name})"
+        if sig == signal.SIGKILL and not harakiri and m.state == "running":
+            what += " (possible OOM)"
+        code = -sig
+    else:
+        code = os.WEXITSTATUS(status)
+        what = f"exited with status {code}"
+    cheaped = pid in m.retiring
+    m.retiring.discard(pid)
+    m.busy_us.pop(pid, None)
+    if m.state != "running":
+        log.info("%s: worker %d (pid %d) %s", m.name, wid, pid, what)
+        return
+    if not m.wanted(wid):
+        log.info("%s: worker %d (pid %d) retired after %s: %s", m.name, wid, pid,
+                 "a cheap" if cheaped else "a scale-down", what)
+        return
+    if cheaped:  # wanted again while it was leaving: its slot is free now
+        log.info("%s: worker %d (pid %d) retired (%s); spawning it again: cheaper wants it back",
+                 m.name, wid, pid, what)
+        m._spawn(wid)
+        return
+    if code == 0:
+        log.info("%s: worker %d (pid %d) exited after recycling; respawning", m.name, wid, pid)
+        m.board.set(wid - 1, scoreboard.RESPAWNS, m.board.get(wid - 1, scoreboard.RESPAWNS) + 1)
+        m.quick_deaths[wid] = 0
+        m._spawn(wid)
+        return
+    if code == Exit.APP_LOAD and (m.cfg.lazy_apps or m.cfg.asgi) and m.cfg.need_app:
+        log.error("%s: worker %d could not %s the app (need-app): stopping", m.name, wid,
+                  "load" if m.cfg.lazy_apps else "start (ASGI lifespan startup)")
+        m.exit_code = Exit.APP_LOAD
+        m.stop(graceful=False)
+        return
+    log.error("%s: worker %d (pid %d) %s%s; respawning", m.name, wid, pid, what,
+              " after harakiri" if harakiri else "")
+    m.board.set(wid - 1, scoreboard.RESPAWNS, m.board.get(wid - 1, scoreboard.RESPAWNS) + 1)
+    quick = m.quick_deaths.get(wid, 0) + 1 if lived < 1.0 else 0
+    m.quick_deaths[wid] = quick
+    if quick >= 3:
+        delay = min(0.25 * 2 ** (quick - 3), 5.0)
+        log.error("%s: worker %d respawning too fast: waiting %.2f s", m.name, wid, delay)
+        m.respawn_at[wid] = time.monotonic() + delay
+    else:
+        m._spawn(wid)
 
 
 def kill(pid: int, sig: int) -> None:
@@ -60,7 +156,7 @@ def check_harakiri(cfg: config.Config, name: str, workers: dict[int, int], board
 def check_lifetime(cfg: config.Config, name: str, workers: dict[int, int], spawned_at: dict[int, float],
                    done: set[int], now: float) -> None:
     """max-worker-lifetime: a graceful SIGTERM to each worker older than its lifetime; the
-    worker finishes its request, exits 0 and is respawned by the master."""
+    worker finishes its request, exits 0 and is respawned by ``worker_died``."""
     base = cfg.max_worker_lifetime
     for pid, wid in workers.items():
         limit = base + wid * cfg.max_worker_lifetime_delta

@@ -18,6 +18,15 @@ The handlers are installed before the app is imported, so a stop that arrives du
 import is honoured before any worker is forked. Workers are forked with these signals
 blocked and unblock them only once their own handlers are in place (``_spawn``): a signal
 sent to a new worker is never lost to the master's handlers, nor reported to the master.
+
+The master's parts, each acting on it through a small ``Host`` protocol or explicit arguments
+(none imports this module): ``bind`` (the listeners), ``autoscale`` (cheaper, scale),
+``health`` (harakiri, lifetime, chain reload, a worker's exit), ``governed`` (the emperor channel), ``broodlord``
+(zerg server, SOS, idle), ``masterlog`` (log reopen), ``reload`` (what crosses the re-exec);
+the entry point is ``main.run_vassal``. Why this module is still over the ~500 lines of the
+others: what is left is boot, the loop, forking and reaping the workers, reload and stop, which
+all read and write the same worker table; the master's state is declared here once (``__init__``
+alone is 50 lines), and splitting further would only move it behind more indirection.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from emperor import addresses, channel, config, privileges
+from emperor import channel, config, privileges
 from emperor.channel import Exit, Msg
 from emperor.daemon import set_parent_death_signal
 from emperor.options import Scope
@@ -42,6 +51,7 @@ from emperor.statsserver import StatsServer
 from emperor.vassal import (
     autoscale,
     backlog,
+    bind,
     broodlord,
     cheaper,
     daemons,
@@ -165,44 +175,11 @@ class Master:
             self.touch = TouchWatch(cfg.touch_reload)
         if cfg.touch_chain_reload:
             self.chain = ChainReload(cfg.touch_chain_reload)
-        on_demand = bool(os.environ.get(sockets.ENV_ON_DEMAND))
-        if not (cfg.socket or cfg.zerg or cfg.http_socket or cfg.http or cfg.https_socket or on_demand):
-            log.error("no socket configured: set socket = /path/app.sock or 127.0.0.1:PORT, or "
-                      "http-socket = 127.0.0.1:PORT (%s)",
-                      ", ".join(cfg.files) or "command line")
-            return Exit.CONFIG
-        tls_addrs: list[str] = []
-        if cfg.https_socket:  # load every certificate once, before binding anything
-            from emperor.vassal import tls
-
-            try:
-                tls_addrs = list(tls.sites(cfg))
-            except tls.TLSError as exc:
-                log.error("%s", exc)
-                return Exit.CONFIG
         try:
-            inherited = sockets.adopt(os.environ.pop(sockets.ENV_FDS, None))
-            kept = {key: inherited.pop(key) for key in self._own_keys() if key in inherited}
-            if cfg.zerg:  # a zerg serves its parent's sockets (kept across its own reloads), binds none
-                own = [s for k, s in inherited.items() if not k.startswith(("stats:", "zerg-server:"))]
-                self.listeners = own or zerg.attach(cfg.zerg)
-                for lst in self.listeners:  # the zerg protocol carries no protocol: ours decides
-                    lst.proto = cfg.protocol
-            else:
-                # on-demand (docs/emperor.md): the emperor's socket, first; a `socket` naming the same
-                # address is that socket (uWSGI would bind it over the emperor's)
-                od = sockets.take_on_demand(inherited)
-                if od is not None:
-                    sockets.configure(od, cfg.listen, cfg.socket_timeout, not cfg.no_defer_accept)
-                    od.proto = cfg.protocol
-                wanted = {a: p for a, p in sockets.configured(cfg, tls_addrs).items()
-                          if od is None or a != od.name}
-                self.listeners = ([od] if od else []) + sockets.open_all(
-                    wanted, cfg.listen, cfg.chmod_socket, cfg.socket_timeout, not cfg.no_defer_accept,
-                    inherited, self.ident.chown)
-        except (addresses.AddressError, zerg.ZergError, OSError) as exc:
+            self.listeners, kept = bind.listeners(cfg, self.ident, self._own_keys())
+        except bind.BindError as exc:
             log.error("%s", exc)
-            return Exit.SOCKET
+            return exc.status
         if (failed := broodlord.boot(self, kept.get(f"zerg-server:{cfg.zerg_server}"))) is not None:
             return failed
         if cfg.stats:
@@ -224,18 +201,14 @@ class Master:
         except privileges.IdentityError as exc:
             log.error("%s", exc)
             return Exit.CONFIG
-        speaks_http = any(lst.proto in ("http", "https") for lst in self.listeners)
-        for lst in self.listeners:
-            # one uwsgi listener: blocking accept(); else poll() + non-blocking accept in each worker
-            lst.sock.setblocking(len(self.listeners) == 1 and not speaks_http)
         handed = os.environ.pop(parking.ENV, None)
-        if speaks_http:  # idle keep-alive connections no worker holds (docs/http.md)
+        if bind.accept_mode(self.listeners):  # idle keep-alive connections no worker holds (docs/http.md)
             self.parking = parking.ParkingLot(cfg.http_keepalive, self.sel, handed)
         else:
             parking.discard(handed)
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
         try:
-            static.wrap(_failing_app("static check"), cfg)  # directories checked once, before any fork
+            static.wrap(loader.failing_app("static check"), cfg)  # directories checked once, before any fork
         except static.StaticError as exc:
             log.error("%s", exc)
             return Exit.CONFIG
@@ -247,7 +220,7 @@ class Master:
                 log.error("%s", exc)
                 if cfg.need_app:
                     return Exit.APP_LOAD
-                self.app = _failing_app(str(exc))
+                self.app = loader.failing_app(str(exc))
         _freeze_heap()
         self.old_workers = reload.old_workers_from_env()
         self._start_daemons()
@@ -396,7 +369,7 @@ class Master:
                 elif now >= when and wid not in self.workers.values():  # (a retiring one holds the slot)
                     del self.respawn_at[wid]
                     self._spawn(wid)
-            self._check_workers(now)
+            health.check(self, now)
             autoscale.tick(self, now)
             governed.report(self)
             broodlord.tick(self, now)
@@ -500,71 +473,7 @@ class Master:
                 if self.daemons is not None:
                     self.daemons.reaped(pid, status)
                 continue
-            self._worker_died(wid, pid, status)
-
-    def _worker_died(self, wid: int, pid: int, status: int) -> None:
-        lived = time.monotonic() - self.spawned_at.get(wid, 0.0)
-        harakiri = pid in self.harakiri_done
-        self.harakiri_done.discard(pid)
-        self.lifetime_done.discard(pid)
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            what = f"killed by signal {sig} ({signal.Signals(sig).name})"
-            if sig == signal.SIGKILL and not harakiri and self.state == RUNNING:
-                what += " (possible OOM)"
-            code = -sig
-        else:
-            code = os.WEXITSTATUS(status)
-            what = f"exited with status {code}"
-        cheaped = pid in self.retiring
-        self.retiring.discard(pid)
-        self.busy_us.pop(pid, None)
-        if self.state != RUNNING:
-            log.info("%s: worker %d (pid %d) %s", self.name, wid, pid, what)
-            return
-        if not self.wanted(wid):
-            log.info("%s: worker %d (pid %d) retired after %s: %s", self.name, wid, pid,
-                     "a cheap" if cheaped else "a scale-down", what)
-            return
-        if cheaped:  # wanted again while it was leaving: its slot is free now
-            log.info("%s: worker %d (pid %d) retired (%s); spawning it again: cheaper wants it back",
-                     self.name, wid, pid, what)
-            self._spawn(wid)
-            return
-        if code == 0:
-            log.info("%s: worker %d (pid %d) exited after recycling; respawning", self.name, wid, pid)
-            self.board.set(wid - 1, scoreboard.RESPAWNS, self.board.get(wid - 1, scoreboard.RESPAWNS) + 1)
-            self.quick_deaths[wid] = 0
-            self._spawn(wid)
-            return
-        if code == Exit.APP_LOAD and (self.cfg.lazy_apps or self.cfg.asgi) and self.cfg.need_app:
-            log.error("%s: worker %d could not %s the app (need-app): stopping", self.name, wid,
-                      "load" if self.cfg.lazy_apps else "start (ASGI lifespan startup)")
-            self.exit_code = Exit.APP_LOAD
-            self.stop(graceful=False)
-            return
-        log.error("%s: worker %d (pid %d) %s%s; respawning", self.name, wid, pid, what,
-                  " after harakiri" if harakiri else "")
-        self.board.set(wid - 1, scoreboard.RESPAWNS, self.board.get(wid - 1, scoreboard.RESPAWNS) + 1)
-        quick = self.quick_deaths.get(wid, 0) + 1 if lived < 1.0 else 0
-        self.quick_deaths[wid] = quick
-        if quick >= 3:
-            delay = min(0.25 * 2 ** (quick - 3), 5.0)
-            log.error("%s: worker %d respawning too fast: waiting %.2f s", self.name, wid, delay)
-            self.respawn_at[wid] = time.monotonic() + delay
-        else:
-            self._spawn(wid)
-
-    def _check_workers(self, now: float) -> None:
-        """harakiri, max-worker-lifetime, touch-chain-reload (emperor/vassal/health.py)."""
-        cfg = self.cfg
-        if cfg.harakiri:
-            health.check_harakiri(cfg, self.name, self.workers, self.board, self.harakiri_done,
-                                  time.monotonic_ns())
-        if cfg.max_worker_lifetime:
-            health.check_lifetime(cfg, self.name, self.workers, self.spawned_at, self.lifetime_done, now)
-        if self.chain is not None:
-            health.chain_step(self.chain, self.name, self.workers, self.board, self.lifetime_done, now)
+            health.worker_died(self, wid, pid, status)
 
     # ---- scaling (emperor/vassal/autoscale.py) and logs (emperor/vassal/masterlog.py) -----
     def wanted(self, wid: int) -> bool:
@@ -670,15 +579,3 @@ def _freeze_heap() -> None:
 
 def _noop(signum: int, frame: object) -> None:
     """Signals only wake the loop (set_wakeup_fd carries the number)."""
-
-
-def _failing_app(message: str) -> loader.WSGIApp:
-    """need-app = false: answer 500 and say why, instead of refusing to start."""
-    body = f"application not loaded: {message.splitlines()[0]}\n".encode()
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        start_response("500 Internal Server Error", [("Content-Type", "text/plain"),
-                                                     ("Content-Length", str(len(body)))])
-        return [body]
-
-    return app
