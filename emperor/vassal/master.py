@@ -21,12 +21,14 @@ sent to a new worker is never lost to the master's handlers, nor reported to the
 
 The master's parts, each acting on it through a small ``Host`` protocol or explicit arguments
 (none imports this module): ``bind`` (the listeners), ``autoscale`` (cheaper, scale),
-``health`` (harakiri, lifetime, chain reload, a worker's exit), ``governed`` (the emperor channel), ``broodlord``
-(zerg server, SOS, idle), ``masterlog`` (log reopen), ``reload`` (what crosses the re-exec);
-the entry point is ``main.run_vassal``. Why this module is still over the ~500 lines of the
-others: what is left is boot, the loop, forking and reaping the workers, reload and stop, which
-all read and write the same worker table; the master's state is declared here once (``__init__``
-alone is 50 lines), and splitting further would only move it behind more indirection.
+``health`` (harakiri, lifetime, chain reload, a worker's exit), ``governed`` (the emperor
+channel), ``broodlord`` (zerg server, SOS, idle), ``masterlog`` (log reopen), ``reload`` (what
+crosses the re-exec); the entry point is ``main.run_vassal``.
+
+Why this module is still over the ~500 lines of the others: what is left is boot, the loop,
+forking and reaping the workers, reload and stop, which all read and write the same worker
+table; the master's state is declared here once (``__init__`` alone is 50 lines), and splitting
+further would only move it behind more indirection.
 """
 
 from __future__ import annotations
