@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emperor.empire.main import run_emperor
 
         return run_emperor(pairs)
-    from emperor.vassal.master import run_vassal  # the emperor never imports the vassal
+    from emperor.vassal.main import run_vassal  # the emperor never imports the vassal
 
     return run_vassal(pairs)
 

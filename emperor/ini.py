@@ -10,6 +10,11 @@ Config files can be hostile (tyrant mode), so every step is bounded: file size, 
 and count, number of entries, and the length of an expanded value. Placeholder chains are
 resolved iteratively, so a 10 000-deep chain cannot raise ``RecursionError``. The only
 exception this module raises on bad input is :class:`IniError`.
+
+Why this module is over the ~500 lines of the others: it is one reader of one dialect. The
+loader (includes, ``if-*``/``for-*`` blocks, magic variables) and the expansion share the
+``Entry`` records, the error type and, above all, the limits, which must be counted in one
+place to bound a hostile file; split across modules, each limit would be enforced in two.
 """
 
 from __future__ import annotations

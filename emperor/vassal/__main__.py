@@ -4,6 +4,6 @@ import sys
 
 from emperor.config import parse_pairs
 from emperor.options import Scope
-from emperor.vassal.master import run_vassal
+from emperor.vassal.main import run_vassal
 
 raise SystemExit(run_vassal(parse_pairs(sys.argv[1:], "python -m emperor.vassal", Scope.APP)))

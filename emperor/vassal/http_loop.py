@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from emperor.vassal.exchange import accepter
-from emperor.vassal.http_conn import Connection, HTTPServer, Site
+from emperor.vassal.http_conn import HTTPServer
+from emperor.vassal.http_wire import Connection, Site
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.http")

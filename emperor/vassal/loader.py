@@ -191,3 +191,15 @@ class _FileCfg:
     def __init__(self, path: str | None, attr: str, module: str | None = None, callable: str = "") -> None:
         self.wsgi_file, self.callable, self.module = path, attr or callable, module
         self.asgi: str | None = None
+
+
+def failing_app(message: str) -> WSGIApp:
+    """need-app = false: answer 500 and say why, instead of refusing to start."""
+    body = f"application not loaded: {message.splitlines()[0]}\n".encode()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain"),
+                                                     ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app

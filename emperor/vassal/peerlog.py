@@ -6,13 +6,19 @@ one summary line ("N more ... from 10.0.0.5 suppressed") when the window ends. T
 bounded: once ``max_keys`` windows are open, new peers share one overflow window, so a
 flood of addresses costs one line per period, and as windows expire logging resumes: it
 never stops for good. Pure policy; the clock is injected so tests can drive it.
+``peer_key`` names the address a connection's trouble is counted against.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+from emperor.proxies import AllowList
+from emperor.vassal.exchange import Conn
 
 PERIOD = 60.0
 MAX_KEYS = 1024
@@ -66,3 +72,19 @@ class PeerLog:
             else:
                 nxt = min(nxt, start + self.period)
         self.next_flush = nxt
+
+
+def peer_key(conn: Conn | None, env: dict[str, Any] | None, proxies: AllowList) -> str:
+    """The address trouble is counted against: a TCP peer's IP (never its port: every probe
+    has a new one); the client address a proxy reports (REMOTE_ADDR) when the peer is a
+    Unix-socket peer or in forwarded-allow-ips, since every request then comes from it."""
+    remote = (env or {}).get("REMOTE_ADDR")
+    if conn is None:
+        return remote or "?"
+    if conn.family == socket.AF_UNIX:
+        return remote or "a unix peer"
+    try:
+        name = conn.getpeername()
+    except OSError:
+        return "?"
+    return remote if remote and proxies.allows(name) else str(name[0])

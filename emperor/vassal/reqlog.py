@@ -10,12 +10,19 @@ costs two attribute tests and two small calls here.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from emperor import logs
 from emperor.config_view import ConfigView
 from emperor.logformat import compile_format, syslog_handler
+from emperor.protocol.wsgi import HeaderError
+from emperor.vassal import scoreboard as sb
+
+if TYPE_CHECKING:
+    from emperor.vassal.exchange import Exchange
 
 
 class RequestLog:
@@ -62,13 +69,89 @@ class RequestLog:
                 f"bytes/{rss >> 20}MB}} [pid: {pid}|worker: {wid}|req: {requests}]\n")
 
 
+class RequestWriter:
+    """Writes one worker's request lines (the default line, or log-format's), to fd 2, a
+    req-logger file or syslog. The worker calls ``write`` once per request when ``RequestLog.some``;
+    the date stamp is formatted once per second, not per request."""
+
+    def __init__(self, reqlog: RequestLog, wid: int, ints: Any, slot: int,
+                 head: Callable[[str, list[tuple[str, str]]], bytes]) -> None:
+        self.reqlog = reqlog
+        self.wid = wid
+        self.ints, self.slot = ints, slot
+        self.head = head  # the worker's head cache (log-format's %(hsize))
+        self.pid = 0  # set in the forked worker
+        self.fd: int = 2
+        self.sink: Callable[[str], None] | None = None  # req-logger: set by the worker (file or syslog)
+        self.log_second, self.log_prefix = 0, ""
+
+    def write(self, env: dict[str, Any], ex: Exchange, start: int) -> None:
+        ms = (time.monotonic_ns() - start) / 1e6
+        status = (ex.status or "-")[:3]
+        reqlog = self.reqlog
+        if not reqlog.all and not reqlog.wanted(status, _body_size(ex, status), ms):
+            return
+        now = int(time.time())
+        if now != self.log_second:  # one strftime per second, not per request
+            self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
+        if reqlog.format is not None:  # log-format: compiled once
+            self._formatted(env, ex, status, ms)
+            return
+        line = (f"{self.log_prefix}{reqlog.prefix()}{reqlog.client(env)} \"{env.get('REQUEST_METHOD', '-')} "
+                f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
+                f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
+        if reqlog.memory:
+            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
+        try:
+            if self.fd >= 0:
+                os.write(self.fd, line.encode("latin-1", "replace"))
+            elif self.sink is not None:  # req-logger = syslog
+                self.sink(line)
+        except OSError:
+            pass
+
+    def _formatted(self, env: dict[str, Any], ex: Exchange, status: str, ms: float) -> None:
+        reqlog = self.reqlog
+        assert reqlog.format is not None
+        text = reqlog.format(env, status, ex.sent, self._head_size, int(ms * 1000), self.pid, self.wid,
+                             reqlog.client(env), time.time() - ms / 1000, ex)
+        line = f"{self.log_prefix}{reqlog.prefix()}{text}\n"
+        if reqlog.memory:
+            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
+        try:  # as the default line above (kept inline there: it is every request's cost)
+            if self.fd >= 0:
+                os.write(self.fd, line.encode("latin-1", "replace"))
+            elif self.sink is not None:
+                self.sink(line)
+        except OSError:
+            pass
+
+    def _head_size(self, ex: Exchange) -> int:
+        """log-format's %(hsize) and %(size): the length of the head sent (from the head cache)."""
+        if not ex.head_sent or ex.status is None:
+            return 0
+        try:
+            return len(self.head(ex.status, ex.headers))
+        except HeaderError:
+            return 0
+
+
+def _body_size(ex: Exchange, status: str) -> int:
+    """For log-zero: 0 when nothing was sent, the response cannot have a body (204, 304, HEAD)
+    or it declared ``Content-Length: 0``; else the bytes sent (a body follows the head)."""
+    if not ex.sent or status in ("204", "304") or ex.method == "HEAD":
+        return 0
+    for name, value in ex.headers or ():
+        if name.lower() == "content-length" and value.strip() == "0":
+            return 0
+    return ex.sent
+
+
 def request_sink(cfg: Any, name: str) -> tuple[int, Any]:
     """Where this worker writes request lines: (fd, None) or (-1, a callable taking the line).
 
     req-logger wins; else a syslog ``logger`` takes request lines too; else fd 2 (the log).
     Opened in the worker (after the privilege drop), once."""
-    import os
-
     spec = cfg.req_logger or (cfg.logger if cfg.logger and cfg.logger[0] == "syslog" else None)
     if spec is None or spec[0] == "stdio":
         return 2, None

@@ -15,6 +15,12 @@ This is the hot loop, so it is written for syscalls and allocations:
 Signals: SIGTERM/SIGHUP = finish the current request, then exit (the handler closes this
 process's copy of the listening sockets, so a blocked accept() fails at once and nothing
 already accepted is dropped); SIGINT/SIGQUIT = exit now.
+
+Request lines are written by ``reqlog.RequestWriter``, peer trouble is rate-limited by
+``peerlog``. Why this module is still a little over the ~500 lines of the others: what is left
+is the accept loops and one request's path (read, decode, run the app, send, count), which share
+the worker's per-request state through local attribute reads; splitting them further would add
+a call or an indirection per request on the hot path.
 """
 
 from __future__ import annotations
@@ -52,9 +58,9 @@ from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.exchange import DONTWAIT, ClientGone, Conn, Exchange, accepter, drain
 from emperor.vassal.loader import AppLoadError, WSGIApp
-from emperor.vassal.peerlog import PeerLog
+from emperor.vassal.peerlog import PeerLog, peer_key
 from emperor.vassal.postbuf import FileInput, buffer_body
-from emperor.vassal.reqlog import RequestLog, request_sink
+from emperor.vassal.reqlog import RequestLog, RequestWriter, request_sink
 from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
@@ -96,8 +102,6 @@ class Worker:
         self.base_env = base_environ(cfg.threads > 1)
         self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.reqlog = RequestLog(cfg)
-        self.req_fd: int = 2
-        self.req_sink: Callable[[str], None] | None = None  # req-logger: set in run() (file or syslog)
         self.log_requests = self.reqlog.some  # every request, or some (log-4xx, log-slow ...)
         self.harakiri = cfg.harakiri > 0
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -110,7 +114,8 @@ class Worker:
         self.pid = 0
         self.peer_log = PeerLog(lambda text: log.warning("worker %d: %s", wid, text))
         self.heads: dict[tuple[object, ...], bytes] = {}
-        self.log_second, self.log_prefix = 0, ""
+        self.lines = RequestWriter(self.reqlog, wid, self.ints, self.slot, self.head)
+        self._log_request = self.lines.write  # bound once: a request line costs one call (reqlog.py)
         self.log_gen = board.get(self.index, sb.LOG_GEN)  # the master bumps it when it reopened the log
         self.park: socket.socket | None = None  # HTTP keep-alive hand-over to the master (http_conn)
 
@@ -127,7 +132,7 @@ class Worker:
         """Entry point in the forked child; never returns."""
         code = 0
         try:
-            self.pid = os.getpid()
+            self.pid = self.lines.pid = os.getpid()
             if self.app is None:
                 try:
                     self.app = self.load_app()
@@ -140,7 +145,7 @@ class Worker:
                 return
             if self.cfg.req_logger or self.cfg.logger:
                 try:
-                    self.req_fd, self.req_sink = request_sink(self.cfg, "emperor")
+                    self.lines.fd, self.lines.sink = request_sink(self.cfg, "emperor")
                 except OSError as exc:
                     log.error("worker %d: req-logger: %s; request lines go to the log", self.wid, exc)
             self.ints[self.slot + sb.ACCEPTING] = 1
@@ -492,7 +497,7 @@ class Worker:
             pass
 
     def _reject(self, ex: Exchange | None, exc: uwsgi.ProtocolError, env: dict[str, Any] | None) -> None:
-        peer = self._peer_key(ex.conn if ex else None, env)
+        peer = peer_key(ex.conn if ex else None, env, self.proxies)
         if self._first(peer, exc.kind):
             log.warning("worker %d: bad request from %s: %s", self.wid, peer, exc)
         if ex is not None and exc.status:
@@ -504,7 +509,7 @@ class Worker:
         """UWSGI_* vars from the wire are never acted on; count them and say so (rate-limited)."""
         names = env["emperor.dropped_vars"]
         self.ints[self.slot + sb.DROPPED_VARS] += names.count(",") + 1
-        peer = self._peer_key(conn, env)
+        peer = peer_key(conn, env, self.proxies)
         if self._first(peer, "UWSGI_"):
             log.warning("worker %d: ignored %s from %s: a peer cannot configure the vassal", self.wid,
                         names, peer)
@@ -514,78 +519,12 @@ class Worker:
         are counted and summarised once a period (emperor/vassal/peerlog.py)."""
         return self.peer_log.first(peer, kind)
 
-    def _peer_key(self, conn: Conn | None, env: dict[str, Any] | None) -> str:
-        """The address trouble is counted against: a TCP peer's IP (never its port: every probe
-        has a new one); the client address a proxy reports (REMOTE_ADDR) when the peer is a
-        Unix-socket peer or in forwarded-allow-ips, since every request then comes from it."""
-        remote = (env or {}).get("REMOTE_ADDR")
-        if conn is None:
-            return remote or "?"
-        if conn.family == AF_UNIX:
-            return remote or "a unix peer"
-        try:
-            name = conn.getpeername()
-        except OSError:
-            return "?"
-        return remote if remote and self.proxies.allows(name) else str(name[0])
-
     def _note(self, exc: ClientGone, env: dict[str, Any] | None, conn: Conn) -> None:
         """A peer that went away is its own business: debug, except slow peers (rate-limited)."""
-        if exc.slow and self._first(self._peer_key(conn, env), "slow"):
+        if exc.slow and self._first(peer_key(conn, env, self.proxies), "slow"):
             log.info("worker %d: %s", self.wid, exc)
         else:
             log.debug("worker %d: %s %s", self.wid, (env or {}).get("PATH_INFO", ""), exc)
-
-    def _log_request(self, env: dict[str, Any], ex: Exchange, start: int) -> None:
-        ms = (time.monotonic_ns() - start) / 1e6
-        status = (ex.status or "-")[:3]
-        reqlog = self.reqlog
-        if not reqlog.all and not reqlog.wanted(status, _body_size(ex, status), ms):
-            return
-        now = int(time.time())
-        if now != self.log_second:  # one strftime per second, not per request
-            self.log_second, self.log_prefix = now, f"{logs.stamp(now)} [{logs.tag()}] "
-        if reqlog.format is not None:  # log-format: compiled once (emperor/vassal/reqlog.py)
-            self._log_formatted(env, ex, status, ms)
-            return
-        line = (f"{self.log_prefix}{reqlog.prefix()}{reqlog.client(env)} \"{env.get('REQUEST_METHOD', '-')} "
-                f"{env.get('REQUEST_URI') or env.get('PATH_INFO', '')} {env.get('SERVER_PROTOCOL', '-')}\" "
-                f"{status} {ex.sent} {ms:.2f}ms pid={self.pid} worker={self.wid}\n")
-        if reqlog.memory:
-            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
-        try:
-            if self.req_fd >= 0:
-                os.write(self.req_fd, line.encode("latin-1", "replace"))
-            elif self.req_sink is not None:  # req-logger = syslog
-                self.req_sink(line)
-        except OSError:
-            pass
-
-    def _log_formatted(self, env: dict[str, Any], ex: Exchange, status: str, ms: float) -> None:
-        reqlog = self.reqlog
-        assert reqlog.format is not None
-        text = reqlog.format(env, status, ex.sent, self._head_size, int(ms * 1000), self.pid, self.wid,
-                             reqlog.client(env), time.time() - ms / 1000, ex)
-        line = f"{self.log_prefix}{reqlog.prefix()}{text}\n"
-        if reqlog.memory:
-            line += reqlog.memory_line(self.pid, self.wid, self.ints[self.slot + sb.REQUESTS])
-        try:  # as the default line above (kept inline there: it is every request's cost)
-            if self.req_fd >= 0:
-                os.write(self.req_fd, line.encode("latin-1", "replace"))
-            elif self.req_sink is not None:
-                self.req_sink(line)
-        except OSError:
-            pass
-
-    def _head_size(self, ex: Exchange) -> int:
-        """log-format's %(hsize) and %(size): the length of the head sent (from the head cache)."""
-        if not ex.head_sent or ex.status is None:
-            return 0
-        try:
-            return len(self.head(ex.status, ex.headers))
-        except HeaderError:
-            return 0
-
 
 def _rss() -> int:
     """Resident memory of this worker (/proc, no psutil), only consulted when reload-on-rss is set."""
@@ -599,14 +538,3 @@ def _vms() -> int:
     from emperor.vassal.stats import proc_memory
 
     return proc_memory()[1]
-
-
-def _body_size(ex: Exchange, status: str) -> int:
-    """For log-zero: 0 when nothing was sent, the response cannot have a body (204, 304, HEAD)
-    or it declared ``Content-Length: 0``; else the bytes sent (a body follows the head)."""
-    if not ex.sent or status in ("204", "304") or ex.method == "HEAD":
-        return 0
-    for name, value in ex.headers or ():
-        if name.lower() == "content-length" and value.strip() == "0":
-            return 0
-    return ex.sent

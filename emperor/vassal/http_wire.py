@@ -1,0 +1,271 @@
+"""One HTTP/1.1 connection's bytes in a worker: the socket and its parser, the request body, the
+response framing (docs/http.md).
+
+``Connection`` feeds ``emperor.protocol.http``'s sans-IO parser from the socket; ``HTTPInput`` is
+``wsgi.input`` over the parser's body events (de-chunked, bounded by limit-post); ``HTTPExchange``
+frames the app's response (Content-Length, chunked or close-delimited; Date; Connection). What
+to do with a connection (serve, keep, park, close) is ``emperor.vassal.http_conn``'s
+``HTTPServer``, seen here only through ``Heads``, so this module does not import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from emperor.protocol import http
+from emperor.protocol.wsgi import body_allowed, site_environ
+from emperor.vassal.exchange import ClientGone, Exchange
+from emperor.vassal.tls import TLSSite
+
+if TYPE_CHECKING:
+    from emperor.vassal.sockets import Listener
+    from emperor.vassal.worker import Worker
+
+log = logging.getLogger("emperor.http")
+
+RECV_SIZE = 65536
+
+
+class Heads(Protocol):
+    """What a response asks of its server: the checked head (cached) and the Date line."""
+
+    def head(self, status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]: ...
+
+    def date(self) -> bytes: ...
+
+
+class Site:
+    """What an HTTP listener contributes to every environ (computed once, not per request)."""
+
+    __slots__ = ("env", "index", "scheme", "tls")
+
+    def __init__(self, index: int, lst: Listener, tls: TLSSite | None = None) -> None:
+        self.index = index
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
+        try:
+            name = lst.sock.getsockname()
+        except OSError:
+            name = ""
+        self.env = site_environ(name, tls is not None)
+
+
+class BadBody(ConnectionError):
+    """The request body broke the framing (a bad chunk) or the size limit: close the connection."""
+
+
+class Connection:
+    """One client connection: its socket, its parser and what it has served."""
+
+    __slots__ = ("continue_due", "parser", "peer", "served", "site", "sock", "trusted")
+
+    def __init__(self, sock: Any, site: Site, max_head: int, served: int = 0) -> None:
+        self.sock = sock
+        self.site = site
+        self.served = served
+        self.parser = http.RequestParser(max_head)
+        self.continue_due = False
+        try:
+            name = sock.getpeername()
+        except OSError:
+            name = None
+        self.peer = (str(name[0]), str(name[1])) if isinstance(name, tuple) else ("unix:", "")
+        self.trusted = False  # forwarded-allow-ips lists this peer (set by HTTPServer.adopt)
+
+    def fill(self, deadline: float | None = None) -> None:
+        """recv once (the socket's SO_RCVTIMEO bounds the wait) and feed the parser."""
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClientGone("request head not complete within socket-timeout")
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            raise ClientGone("no data within socket-timeout") from None
+        except OSError as exc:
+            raise ClientGone(exc.strerror or str(exc)) from None
+        if not data:
+            raise ClientGone("peer closed the connection")
+        self.parser.feed(data)
+
+    def pending(self) -> bool:
+        """True if a next request has already (partly) arrived; raises ClientGone on EOF."""
+        if self.parser.events:
+            return True
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise ClientGone(exc.strerror or str(exc)) from None
+        if not data:
+            raise ClientGone("peer closed the idle connection")
+        self.parser.feed(data)
+        return True
+
+
+class HTTPInput:
+    """``wsgi.input`` for an HTTP body: reads parser events, de-chunked, then EOF."""
+
+    __slots__ = ("_buf", "_conn", "_done", "_ex", "_limit", "received")
+
+    def __init__(self, conn: Connection, ex: HTTPExchange, limit: int, empty: bool) -> None:
+        self._buf = bytearray()
+        self._conn = conn
+        self._ex = ex
+        self._done = empty
+        self._limit = limit
+        self.received = 0
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _more(self) -> bool:
+        if self._done:
+            return False
+        conn = self._conn
+        if conn.continue_due:
+            conn.continue_due = False
+            self._ex.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while (ev := conn.parser.next_event()) is None:
+            conn.fill()
+        if isinstance(ev, http.HTTPError):
+            raise BadBody(f"bad request body: {ev}")
+        if ev is http.END:
+            self._done = True
+            return False
+        assert isinstance(ev, bytes)
+        self.received += len(ev)
+        if self._limit and self.received > self._limit:
+            raise BadBody(f"request body larger than limit-post {self._limit}")
+        self._buf += ev
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        buf = self._buf
+        if size is None or size < 0:
+            while self._more():
+                pass
+        else:
+            while len(buf) < size and self._more():
+                pass
+        n = len(buf) if size is None or size < 0 else min(size, len(buf))
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        buf = self._buf
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl >= 0 and (limit < 0 or nl < limit):
+                return self.read(nl + 1)
+            if 0 <= limit <= len(buf):
+                return self.read(limit)
+            start = len(buf)
+            if not self._more():
+                return self.read(len(buf) if limit < 0 else min(limit, len(buf)))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Any:
+        while line := self.readline():
+            yield line
+
+    def drain(self, most: int) -> bool:
+        """Read and drop what is left of the body (at most ``most`` bytes); True if it ended."""
+        self._buf.clear()
+        start = self.received
+        while self.received - start <= most:
+            if not self._more():
+                return True
+            self._buf.clear()
+        return False
+
+
+class HTTPExchange(Exchange):
+    """One HTTP response: framing (Content-Length, chunked or close), Date, Connection."""
+
+    __slots__ = ("chunked", "client", "keep", "left", "server", "version10")
+
+    def __init__(self, worker: Worker, conn: Connection, method: str, keep: bool, version10: bool,
+                 server: Heads) -> None:
+        super().__init__(worker, conn.sock, method)  # type: ignore[arg-type]
+        self.client = conn
+        self.keep = keep
+        self.version10 = version10
+        self.chunked = False
+        self.left = -1  # body bytes still owed under the app's Content-Length (-1: no length)
+        self.server = server
+        self.timeouts_set = True  # SO_RCVTIMEO/SO_SNDTIMEO are set once per connection (adopt)
+
+    def make_head(self, length: int = -1) -> bytes:
+        """The head with our framing; ``length`` >= 0 when the whole body is known."""
+        assert self.status is not None
+        base, cl, close = self.server.head(self.status, self.headers)
+        extra = self.server.date()
+        if close or self.client.continue_due:  # (a client still waiting for 100 Continue: the
+            self.keep = False                 # body it may send anyway cannot be told from a request)
+        if not body_allowed(self.method, self.status):
+            if self.method == "HEAD" and cl < 0 and length >= 0:
+                extra += b"Content-Length: %d\r\n" % length
+        elif cl >= 0:
+            self.left = cl
+        elif length >= 0:
+            extra += b"Content-Length: %d\r\n" % length
+        elif not self.version10:
+            self.chunked = True
+            extra += b"Transfer-Encoding: chunked\r\n"
+        else:
+            self.keep = False  # HTTP/1.0 without a length: the end of the body is the close
+        if not self.keep:
+            extra += b"Connection: close\r\n"
+        elif self.version10:
+            extra += b"Connection: keep-alive\r\n"
+        return base + extra + b"\r\n"
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        if not self.head_sent:
+            if self.status is None:
+                raise AssertionError("write() before start_response()")
+            head = self.make_head()
+            self.head_sent = True
+            if not body_allowed(self.method, self.status):
+                self.send(head)
+                self.method = "HEAD"
+                return
+            self.send_with_head(head, self._frame(data) if data else b"")
+        elif data and self.method != "HEAD":
+            self.send(self._frame(data))
+
+    def _frame(self, data: bytes) -> bytes:
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        if self.left >= 0:
+            if len(data) > self.left:
+                log.error("worker %d: the application sent more than its Content-Length; extra "
+                          "bytes dropped and the connection closed", self.worker.wid)
+                self.keep = False
+                data = data[: self.left]
+            self.left -= len(data)
+        return data
+
+    def finish(self) -> None:
+        """After the body: the last chunk, or close when the app sent less than it announced."""
+        if not self.head_sent:
+            self.write(b"")
+        if self.chunked and self.method != "HEAD":
+            self.send(b"0\r\n\r\n")
+        elif self.left > 0:
+            self.keep = False
