@@ -40,7 +40,28 @@ class HeaderError(Exception):
     """The application produced a response head that must not be sent."""
 
 
-class Input:
+class LineReader:
+    """``readlines`` and iteration for a ``wsgi.input`` from its ``readline`` (PEP 3333): written
+    once for the uwsgi body (Input) and the HTTP body (emperor/vassal/http_wire.py)."""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        raise NotImplementedError
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+
+class Input(LineReader):
     """``wsgi.input``: exactly CONTENT_LENGTH bytes, then EOF; never reads past the body."""
 
     __slots__ = ("_buf", "_recv_into", "_remaining")
@@ -108,20 +129,6 @@ class Input:
                 return self.read(limit)
             if not self._fill(_READ_CHUNK):
                 return self.read(len(self._buf) if limit < 0 else min(limit, len(self._buf)))
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines, total = [], 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
-
 
 def _closed_early(remaining: int) -> ConnectionError:
     return ConnectionError(f"client closed the connection with {remaining} body bytes unsent")

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor.protocol import http
-from emperor.protocol.wsgi import body_allowed, site_environ
+from emperor.protocol.wsgi import LineReader, body_allowed, site_environ
 from emperor.vassal.exchange import ClientGone, Exchange
 from emperor.vassal.tls import TLSSite
 
@@ -105,7 +105,7 @@ class Connection:
         return True
 
 
-class HTTPInput:
+class HTTPInput(LineReader):
     """``wsgi.input`` for an HTTP body: reads parser events, de-chunked, then EOF."""
 
     __slots__ = ("_buf", "_conn", "_done", "_ex", "_limit", "received")
@@ -169,19 +169,6 @@ class HTTPInput:
             start = len(buf)
             if not self._more():
                 return self.read(len(buf) if limit < 0 else min(limit, len(buf)))
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines, total = [], 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> Any:
-        while line := self.readline():
-            yield line
 
     def drain(self, most: int) -> bool:
         """Read and drop what is left of the body (at most ``most`` bytes); True if it ended."""
