@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from harness import request, wait_for, wait_for_log
+from harness import ProcGroup, request, wait_for, wait_for_log, wsgi_vars
 from vassal_runner import APPS, start_vassal
 
 pytestmark = pytest.mark.live  # starts real processes (README: Tests)
@@ -139,3 +139,13 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_relative_chdir_is_entered_once(procs: ProcGroup, sock_dir: Path) -> None:
+    """``--chdir apps`` from the tests directory: the path is relative to where the vassal
+    started, and the second chdir after the privilege drop must not resolve it again."""
+    sock = str(sock_dir / "rel.sock")
+    proc = procs.start([sys.executable, "-m", "emperor.vassal", "--socket", sock, "--chdir", APPS.name,
+                        "--module", "testapp"], cwd=APPS.parent, name="rel")
+    wait_for_log(proc, r"ready: \d+ worker", timeout=15)
+    assert request(sock, wsgi_vars(path="/pid"))[0] == 200

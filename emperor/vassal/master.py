@@ -199,7 +199,7 @@ class Master:
             privileges.drop(privileges.for_zerg(self.ident, cfg.zerg))
             if self.chan is not None:
                 set_parent_death_signal()  # a credential change clears it
-            privileges.chdir_as_user(cfg.chdir)
+            privileges.chdir_as_user(os.getcwd() if cfg.chdir else None)  # absolute: chdir was applied
         except privileges.IdentityError as exc:
             log.error("%s", exc)
             return Exit.CONFIG
