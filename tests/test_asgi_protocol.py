@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from emperor.protocol import asgi
+from emperor.protocol.uwsgi import SCHEME_KEY
 from emperor.vassal.loader import kind
 
 NGINX_VARS = {
@@ -20,7 +21,7 @@ NGINX_VARS = {
 
 
 def test_scope_from_nginx_vars() -> None:
-    s = asgi.http_scope(NGINX_VARS, state={"db": 1})
+    s = asgi.http_scope(NGINX_VARS, state={"db": 1}, trust=lambda claim: True)  # nginx is trusted
     assert s["type"] == "http" and s["asgi"] == {"version": "3.0", "spec_version": "2.4"}
     assert s["http_version"] == "1.0" and s["method"] == "POST" and s["scheme"] == "https"
     assert s["path"] == "/café/x" and s["raw_path"] == b"/caf%C3%A9/x" and s["root_path"] == ""
@@ -35,9 +36,32 @@ def test_scope_from_nginx_vars() -> None:
 
 
 def test_scheme_from_https_var_and_defaults() -> None:
-    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTPS": "on"})
+    claims: list[str] = []
+
+    def trust(claim: str) -> bool:
+        claims.append(claim)
+        return True
+
+    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTPS": "on"}, trust=trust)
     assert s["scheme"] == "https" and s["client"] is None and s["server"] is None
     assert s["http_version"] == "1.1" and s["raw_path"] == b"/" and s["headers"] == []
+    assert claims == ["HTTPS=on"]
+
+
+@pytest.mark.parametrize("env,trusted,scheme", [
+    ({"HTTPS": "on"}, False, "http"),  # the default trusts no peer: anyone can write the vars
+    ({"HTTPS": "on"}, True, "https"),
+    ({SCHEME_KEY: "https"}, True, "https"),  # UWSGI_SCHEME, as uWSGI, first
+    ({SCHEME_KEY: "http", "HTTPS": "on"}, True, "http"),
+    ({SCHEME_KEY: "https"}, False, "http"),
+    ({"REQUEST_SCHEME": "https"}, False, "http"),
+])
+def test_scheme_claims_need_a_trusted_peer(env: dict[str, str], trusted: bool, scheme: str) -> None:
+    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", **env}, trust=lambda c: trusted)
+    assert s["scheme"] == scheme
+    env["HTTP_UPGRADE"] = "websocket"
+    ws = asgi.websocket_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", **env}, trust=lambda c: trusted)
+    assert ws["scheme"] == ("wss" if scheme == "https" else "ws")
 
 
 @pytest.mark.parametrize("modifier1,path_info,path", [

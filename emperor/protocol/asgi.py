@@ -14,9 +14,12 @@ HTTP tokens, no CR/LF/NUL anywhere (no response splitting). A broken rule raises
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
+
+from emperor.protocol.uwsgi import SCHEME_KEY
+from emperor.protocol.wsgi import url_scheme
 
 ASGI = {"version": "3.0", "spec_version": "2.4"}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -33,13 +36,23 @@ def _text(raw: str) -> str:
     return raw.encode("latin-1").decode("utf-8", "replace")
 
 
+Trust = Callable[[str], bool]  # (the var that claimed https) -> is the peer believed
+
+
+def _untrusted(claim: str) -> bool:
+    return False
+
+
 def http_scope(env: Mapping[str, str], modifier1: int = 0,
-               state: dict[str, Any] | None = None) -> dict[str, Any]:
+               state: dict[str, Any] | None = None, trust: Trust = _untrusted) -> dict[str, Any]:
     """The ASGI ``http`` scope of one request, from nginx's uwsgi vars.
 
     ``root_path`` is SCRIPT_NAME and ``path`` is the full path, as uvicorn and Starlette
     expect. With modifier1 30 nginx sends the full path in PATH_INFO (the mount point is
     its prefix); otherwise PATH_INFO is taken as relative to SCRIPT_NAME, as in WSGI.
+    ``scheme`` follows the WSGI rule (``wsgi.url_scheme``): what UWSGI_SCHEME,
+    REQUEST_SCHEME or HTTPS claim, but ``https`` only if ``trust(claim)`` believes the peer
+    (forwarded-allow-ips); by default nobody is, since any peer can write those vars.
     """
     script = env.get("SCRIPT_NAME", "")
     path_info = env.get("PATH_INFO", "")
@@ -47,9 +60,9 @@ def http_scope(env: Mapping[str, str], modifier1: int = 0,
         path_info = script + path_info
     uri = env.get("REQUEST_URI", "")
     raw_path = uri.partition("?")[0] if uri else path_info
-    scheme = env.get("REQUEST_SCHEME")
-    if scheme not in ("http", "https"):
-        scheme = "https" if env.get("HTTPS", "").lower() in ("on", "1") else "http"
+    scheme, claim = url_scheme(env, env.get(SCHEME_KEY))
+    if claim and not trust(claim):
+        scheme = "http"
     headers: list[tuple[bytes, bytes]] = []
     for key, value in env.items():
         if key.startswith("HTTP_"):
@@ -81,9 +94,9 @@ def is_websocket(env: Mapping[str, str]) -> bool:
 
 
 def websocket_scope(env: Mapping[str, str], modifier1: int = 0,
-                    state: dict[str, Any] | None = None) -> dict[str, Any]:
+                    state: dict[str, Any] | None = None, trust: Trust = _untrusted) -> dict[str, Any]:
     """The ASGI ``websocket`` scope of an upgrade request (the http scope, less ``method``)."""
-    scope = http_scope(env, modifier1, state)
+    scope = http_scope(env, modifier1, state, trust)
     del scope["method"]
     scope["type"] = "websocket"
     scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from emperor import logs
 from emperor.config_view import ConfigView
 from emperor.protocol import asgi, uwsgi
+from emperor.proxies import AllowList
 from emperor.vassal import loader
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.sockets import Listener
@@ -360,19 +361,24 @@ class UwsgiCodec(asyncio.Protocol):
                 self._reject(uwsgi.ProtocolError("WebSocket upgrade without Sec-WebSocket-Key or "
                                                  "with a version other than 13"))
                 return
-            ws = WebSocketCycle(asgi.websocket_scope(env, modifier1, self.w.lifespan_state), self, key,
+            ws = WebSocketCycle(asgi.websocket_scope(env, modifier1, self.w.lifespan_state, self.believed),
+                                self, key,
                                 self.w.ws_max_size, self.w.ws_ping)
             self.cycle = ws
             if rest:
                 ws.feed(rest)
             self.w.start_websocket(ws, self)
             return
-        scope = asgi.http_scope(env, modifier1, self.w.lifespan_state)
+        scope = asgi.http_scope(env, modifier1, self.w.lifespan_state, self.believed)
         self.body_left = length
         self.cycle = HttpCycle(scope, self, length > 0)
         if rest:
             self._body(rest)
         self.w.start_app(self.cycle, self)
+
+    def believed(self, claim: str) -> bool:
+        """The vars claim https (``claim``): the scope's trust callable (``asgi.http_scope``)."""
+        return self.w.believed(self.transport, claim)
 
     def _body(self, data: bytes) -> None:
         if isinstance(self.cycle, WebSocketCycle):
@@ -520,6 +526,7 @@ class Worker:
         self.ws_ping = (cfg.websockets_ping_freq, cfg.websockets_pong_tolerance)
         self.websockets: set[WebSocketCycle] = set()
         self.timeout = cfg.socket_timeout
+        self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.cap = cfg.asgi_concurrency
         self.log_requests = not cfg.disable_logging
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -817,6 +824,28 @@ class Worker:
             os.write(2, line.encode("latin-1", "replace"))
         except OSError:
             pass
+
+    def believed(self, transport: asyncio.BaseTransport | None, claim: str) -> bool:
+        """An https claim (``claim``: the var that made it) is believed from a Unix-socket peer
+        (the socket's mode decides who connects) and from a TCP peer in forwarded-allow-ips;
+        any other claim is ignored and logged once per peer address, as the sync worker does."""
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        if sock.family == socket.AF_UNIX:
+            return True
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return False
+        if self.proxies.allows(peer):
+            return True
+        key = f"{peer[0]}|scheme"
+        if key not in self.logged and len(self.logged) < 1024:
+            self.logged.add(key)
+            log.warning("worker %d: ignored %s from %s, which is not in forwarded-allow-ips: "
+                        "the ASGI scope's scheme is http", self.wid, claim, peer[0])
+        return False
 
     def note_peer(self, codec: UwsgiCodec, text: str, kind: str = "slow", level: int = logging.INFO) -> None:
         """Trouble caused by a peer: logged once per peer and kind (bounded), never fatal."""
