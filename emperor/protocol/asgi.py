@@ -16,10 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from emperor.protocol.uwsgi import SCHEME_KEY
 from emperor.protocol.wsgi import url_scheme
+
+if TYPE_CHECKING:
+    from emperor.protocol.http import Head
 
 ASGI = {"version": "3.0", "spec_version": "2.4"}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -103,6 +107,42 @@ def websocket_scope(env: Mapping[str, str], modifier1: int = 0,
     offered = env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
     scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
     return scope
+
+
+def scope_from_head(head: Head, server: tuple[str, int] | None, client: tuple[str, int] | None,
+                    scheme: str, trusted: bool, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ASGI ``http`` scope of an HTTP/1.1 request (``protocol.http.Head``).
+
+    ``scheme`` is the listener's (``https`` on an https-socket); ``trusted`` says the peer is
+    in forwarded-allow-ips, whose X-Forwarded-For (its last entry: the address the proxy saw)
+    and X-Forwarded-Proto (http or https) then replace ``client`` and ``scheme``, as on the
+    WSGI side (``wsgi.forwarded``). ``root_path`` is "": an HTTP socket has no mount point.
+    """
+    headers = [(name.lower(), value) for name, value in head.headers]
+    if trusted:
+        xff = b", ".join(v for n, v in headers if n == b"x-forwarded-for")
+        last = xff.rsplit(b",", 1)[-1].strip()
+        if last:
+            client = (last.decode("latin-1"), 0)
+        proto = b"".join(v for n, v in headers if n == b"x-forwarded-proto").strip().lower()
+        if proto in (b"http", b"https"):
+            scheme = proto.decode()
+    path = head.path
+    return {
+        "type": "http",
+        "asgi": dict(ASGI),
+        "http_version": "1.0" if head.version == "HTTP/1.0" else "1.1",
+        "method": head.method,
+        "scheme": scheme,
+        "path": unquote_to_bytes(path).decode("utf-8", "replace") if b"%" in path else path.decode("latin-1"),
+        "raw_path": path,
+        "query_string": head.query.encode("latin-1"),
+        "root_path": "",
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "state": dict(state) if state is not None else {},
+    }
 
 
 def _address(host: str | None, port: str | None) -> tuple[str, int] | None:

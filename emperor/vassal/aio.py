@@ -29,6 +29,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -70,6 +71,19 @@ class Writer(Protocol):
     def finish(self, ok: bool) -> None: ...
     def resume_reading(self) -> None: ...
     def pause_reading(self) -> None: ...
+
+
+class Codec(Protocol):
+    """What the worker needs of a connection (``UwsgiCodec``, ``aio_http.HttpCodec``)."""
+
+    env: dict[str, str] | None  # the request's vars (for the request log and peer notes)
+    cycle: HttpCycle | WebSocketCycle | None
+    status: int  # of a request the codec answered itself (400, 413, ...)
+    start: int  # monotonic_ns when the request began
+    transport: asyncio.Transport | None
+
+    def write(self, data: bytes) -> None: ...
+    def finish(self, ok: bool) -> None: ...
 
 
 # ---- the adapter ---------------------------------------------------------------------------
@@ -650,7 +664,7 @@ class Worker:
             return
         self.accepting = True
         for lst in self.listeners:
-            self.loop.add_reader(lst.sock.fileno(), self._on_listener, lst.sock)
+            self.loop.add_reader(lst.sock.fileno(), self._on_listener, lst)
 
     def _accept_off(self) -> None:
         if not self.accepting:
@@ -662,7 +676,8 @@ class Worker:
             except (ValueError, OSError):
                 pass
 
-    def _on_listener(self, sock: socket.socket) -> None:
+    def _on_listener(self, lst: Listener) -> None:
+        sock = lst.sock
         for _ in range(ACCEPT_BATCH):
             if self.in_flight >= self.cap:
                 self._accept_off()  # the rest waits in the kernel queue
@@ -680,12 +695,22 @@ class Worker:
                 raise
             conn.setblocking(False)
             self._count_in()
-            self._task(self._connect(conn))
+            self._task(self._connect(conn, lst))
 
-    async def _connect(self, conn: socket.socket) -> None:
+    def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
+        """The codec of a listener's connections (and its TLS context). This worker speaks uwsgi
+        only; ``aio_http.Worker`` adds HTTP and HTTPS listeners."""
+        return (lambda: UwsgiCodec(self)), None
+
+    async def _connect(self, conn: socket.socket, lst: Listener) -> None:
+        factory, tls = self.codec_for(lst)
         try:
-            await self.loop.connect_accepted_socket(lambda: UwsgiCodec(self), conn)
-        except OSError:
+            if tls is None:
+                await self.loop.connect_accepted_socket(factory, conn)
+            else:
+                await self.loop.connect_accepted_socket(factory, conn, ssl=tls,
+                                                        ssl_handshake_timeout=self.timeout)
+        except (OSError, ssl.SSLError, TimeoutError):
             conn.close()
             self._count_out()
 
@@ -708,7 +733,7 @@ class Worker:
             self._accept_on()
 
     # ---- requests --------------------------------------------------------------------------
-    def start_app(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
+    def start_app(self, cycle: HttpCycle, codec: Codec) -> None:
         if self.cfg.harakiri:
             s = cycle.scope
             self.board.set_text(self.index, f"{s['method']} {s['raw_path'].decode('latin-1')} "
@@ -720,13 +745,13 @@ class Worker:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def start_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
+    def start_websocket(self, ws: WebSocketCycle, codec: Codec) -> None:
         if self.stop_reason:
             ws.close_with(1001, "server stopping")
         self.websockets.add(ws)
         self._task(self._run_websocket(ws, codec))
 
-    async def _run_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
+    async def _run_websocket(self, ws: WebSocketCycle, codec: Codec) -> None:
         path = ws.scope["path"]
         try:
             await self.app(ws.scope, ws.receive, ws.send)
@@ -751,7 +776,7 @@ class Worker:
         finally:
             self.websockets.discard(ws)
 
-    async def _run_app(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
+    async def _run_app(self, cycle: HttpCycle, codec: Codec) -> None:
         response = cycle.response
         scope = cycle.scope
         try:
@@ -774,7 +799,7 @@ class Worker:
                       else "sending http.response.start")
             self._fail(cycle, codec)
 
-    def _fail(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
+    def _fail(self, cycle: HttpCycle, codec: Codec) -> None:
         """500 when nothing was written yet; otherwise reset the connection (a truncated reply)."""
         if cycle.gone:
             return
@@ -788,10 +813,14 @@ class Worker:
         codec.write(data)
         codec.finish(ok=True)
 
-    def connection_done(self, codec: UwsgiCodec) -> None:
-        """Per-connection bookkeeping, as the sync worker does per request."""
-        ints, slot = self.ints, self.slot
+    def connection_done(self, codec: Codec) -> None:
+        """Per-connection bookkeeping (one request per uwsgi connection)."""
         self._count_out()
+        self.request_done(codec)
+
+    def request_done(self, codec: Codec) -> None:
+        """Per-request bookkeeping, as the sync worker does: counters, log line, recycling."""
+        ints, slot = self.ints, self.slot
         ints[slot + sb.REQUESTS] += 1
         cycle = codec.cycle
         if cycle is not None:
@@ -806,7 +835,7 @@ class Worker:
         elif self.rss_limit and (rss := _rss()) > self.rss_limit:
             self.begin_stop(f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)")
 
-    def _log_request(self, codec: UwsgiCodec, took_us: int) -> None:
+    def _log_request(self, codec: Codec, took_us: int) -> None:
         env = codec.env or {}
         cycle = codec.cycle
         if isinstance(cycle, WebSocketCycle):
@@ -847,7 +876,7 @@ class Worker:
                         "the ASGI scope's scheme is http", self.wid, claim, peer[0])
         return False
 
-    def note_peer(self, codec: UwsgiCodec, text: str, kind: str = "slow", level: int = logging.INFO) -> None:
+    def note_peer(self, codec: Codec, text: str, kind: str = "slow", level: int = logging.INFO) -> None:
         """Trouble caused by a peer: logged once per peer and kind (bounded), never fatal."""
         peer = (codec.env or {}).get("REMOTE_ADDR") or _peer(codec.transport)
         key = f"{peer}|{kind}"
