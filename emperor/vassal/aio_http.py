@@ -78,6 +78,8 @@ class HttpExchange(aio.HttpCycle):
         response = self.response
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "http.response.start" and not response.started:
+            if self.continue_due:  # answered without reading: the client must not send the body
+                self.keep_alive = False
             message = dict(message, headers=self._framed(message))
         head = response.head
         data, done = response.on_message(message)
@@ -290,6 +292,9 @@ class HttpCodec(asyncio.Protocol):
             return
         keep = (isinstance(cycle, HttpExchange) and cycle.keep_alive and not self.w.stop_reason
                 and cycle.response.status < 500)  # after a server error (a 500 of ours too): close
+        if isinstance(cycle, HttpExchange) and cycle.continue_due:
+            self._close()  # no 100 was sent: no body is coming (the head said Connection: close)
+            return
         if not self.body_done:
             # the app did not read the whole body: read and drop it (bounded by socket-timeout),
             # then close, so the client sees our answer and not a reset
