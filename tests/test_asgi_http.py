@@ -21,11 +21,15 @@ import pytest
 from harness import Nginx, ProcGroup, free_port, http_get, wait_for_log
 from harness.http_client import RawHTTP, request_bytes
 from harness.procs import Proc
+from test_asgi_websocket import Client
 from vassal_runner import APPS
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, RejectConnection, TextMessage
 
 pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
 Addr = tuple[str, int]
+WS_PROXY = ('proxy_http_version 1.1;\nproxy_set_header Upgrade $http_upgrade;\n'
+            'proxy_set_header Connection "upgrade";\nproxy_read_timeout 60s;')
 
 
 def start_asgi_http(procs: ProcGroup, *args: str, name: str = "asgi-http") -> Proc:
@@ -50,6 +54,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
                                     "proxy_set_header X-Forwarded-For $remote_addr;\n"
                                     "proxy_set_header X-Forwarded-Proto https;")
         ng.add_proxy("/plain/", up + "/")  # proxy_pass http://asgi_http/: /plain/x -> /x
+        ng.add_proxy("/ws", up, keepalive=False, extra=WS_PROXY)
         ng.start()
         yield {"addr": ("127.0.0.1", port), "vassal": vassal, "ng": ng, "url": ng.url("/").rstrip("/")}
     finally:
@@ -249,6 +254,54 @@ def test_behind_nginx_streamed_response(front: dict[str, object]) -> None:
     finally:
         conn.close()
     assert len(lags) == 4 and max(lags) < 0.1, lags
+
+
+# ---- WebSockets ------------------------------------------------------------------------
+def _echo(c: Client, n: int) -> None:
+    assert isinstance(c.handshake, AcceptConnection)
+    for i in range(n):
+        if i % 2:
+            c.send(BytesMessage(data=bytes([i % 256]) * (i % 300)))
+            assert c.message() == bytes([i % 256]) * (i % 300)
+        else:
+            c.send(TextMessage(data=f"message {i} é"))
+            assert c.message() == f"message {i} é"
+    c.send(CloseConnection(code=1000))
+    assert isinstance(c.message(), CloseConnection)
+    c.close()
+
+
+def test_websocket_echo_direct(front: dict[str, object]) -> None:
+    port = front["addr"][1]  # type: ignore[index]
+    _echo(Client(port, "/ws"), 1000)
+    c = Client(port, "/ws-scope", subprotocols=["chat"])
+    assert isinstance(c.handshake, AcceptConnection) and c.handshake.subprotocol == "chat"
+    s = json.loads(c.message())  # type: ignore[arg-type]
+    assert s["type"] == "websocket" and s["scheme"] == "ws" and s["subprotocols"] == ["chat"]
+    assert "method" not in s and s["path"] == "/ws-scope"
+    c.close()
+    c = Client(port, "/ws-refuse")
+    assert isinstance(c.handshake, RejectConnection) and c.handshake.status_code == 403
+    c.close()
+
+
+def test_websocket_echo_behind_nginx_proxy_pass(front: dict[str, object]) -> None:
+    port = int(str(front["url"]).rsplit(":", 1)[1])
+    _echo(Client(port, "/ws"), 1000)
+
+
+def test_websocket_closed_with_1001_on_graceful_stop(procs: ProcGroup) -> None:
+    port = free_port()
+    proc = start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", name="ws-stop")
+    c = Client(port, "/ws")
+    assert isinstance(c.handshake, AcceptConnection)
+    c.send(TextMessage(data="hi"))
+    assert c.message() == "hi"
+    proc.popen.send_signal(15)  # SIGTERM: graceful stop
+    close = c.message()
+    assert isinstance(close, CloseConnection) and close.code == 1001
+    c.close()
+    assert proc.wait(10) == 0
 
 
 # ---- keep-alive policy: own vassals ------------------------------------------------------

@@ -243,6 +243,9 @@ class HttpCodec(asyncio.Protocol):
         if w.limit_post and length > w.limit_post:
             self._bad(http.HTTPError(413, f"Content-Length {length} is over limit-post ({w.limit_post})"))
             return
+        if self.parser.upgraded and head.method == "GET" and _is_websocket(head):
+            self._websocket(head)
+            return
         has_body = head.chunked or length > 0
         keep = (head.keep_alive and not self.parser.upgraded and w.keepalive > 0
                 and self.served < w.keepalive_requests and not w.stop_reason)
@@ -252,6 +255,28 @@ class HttpCodec(asyncio.Protocol):
         cycle = HttpExchange(scope, self, has_body, keep, head.expect_continue and has_body)
         self.cycle = cycle
         w.start_app(cycle, self)
+
+    def _websocket(self, head: http.Head) -> None:
+        """An upgrade to WebSocket: the same ``WebSocketCycle`` as behind ``uwsgi_pass``; the
+        connection then carries frames only and closes with the WebSocket."""
+        fields = {n.lower(): v for n, v in head.headers}
+        key = fields.get(b"sec-websocket-key", b"").decode("latin-1")
+        if not key or fields.get(b"sec-websocket-version") != b"13":
+            self._bad(http.HTTPError(400, "WebSocket upgrade without Sec-WebSocket-Key or with a "
+                                          "version other than 13"))
+            return
+        self.parser.events.clear()  # the upgrade request's END: nothing else is parsed
+        scope = asgi.scope_from_head(head, self.server, self.peer, self.scheme, self.trusted,
+                                     self.w.lifespan_state)
+        del scope["method"]
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+        offered = fields.get(b"sec-websocket-protocol", b"").decode("latin-1")
+        scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
+        ws = aio.WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
+        self.cycle = ws
+        self.body_done = True
+        self.w.start_websocket(ws, self)
 
     # ---- the Writer interface ------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -386,6 +411,10 @@ class HttpCodec(asyncio.Protocol):
             self.abort()
             return
         self._close()  # an idle keep-alive connection, or a client that sent nothing
+
+
+def _is_websocket(head: http.Head) -> bool:
+    return any(n.lower() == b"upgrade" and b"websocket" in v.lower() for n, v in head.headers)
 
 
 class Worker(aio.Worker):
