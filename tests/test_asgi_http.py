@@ -22,6 +22,7 @@ from harness import Nginx, ProcGroup, free_port, http_get, wait_for_log
 from harness.http_client import RawHTTP, request_bytes
 from harness.procs import Proc
 from test_asgi_websocket import Client
+from test_http_tls import TLSClient, make_cert
 from vassal_runner import APPS
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, RejectConnection, TextMessage
 
@@ -216,6 +217,18 @@ def test_app_error_is_500_and_closes(front: dict[str, object]) -> None:
         assert scope_of(c)["method"] == "GET"
 
 
+def test_body_short_of_content_length_resets(front: dict[str, object]) -> None:
+    """An app that declares 10 bytes and sends 5: the connection is cut (a reset), never left
+    open for the client to read the next response as the missing bytes."""
+    with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/short"))
+        assert c.closed_by_peer()
+        assert not c.buf.endswith(b"12345")
+    wait_for_log(front["vassal"], r"bytes under the response's Content-Length", timeout=5)  # type: ignore[arg-type]
+    with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
+        assert scope_of(c)["method"] == "GET"
+
+
 # ---- behind nginx proxy_pass -----------------------------------------------------------
 def test_behind_nginx_json_get_and_trusted_forwarding(front: dict[str, object]) -> None:
     status, _, body = http_get(str(front["url"]) + "/scope?x=1")
@@ -304,7 +317,43 @@ def test_websocket_closed_with_1001_on_graceful_stop(procs: ProcGroup) -> None:
     assert proc.wait(10) == 0
 
 
-# ---- keep-alive policy: own vassals ------------------------------------------------------
+# ---- own vassals: TLS, timeouts, keep-alive policy -------------------------------------
+def test_https_socket(procs: ProcGroup, tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path, "asgi")
+    port = free_port()
+    start_asgi_http(procs, "--https-socket", f"127.0.0.1:{port},{cert},{key}", "--processes", "1")
+    with TLSClient(port, cert) as c:
+        s = scope_of(c)
+        assert s["scheme"] == "https" and s["server"] == ["127.0.0.1", port]
+        assert scope_of(c)["client"] == s["client"]  # kept alive over TLS
+
+
+def test_slow_head_is_cut_after_socket_timeout(procs: ProcGroup) -> None:
+    """A client trickling its head (slowloris) is cut after socket-timeout, not kept alive by
+    each byte."""
+    port = free_port()
+    proc = start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--socket-timeout", "1",
+                           "--processes", "1")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        t0 = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        closed = False
+        while time.monotonic() - t0 < 4:
+            try:
+                sock.sendall(b"X")
+                sock.settimeout(0.3)
+                if sock.recv(1024) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed and time.monotonic() - t0 < 2.5
+    wait_for_log(proc, r"sent only part of a request head", timeout=5)
+
+
 def test_idle_keepalive_connection_is_closed(procs: ProcGroup) -> None:
     port = free_port()
     start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--http-keepalive", "1", "--processes", "1")

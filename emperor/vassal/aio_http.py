@@ -55,7 +55,7 @@ class HttpExchange(aio.HttpCycle):
     """The adapter for one HTTP/1.1 request: ``HttpCycle`` plus the response's framing
     (Content-Length, chunked or close-delimited) and the ``100 Continue`` on the first read."""
 
-    __slots__ = ("chunked", "continue_due", "keep_alive", "version")
+    __slots__ = ("chunked", "continue_due", "keep_alive", "left", "version")
 
     def __init__(self, scope: dict[str, Any], writer: HttpCodec, has_body: bool, keep_alive: bool,
                  continue_due: bool) -> None:
@@ -63,6 +63,7 @@ class HttpExchange(aio.HttpCycle):
         self.keep_alive = keep_alive
         self.continue_due = continue_due
         self.chunked = False
+        self.left = -1  # body bytes still due under the app's Content-Length (-1: none given)
         self.version = scope["http_version"]
 
     async def receive(self) -> aio.Message:
@@ -83,6 +84,12 @@ class HttpExchange(aio.HttpCycle):
             message = dict(message, headers=self._framed(message))
         head = response.head
         data, done = response.on_message(message)
+        if kind == "http.response.body" and self.left >= 0 and response.with_body:
+            self.left -= len(data) - len(head)
+            if self.left < 0 or (done and self.left):
+                side = "over" if self.left < 0 else "under"
+                raise asgi.ResponseError(f"the body is {abs(self.left)} bytes {side} the response's "
+                                         "Content-Length")
         if kind == "http.response.body" and self.chunked:
             body = data[len(head):]
             framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
@@ -112,6 +119,9 @@ class HttpExchange(aio.HttpCycle):
                 continue
             if lname == b"content-length":
                 length = True
+                if not value.isdigit() or self.left >= 0:
+                    raise asgi.ResponseError(f"bad or repeated content-length {value[:40]!r}")
+                self.left = int(value)
             headers.append(pair)
         bodiless = (self.scope["method"] == "HEAD" or not isinstance(status, int)
                     or status < 200 or status in (204, 304))
@@ -149,6 +159,7 @@ class HttpCodec(asyncio.Protocol):
         self.reading_paused = False
         self.paused_writing: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.head_due = False  # the timer is the head's deadline (socket-timeout), not keep-alive's
         self.peer: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.trusted = True
@@ -164,6 +175,7 @@ class HttpCodec(asyncio.Protocol):
         self.server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
         self.w.http_conns.add(self)
         self._set_timer(self.w.timeout, self._too_slow)
+        self.head_due = True
 
     def data_received(self, data: bytes) -> None:
         if self.closing and not self.discarding:
@@ -171,8 +183,9 @@ class HttpCodec(asyncio.Protocol):
         if isinstance(self.cycle, aio.WebSocketCycle):
             self.cycle.feed(data)
             return
-        if self.idle and self.timer is not None:  # a keep-alive wait ends: the head must come in time
+        if self.idle and not self.head_due:  # a keep-alive wait ends: the head must come in time
             self._set_timer(self.w.timeout, self._too_slow)
+            self.head_due = True
         self.parser.feed(data)
         self._process()
 
@@ -232,6 +245,7 @@ class HttpCodec(asyncio.Protocol):
 
     def _request(self, head: http.Head) -> None:
         self._cancel_timer()
+        self.head_due = False
         self.idle = False
         self.start = time.monotonic_ns()
         self.status = 0
