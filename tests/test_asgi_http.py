@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Nginx, ProcGroup, free_port, http_get, wait_for_log
+from harness import Nginx, ProcGroup, free_port, http_get, wait_for, wait_for_log
 from harness.http_client import RawHTTP, request_bytes
 from harness.procs import Proc
+from test_asgi import stats_doc
 from test_asgi_websocket import Client
 from test_http_tls import TLSClient, make_cert
 from vassal_runner import APPS
@@ -352,6 +353,44 @@ def test_slow_head_is_cut_after_socket_timeout(procs: ProcGroup) -> None:
                 break
         assert closed and time.monotonic() - t0 < 2.5
     wait_for_log(proc, r"sent only part of a request head", timeout=5)
+
+
+def test_stats_count_requests_and_idle_keepalive_is_not_in_flight(procs: ProcGroup, sock_dir: Path) -> None:
+    """Each request on a kept connection is counted; between requests the connection is not in
+    flight (an idle worker looks idle to the stats, busyness and harakiri); during one it is."""
+    port = free_port()
+    stats = sock_dir / "stats.sock"
+    start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", "--stats", str(stats))
+    with RawHTTP(("127.0.0.1", port)) as c:
+        for _ in range(3):
+            c.send(request_bytes("GET", "/"))
+            assert c.response().status == 200
+        w = wait_for(lambda: (d := stats_doc(stats)["workers"][0])["requests"] == 3 and d, 5,
+                     what="3 requests in the stats")
+        assert w["in_flight"] == 0 and w["status"] == "idle"
+        c.send(request_bytes("GET", "/sleep?s=1"))
+        w = wait_for(lambda: (d := stats_doc(stats)["workers"][0])["in_flight"] == 1 and d, 5,
+                     what="the slow request in flight")
+        assert w["status"] == "busy"
+        assert c.response().status == 200
+
+
+def test_harakiri_on_a_blocked_loop(procs: ProcGroup) -> None:
+    port = free_port()
+    proc = start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", "--harakiri", "2")
+    t0 = time.monotonic()
+    with RawHTTP(("127.0.0.1", port), timeout=30) as c:
+        c.send(request_bytes("GET", "/block?s=60"))
+        assert c.closed_by_peer(within=10)  # the worker died with the request
+    assert time.monotonic() - t0 < 10
+    wait_for_log(proc, r"HARAKIRI: worker 1 .*GET /block", timeout=5)
+
+    def serving() -> bool:
+        with RawHTTP(("127.0.0.1", port)) as c:
+            c.send(request_bytes("GET", "/"))
+            return c.response().status == 200
+
+    wait_for(serving, 10, what="serving again", ignore=(OSError, EOFError))
 
 
 def test_idle_keepalive_connection_is_closed(procs: ProcGroup) -> None:

@@ -156,6 +156,8 @@ class HttpCodec(asyncio.Protocol):
         self.discarding = False  # the response is done: drop the rest of the body, then close
         self.closing = False
         self.idle = True  # between requests (a stop closes such a connection at once)
+        self.counted = True  # in the worker's in_flight (accepted, or serving a request)
+        self.pooled = False  # an idle keep-alive connection (not in flight; bounded by the cap)
         self.reading_paused = False
         self.paused_writing: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -197,7 +199,12 @@ class HttpCodec(asyncio.Protocol):
             self.cycle.client_gone()
         if self.paused_writing is not None and not self.paused_writing.done():
             self.paused_writing.set_result(None)
-        self.w.connection_closed()
+        if self.pooled:
+            self.pooled = False
+            self.w.idle_http -= 1
+        if self.counted:
+            self.counted = False
+            self.w.connection_closed()
 
     def pause_writing(self) -> None:
         if self.paused_writing is None or self.paused_writing.done():
@@ -243,7 +250,25 @@ class HttpCodec(asyncio.Protocol):
                 self._request(event)
             # a stray END or body piece cannot come before a head: the parser orders them
 
+    def _busy(self) -> None:
+        """A request begins: the connection counts as in flight again (harakiri, stats, the cap)."""
+        if self.pooled:
+            self.pooled = False
+            self.w.idle_http -= 1
+        if not self.counted:
+            self.counted = True
+            self.w._count_in()
+
+    def _rest(self) -> None:
+        """Kept alive between requests: not in flight, so an idle worker looks idle."""
+        self.pooled = True
+        self.w.idle_http += 1
+        if self.counted:
+            self.counted = False
+            self.w.connection_closed()
+
     def _request(self, head: http.Head) -> None:
+        self._busy()
         self._cancel_timer()
         self.head_due = False
         self.idle = False
@@ -345,11 +370,12 @@ class HttpCodec(asyncio.Protocol):
             self._set_timer(min(self.w.timeout, 2.0), self._close)
             self._process()
             return
-        if not keep or (self.parser.dead and not self.parser.events):
+        if not keep or (self.parser.dead and not self.parser.events) or self.w.idle_http >= self.w.cap:
             self._close()
             return
         self.idle = True
         self.cycle = None
+        self._rest()
         self._set_timer(self.w.keepalive, self._close)
         self.resume_reading()
         if self.parser.events:
@@ -385,9 +411,10 @@ class HttpCodec(asyncio.Protocol):
         if isinstance(self.cycle, aio.HttpCycle):
             self.cycle.client_gone()  # the app's receive() sees a disconnect
         if self.idle:
+            self._busy()
             self.idle = False
             self.start = time.monotonic_ns()
-            self.env = self.env or {"REMOTE_ADDR": self.peer[0] if self.peer else "-"}
+            self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-"}
         self.cycle = None
         self.status = err.status
         body = str(err).encode() + b"\n"
@@ -441,6 +468,7 @@ class Worker(aio.Worker):
         self.keepalive_requests = cfg.http_keepalive_requests
         self.tls = sites(cfg)
         self.http_conns: set[HttpCodec] = set()
+        self.idle_http = 0  # kept-alive connections between requests (at most asgi-concurrency)
 
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
         if lst.proto == "uwsgi":
