@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import Nginx, ProcGroup, free_port, http_get, wait_for, wait_for_log
+from harness import BackgroundLoad, Nginx, ProcGroup, free_port, http_get, wait_for, wait_for_log
 from harness.http_client import RawHTTP, request_bytes
 from harness.procs import Proc
 from test_asgi import stats_doc
 from test_asgi_websocket import Client
 from test_http_tls import TLSClient, make_cert
-from vassal_runner import APPS
+from vassal_runner import APPS, worker_pids
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, RejectConnection, TextMessage
 
 pytestmark = pytest.mark.live  # starts real processes (README: Tests)
@@ -268,6 +271,31 @@ def test_behind_nginx_streamed_response(front: dict[str, object]) -> None:
     finally:
         conn.close()
     assert len(lags) == 4 and max(lags) < 0.1, lags
+
+
+def test_reload_under_load_behind_nginx_keepalive_fails_nothing(procs: ProcGroup, nginx: Any) -> None:
+    """Graceful reload with nginx holding kept-alive upstream connections: the old workers
+    close their idle connections and finish the busy ones with Connection: close."""
+    port = free_port()
+    proc = start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "2", name="reload")
+    ng = nginx()
+    up = ng.add_upstream("reload_up", [("127.0.0.1", port)], "keepalive 8;")
+    ng.add_proxy("/", up)
+    ng.start()
+    old = worker_pids(proc)
+
+    def probe() -> None:
+        status, _, body = http_get(ng.url("/sleep?s=0.05"))
+        if status != 200:
+            raise AssertionError(f"HTTP {status} {body[:80]!r}")
+
+    with BackgroundLoad(probe, threads=8, seconds=30) as load:
+        wait_for(lambda: load.result.ok >= 50, 10, what="load before the reload")
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: worker_pids(proc) and not (worker_pids(proc) & old), 15, what="new workers")
+        settled = load.result.ok
+        wait_for(lambda: load.result.ok >= settled + 50, 10, what="load served by the new workers")
+    assert load.result.failed == 0 and load.result.ok > 100, load.result
 
 
 # ---- WebSockets ------------------------------------------------------------------------
