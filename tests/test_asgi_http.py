@@ -37,9 +37,10 @@ WS_PROXY = ('proxy_http_version 1.1;\nproxy_set_header Upgrade $http_upgrade;\n'
             'proxy_set_header Connection "upgrade";\nproxy_read_timeout 60s;')
 
 
-def start_asgi_http(procs: ProcGroup, *args: str, name: str = "asgi-http") -> Proc:
+def start_asgi_http(procs: ProcGroup, *args: str, name: str = "asgi-http",
+                    env: dict[str, str] | None = None) -> Proc:
     cmd = [sys.executable, "-m", "emperor.vassal", "--chdir", str(APPS), "--asgi", "asgiapp:app", *args]
-    proc = procs.start(cmd, name=name)
+    proc = procs.start(cmd, name=name, env=env)
     wait_for_log(proc, r"ready: \d+ worker", timeout=15)
     return proc
 
@@ -51,8 +52,9 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     procs = ProcGroup(tmp / "logs")
     try:
         port = free_port()
+        events = tmp / "events.log"
         vassal = start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1",
-                                 "--limit-post", "2000000")
+                                 "--limit-post", "2000000", env={"ASGI_EVENTS": str(events)})
         ng = Nginx(tmp / "nginx", group=procs)
         up = ng.add_upstream("asgi_http", [("127.0.0.1", port)], "keepalive 8;")
         ng.add_proxy("/", up, extra="proxy_buffering off;\nproxy_request_buffering off;\n"
@@ -61,7 +63,8 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         ng.add_proxy("/plain/", up + "/")  # proxy_pass http://asgi_http/: /plain/x -> /x
         ng.add_proxy("/ws", up, keepalive=False, extra=WS_PROXY)
         ng.start()
-        yield {"addr": ("127.0.0.1", port), "vassal": vassal, "ng": ng, "url": ng.url("/").rstrip("/")}
+        yield {"addr": ("127.0.0.1", port), "vassal": vassal, "events": events, "ng": ng,
+               "url": ng.url("/").rstrip("/")}
     finally:
         procs.stop_all()
         procs.assert_no_orphans()
@@ -171,6 +174,18 @@ def test_streamed_download_each_chunk_at_once(front: dict[str, object]) -> None:
     assert len(lags) == 4 and max(lags) < 0.1, lags
 
 
+def test_client_disconnect_reaches_the_app(front: dict[str, object]) -> None:
+    """The client goes away mid-response on a kept-alive HTTP connection: http.disconnect."""
+    events = Path(str(front["events"]))
+    before = events.read_text().count("disconnect") if events.exists() else 0
+    with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/wait-disconnect"))
+        while b"waiting" not in c.buf:
+            assert c._fill()
+    wait_for(lambda: events.exists() and events.read_text().count("disconnect") > before, 10,
+             what="the app to see http.disconnect")
+
+
 def test_pipelined_requests_in_order(front: dict[str, object]) -> None:
     with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
         c.send(request_bytes("GET", "/sleep?s=0.2") + request_bytes("POST", "/echo", body=b"payload")
@@ -271,6 +286,21 @@ def test_behind_nginx_streamed_response(front: dict[str, object]) -> None:
     finally:
         conn.close()
     assert len(lags) == 4 and max(lags) < 0.1, lags
+
+
+def test_idle_connection_survives_a_graceful_reload(procs: ProcGroup) -> None:
+    """An idle keep-alive connection is handed to the master at a reload (not closed under a
+    proxy that may be reusing it); the next request on it is served by a new worker."""
+    port = free_port()
+    proc = start_asgi_http(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1", name="park")
+    old = worker_pids(proc)
+    with RawHTTP(("127.0.0.1", port)) as c:
+        assert scope_of(c)["pid"] in old
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: worker_pids(proc) and not (worker_pids(proc) & old), 15, what="new workers")
+        assert not c.closed_by_peer(within=0.3)
+        s = scope_of(c)
+        assert s["pid"] not in old and s["pid"] in worker_pids(proc)
 
 
 def test_reload_under_load_behind_nginx_keepalive_fails_nothing(procs: ProcGroup, nginx: Any) -> None:

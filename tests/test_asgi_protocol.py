@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from emperor.protocol import asgi
+from emperor.protocol import asgi, http
 from emperor.protocol.uwsgi import SCHEME_KEY
 from emperor.vassal.loader import kind
 
@@ -168,3 +168,35 @@ def test_framework_kinds() -> None:
     from starlette.applications import Starlette
 
     assert kind(Starlette()) == "asgi" and kind(FastAPI()) == "asgi" and kind(flask.Flask("x")) == "wsgi"
+
+
+def _head(raw: bytes) -> http.Head:
+    parser = http.RequestParser()
+    parser.feed(raw)
+    head = parser.next_event()
+    assert isinstance(head, http.Head)
+    return head
+
+
+def test_scope_from_an_http_head() -> None:
+    head = _head(b"POST /caf%C3%A9/x?a=1 HTTP/1.0\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                 b"X-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n")
+    s = asgi.scope_from_head(head, ("127.0.0.1", 80), ("10.0.0.7", 5000), "http", False, {"db": 1})
+    assert s["type"] == "http" and s["http_version"] == "1.0" and s["method"] == "POST"
+    assert s["path"] == "/café/x" and s["raw_path"] == b"/caf%C3%A9/x" and s["query_string"] == b"a=1"
+    assert s["root_path"] == "" and s["scheme"] == "http" and s["client"] == ("10.0.0.7", 5000)
+    assert s["server"] == ("127.0.0.1", 80) and s["state"] == {"db": 1}
+    assert (b"host", b"h") in s["headers"] and (b"x-forwarded-for", b"1.2.3.4") in s["headers"]
+    trusted = asgi.scope_from_head(head, None, ("10.0.0.7", 5000), "http", True)
+    assert trusted["scheme"] == "https" and trusted["client"] == ("1.2.3.4", 0)
+
+
+@pytest.mark.parametrize("fields,scheme,client", [
+    (b"X-Forwarded-For: 9.9.9.9, 1.2.3.4\r\n", "https", ("1.2.3.4", 0)),  # the last entry: what the proxy saw
+    (b"X-Forwarded-Proto: gopher\r\n", "https", ("10.0.0.7", 1)),  # only http/https replace the scheme
+    (b"X-Forwarded-Proto: http\r\n", "http", ("10.0.0.7", 1)),
+])
+def test_forwarded_fields_from_a_trusted_peer(fields: bytes, scheme: str, client: tuple[str, int]) -> None:
+    head = _head(b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
+    s = asgi.scope_from_head(head, None, ("10.0.0.7", 1), "https", True)
+    assert s["scheme"] == scheme and s["client"] == client

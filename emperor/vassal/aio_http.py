@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emperor.protocol import asgi, http
-from emperor.vassal import aio
+from emperor.vassal import aio, parking
 from emperor.vassal.sockets import Listener
 from emperor.vassal.tls import sites
 
@@ -142,16 +142,17 @@ class HttpExchange(aio.HttpCycle):
 class HttpCodec(asyncio.Protocol):
     """One HTTP/1.1 connection: requests in order, keep-alive, every error closes."""
 
-    def __init__(self, worker: Worker, scheme: str) -> None:
+    def __init__(self, worker: Worker, scheme: str, index: int, served: int = 0) -> None:
         self.w = worker
         self.scheme = scheme
+        self.index = index  # the listener's, for parking
         self.parser = http.RequestParser(worker.buffer_size)
         self.transport: asyncio.Transport | None = None
         self.cycle: aio.HttpCycle | aio.WebSocketCycle | None = None
         self.env: dict[str, str] | None = None
         self.status = 0
         self.start = time.monotonic_ns()
-        self.served = 0
+        self.served = served
         self.body_done = True  # the current request's body has been read to its end
         self.discarding = False  # the response is done: drop the rest of the body, then close
         self.closing = False
@@ -395,11 +396,34 @@ class HttpCodec(asyncio.Protocol):
             self.transport.abort()
 
     def stop(self) -> None:
-        """The worker stops: an idle connection closes now, a busy one after its response."""
+        """The worker stops: an idle connection goes to the master (which hands it to the next
+        worker when a request arrives, so a proxy reusing it never sees it closed), or closes;
+        a busy one closes after its response."""
         if self.idle:
-            self._close()
+            if not self._park():
+                self._close()
         elif isinstance(self.cycle, HttpExchange):
             self.cycle.keep_alive = False  # Connection: close if the head is not sent yet
+
+    def _park(self) -> bool:
+        """Hand this idle connection to the master (plain TCP/Unix only: TLS state cannot move);
+        False if it cannot be parked (nothing half-read may be lost)."""
+        park = self.w.park
+        if (park is None or self.scheme == "https" or self.transport is None or self.closing
+                or self.parser.head_started or self.parser.events):
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            parking.send_conn(park, sock.fileno(), self.served, self.index, socket.MSG_DONTWAIT)
+        except OSError as exc:
+            log.debug("worker %d: cannot park an idle connection (%s): closing it", self.w.wid, exc.strerror)
+            return False
+        self.closing = True
+        self._cancel_timer()
+        self.transport.close()  # only our copy of the fd: the master holds the connection now
+        return True
 
     # ---- internals -----------------------------------------------------------------------
     def _bad(self, err: http.HTTPError) -> None:
@@ -469,13 +493,61 @@ class Worker(aio.Worker):
         self.tls = sites(cfg)
         self.http_conns: set[HttpCodec] = set()
         self.idle_http = 0  # kept-alive connections between requests (at most asgi-concurrency)
+        self.park: socket.socket | None = None  # set by the master when the vassal speaks HTTP
 
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
         if lst.proto == "uwsgi":
             return super().codec_for(lst)
         site = self.tls.get(lst.name) if lst.proto == "https" else None
         scheme = "https" if site is not None else "http"
-        return (lambda: HttpCodec(self, scheme)), (site.current() if site is not None else None)
+        index = self.listeners.index(lst)
+        return (lambda: HttpCodec(self, scheme, index)), (site.current() if site is not None else None)
+
+    # ---- parked connections: the master hands back idle connections a request arrived on ----
+    def _accept_on(self) -> None:
+        was = self.accepting
+        super()._accept_on()
+        if self.accepting and not was and self.park is not None:
+            self.loop.add_reader(self.park.fileno(), self._take_parked)
+
+    def _accept_off(self) -> None:
+        was = self.accepting
+        super()._accept_off()
+        if was and self.park is not None:
+            try:
+                self.loop.remove_reader(self.park.fileno())
+            except (ValueError, OSError):
+                pass
+
+    def _take_parked(self) -> None:
+        assert self.park is not None
+        if self.in_flight >= self.cap:
+            self._accept_off()
+            return
+        try:
+            got = parking.recv_conn(self.park, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            log.error("worker %d: taking a parked connection: %s", self.wid, exc.strerror)
+            return
+        if got is None:
+            return
+        fd, served, index = got
+        conn = socket.socket(fileno=fd)
+        if not 0 <= index < len(self.listeners) or self.listeners[index].proto != "http":
+            conn.close()
+            return
+        conn.setblocking(False)
+        self._count_in()
+        self._task(self._adopt(conn, index, served))
+
+    async def _adopt(self, conn: socket.socket, index: int, served: int) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpCodec(self, "http", index, served), conn)
+        except OSError:
+            conn.close()
+            self._count_out()
 
     def connection_closed(self) -> None:
         self._count_out()
