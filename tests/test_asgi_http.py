@@ -28,7 +28,13 @@ from test_asgi import stats_doc
 from test_asgi_websocket import Client
 from test_http_tls import TLSClient, make_cert
 from vassal_runner import APPS, worker_pids
-from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, RejectConnection, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    RejectConnection,
+    TextMessage,
+)
 
 pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
@@ -385,6 +391,12 @@ def test_https_socket(procs: ProcGroup, tmp_path: Path) -> None:
         s = scope_of(c)
         assert s["scheme"] == "https" and s["server"] == ["127.0.0.1", port]
         assert scope_of(c)["client"] == s["client"]  # kept alive over TLS
+    ws = Client(port, "/ws-scope", sock=TLSClient(port, cert).sock)  # type: ignore[arg-type]
+    assert isinstance(ws.handshake, AcceptConnection)
+    assert json.loads(ws.message())["scheme"] == "wss"  # type: ignore[arg-type]
+    ws.send(TextMessage(data="over tls"))
+    assert ws.message() == "over tls"
+    ws.close()
 
 
 def test_slow_head_is_cut_after_socket_timeout(procs: ProcGroup) -> None:
