@@ -24,12 +24,16 @@ import pytest
 from harness import (
     Nginx,
     ProcGroup,
+    free_port,
     http_get,
     http_request,
+    pack,
+    parse_http_response,
     raw_exchange,
     request,
     wait_for,
     wait_for_log,
+    wsgi_vars,
 )
 from harness.procs import Proc
 from vassal_runner import APPS
@@ -297,6 +301,39 @@ def test_concurrency_cap_leaves_connections_in_the_queue(procs: ProcGroup, sock_
         t.join(20)
     assert [status for status, _ in results] == [200] * 6, results
     assert max(json.loads(body)["peak"] for _, body in results) == 2
+
+
+def _scheme_from(addr: tuple[str, int], source: str, **claim: str) -> str:
+    """The scope's scheme for a raw uwsgi request from the local address ``source``."""
+    base = [p for p in wsgi_vars(path="/scope") if p[0] != "REQUEST_SCHEME"]
+    with socket.create_connection(addr, timeout=5, source_address=(source, 0)) as s:
+        s.sendall(pack(base + list(claim.items())))
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status, _, body = parse_http_response(raw)
+    assert status == 200, body
+    return str(json.loads(body)["scheme"])
+
+
+def test_scheme_claims_believed_only_from_forwarded_allow_ips(procs: ProcGroup) -> None:
+    """Issue #14 item 1 (the ASGI side of issue #8 item 4): HTTPS=on from any TCP peer used to
+    make the scope https. 127.0.0.2 is loopback but not in the default list: ignored, logged once."""
+    port = free_port()
+    proc = start_asgi(procs, "--socket", f"127.0.0.1:{port}", "--processes", "1", name="asgi-tcp")
+    addr = ("127.0.0.1", port)
+    for claim in ({"HTTPS": "on"}, {"HTTPS": "1"}, {"REQUEST_SCHEME": "https"}, {"UWSGI_SCHEME": "https"}):
+        assert _scheme_from(addr, "127.0.0.2", **claim) == "http", claim
+    wait_for_log(proc, r"ignored HTTPS=on from 127\.0\.0\.2, which is not in forwarded-allow-ips")
+    assert proc.log_text().count("not in forwarded-allow-ips") == 1  # rate-limited per peer address
+    assert _scheme_from(addr, "127.0.0.1", HTTPS="on") == "https"
+    assert _scheme_from(addr, "127.0.0.1", UWSGI_SCHEME="https") == "https"  # honoured, as uWSGI
+    assert _scheme_from(addr, "127.0.0.1", UWSGI_SCHEME="http", HTTPS="on") == "http"
+    assert _scheme_from(addr, "127.0.0.1") == "http"
+    port2 = free_port()
+    start_asgi(procs, "--socket", f"127.0.0.1:{port2}", "--processes", "1", "--forwarded-allow-ips",
+               "127.0.0.0/30", name="asgi-trusting")
+    assert _scheme_from(("127.0.0.1", port2), "127.0.0.2", HTTPS="on") == "https"
 
 
 def test_wsgi_key_with_asgi_app_stops_at_load(procs: ProcGroup, sock_dir: Path) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from emperor.protocol import asgi
+from emperor.protocol import asgi, http
+from emperor.protocol.uwsgi import SCHEME_KEY
 from emperor.vassal.loader import kind
 
 NGINX_VARS = {
@@ -20,7 +21,7 @@ NGINX_VARS = {
 
 
 def test_scope_from_nginx_vars() -> None:
-    s = asgi.http_scope(NGINX_VARS, state={"db": 1})
+    s = asgi.http_scope(NGINX_VARS, state={"db": 1}, trust=lambda claim: True)  # nginx is trusted
     assert s["type"] == "http" and s["asgi"] == {"version": "3.0", "spec_version": "2.4"}
     assert s["http_version"] == "1.0" and s["method"] == "POST" and s["scheme"] == "https"
     assert s["path"] == "/café/x" and s["raw_path"] == b"/caf%C3%A9/x" and s["root_path"] == ""
@@ -35,9 +36,32 @@ def test_scope_from_nginx_vars() -> None:
 
 
 def test_scheme_from_https_var_and_defaults() -> None:
-    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTPS": "on"})
+    claims: list[str] = []
+
+    def trust(claim: str) -> bool:
+        claims.append(claim)
+        return True
+
+    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTPS": "on"}, trust=trust)
     assert s["scheme"] == "https" and s["client"] is None and s["server"] is None
     assert s["http_version"] == "1.1" and s["raw_path"] == b"/" and s["headers"] == []
+    assert claims == ["HTTPS=on"]
+
+
+@pytest.mark.parametrize("env,trusted,scheme", [
+    ({"HTTPS": "on"}, False, "http"),  # the default trusts no peer: anyone can write the vars
+    ({"HTTPS": "on"}, True, "https"),
+    ({SCHEME_KEY: "https"}, True, "https"),  # UWSGI_SCHEME, as uWSGI, first
+    ({SCHEME_KEY: "http", "HTTPS": "on"}, True, "http"),
+    ({SCHEME_KEY: "https"}, False, "http"),
+    ({"REQUEST_SCHEME": "https"}, False, "http"),
+])
+def test_scheme_claims_need_a_trusted_peer(env: dict[str, str], trusted: bool, scheme: str) -> None:
+    s = asgi.http_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", **env}, trust=lambda c: trusted)
+    assert s["scheme"] == scheme
+    env["HTTP_UPGRADE"] = "websocket"
+    ws = asgi.websocket_scope({"REQUEST_METHOD": "GET", "PATH_INFO": "/", **env}, trust=lambda c: trusted)
+    assert ws["scheme"] == ("wss" if scheme == "https" else "ws")
 
 
 @pytest.mark.parametrize("modifier1,path_info,path", [
@@ -144,3 +168,35 @@ def test_framework_kinds() -> None:
     from starlette.applications import Starlette
 
     assert kind(Starlette()) == "asgi" and kind(FastAPI()) == "asgi" and kind(flask.Flask("x")) == "wsgi"
+
+
+def _head(raw: bytes) -> http.Head:
+    parser = http.RequestParser()
+    parser.feed(raw)
+    head = parser.next_event()
+    assert isinstance(head, http.Head)
+    return head
+
+
+def test_scope_from_an_http_head() -> None:
+    head = _head(b"POST /caf%C3%A9/x?a=1 HTTP/1.0\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                 b"X-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n")
+    s = asgi.scope_from_head(head, ("127.0.0.1", 80), ("10.0.0.7", 5000), "http", False, {"db": 1})
+    assert s["type"] == "http" and s["http_version"] == "1.0" and s["method"] == "POST"
+    assert s["path"] == "/café/x" and s["raw_path"] == b"/caf%C3%A9/x" and s["query_string"] == b"a=1"
+    assert s["root_path"] == "" and s["scheme"] == "http" and s["client"] == ("10.0.0.7", 5000)
+    assert s["server"] == ("127.0.0.1", 80) and s["state"] == {"db": 1}
+    assert (b"host", b"h") in s["headers"] and (b"x-forwarded-for", b"1.2.3.4") in s["headers"]
+    trusted = asgi.scope_from_head(head, None, ("10.0.0.7", 5000), "http", True)
+    assert trusted["scheme"] == "https" and trusted["client"] == ("1.2.3.4", 0)
+
+
+@pytest.mark.parametrize("fields,scheme,client", [
+    (b"X-Forwarded-For: 9.9.9.9, 1.2.3.4\r\n", "https", ("1.2.3.4", 0)),  # the last entry: what the proxy saw
+    (b"X-Forwarded-Proto: gopher\r\n", "https", ("10.0.0.7", 1)),  # only http/https replace the scheme
+    (b"X-Forwarded-Proto: http\r\n", "http", ("10.0.0.7", 1)),
+])
+def test_forwarded_fields_from_a_trusted_peer(fields: bytes, scheme: str, client: tuple[str, int]) -> None:
+    head = _head(b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
+    s = asgi.scope_from_head(head, None, ("10.0.0.7", 1), "https", True)
+    assert s["scheme"] == scheme and s["client"] == client

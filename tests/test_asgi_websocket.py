@@ -41,10 +41,10 @@ class Client:
     """A blocking WebSocket client: connect, send, receive whole messages, see the close."""
 
     def __init__(self, port: int, path: str, subprotocols: list[str] | None = None,
-                 answer_pings: bool = True) -> None:
+                 answer_pings: bool = True, sock: socket.socket | None = None) -> None:
         self.answer_pings = answer_pings
         self.pings = 0
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=10)  # sock: TLS
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.pending: list[Any] = []
         self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target=path,

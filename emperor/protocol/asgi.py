@@ -14,9 +14,16 @@ HTTP tokens, no CR/LF/NUL anywhere (no response splitting). A broken rule raises
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+from emperor.protocol.uwsgi import SCHEME_KEY
+from emperor.protocol.wsgi import url_scheme
+
+if TYPE_CHECKING:
+    from emperor.protocol.http import Head
 
 ASGI = {"version": "3.0", "spec_version": "2.4"}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -33,13 +40,23 @@ def _text(raw: str) -> str:
     return raw.encode("latin-1").decode("utf-8", "replace")
 
 
+Trust = Callable[[str], bool]  # (the var that claimed https) -> is the peer believed
+
+
+def _untrusted(claim: str) -> bool:
+    return False
+
+
 def http_scope(env: Mapping[str, str], modifier1: int = 0,
-               state: dict[str, Any] | None = None) -> dict[str, Any]:
+               state: dict[str, Any] | None = None, trust: Trust = _untrusted) -> dict[str, Any]:
     """The ASGI ``http`` scope of one request, from nginx's uwsgi vars.
 
     ``root_path`` is SCRIPT_NAME and ``path`` is the full path, as uvicorn and Starlette
     expect. With modifier1 30 nginx sends the full path in PATH_INFO (the mount point is
     its prefix); otherwise PATH_INFO is taken as relative to SCRIPT_NAME, as in WSGI.
+    ``scheme`` follows the WSGI rule (``wsgi.url_scheme``): what UWSGI_SCHEME,
+    REQUEST_SCHEME or HTTPS claim, but ``https`` only if ``trust(claim)`` believes the peer
+    (forwarded-allow-ips); by default nobody is, since any peer can write those vars.
     """
     script = env.get("SCRIPT_NAME", "")
     path_info = env.get("PATH_INFO", "")
@@ -47,9 +64,9 @@ def http_scope(env: Mapping[str, str], modifier1: int = 0,
         path_info = script + path_info
     uri = env.get("REQUEST_URI", "")
     raw_path = uri.partition("?")[0] if uri else path_info
-    scheme = env.get("REQUEST_SCHEME")
-    if scheme not in ("http", "https"):
-        scheme = "https" if env.get("HTTPS", "").lower() in ("on", "1") else "http"
+    scheme, claim = url_scheme(env, env.get(SCHEME_KEY))
+    if claim and not trust(claim):
+        scheme = "http"
     headers: list[tuple[bytes, bytes]] = []
     for key, value in env.items():
         if key.startswith("HTTP_"):
@@ -81,15 +98,51 @@ def is_websocket(env: Mapping[str, str]) -> bool:
 
 
 def websocket_scope(env: Mapping[str, str], modifier1: int = 0,
-                    state: dict[str, Any] | None = None) -> dict[str, Any]:
+                    state: dict[str, Any] | None = None, trust: Trust = _untrusted) -> dict[str, Any]:
     """The ASGI ``websocket`` scope of an upgrade request (the http scope, less ``method``)."""
-    scope = http_scope(env, modifier1, state)
+    scope = http_scope(env, modifier1, state, trust)
     del scope["method"]
     scope["type"] = "websocket"
     scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
     offered = env.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
     scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
     return scope
+
+
+def scope_from_head(head: Head, server: tuple[str, int] | None, client: tuple[str, int] | None,
+                    scheme: str, trusted: bool, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ASGI ``http`` scope of an HTTP/1.1 request (``protocol.http.Head``).
+
+    ``scheme`` is the listener's (``https`` on an https-socket); ``trusted`` says the peer is
+    in forwarded-allow-ips, whose X-Forwarded-For (its last entry: the address the proxy saw)
+    and X-Forwarded-Proto (http or https) then replace ``client`` and ``scheme``, as on the
+    WSGI side (``wsgi.forwarded``). ``root_path`` is "": an HTTP socket has no mount point.
+    """
+    headers = [(name.lower(), value) for name, value in head.headers]
+    if trusted:
+        xff = b", ".join(v for n, v in headers if n == b"x-forwarded-for")
+        last = xff.rsplit(b",", 1)[-1].strip()
+        if last:
+            client = (last.decode("latin-1"), 0)
+        proto = b"".join(v for n, v in headers if n == b"x-forwarded-proto").strip().lower()
+        if proto in (b"http", b"https"):
+            scheme = proto.decode()
+    path = head.path
+    return {
+        "type": "http",
+        "asgi": dict(ASGI),
+        "http_version": "1.0" if head.version == "HTTP/1.0" else "1.1",
+        "method": head.method,
+        "scheme": scheme,
+        "path": unquote_to_bytes(path).decode("utf-8", "replace") if b"%" in path else path.decode("latin-1"),
+        "raw_path": path,
+        "query_string": head.query.encode("latin-1"),
+        "root_path": "",
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "state": dict(state) if state is not None else {},
+    }
 
 
 def _address(host: str | None, port: str | None) -> tuple[str, int] | None:

@@ -18,7 +18,7 @@ Content-Length and Transfer-Encoding, two Content-Lengths): those become a 500.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote_to_bytes
@@ -238,7 +238,7 @@ def body_allowed(method: str, status: str) -> bool:
     return not (code[0] == "1" or code in ("204", "304"))
 
 
-def url_scheme(env: dict[str, Any], uwsgi_scheme: str | None) -> tuple[str, str]:
+def url_scheme(env: Mapping[str, Any], uwsgi_scheme: str | None) -> tuple[str, str]:
     """The scheme the vars claim, and the var that claimed ``https`` ("" for plain http).
 
     ``UWSGI_SCHEME`` first (as uWSGI), then ``REQUEST_SCHEME``, then ``HTTPS=on``/``1``;

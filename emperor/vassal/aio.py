@@ -29,6 +29,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -41,6 +42,7 @@ from typing import Any, Protocol
 from emperor import logs
 from emperor.config_view import ConfigView
 from emperor.protocol import asgi, uwsgi
+from emperor.proxies import AllowList
 from emperor.vassal import loader
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.sockets import Listener
@@ -69,6 +71,19 @@ class Writer(Protocol):
     def finish(self, ok: bool) -> None: ...
     def resume_reading(self) -> None: ...
     def pause_reading(self) -> None: ...
+
+
+class Codec(Protocol):
+    """What the worker needs of a connection (``UwsgiCodec``, ``aio_http.HttpCodec``)."""
+
+    env: dict[str, str] | None  # the request's vars (for the request log and peer notes)
+    cycle: HttpCycle | WebSocketCycle | None
+    status: int  # of a request the codec answered itself (400, 413, ...)
+    start: int  # monotonic_ns when the request began
+    transport: asyncio.Transport | None
+
+    def write(self, data: bytes) -> None: ...
+    def finish(self, ok: bool) -> None: ...
 
 
 # ---- the adapter ---------------------------------------------------------------------------
@@ -360,19 +375,24 @@ class UwsgiCodec(asyncio.Protocol):
                 self._reject(uwsgi.ProtocolError("WebSocket upgrade without Sec-WebSocket-Key or "
                                                  "with a version other than 13"))
                 return
-            ws = WebSocketCycle(asgi.websocket_scope(env, modifier1, self.w.lifespan_state), self, key,
+            ws = WebSocketCycle(asgi.websocket_scope(env, modifier1, self.w.lifespan_state, self.believed),
+                                self, key,
                                 self.w.ws_max_size, self.w.ws_ping)
             self.cycle = ws
             if rest:
                 ws.feed(rest)
             self.w.start_websocket(ws, self)
             return
-        scope = asgi.http_scope(env, modifier1, self.w.lifespan_state)
+        scope = asgi.http_scope(env, modifier1, self.w.lifespan_state, self.believed)
         self.body_left = length
         self.cycle = HttpCycle(scope, self, length > 0)
         if rest:
             self._body(rest)
         self.w.start_app(self.cycle, self)
+
+    def believed(self, claim: str) -> bool:
+        """The vars claim https (``claim``): the scope's trust callable (``asgi.http_scope``)."""
+        return self.w.believed(self.transport, claim)
 
     def _body(self, data: bytes) -> None:
         if isinstance(self.cycle, WebSocketCycle):
@@ -520,6 +540,7 @@ class Worker:
         self.ws_ping = (cfg.websockets_ping_freq, cfg.websockets_pong_tolerance)
         self.websockets: set[WebSocketCycle] = set()
         self.timeout = cfg.socket_timeout
+        self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.cap = cfg.asgi_concurrency
         self.log_requests = not cfg.disable_logging
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
@@ -643,7 +664,7 @@ class Worker:
             return
         self.accepting = True
         for lst in self.listeners:
-            self.loop.add_reader(lst.sock.fileno(), self._on_listener, lst.sock)
+            self.loop.add_reader(lst.sock.fileno(), self._on_listener, lst)
 
     def _accept_off(self) -> None:
         if not self.accepting:
@@ -655,7 +676,8 @@ class Worker:
             except (ValueError, OSError):
                 pass
 
-    def _on_listener(self, sock: socket.socket) -> None:
+    def _on_listener(self, lst: Listener) -> None:
+        sock = lst.sock
         for _ in range(ACCEPT_BATCH):
             if self.in_flight >= self.cap:
                 self._accept_off()  # the rest waits in the kernel queue
@@ -673,12 +695,22 @@ class Worker:
                 raise
             conn.setblocking(False)
             self._count_in()
-            self._task(self._connect(conn))
+            self._task(self._connect(conn, lst))
 
-    async def _connect(self, conn: socket.socket) -> None:
+    def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
+        """The codec of a listener's connections (and its TLS context). This worker speaks uwsgi
+        only; ``aio_http.Worker`` adds HTTP and HTTPS listeners."""
+        return (lambda: UwsgiCodec(self)), None
+
+    async def _connect(self, conn: socket.socket, lst: Listener) -> None:
+        factory, tls = self.codec_for(lst)
         try:
-            await self.loop.connect_accepted_socket(lambda: UwsgiCodec(self), conn)
-        except OSError:
+            if tls is None:
+                await self.loop.connect_accepted_socket(factory, conn)
+            else:
+                await self.loop.connect_accepted_socket(factory, conn, ssl=tls,
+                                                        ssl_handshake_timeout=self.timeout)
+        except (OSError, ssl.SSLError, TimeoutError):
             conn.close()
             self._count_out()
 
@@ -701,7 +733,7 @@ class Worker:
             self._accept_on()
 
     # ---- requests --------------------------------------------------------------------------
-    def start_app(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
+    def start_app(self, cycle: HttpCycle, codec: Codec) -> None:
         if self.cfg.harakiri:
             s = cycle.scope
             self.board.set_text(self.index, f"{s['method']} {s['raw_path'].decode('latin-1')} "
@@ -713,13 +745,13 @@ class Worker:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def start_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
+    def start_websocket(self, ws: WebSocketCycle, codec: Codec) -> None:
         if self.stop_reason:
             ws.close_with(1001, "server stopping")
         self.websockets.add(ws)
         self._task(self._run_websocket(ws, codec))
 
-    async def _run_websocket(self, ws: WebSocketCycle, codec: UwsgiCodec) -> None:
+    async def _run_websocket(self, ws: WebSocketCycle, codec: Codec) -> None:
         path = ws.scope["path"]
         try:
             await self.app(ws.scope, ws.receive, ws.send)
@@ -744,7 +776,7 @@ class Worker:
         finally:
             self.websockets.discard(ws)
 
-    async def _run_app(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
+    async def _run_app(self, cycle: HttpCycle, codec: Codec) -> None:
         response = cycle.response
         scope = cycle.scope
         try:
@@ -767,7 +799,7 @@ class Worker:
                       else "sending http.response.start")
             self._fail(cycle, codec)
 
-    def _fail(self, cycle: HttpCycle, codec: UwsgiCodec) -> None:
+    def _fail(self, cycle: HttpCycle, codec: Codec) -> None:
         """500 when nothing was written yet; otherwise reset the connection (a truncated reply)."""
         if cycle.gone:
             return
@@ -781,10 +813,14 @@ class Worker:
         codec.write(data)
         codec.finish(ok=True)
 
-    def connection_done(self, codec: UwsgiCodec) -> None:
-        """Per-connection bookkeeping, as the sync worker does per request."""
-        ints, slot = self.ints, self.slot
+    def connection_done(self, codec: Codec) -> None:
+        """Per-connection bookkeeping (one request per uwsgi connection)."""
         self._count_out()
+        self.request_done(codec)
+
+    def request_done(self, codec: Codec) -> None:
+        """Per-request bookkeeping, as the sync worker does: counters, log line, recycling."""
+        ints, slot = self.ints, self.slot
         ints[slot + sb.REQUESTS] += 1
         cycle = codec.cycle
         if cycle is not None:
@@ -799,7 +835,7 @@ class Worker:
         elif self.rss_limit and (rss := _rss()) > self.rss_limit:
             self.begin_stop(f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)")
 
-    def _log_request(self, codec: UwsgiCodec, took_us: int) -> None:
+    def _log_request(self, codec: Codec, took_us: int) -> None:
         env = codec.env or {}
         cycle = codec.cycle
         if isinstance(cycle, WebSocketCycle):
@@ -818,7 +854,29 @@ class Worker:
         except OSError:
             pass
 
-    def note_peer(self, codec: UwsgiCodec, text: str, kind: str = "slow", level: int = logging.INFO) -> None:
+    def believed(self, transport: asyncio.BaseTransport | None, claim: str) -> bool:
+        """An https claim (``claim``: the var that made it) is believed from a Unix-socket peer
+        (the socket's mode decides who connects) and from a TCP peer in forwarded-allow-ips;
+        any other claim is ignored and logged once per peer address, as the sync worker does."""
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        if sock.family == socket.AF_UNIX:
+            return True
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return False
+        if self.proxies.allows(peer):
+            return True
+        key = f"{peer[0]}|scheme"
+        if key not in self.logged and len(self.logged) < 1024:
+            self.logged.add(key)
+            log.warning("worker %d: ignored %s from %s, which is not in forwarded-allow-ips: "
+                        "the ASGI scope's scheme is http", self.wid, claim, peer[0])
+        return False
+
+    def note_peer(self, codec: Codec, text: str, kind: str = "slow", level: int = logging.INFO) -> None:
         """Trouble caused by a peer: logged once per peer and kind (bounded), never fatal."""
         peer = (codec.env or {}).get("REMOTE_ADDR") or _peer(codec.transport)
         key = f"{peer}|{kind}"

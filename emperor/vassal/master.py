@@ -415,6 +415,10 @@ class Master:
             from emperor.vassal import aio
 
             worker_class = aio.Worker
+            if any(lst.proto != "uwsgi" for lst in self.listeners):  # its HTTP codec loads httptools
+                from emperor.vassal import aio_http
+
+                worker_class = aio_http.Worker
         elif any(lst.proto != "uwsgi" for lst in self.listeners):  # only these load httptools
             from emperor.vassal import http_loop
 

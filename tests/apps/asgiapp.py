@@ -168,6 +168,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"partial " * 1000, "more_body": True})
         await asyncio.sleep(0.05)
         raise RuntimeError("the app failed mid-stream")
+    elif path == "/short":  # declares 10 bytes, sends 5 (a broken app: the reply must not look whole)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"12345"})
     elif path == "/badheader":
         await _text(send, b"x", headers=[(b"x-split", b"a\r\nSet-Cookie: evil=1")])
     elif path == "/strheader":

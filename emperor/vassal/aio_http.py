@@ -1,0 +1,558 @@
+"""ASGI over HTTP/1.1 sockets (``http-socket``, ``protocol = http``, ``https-socket``): a codec.
+
+``HttpCodec`` is the ASGI worker's second codec, next to ``aio.UwsgiCodec``: it feeds the
+bytes of a connection to ``emperor.protocol.http.RequestParser`` (llhttp, with the limits of
+docs/http.md), builds the scope with ``protocol.asgi.scope_from_head`` and hands each request
+to the same adapter (``HttpExchange``, an ``aio.HttpCycle`` that also frames the response).
+
+Framing of the response: the app's Content-Length when it gives one, else chunked on
+HTTP/1.1 and close-delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304; a Date header;
+``Connection: close`` when this response ends the connection. Keep-alive: an idle connection
+is closed after ``http-keepalive`` seconds, after ``http-keepalive-requests`` requests, and
+at once when the worker stops. Pipelined requests wait in the parser and are served in
+order; reading pauses while a next request is already buffered. Every error closes the
+connection (a bad request gets its 4xx/5xx first).
+
+``Worker`` is ``aio.Worker`` with this codec for HTTP listeners; the master picks it for an
+ASGI vassal that has HTTP sockets (only then is httptools imported).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from emperor.protocol import asgi, http
+from emperor.vassal import aio, parking
+from emperor.vassal.sockets import Listener
+from emperor.vassal.tls import sites
+
+log = logging.getLogger("emperor.worker")
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_FRAMING = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})  # ours to set, not the app's
+
+_date_at = 0
+_date = b""
+
+
+def _date_header() -> bytes:
+    """``Date`` for the current second (formatted once per second)."""
+    global _date_at, _date
+    now = int(time.time())
+    if now != _date_at:
+        _date_at, _date = now, email.utils.formatdate(now, usegmt=True).encode()
+    return _date
+
+
+class HttpExchange(aio.HttpCycle):
+    """The adapter for one HTTP/1.1 request: ``HttpCycle`` plus the response's framing
+    (Content-Length, chunked or close-delimited) and the ``100 Continue`` on the first read."""
+
+    __slots__ = ("chunked", "continue_due", "keep_alive", "left", "version")
+
+    def __init__(self, scope: dict[str, Any], writer: HttpCodec, has_body: bool, keep_alive: bool,
+                 continue_due: bool) -> None:
+        super().__init__(scope, writer, has_body)
+        self.keep_alive = keep_alive
+        self.continue_due = continue_due
+        self.chunked = False
+        self.left = -1  # body bytes still due under the app's Content-Length (-1: none given)
+        self.version = scope["http_version"]
+
+    async def receive(self) -> aio.Message:
+        if self.continue_due:
+            self.continue_due = False
+            if not self.response.started and not self.gone:
+                self.writer.write(CONTINUE)
+        return await super().receive()
+
+    async def send(self, message: aio.Message) -> None:
+        if self.gone:
+            raise aio.ClientDisconnected("the client went away")
+        response = self.response
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "http.response.start" and not response.started:
+            if self.continue_due:  # answered without reading: the client must not send the body
+                self.keep_alive = False
+            message = dict(message, headers=self._framed(message))
+        head = response.head
+        data, done = response.on_message(message)
+        if kind == "http.response.body" and self.left >= 0 and response.with_body:
+            self.left -= len(data) - len(head)
+            if self.left < 0 or (done and self.left):
+                side = "over" if self.left < 0 else "under"
+                raise asgi.ResponseError(f"the body is {abs(self.left)} bytes {side} the response's "
+                                         "Content-Length")
+        if kind == "http.response.body" and self.chunked:
+            body = data[len(head):]
+            framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            data = head + framed + (b"0\r\n\r\n" if done else b"")
+        if data:
+            self.sent += len(data)
+            self.writer.write(data)
+            await self.writer.drain()
+        if done:
+            self.writer.finish(ok=True)
+
+    def _framed(self, message: aio.Message) -> list[tuple[bytes, bytes]]:
+        """The app's headers, less the framing ones, plus ours (Date, chunked, Connection)."""
+        status = message.get("status")
+        headers: list[tuple[bytes, bytes]] = []
+        length = False
+        for pair in message.get("headers", ()):
+            try:
+                name, value = pair
+                lname = name.lower()
+            except (TypeError, ValueError, AttributeError):
+                headers.append(pair)  # serialize_head names the error
+                continue
+            if lname in _FRAMING:
+                if lname == b"connection" and b"close" in value.lower():
+                    self.keep_alive = False
+                continue
+            if lname == b"content-length":
+                length = True
+                if not value.isdigit() or self.left >= 0:
+                    raise asgi.ResponseError(f"bad or repeated content-length {value[:40]!r}")
+                self.left = int(value)
+            headers.append(pair)
+        bodiless = (self.scope["method"] == "HEAD" or not isinstance(status, int)
+                    or status < 200 or status in (204, 304))
+        if not length and not bodiless:
+            if self.version == "1.1":
+                self.chunked = True
+                headers.append((b"transfer-encoding", b"chunked"))
+            else:
+                self.keep_alive = False  # close-delimited
+        headers.append((b"date", _date_header()))
+        if not self.keep_alive:
+            headers.append((b"connection", b"close"))
+        elif self.version == "1.0":
+            headers.append((b"connection", b"keep-alive"))
+        return headers
+
+
+class HttpCodec(asyncio.Protocol):
+    """One HTTP/1.1 connection: requests in order, keep-alive, every error closes."""
+
+    def __init__(self, worker: Worker, scheme: str, index: int, served: int = 0) -> None:
+        self.w = worker
+        self.scheme = scheme
+        self.index = index  # the listener's, for parking
+        self.parser = http.RequestParser(worker.buffer_size)
+        self.transport: asyncio.Transport | None = None
+        self.cycle: aio.HttpCycle | aio.WebSocketCycle | None = None
+        self.env: dict[str, str] | None = None
+        self.status = 0
+        self.start = time.monotonic_ns()
+        self.served = served
+        self.body_done = True  # the current request's body has been read to its end
+        self.discarding = False  # the response is done: drop the rest of the body, then close
+        self.closing = False
+        self.idle = True  # between requests (a stop closes such a connection at once)
+        self.counted = True  # in the worker's in_flight (accepted, or serving a request)
+        self.pooled = False  # an idle keep-alive connection (not in flight; bounded by the cap)
+        self.reading_paused = False
+        self.paused_writing: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.head_due = False  # the timer is the head's deadline (socket-timeout), not keep-alive's
+        self.peer: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.trusted = True
+
+    # ---- asyncio callbacks ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        name = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple):
+            self.peer = (str(peer[0]), int(peer[1]))
+            self.trusted = self.w.proxies.allows(peer)
+        self.server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+        self.w.http_conns.add(self)
+        self._set_timer(self.w.timeout, self._too_slow)
+        self.head_due = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing and not self.discarding:
+            return
+        if isinstance(self.cycle, aio.WebSocketCycle):
+            self.cycle.feed(data)
+            return
+        if self.idle and not self.head_due:  # a keep-alive wait ends: the head must come in time
+            self._set_timer(self.w.timeout, self._too_slow)
+            self.head_due = True
+        self.parser.feed(data)
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self.closing = True
+        self.w.http_conns.discard(self)
+        if self.cycle is not None and not self.idle:
+            self.cycle.client_gone()
+        if self.paused_writing is not None and not self.paused_writing.done():
+            self.paused_writing.set_result(None)
+        if self.pooled:
+            self.pooled = False
+            self.w.idle_http -= 1
+        if self.counted:
+            self.counted = False
+            self.w.connection_closed()
+
+    def pause_writing(self) -> None:
+        if self.paused_writing is None or self.paused_writing.done():
+            self.paused_writing = self.w.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self.paused_writing is not None and not self.paused_writing.done():
+            self.paused_writing.set_result(None)
+
+    # ---- requests ------------------------------------------------------------------------
+    def _process(self) -> None:
+        """Consume the parser's events: the current request's body, then the next head."""
+        parser = self.parser
+        while not self.closing or self.discarding:
+            if not self.body_done:
+                event = parser.next_event()
+                if event is None:
+                    return
+                if isinstance(event, http.HTTPError):
+                    self._bad(event)
+                    return
+                if isinstance(event, bytes) and event:
+                    if not self.discarding:
+                        self.cycle.feed(event, False)  # type: ignore[union-attr]
+                    continue
+                self.body_done = True  # END
+                if self.discarding:
+                    self._close()
+                    return
+                self.cycle.feed(b"", True)  # type: ignore[union-attr]
+                continue
+            if not self.idle:  # a response in progress: a pipelined request waits
+                if parser.events:
+                    self.pause_reading()
+                return
+            event = parser.next_event()
+            if event is None:
+                return
+            if isinstance(event, http.HTTPError):
+                self._bad(event)
+                return
+            if isinstance(event, http.Head):
+                self._request(event)
+            # a stray END or body piece cannot come before a head: the parser orders them
+
+    def _busy(self) -> None:
+        """A request begins: the connection counts as in flight again (harakiri, stats, the cap)."""
+        if self.pooled:
+            self.pooled = False
+            self.w.idle_http -= 1
+        if not self.counted:
+            self.counted = True
+            self.w._count_in()
+
+    def _rest(self) -> None:
+        """Kept alive between requests: not in flight, so an idle worker looks idle."""
+        self.pooled = True
+        self.w.idle_http += 1
+        if self.counted:
+            self.counted = False
+            self.w.connection_closed()
+
+    def _request(self, head: http.Head) -> None:
+        self._busy()
+        self._cancel_timer()
+        self.head_due = False
+        self.idle = False
+        self.start = time.monotonic_ns()
+        self.status = 0
+        self.served += 1
+        w = self.w
+        self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-", "REQUEST_METHOD": head.method,
+                    "REQUEST_URI": head.target, "SERVER_PROTOCOL": head.version}
+        length = head.content_length or 0
+        if w.limit_post and length > w.limit_post:
+            self._bad(http.HTTPError(413, f"Content-Length {length} is over limit-post ({w.limit_post})"))
+            return
+        if self.parser.upgraded and head.method == "GET" and _is_websocket(head):
+            self._websocket(head)
+            return
+        has_body = head.chunked or length > 0
+        keep = (head.keep_alive and not self.parser.upgraded and w.keepalive > 0
+                and self.served < w.keepalive_requests and not w.stop_reason)
+        scope = asgi.scope_from_head(head, self.server, self.peer, self.scheme, self.trusted,
+                                     w.lifespan_state)
+        self.body_done = not has_body
+        cycle = HttpExchange(scope, self, has_body, keep, head.expect_continue and has_body)
+        self.cycle = cycle
+        w.start_app(cycle, self)
+
+    def _websocket(self, head: http.Head) -> None:
+        """An upgrade to WebSocket: the same ``WebSocketCycle`` as behind ``uwsgi_pass``; the
+        connection then carries frames only and closes with the WebSocket."""
+        fields = {n.lower(): v for n, v in head.headers}
+        key = fields.get(b"sec-websocket-key", b"").decode("latin-1")
+        if not key or fields.get(b"sec-websocket-version") != b"13":
+            self._bad(http.HTTPError(400, "WebSocket upgrade without Sec-WebSocket-Key or with a "
+                                          "version other than 13"))
+            return
+        self.parser.events.clear()  # the upgrade request's END: nothing else is parsed
+        scope = asgi.scope_from_head(head, self.server, self.peer, self.scheme, self.trusted,
+                                     self.w.lifespan_state)
+        del scope["method"]
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
+        offered = fields.get(b"sec-websocket-protocol", b"").decode("latin-1")
+        scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
+        ws = aio.WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
+        self.cycle = ws
+        self.body_done = True
+        self.w.start_websocket(ws, self)
+
+    # ---- the Writer interface ------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        fut = self.paused_writing
+        if fut is None or fut.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.w.timeout)
+        except TimeoutError:
+            self.abort()
+            raise aio.ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
+                                         "(socket-timeout)") from None
+        if self.cycle is not None and self.cycle.gone:
+            raise aio.ClientDisconnected("the client went away")
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closing:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def finish(self, ok: bool) -> None:
+        """The response is over (ok: keep the connection if allowed) or broken (reset)."""
+        if self.closing or self.transport is None or self.idle:
+            return
+        self.w.request_done(self)
+        cycle = self.cycle
+        if not ok:
+            self.abort()
+            return
+        keep = (isinstance(cycle, HttpExchange) and cycle.keep_alive and not self.w.stop_reason
+                and cycle.response.status < 500)  # after a server error (a 500 of ours too): close
+        if isinstance(cycle, HttpExchange) and cycle.continue_due:
+            self._close()  # no 100 was sent: no body is coming (the head said Connection: close)
+            return
+        if not self.body_done:
+            # the app did not read the whole body: read and drop it (bounded by socket-timeout),
+            # then close, so the client sees our answer and not a reset
+            self.discarding = True
+            self.closing = True
+            if isinstance(cycle, aio.HttpCycle):
+                cycle.body.clear()
+            self.resume_reading()
+            self._set_timer(min(self.w.timeout, 2.0), self._close)
+            self._process()
+            return
+        if not keep or (self.parser.dead and not self.parser.events) or self.w.idle_http >= self.w.cap:
+            self._close()
+            return
+        self.idle = True
+        self.cycle = None
+        self._rest()
+        self._set_timer(self.w.keepalive, self._close)
+        self.resume_reading()
+        if self.parser.events:
+            self.w.loop.call_soon(self._process)  # the next pipelined request, after this callback
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent data (TCP: with a reset, so a proxy sees a broken reply)."""
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, aio._LINGER_RESET)
+                except (OSError, AttributeError):
+                    pass
+            self.transport.abort()
+
+    def stop(self) -> None:
+        """The worker stops: an idle connection goes to the master (which hands it to the next
+        worker when a request arrives, so a proxy reusing it never sees it closed), or closes;
+        a busy one closes after its response."""
+        if self.idle:
+            if not self._park():
+                self._close()
+        elif isinstance(self.cycle, HttpExchange):
+            self.cycle.keep_alive = False  # Connection: close if the head is not sent yet
+
+    def _park(self) -> bool:
+        """Hand this idle connection to the master (plain TCP/Unix only: TLS state cannot move);
+        False if it cannot be parked (nothing half-read may be lost)."""
+        park = self.w.park
+        if (park is None or self.scheme == "https" or self.transport is None or self.closing
+                or self.parser.head_started or self.parser.events):
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            parking.send_conn(park, sock.fileno(), self.served, self.index, socket.MSG_DONTWAIT)
+        except OSError as exc:
+            log.debug("worker %d: cannot park an idle connection (%s): closing it", self.w.wid, exc.strerror)
+            return False
+        self.closing = True
+        self._cancel_timer()
+        self.transport.close()  # only our copy of the fd: the master holds the connection now
+        return True
+
+    # ---- internals -----------------------------------------------------------------------
+    def _bad(self, err: http.HTTPError) -> None:
+        """A request the parser refused (or over limit-post): its status, then close."""
+        self.w.note_peer(self, f"bad request: {err}", kind=err.kind, level=logging.WARNING)
+        if not self.idle and isinstance(self.cycle, aio.HttpCycle) and self.cycle.response.started:
+            self.abort()  # mid-body (a bad chunk) after the app answered: nothing more to say
+            return
+        if isinstance(self.cycle, aio.HttpCycle):
+            self.cycle.client_gone()  # the app's receive() sees a disconnect
+        if self.idle:
+            self._busy()
+            self.idle = False
+            self.start = time.monotonic_ns()
+            self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-"}
+        self.cycle = None
+        self.status = err.status
+        body = str(err).encode() + b"\n"
+        head = asgi.serialize_head(err.status, [(b"content-type", b"text/plain"),
+                                                (b"content-length", str(len(body)).encode()),
+                                                (b"date", _date_header()), (b"connection", b"close")])
+        self.write(head + body)
+        self.w.request_done(self)
+        self.body_done = True
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self.discarding = False
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+            # a peer that never reads the last bytes must not hold the connection for ever
+            self.timer = self.w.loop.call_later(self.w.timeout, self.abort)
+
+    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self.timer = self.w.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _too_slow(self) -> None:
+        self.timer = None
+        if self.parser.head_started:
+            self.w.note_peer(self, f"sent only part of a request head in {self.w.timeout:g} s "
+                                   "(socket-timeout)")
+            self.abort()
+            return
+        self._close()  # an idle keep-alive connection, or a client that sent nothing
+
+
+def _is_websocket(head: http.Head) -> bool:
+    return any(n.lower() == b"upgrade" and b"websocket" in v.lower() for n, v in head.headers)
+
+
+class Worker(aio.Worker):
+    """The ASGI worker with HTTP and HTTPS listeners too (the master picks it when there are any)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.cfg
+        self.keepalive = float(cfg.http_keepalive)
+        self.keepalive_requests = cfg.http_keepalive_requests
+        self.tls = sites(cfg)
+        self.http_conns: set[HttpCodec] = set()
+        self.idle_http = 0  # kept-alive connections between requests (at most asgi-concurrency)
+        self.park: socket.socket | None = None  # set by the master when the vassal speaks HTTP
+
+    def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
+        if lst.proto == "uwsgi":
+            return super().codec_for(lst)
+        site = self.tls.get(lst.name) if lst.proto == "https" else None
+        scheme = "https" if site is not None else "http"
+        index = self.listeners.index(lst)
+        return (lambda: HttpCodec(self, scheme, index)), (site.current() if site is not None else None)
+
+    # ---- parked connections: the master hands back idle connections a request arrived on ----
+    def _accept_on(self) -> None:
+        was = self.accepting
+        super()._accept_on()
+        if self.accepting and not was and self.park is not None:
+            self.loop.add_reader(self.park.fileno(), self._take_parked)
+
+    def _accept_off(self) -> None:
+        was = self.accepting
+        super()._accept_off()
+        if was and self.park is not None:
+            try:
+                self.loop.remove_reader(self.park.fileno())
+            except (ValueError, OSError):
+                pass
+
+    def _take_parked(self) -> None:
+        assert self.park is not None
+        if self.in_flight >= self.cap:
+            self._accept_off()
+            return
+        try:
+            got = parking.recv_conn(self.park, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            log.error("worker %d: taking a parked connection: %s", self.wid, exc.strerror)
+            return
+        if got is None:
+            return
+        fd, served, index = got
+        conn = socket.socket(fileno=fd)
+        if not 0 <= index < len(self.listeners) or self.listeners[index].proto != "http":
+            conn.close()
+            return
+        conn.setblocking(False)
+        self._count_in()
+        self._task(self._adopt(conn, index, served))
+
+    async def _adopt(self, conn: socket.socket, index: int, served: int) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpCodec(self, "http", index, served), conn)
+        except OSError:
+            conn.close()
+            self._count_out()
+
+    def connection_closed(self) -> None:
+        self._count_out()
+
+    def begin_stop(self, reason: str) -> None:
+        super().begin_stop(reason)
+        for conn in list(self.http_conns):
+            conn.stop()
