@@ -1,9 +1,9 @@
 """ASGI over HTTP/1.1 sockets (``http-socket``, ``protocol = http``, ``https-socket``): a codec.
 
-``HttpCodec`` is the ASGI worker's second codec, next to ``aio.UwsgiCodec``: it feeds the
+``HttpCodec`` is the ASGI worker's second codec, next to ``aio_uwsgi.UwsgiCodec``: it feeds the
 bytes of a connection to ``emperor.protocol.http.RequestParser`` (llhttp, with the limits of
 docs/http.md), builds the scope with ``protocol.asgi.scope_from_head`` and hands each request
-to the same adapter (``HttpExchange``, an ``aio.HttpCycle`` that also frames the response).
+to the same adapter (``HttpExchange``, an ``asgi_cycles.HttpCycle`` that also frames the response).
 
 Framing of the response: the app's Content-Length when it gives one, else chunked on
 HTTP/1.1 and close-delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304; a Date header;
@@ -30,6 +30,7 @@ from typing import Any
 
 from emperor.protocol import asgi, http
 from emperor.vassal import aio, parking
+from emperor.vassal.asgi_cycles import LINGER_RESET, ClientDisconnected, HttpCycle, Message, WebSocketCycle
 from emperor.vassal.sockets import Listener
 from emperor.vassal.tls import sites
 
@@ -51,7 +52,7 @@ def _date_header() -> bytes:
     return _date
 
 
-class HttpExchange(aio.HttpCycle):
+class HttpExchange(HttpCycle):
     """The adapter for one HTTP/1.1 request: ``HttpCycle`` plus the response's framing
     (Content-Length, chunked or close-delimited) and the ``100 Continue`` on the first read."""
 
@@ -66,16 +67,16 @@ class HttpExchange(aio.HttpCycle):
         self.left = -1  # body bytes still due under the app's Content-Length (-1: none given)
         self.version = scope["http_version"]
 
-    async def receive(self) -> aio.Message:
+    async def receive(self) -> Message:
         if self.continue_due:
             self.continue_due = False
             if not self.response.started and not self.gone:
                 self.writer.write(CONTINUE)
         return await super().receive()
 
-    async def send(self, message: aio.Message) -> None:
+    async def send(self, message: Message) -> None:
         if self.gone:
-            raise aio.ClientDisconnected("the client went away")
+            raise ClientDisconnected("the client went away")
         response = self.response
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "http.response.start" and not response.started:
@@ -101,7 +102,7 @@ class HttpExchange(aio.HttpCycle):
         if done:
             self.writer.finish(ok=True)
 
-    def _framed(self, message: aio.Message) -> list[tuple[bytes, bytes]]:
+    def _framed(self, message: Message) -> list[tuple[bytes, bytes]]:
         """The app's headers, less the framing ones, plus ours (Date, chunked, Connection)."""
         status = message.get("status")
         headers: list[tuple[bytes, bytes]] = []
@@ -148,7 +149,7 @@ class HttpCodec(asyncio.Protocol):
         self.index = index  # the listener's, for parking
         self.parser = http.RequestParser(worker.buffer_size)
         self.transport: asyncio.Transport | None = None
-        self.cycle: aio.HttpCycle | aio.WebSocketCycle | None = None
+        self.cycle: HttpCycle | WebSocketCycle | None = None
         self.env: dict[str, str] | None = None
         self.status = 0
         self.start = time.monotonic_ns()
@@ -183,7 +184,7 @@ class HttpCodec(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing and not self.discarding:
             return
-        if isinstance(self.cycle, aio.WebSocketCycle):
+        if isinstance(self.cycle, WebSocketCycle):
             self.cycle.feed(data)
             return
         if self.idle and not self.head_due:  # a keep-alive wait ends: the head must come in time
@@ -313,7 +314,7 @@ class HttpCodec(asyncio.Protocol):
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         offered = fields.get(b"sec-websocket-protocol", b"").decode("latin-1")
         scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
-        ws = aio.WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
+        ws = WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
         self.cycle = ws
         self.body_done = True
         self.w.start_websocket(ws, self)
@@ -331,10 +332,10 @@ class HttpCodec(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(fut), self.w.timeout)
         except TimeoutError:
             self.abort()
-            raise aio.ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
+            raise ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
                                          "(socket-timeout)") from None
         if self.cycle is not None and self.cycle.gone:
-            raise aio.ClientDisconnected("the client went away")
+            raise ClientDisconnected("the client went away")
 
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closing:
@@ -365,7 +366,7 @@ class HttpCodec(asyncio.Protocol):
             # then close, so the client sees our answer and not a reset
             self.discarding = True
             self.closing = True
-            if isinstance(cycle, aio.HttpCycle):
+            if isinstance(cycle, HttpCycle):
                 cycle.body.clear()
             self.resume_reading()
             self._set_timer(min(self.w.timeout, 2.0), self._close)
@@ -390,7 +391,7 @@ class HttpCodec(asyncio.Protocol):
             sock = self.transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, aio._LINGER_RESET)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                 except (OSError, AttributeError):
                     pass
             self.transport.abort()
@@ -429,10 +430,10 @@ class HttpCodec(asyncio.Protocol):
     def _bad(self, err: http.HTTPError) -> None:
         """A request the parser refused (or over limit-post): its status, then close."""
         self.w.note_peer(self, f"bad request: {err}", kind=err.kind, level=logging.WARNING)
-        if not self.idle and isinstance(self.cycle, aio.HttpCycle) and self.cycle.response.started:
+        if not self.idle and isinstance(self.cycle, HttpCycle) and self.cycle.response.started:
             self.abort()  # mid-body (a bad chunk) after the app answered: nothing more to say
             return
-        if isinstance(self.cycle, aio.HttpCycle):
+        if isinstance(self.cycle, HttpCycle):
             self.cycle.client_gone()  # the app's receive() sees a disconnect
         if self.idle:
             self._busy()
