@@ -1,11 +1,12 @@
 """ASGI over HTTP/1.1 sockets (``http-socket``, ``protocol = http``, ``https-socket``): a codec.
 
-``HttpCodec`` is the ASGI worker's second codec, next to ``aio.UwsgiCodec``: it feeds the
+``HttpCodec`` is the ASGI worker's second codec, next to ``aio_uwsgi.UwsgiCodec``: it feeds the
 bytes of a connection to ``emperor.protocol.http.RequestParser`` (llhttp, with the limits of
 docs/http.md), builds the scope with ``protocol.asgi.scope_from_head`` and hands each request
-to the same adapter (``HttpExchange``, an ``aio.HttpCycle`` that also frames the response).
+to the same adapter (``asgi_exchange.HttpExchange``, an ``asgi_cycles.HttpCycle`` that also
+frames the response).
 
-Framing of the response: the app's Content-Length when it gives one, else chunked on
+Framing of the response (``asgi_exchange``): the app's Content-Length when it gives one, else chunked on
 HTTP/1.1 and close-delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304; a Date header;
 ``Connection: close`` when this response ends the connection. Keep-alive: an idle connection
 is closed after ``http-keepalive`` seconds, after ``http-keepalive-requests`` requests, and
@@ -20,7 +21,6 @@ ASGI vassal that has HTTP sockets (only then is httptools imported).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import socket
 import ssl
@@ -30,114 +30,12 @@ from typing import Any
 
 from emperor.protocol import asgi, http
 from emperor.vassal import aio, parking
+from emperor.vassal.asgi_cycles import LINGER_RESET, ClientDisconnected, HttpCycle, WebSocketCycle
+from emperor.vassal.asgi_exchange import HttpExchange, date_header
 from emperor.vassal.sockets import Listener
 from emperor.vassal.tls import sites
 
 log = logging.getLogger("emperor.worker")
-
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_FRAMING = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})  # ours to set, not the app's
-
-_date_at = 0
-_date = b""
-
-
-def _date_header() -> bytes:
-    """``Date`` for the current second (formatted once per second)."""
-    global _date_at, _date
-    now = int(time.time())
-    if now != _date_at:
-        _date_at, _date = now, email.utils.formatdate(now, usegmt=True).encode()
-    return _date
-
-
-class HttpExchange(aio.HttpCycle):
-    """The adapter for one HTTP/1.1 request: ``HttpCycle`` plus the response's framing
-    (Content-Length, chunked or close-delimited) and the ``100 Continue`` on the first read."""
-
-    __slots__ = ("chunked", "continue_due", "keep_alive", "left", "version")
-
-    def __init__(self, scope: dict[str, Any], writer: HttpCodec, has_body: bool, keep_alive: bool,
-                 continue_due: bool) -> None:
-        super().__init__(scope, writer, has_body)
-        self.keep_alive = keep_alive
-        self.continue_due = continue_due
-        self.chunked = False
-        self.left = -1  # body bytes still due under the app's Content-Length (-1: none given)
-        self.version = scope["http_version"]
-
-    async def receive(self) -> aio.Message:
-        if self.continue_due:
-            self.continue_due = False
-            if not self.response.started and not self.gone:
-                self.writer.write(CONTINUE)
-        return await super().receive()
-
-    async def send(self, message: aio.Message) -> None:
-        if self.gone:
-            raise aio.ClientDisconnected("the client went away")
-        response = self.response
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "http.response.start" and not response.started:
-            if self.continue_due:  # answered without reading: the client must not send the body
-                self.keep_alive = False
-            message = dict(message, headers=self._framed(message))
-        head = response.head
-        data, done = response.on_message(message)
-        if kind == "http.response.body" and self.left >= 0 and response.with_body:
-            self.left -= len(data) - len(head)
-            if self.left < 0 or (done and self.left):
-                side = "over" if self.left < 0 else "under"
-                raise asgi.ResponseError(f"the body is {abs(self.left)} bytes {side} the response's "
-                                         "Content-Length")
-        if kind == "http.response.body" and self.chunked:
-            body = data[len(head):]
-            framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-            data = head + framed + (b"0\r\n\r\n" if done else b"")
-        if data:
-            self.sent += len(data)
-            self.writer.write(data)
-            await self.writer.drain()
-        if done:
-            self.writer.finish(ok=True)
-
-    def _framed(self, message: aio.Message) -> list[tuple[bytes, bytes]]:
-        """The app's headers, less the framing ones, plus ours (Date, chunked, Connection)."""
-        status = message.get("status")
-        headers: list[tuple[bytes, bytes]] = []
-        length = False
-        for pair in message.get("headers", ()):
-            try:
-                name, value = pair
-                lname = name.lower()
-            except (TypeError, ValueError, AttributeError):
-                headers.append(pair)  # serialize_head names the error
-                continue
-            if lname in _FRAMING:
-                if lname == b"connection" and b"close" in value.lower():
-                    self.keep_alive = False
-                continue
-            if lname == b"content-length":
-                length = True
-                if not value.isdigit() or self.left >= 0:
-                    raise asgi.ResponseError(f"bad or repeated content-length {value[:40]!r}")
-                self.left = int(value)
-            headers.append(pair)
-        bodiless = (self.scope["method"] == "HEAD" or not isinstance(status, int)
-                    or status < 200 or status in (204, 304))
-        if not length and not bodiless:
-            if self.version == "1.1":
-                self.chunked = True
-                headers.append((b"transfer-encoding", b"chunked"))
-            else:
-                self.keep_alive = False  # close-delimited
-        headers.append((b"date", _date_header()))
-        if not self.keep_alive:
-            headers.append((b"connection", b"close"))
-        elif self.version == "1.0":
-            headers.append((b"connection", b"keep-alive"))
-        return headers
-
 
 class HttpCodec(asyncio.Protocol):
     """One HTTP/1.1 connection: requests in order, keep-alive, every error closes."""
@@ -148,7 +46,7 @@ class HttpCodec(asyncio.Protocol):
         self.index = index  # the listener's, for parking
         self.parser = http.RequestParser(worker.buffer_size)
         self.transport: asyncio.Transport | None = None
-        self.cycle: aio.HttpCycle | aio.WebSocketCycle | None = None
+        self.cycle: HttpCycle | WebSocketCycle | None = None
         self.env: dict[str, str] | None = None
         self.status = 0
         self.start = time.monotonic_ns()
@@ -183,7 +81,7 @@ class HttpCodec(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing and not self.discarding:
             return
-        if isinstance(self.cycle, aio.WebSocketCycle):
+        if isinstance(self.cycle, WebSocketCycle):
             self.cycle.feed(data)
             return
         if self.idle and not self.head_due:  # a keep-alive wait ends: the head must come in time
@@ -313,7 +211,7 @@ class HttpCodec(asyncio.Protocol):
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         offered = fields.get(b"sec-websocket-protocol", b"").decode("latin-1")
         scope["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
-        ws = aio.WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
+        ws = WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
         self.cycle = ws
         self.body_done = True
         self.w.start_websocket(ws, self)
@@ -331,10 +229,10 @@ class HttpCodec(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(fut), self.w.timeout)
         except TimeoutError:
             self.abort()
-            raise aio.ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
+            raise ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
                                          "(socket-timeout)") from None
         if self.cycle is not None and self.cycle.gone:
-            raise aio.ClientDisconnected("the client went away")
+            raise ClientDisconnected("the client went away")
 
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closing:
@@ -365,7 +263,7 @@ class HttpCodec(asyncio.Protocol):
             # then close, so the client sees our answer and not a reset
             self.discarding = True
             self.closing = True
-            if isinstance(cycle, aio.HttpCycle):
+            if isinstance(cycle, HttpCycle):
                 cycle.body.clear()
             self.resume_reading()
             self._set_timer(min(self.w.timeout, 2.0), self._close)
@@ -390,7 +288,7 @@ class HttpCodec(asyncio.Protocol):
             sock = self.transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, aio._LINGER_RESET)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                 except (OSError, AttributeError):
                     pass
             self.transport.abort()
@@ -429,10 +327,10 @@ class HttpCodec(asyncio.Protocol):
     def _bad(self, err: http.HTTPError) -> None:
         """A request the parser refused (or over limit-post): its status, then close."""
         self.w.note_peer(self, f"bad request: {err}", kind=err.kind, level=logging.WARNING)
-        if not self.idle and isinstance(self.cycle, aio.HttpCycle) and self.cycle.response.started:
+        if not self.idle and isinstance(self.cycle, HttpCycle) and self.cycle.response.started:
             self.abort()  # mid-body (a bad chunk) after the app answered: nothing more to say
             return
-        if isinstance(self.cycle, aio.HttpCycle):
+        if isinstance(self.cycle, HttpCycle):
             self.cycle.client_gone()  # the app's receive() sees a disconnect
         if self.idle:
             self._busy()
@@ -444,7 +342,7 @@ class HttpCodec(asyncio.Protocol):
         body = str(err).encode() + b"\n"
         head = asgi.serialize_head(err.status, [(b"content-type", b"text/plain"),
                                                 (b"content-length", str(len(body)).encode()),
-                                                (b"date", _date_header()), (b"connection", b"close")])
+                                                (b"date", date_header()), (b"connection", b"close")])
         self.write(head + body)
         self.w.request_done(self)
         self.body_done = True
