@@ -1,11 +1,11 @@
-"""Django's ASGI handler as an ASGI vassal (issue #14): behind nginx ``uwsgi_pass`` and directly on
-an ``http-socket``.
+"""Django's ASGI handler as an ASGI vassal (issue #14): behind nginx ``uwsgi_pass``, and on an
+``http-socket`` directly and through nginx ``proxy_pass``.
 
 One vassal, started from an ini file the way a deployment writes it (``asgi =``, ``chdir``,
 ``pythonpath``, ``env = DJANGO_SETTINGS_MODULE=...``), serves the project in tests/apps/djangoproj
-on a uwsgi Unix socket and on an HTTP socket at once. nginx mounts it at ``/`` and at ``/dj/``
-(``SCRIPT_NAME`` + ``uwsgi_modifier1 30``). Django does not speak lifespan, so the default
-``lifespan = auto`` must serve without it.
+on a uwsgi Unix socket and on an HTTP socket at once. nginx mounts the uwsgi socket at ``/`` and
+at ``/dj/`` (``SCRIPT_NAME`` + ``uwsgi_modifier1 30``); a second nginx server proxies to the HTTP
+socket. Django does not speak lifespan, so the default ``lifespan = auto`` must serve without it.
 """
 
 from __future__ import annotations
@@ -75,8 +75,14 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         ng = Nginx(tmp / "nginx", group=procs)
         ng.add_uwsgi("/", sock)
         ng.add_uwsgi("/dj/", sock, extra="uwsgi_param SCRIPT_NAME /dj;\nuwsgi_modifier1 30;")
+        proxied = ng.add_server()  # a second server{}: proxy_pass to the http-socket
+        up = ng.add_upstream("django_http", [("127.0.0.1", port)], "keepalive 8;")
+        ng.add_proxy("/", up, server=proxied, extra="proxy_buffering off;\n"
+                     "proxy_set_header X-Forwarded-For $remote_addr;\n"
+                     "proxy_set_header X-Forwarded-Proto https;")
         ng.start()
-        yield {"url": ng.url("/").rstrip("/"), "addr": ("127.0.0.1", port), "vassal": vassal}
+        yield {"url": ng.url("/").rstrip("/"), "addr": ("127.0.0.1", port), "vassal": vassal,
+               "proxy_url": ng.url("/", server=proxied).rstrip("/")}
     finally:
         procs.stop_all()
         procs.assert_no_orphans()
@@ -145,13 +151,23 @@ def test_json_get_directly_on_the_http_socket(front: dict[str, object]) -> None:
         assert c.response().status == 400  # ALLOWED_HOSTS is Django's, and it answers
 
 
+def test_json_get_through_nginx_proxy_pass(front: dict[str, object]) -> None:
+    """nginx proxy_pass to the http-socket, with X-Forwarded-Proto https: the scope's scheme (from
+    a trusted peer) is Django's request.scheme, without SECURE_PROXY_SSL_HEADER."""
+    doc = get_json(str(front["proxy_url"]) + "/hello/?q=px")
+    assert doc["q"] == "px" and doc["path"] == "/hello/" and doc["reversed"] == "/items/7/"
+    assert doc["scheme"] == "https" and doc["absolute"] == "https://127.0.0.1/hello/"
+    for _ in range(3):  # over the upstream keepalive pool
+        assert get_json(str(front["proxy_url"]) + "/items/9/")["id"] == 9
+
+
 PAYLOAD = bytes(range(256)) * 4000  # 1 MB, every byte value
 
 
-@pytest.mark.parametrize("via", ["nginx", "nginx-mounted", "direct"])
+@pytest.mark.parametrize("via", ["nginx", "nginx-mounted", "proxy_pass", "direct"])
 def test_post_body_echo(front: dict[str, object], via: str) -> None:
     base = {"nginx": str(front["url"]), "nginx-mounted": str(front["url"]) + "/dj",
-            "direct": direct(front)}[via]
+            "proxy_pass": str(front["proxy_url"]), "direct": direct(front)}[via]
     status, headers, body = http_request(base + "/echo/", method="POST", body=PAYLOAD,
                                          headers={"Content-Type": "application/x-test"})
     h = dict((k.lower(), v) for k, v in headers)
@@ -188,7 +204,7 @@ def stream_lags(addr: Addr, path: str, n: int) -> list[float]:
     return lags
 
 
-@pytest.mark.parametrize("via", ["nginx", "nginx-mounted", "direct"])
+@pytest.mark.parametrize("via", ["nginx", "nginx-mounted", "proxy_pass", "direct"])
 def test_streamed_response_each_chunk_at_once(front: dict[str, object], via: str) -> None:
     """StreamingHttpResponse over an async iterator: each yielded line reaches the client
     (through nginx: the view's X-Accel-Buffering: no) within 50 ms, not at the end."""
@@ -196,7 +212,8 @@ def test_streamed_response_each_chunk_at_once(front: dict[str, object], via: str
         addr: Addr = front["addr"]  # type: ignore[assignment]
         path = "/stream/?n=5&delay=0.3"
     else:
-        port = int(str(front["url"]).rsplit(":", 1)[1])
+        url = str(front["proxy_url" if via == "proxy_pass" else "url"])
+        port = int(url.rsplit(":", 1)[1])
         addr = ("127.0.0.1", port)
         path = ("/dj" if via == "nginx-mounted" else "") + "/stream/?n=5&delay=0.3"
     lags = stream_lags(addr, path, 5)
