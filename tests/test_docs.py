@@ -141,3 +141,20 @@ def test_the_rule_catches_a_wrong_name(tmp_path: Path) -> None:
     assert not any(_is_option(n) or n in REGISTRY or n in _ctl_flags() for _, n in wrong)
     assert ("flag", "ini") in names and _is_option("ini")  # the right ones are picked up too
     assert NOT_OPTIONS.keys().isdisjoint(BY_NAME)  # an exception that became an option must go
+
+
+INLINE_COMMENT = re.compile(r"^\s*[a-z][a-z0-9-]*\s*=.*\s;\s")
+
+
+def test_ini_examples_have_no_inline_comments() -> None:
+    """The ini dialect (uWSGI's too) has no inline comments: ``key = value ; note`` makes the note
+    part of the value, so an example copied from the docs would fail. Comments go on their own line."""
+    wrong = []
+    for path in sorted(DOCS.rglob("*.md")):
+        fence: str | None = None
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                fence = None if fence is not None else (line.strip()[3:].strip() or "text")
+            elif fence == "ini" and INLINE_COMMENT.match(line):
+                wrong.append(f"{path.relative_to(DOCS)}:{no}: {line.strip()}")
+    assert not wrong, "inline comments in ini examples:\n" + "\n".join(wrong)
