@@ -177,9 +177,8 @@ def test_membership_follows_vassal_lifecycle(etcd: Cluster, procs: ProcGroup, tm
     b.write("shop", pb)
     wait_for(lambda: kb in keys(etcd), 15, what="B's key back")
     os.kill(a.proc.pid, signal.SIGKILL)
-    killed = time.monotonic()
+    # the lease's expiry removes it (a deadline, not a timed assert: bench/failover.py measures it)
     wait_for(lambda: ka2 not in keys(etcd), TTL + 3, what="A's key gone after SIGKILL")
-    assert time.monotonic() - killed <= TTL + 1.5
     assert kb in keys(etcd)  # the other host is untouched
     a.proc.wait(10)
 
@@ -329,12 +328,9 @@ def test_vassals_from_an_etcd_prefix(etcd: Cluster, procs: ProcGroup, tmp_path: 
            "env = APP_TAG=%(tag)\n")
     client = etcdkv.Client(etcdkv.parse_endpoints(etcd.url))
     marks = (a.mark(), b.mark())
-    t0 = time.monotonic()
     client.put("/t/vassals/web.ini", ini.replace("%(tag)", "e1").encode())
-    a.wait_log(r"spawned: 'web.ini'", after=marks[0], timeout=5)
+    a.wait_log(r"spawned: 'web.ini'", after=marks[0], timeout=5)  # the put reaches both emperors
     b.wait_log(r"spawned: 'web.ini'", after=marks[1], timeout=5)
-    spawned = time.monotonic() - t0
-    assert spawned < 1.0, spawned  # the put reaches both emperors within a second
     a.wait_log(r"ready: 'web.ini'", after=marks[0])
     b.wait_log(r"ready: 'web.ini'", after=marks[1])
     assert answer(port).startswith("e1")

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,9 +143,7 @@ def test_dynamic_fleet_fails_over_with_nothing_lost(procs: ProcGroup, tmp_path: 
         err_mark = ng.error_log_path.stat().st_size
         assert a.proc is not None
         os.kill(a.proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
         wait_for(lambda: f"127.0.0.1:{pa}" not in out.read_text(), TTL + 5, what="A out of the file")
-        gone_after = time.monotonic() - killed
         wait_for(lambda: "reconfiguring" in ng.error_log(err_mark), 10, what="nginx reloaded by --exec")
         mid = load.result.ok
         wait_for(lambda: load.result.ok >= mid + 100, 20, what="load served by B alone")
@@ -156,9 +153,6 @@ def test_dynamic_fleet_fails_over_with_nothing_lost(procs: ProcGroup, tmp_path: 
         mark = b.mark()
         b.write("app2", pn, tag="N", extra="fleet-app = app")
         b.wait_log(r"ready: 'app2.ini'", after=mark)
-        ready_at = time.monotonic()
         wait_for(lambda: f"127.0.0.1:{pn}" in out.read_text(), 5, what="new vassal rendered")
-        assert time.monotonic() - ready_at < 1.5
     assert load.result.failed == 0 and load.result.ok > 0, load.result
-    assert gone_after <= TTL + 1.5, gone_after
     assert re.search(r"upstream app \{", out.read_text())
