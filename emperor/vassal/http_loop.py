@@ -122,27 +122,34 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             continue
         ready_fds = {fd for fd, _ev in ready}
         own = [fd for fd in ready_fds if fd in idle]
-        if own:  # a request on a connection we hold: the fast path, no hand-over
-            fd = own[0]
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            arm()
+        if own:  # requests on connections we hold: the fast path, no hand-over
+            # Every ready one in turn (a busy connection never starves a quieter one); the
+            # others ready wait at most PARK_AFTER before the master can give them elsewhere.
+            # A served one is held again at once, so the timer parks it too if a later one is slow.
+            armed_here = False
             try:
-                kept = server.serve(conn, first=False)
+                for fd in own:
+                    held = idle.pop(fd, None)
+                    if held is None:
+                        continue  # parked by the timer meanwhile: the master has it
+                    poller.unregister(fd)
+                    if not armed_here:
+                        arm()
+                        armed_here = True
+                    if server.serve(held[0], first=False):
+                        hold(held[0])
             finally:
                 disarm()
-            if kept:
-                hold(conn)
             continue
         if park_fd in ready_fds:
             got = server.take_parked()
             if got is not None:
                 arm()
                 try:
-                    kept = server.serve(got, first=False)
+                    keep = server.serve(got, first=False)
                 finally:
                     disarm()
-                if kept:
+                if keep:
                     hold(got)
                 continue
         for fd in ready_fds:
