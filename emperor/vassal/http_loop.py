@@ -107,11 +107,16 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
         signal.siginterrupt(signal.SIGALRM, False)
     while worker.alive and not worker.recycle_reason:
         now = time.monotonic()
-        for fd in [fd for fd, (_, until) in idle.items() if until <= now]:
-            conn, _ = idle.pop(fd)
+        wait = -1
+        while idle:  # in deadline order (hold() appends now + keepalive): only the head can be due
+            fd = next(iter(idle))
+            conn, until = idle[fd]
+            if until > now:
+                wait = int((until - now) * 1000) + 1
+                break
+            del idle[fd]
             poller.unregister(fd)
             server.close(conn)  # idle past http-keepalive: a clean close (FIN)
-        wait = -1 if not idle else max(0, int((min(u for _, u in idle.values()) - now) * 1000) + 1)
         try:
             ready = poller.poll(wait)
         except OSError:
