@@ -67,9 +67,10 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
         nonlocal armed
         armed = False
         for fd in list(idle):
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            server.park(conn)
+            held = idle.pop(fd, None)  # None: the SIGALRM handler interrupted us and parked it
+            if held is not None:
+                poller.unregister(fd)
+                server.park(held[0])
 
     def on_alarm(signum: int, frame: Any) -> None:
         if armed:  # a late signal after disarm() finds nothing to do
@@ -93,11 +94,15 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def hold(conn: Connection) -> None:
-        if len(idle) >= IDLE_CAP:
-            release()
+        if len(idle) >= IDLE_CAP:  # the longest idle one goes to the master
+            oldest = next(iter(idle), -1)
+            held = idle.pop(oldest, None)  # None: the SIGALRM handler parked it meanwhile
+            if held is not None:
+                poller.unregister(oldest)
+                server.park(held[0])
         fd = conn.sock.fileno()
+        poller.register(fd, select.POLLIN)  # first: the SIGALRM handler parks what ``idle`` has
         idle[fd] = (conn, time.monotonic() + server.keepalive)
-        poller.register(fd, select.POLLIN)
 
     # An application that installed its own SIGALRM handler keeps it (and we park eagerly).
     lazy = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
@@ -145,7 +150,10 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                         hold(held[0])
             finally:
                 disarm()
-            continue
+            if not worker.alive or worker.recycle_reason:
+                continue
+        # then, in the same turn, a parked connection and a new one: under load some held
+        # connection is always ready, and serving only those would starve the master's queue
         if park_fd in ready_fds:
             got = server.take_parked()
             if got is not None:
@@ -156,7 +164,8 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                     disarm()
                 if keep:
                     hold(got)
-                continue
+                if not worker.alive or worker.recycle_reason:
+                    continue
         for fd in ready_fds:
             accept = sources.get(fd)
             if accept is None:
