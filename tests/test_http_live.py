@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from harness import ProcGroup, free_port, request, wait_for, wsgi_vars
 from harness.http_client import RawHTTP, chunked, request_bytes
-from vassal_runner import start_vassal
+from vassal_runner import start_vassal, worker_pids
 
 pytestmark = pytest.mark.live  # real processes (README: Tests)
 
@@ -368,6 +368,35 @@ def test_idle_connection_never_waits_behind_a_busy_worker(procs: ProcGroup, tmp_
             assert time.monotonic() - t0 < 1.0, "the idle connection waited behind the busy worker"
             assert not done.is_set()
             t.join()
+
+
+def test_fast_requests_leave_idle_connections_in_the_worker(procs: ProcGroup) -> None:
+    """Lazy parking: a fast request does not hand the worker's other idle keep-alive
+    connections to the master (behind nginx that would send nearly every request through the
+    master); a request that outlives PARK_AFTER does, and the parked one is served after."""
+    import psutil
+
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1")
+    (wpid,) = worker_pids(proc)
+    addr = ("127.0.0.1", port)
+
+    def held(pid: int) -> int:
+        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                   if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+    with RawHTTP(addr) as a, RawHTTP(addr) as b:
+        for _ in range(20):
+            for c in (a, b):
+                c.send(request_bytes("GET", "/pid"))
+                assert c.response().status == 200
+        wait_for(lambda: held(wpid) == 2, timeout=3)  # both stay with the worker
+        assert held(proc.pid) == 0  # none went through the master
+        a.send(request_bytes("GET", "/sleep?s=1"))
+        wait_for(lambda: held(proc.pid) == 1, timeout=0.8)  # b parked while the worker is busy
+        assert a.response().status == 200
+        b.send(request_bytes("GET", "/pid"))
+        assert b.response().status == 200
 
 
 def test_threads_keepalive(procs: ProcGroup) -> None:

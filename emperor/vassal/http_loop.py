@@ -4,16 +4,21 @@ The master forks an ``HTTPWorker`` instead of a plain ``Worker`` when its vassal
 socket, so only those vassals load httptools, and the worker module never imports this one.
 
 A sync worker polls its listeners, the parking socketpair and the idle keep-alive connections
-it holds. It serves a request on one of its own idle connections directly (no hand-over); it
-hands every other idle connection to the master before it starts any other work, so none waits
-behind it. Threaded workers never hold idle connections: a thread parks the connection after
-each response unless the next (pipelined) request is already there.
+it holds, and serves whatever is ready at once. It parks lazily: while it serves, the other idle
+connections it holds stay with it unless the work outlives ``PARK_AFTER``; then a one-shot
+``SIGALRM`` (``setitimer``) hands them all to the master, which gives a request arriving on one
+of them to a free worker. So a fast request costs two ``setitimer`` calls instead of a
+``sendmsg`` per idle connection (and the master's round trip for each), and a request on an
+idle connection still never waits more than ``PARK_AFTER`` behind a busy worker. Threaded
+workers never hold idle connections: a thread parks the connection after each response unless
+the next (pipelined) request is already there.
 """
 
 from __future__ import annotations
 
 import logging
 import select
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -27,6 +32,9 @@ from emperor.vassal.worker import Worker
 log = logging.getLogger("emperor.http")
 
 IDLE_CAP = 64  # idle connections one worker holds; more are parked with the master
+# Work longer than this parks the worker's other idle connections (the longest a request on one
+# of them waits behind this worker before the master can give it to a free one).
+PARK_AFTER = 0.01
 
 
 class HTTPWorker(Worker):
@@ -52,28 +60,68 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
         park_fd = park.fileno()
         poller.register(park_fd, select.POLLIN)
     idle: dict[int, tuple[Connection, float]] = {}
+    armed = False  # the park timer runs (only while serving with other idle connections held)
 
-    def release(keep: int = -1) -> None:
-        """Becoming busy: hand every idle connection but ``keep`` to the master."""
-        for fd in [fd for fd in idle if fd != keep]:
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            server.park(conn)
+    def release() -> None:
+        """Hand every idle connection to the master (also the SIGALRM handler: work took long)."""
+        nonlocal armed
+        armed = False
+        for fd in list(idle):
+            held = idle.pop(fd, None)  # None: the SIGALRM handler interrupted us and parked it
+            if held is not None:
+                poller.unregister(fd)
+                server.park(held[0])
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        if armed:  # a late signal after disarm() finds nothing to do
+            release()
+
+    def arm() -> None:
+        """Becoming busy: park the idle connections only if this outlives PARK_AFTER."""
+        nonlocal armed
+        if not idle:
+            return
+        if not lazy:
+            release()  # the application owns SIGALRM: park at once, as before
+            return
+        armed = True
+        signal.setitimer(signal.ITIMER_REAL, PARK_AFTER)
+
+    def disarm() -> None:
+        nonlocal armed
+        if armed:
+            armed = False  # first: a signal already pending is now a no-op
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def hold(conn: Connection) -> None:
-        if len(idle) >= IDLE_CAP:
-            release()
+        if len(idle) >= IDLE_CAP:  # the longest idle one goes to the master
+            oldest = next(iter(idle), -1)
+            held = idle.pop(oldest, None)  # None: the SIGALRM handler parked it meanwhile
+            if held is not None:
+                poller.unregister(oldest)
+                server.park(held[0])
         fd = conn.sock.fileno()
+        poller.register(fd, select.POLLIN)  # first: the SIGALRM handler parks what ``idle`` has
         idle[fd] = (conn, time.monotonic() + server.keepalive)
-        poller.register(fd, select.POLLIN)
 
+    # An application that installed its own SIGALRM handler keeps it (and we park eagerly).
+    lazy = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+    if lazy:
+        signal.signal(signal.SIGALRM, on_alarm)
+        # SA_RESTART: a blocking system call in a C extension is resumed, not failed with EINTR
+        signal.siginterrupt(signal.SIGALRM, False)
     while worker.alive and not worker.recycle_reason:
         now = time.monotonic()
-        for fd in [fd for fd, (_, until) in idle.items() if until <= now]:
-            conn, _ = idle.pop(fd)
+        wait = -1
+        while idle:  # in deadline order (hold() appends now + keepalive): only the head can be due
+            fd = next(iter(idle))
+            conn, until = idle[fd]
+            if until > now:
+                wait = int((until - now) * 1000) + 1
+                break
+            del idle[fd]
             poller.unregister(fd)
             server.close(conn)  # idle past http-keepalive: a clean close (FIN)
-        wait = -1 if not idle else max(0, int((min(u for _, u in idle.values()) - now) * 1000) + 1)
         try:
             ready = poller.poll(wait)
         except OSError:
@@ -84,21 +132,40 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             continue
         ready_fds = {fd for fd, _ev in ready}
         own = [fd for fd in ready_fds if fd in idle]
-        if own:  # a request on a connection we hold: the fast path, no hand-over
-            fd = own[0]
-            conn, _ = idle.pop(fd)
-            poller.unregister(fd)
-            release()
-            if server.serve(conn, first=False):
-                hold(conn)
-            continue
+        if own:  # requests on connections we hold: the fast path, no hand-over
+            # Every ready one in turn (a busy connection never starves a quieter one); the
+            # others ready wait at most PARK_AFTER before the master can give them elsewhere.
+            # A served one is held again at once, so the timer parks it too if a later one is slow.
+            armed_here = False
+            try:
+                for fd in own:
+                    held = idle.pop(fd, None)
+                    if held is None:
+                        continue  # parked by the timer meanwhile: the master has it
+                    poller.unregister(fd)
+                    if not armed_here:
+                        arm()
+                        armed_here = True
+                    if server.serve(held[0], first=False):
+                        hold(held[0])
+            finally:
+                disarm()
+            if not worker.alive or worker.recycle_reason:
+                continue
+        # then, in the same turn, a parked connection and a new one: under load some held
+        # connection is always ready, and serving only those would starve the master's queue
         if park_fd in ready_fds:
             got = server.take_parked()
             if got is not None:
-                release()
-                if server.serve(got, first=False):
+                arm()
+                try:
+                    keep = server.serve(got, first=False)
+                finally:
+                    disarm()
+                if keep:
                     hold(got)
-                continue
+                if not worker.alive or worker.recycle_reason:
+                    continue
         for fd in ready_fds:
             accept = sources.get(fd)
             if accept is None:
@@ -115,17 +182,23 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                     time.sleep(0.1)
                     continue
                 raise
-            release()
             site = server.sites.get(fd)
-            if site is None:
-                worker.handle(sock)  # a uwsgi listener of the same vassal
-            else:
-                fresh = server.accept(sock, site)
-                if fresh is not None and server.serve(fresh, first=True):
-                    hold(fresh)
+            arm()
+            try:
+                if site is None:
+                    worker.handle(sock)  # a uwsgi listener of the same vassal
+                    fresh = None
+                else:
+                    fresh = server.accept(sock, site)
+                    if fresh is not None and not server.serve(fresh, first=True):
+                        fresh = None
+            finally:
+                disarm()
+            if fresh is not None:
+                hold(fresh)
             break
-    for conn, _ in list(idle.values()):
-        server.park(conn)  # stopping or recycling: the master keeps them for the next worker
+    disarm()
+    release()  # stopping or recycling: the master keeps them for the next worker
 
 
 def serve_threaded(worker: Worker, park: socket.socket | None) -> None:
