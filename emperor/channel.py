@@ -123,6 +123,20 @@ def parse_scale_reply(payload: str) -> tuple[bool, str]:
     return False, f"malformed answer from the vassal: {payload[:80]!r}"
 
 
+def workers_payload(current: int, low: int, high: int, spawns: int, cheaps: int) -> str:
+    """The WORKERS payload: running workers, the minimum, the ceiling, cheaper's spawns and cheaps."""
+    return f"{current} {low} {high} {spawns} {cheaps}"
+
+
+def parse_workers(payload: str) -> tuple[int, int, int, int, int] | None:
+    """The five counts of a WORKERS payload, or None when it is malformed."""
+    fields = payload.split()
+    if len(fields) != 5 or not all(f.isdigit() for f in fields):
+        return None
+    cur, low, high, spawns, cheaps = (int(f) for f in fields)
+    return cur, low, high, spawns, cheaps
+
+
 def pair() -> tuple[socket.socket, socket.socket]:
     """(emperor end, vassal end). The vassal end must be passed with ``pass_fds``."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -39,3 +39,10 @@ def test_a_payload_travels_in_one_packet() -> None:
     packet = channel.encode(Msg.SOS, channel.sos_payload(37, 10))
     assert channel.decode(packet) == (Msg.SOS, "37 10")
     assert channel.decode(bytes((250,))) is None and channel.decode(b"") is None
+
+
+def test_workers_payload_round_trip() -> None:
+    """WORKERS: the vassal's counts (running, minimum, ceiling, spawns, cheaps) both ways."""
+    assert channel.parse_workers(channel.workers_payload(3, 1, 8, 5, 2)) == (3, 1, 8, 5, 2)
+    assert channel.parse_workers("3 1 8") is None
+    assert channel.parse_workers("3 1 8 x 2") is None

@@ -372,21 +372,9 @@ class Emperor:
         elif msg == Msg.ENDPOINTS:
             self.fleet.reported(v.name, payload)
         elif msg == Msg.WORKERS:
-            self._on_workers(v, payload)
+            self.console.workers(v, payload)
         else:
             log.debug("channel: %r sent %s %s", v.name, msg.name, payload)
-
-    def _on_workers(self, v: Vassal, payload: str) -> None:
-        """The vassal's worker counts (cheaper spawned or retired, or a scale): kept for
-        ``emperor ctl list/status`` and the stats, and published as a ``workers`` event."""
-        fields = payload.split()
-        if len(fields) != 5 or not all(f.isdigit() for f in fields):
-            log.warning("channel: %r sent malformed worker counts %r", v.name, payload[:60])
-            return
-        cur, low, high, spawns, cheaps = (int(f) for f in fields)
-        v.workers = (cur, low, high, spawns, cheaps)
-        self.console.publish(v.name, "workers", pid=v.pid or 0, workers=cur, min=low, max=high,
-                             spawns=spawns, cheaps=cheaps)
 
     def _reap(self, name: str) -> None:
         v = self.vassals.get(name)
@@ -460,7 +448,7 @@ class Emperor:
                 self.next_watchdog = now + self.notify.watchdog_interval
         self.zergs.timers(now)
         if self.logreopen.touched(now):
-            self._reopen_logs(f"{self.s.touch_logreopen} was touched")
+            self.children.reopen_log(self.s.logto, f"{self.s.touch_logreopen} was touched")
 
     def _kill(self, v: Vassal, why: str) -> None:
         if v.name not in self.children:
@@ -484,7 +472,7 @@ class Emperor:
         elif signum == signal.SIGHUP:
             self.reload_all()
         elif signum == signal.SIGUSR1:
-            self._reopen_logs("SIGUSR1")
+            self.children.reopen_log(self.s.logto, "SIGUSR1")
             for line in self.console.status_lines():
                 log.info("status: %s", line)
         elif signum == signal.SIGURG:
@@ -547,17 +535,6 @@ class Emperor:
         return self.zergs.counts(name)
 
     # ---------------------------------------------------------------- logs and status
-
-    def _reopen_logs(self, why: str) -> None:
-        """Reopen our log and pass it to every vassal and zerg: they write to it too (fd 2)."""
-        try:
-            if not logs.reopen(self.s.logto):
-                return
-        except OSError as exc:
-            log.error("log: cannot reopen %s (%s): %s", self.s.logto, why, exc.strerror)
-            return
-        log.info("log: reopened %s (%s)", self.s.logto, why)
-        self.children.pass_log()
 
     def _status_line(self) -> str:
         return status_line([v.state.value if v.state else "new" for v in self.vassals.values()])

@@ -226,6 +226,17 @@ class Operator:
         self.scaling.setdefault(name, []).append(later)
         return later
 
+    def workers(self, v: Vassal, payload: str) -> None:
+        """The vassal's WORKERS (cheaper spawned or retired, or a scale): kept on its record for
+        ``emperor ctl list/status`` and the stats, and published as a ``workers`` event."""
+        if (counts := channel.parse_workers(payload)) is None:
+            log.warning("channel: %r sent malformed worker counts %r", v.name, payload[:60])
+            return
+        v.workers = counts
+        cur, low, high, spawns, cheaps = counts
+        self.publish(v.name, "workers", pid=v.pid or 0, workers=cur, min=low, max=high, spawns=spawns,
+                     cheaps=cheaps)
+
     def scaled(self, v: Vassal, payload: str) -> None:
         """The vassal's SCALED: finish the oldest scale reply waiting for it."""
         pending = self.scaling.get(v.name)

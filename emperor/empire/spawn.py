@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from emperor import channel, config, ini, inifd, venv
+from emperor import channel, config, ini, inifd, logs, venv
 from emperor.channel import Msg, decode
 from emperor.listeners import ENV_ON_DEMAND
 from emperor.options import Scope, lookup
@@ -351,6 +351,17 @@ class Children:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(obj)
         proc.close()
+
+    def reopen_log(self, logto: str | None, why: str) -> None:
+        """Reopen our log (logrotate) and pass it to every vassal and zerg: they write to it too."""
+        try:
+            if not logs.reopen(logto):
+                return
+        except OSError as exc:
+            log.error("log: cannot reopen %s (%s): %s", logto, why, exc.strerror)
+            return
+        log.info("log: reopened %s (%s)", logto, why)
+        self.pass_log()
 
     def pass_log(self) -> None:
         """Our reopened log (fd 2) to every child: they write to it too."""

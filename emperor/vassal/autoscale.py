@@ -155,8 +155,8 @@ def tell_workers(m: Host) -> None:
         return
     pol, book = m.cheaper, m.cheaper_log
     low = pol.minimum if pol is not None else m.target
-    channel.send(m.chan, Msg.WORKERS, f"{running_workers(m)} {low} "
-                 f"{m.target} {sum(book.spawned.values())} {sum(book.cheaped.values())}")
+    channel.send(m.chan, Msg.WORKERS, channel.workers_payload(
+        running_workers(m), low, m.target, sum(book.spawned.values()), sum(book.cheaped.values())))
 
 
 def scale(m: Host, payload: str) -> tuple[bool, str]:
