@@ -93,10 +93,14 @@ UWSGI_COMMON = ("--master --processes {workers} --wsgi-file {wsgi_file} --callab
 EMPEROR_HTTP = "emperor-http+nginx"
 EMPEROR_HTTP_DIRECT = "emperor-http-direct"
 EMPEROR_ASGI = "emperor-asgi+nginx"
+EMPEROR_ASGI_HTTP = "emperor-asgi-http+nginx"
+EMPEROR_ASGI_DIRECT = "emperor-asgi-direct"
 EMPEROR_HTTP_CMD = ("{python} -m emperor.vassal --http-socket {bind} --chmod-socket 666 "
                     "--processes {workers} --module {module} --chdir {apps} --disable-logging")
 EMPEROR_ASGI_CMD = ("{python} -m emperor.vassal --socket {sock} --chmod-socket 666 --processes {workers} "
                     "--asgi {module} --chdir {apps} --disable-logging")
+EMPEROR_ASGI_HTTP_CMD = ("{python} -m emperor.vassal --http-socket {bind} --chmod-socket 666 "
+                         "--processes {workers} --asgi {module} --chdir {apps} --disable-logging")
 GUNICORN_CMD = "{venv_bin}/gunicorn --workers {workers} --bind {gbind} --chdir {apps} "
 GTHREADS = 4  # threads per gunicorn gthread worker
 GRANIAN_CMD = ("{venv_bin}/granian --workers {workers} --working-dir {apps} --no-ws --log-level warning "
@@ -134,8 +138,11 @@ BUILTIN: list[tuple[str, str, str, str]] = [
     ("gunicorn-gthread-direct", "direct",
      GUNICORN_CMD + f"--worker-class gthread --threads {GTHREADS} {{module}}", "wsgi"),
     ("granian-wsgi-direct", "direct", GRANIAN_CMD + "--interface wsgi {module}", "wsgi"),
-    # --- ASGI (issue #14): emperor over uwsgi_pass (its only ASGI path today), the others over HTTP
+    # --- ASGI (issue #14): emperor over uwsgi_pass and over an http-socket (proxy_pass with
+    # upstream keepalive, or wrk directly), the others over HTTP
     (EMPEROR_ASGI, "nginx-uwsgi", EMPEROR_ASGI_CMD, "asgi"),
+    (EMPEROR_ASGI_HTTP, "nginx-http-ka", EMPEROR_ASGI_HTTP_CMD, "asgi"),
+    (EMPEROR_ASGI_DIRECT, "direct", EMPEROR_ASGI_HTTP_CMD, "asgi"),
     ("uvicorn+nginx", "nginx-http-ka", UVICORN_CMD, "asgi"),
     ("gunicorn-asgi+nginx", "nginx-http-ka", GUNICORN_CMD + "--worker-class asgi {module}", "asgi"),
     ("granian-asgi+nginx", "nginx-http-ka", GRANIAN_CMD + "--interface asgi {module}", "asgi"),
@@ -147,7 +154,8 @@ HTTP_NGINX = [EMPEROR_HTTP, SUBJECT, UWSGI, "uwsgi-http+nginx", "uwsgi-http11+ng
               "gunicorn-gthread+nginx", "granian-wsgi+nginx"]
 HTTP_DIRECT = [EMPEROR_HTTP_DIRECT, "uwsgi-direct", "uwsgi-http11-direct", "gunicorn-direct",
                "gunicorn-gthread-direct", "granian-wsgi-direct"]
-ASGI_CONFIGS = [EMPEROR_ASGI, "uvicorn+nginx", "gunicorn-asgi+nginx", "granian-asgi+nginx",
+ASGI_CONFIGS = [EMPEROR_ASGI, EMPEROR_ASGI_HTTP, EMPEROR_ASGI_DIRECT, "uvicorn+nginx", "gunicorn-asgi+nginx",
+                "granian-asgi+nginx",
                 "uvicorn-direct", "gunicorn-asgi-direct", "granian-asgi-direct"]
 # --suite: (configs, workloads) presets
 SUITES: dict[str, tuple[list[str], tuple[str, ...]]] = {
@@ -232,8 +240,18 @@ HTTP_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = 
     ("rps", "req/s", "uwsgi-http11-direct", WSGI_WORKLOADS, EMPEROR_HTTP_DIRECT),
     ("p99_ms", "p99", "granian-wsgi-direct", WSGI_WORKLOADS, EMPEROR_HTTP_DIRECT),
 ]
-# issue #14: emperor's ASGI worker behind nginx (uwsgi_pass) vs uvicorn, gunicorn -k asgi, Granian;
-# emperor has no direct (HTTP) ASGI path yet, so the "directly" target cannot be measured.
+# issue #14: emperor's ASGI worker behind nginx vs uvicorn, gunicorn -k asgi, Granian (each over
+# proxy_pass with upstream keepalive); emperor both over uwsgi_pass and over an http-socket (the
+# equal-terms path), and directly (wrk keep-alive) vs Granian directly.
+ASGI_HTTP_TARGETS: list[Target] = [
+    Target("rps", "req/s", "uvicorn+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI_HTTP),
+    Target("rps", "req/s", "gunicorn-asgi+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI_HTTP),
+    Target("cpu_us", "CPU/req", "uvicorn+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI_HTTP),
+    Target("cpu_us", "CPU/req", "gunicorn-asgi+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI_HTTP),
+    Target("rps", "req/s", "granian-asgi+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI_HTTP),
+    Target("p99_ms", "p99", "uvicorn+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI_HTTP),
+    Target("rps", "req/s", "granian-asgi-direct", ASGI_WORKLOADS, ">=", 0.8, EMPEROR_ASGI_DIRECT),
+]
 ASGI_TARGETS: list[Target] = [
     Target("rps", "req/s", "uvicorn+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI),
     Target("rps", "req/s", "gunicorn-asgi+nginx", ASGI_WORKLOADS, ">=", 1.0, EMPEROR_ASGI),
@@ -246,8 +264,14 @@ ASGI_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = 
     ("cpu_us", "CPU/req", "granian-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("pss_mib", "PSS", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("rps", "req/s", "granian-asgi-direct", ASGI_WORKLOADS, EMPEROR_ASGI),
+    ("cpu_us", "CPU/req", "granian-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI_HTTP),
+    ("pss_mib", "PSS", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI_HTTP),
+    ("rps", "req/s", "uvicorn-direct", ASGI_WORKLOADS, EMPEROR_ASGI_DIRECT),
+    ("cpu_us", "CPU/req", "uvicorn-direct", ASGI_WORKLOADS, EMPEROR_ASGI_DIRECT),
+    ("p99_ms", "p99", "uvicorn-direct", ASGI_WORKLOADS, EMPEROR_ASGI_DIRECT),
+    ("cpu_us", "CPU/req", "granian-asgi-direct", ASGI_WORKLOADS, EMPEROR_ASGI_DIRECT),
 ]
-ALL_TARGETS = TARGETS + HTTP_TARGETS + ASGI_TARGETS
+ALL_TARGETS = TARGETS + HTTP_TARGETS + ASGI_HTTP_TARGETS + ASGI_TARGETS
 ALL_INFO = [(m, lb, b, w, SUBJECT) for m, lb, b, w in INFO] + HTTP_INFO + ASGI_INFO
 
 
