@@ -30,14 +30,19 @@ from typing import Any
 
 from emperor.protocol import asgi, http
 from emperor.vassal import aio, parking
-from emperor.vassal.asgi_cycles import LINGER_RESET, ClientDisconnected, HttpCycle, WebSocketCycle
+from emperor.vassal.asgi_cycles import (
+    LINGER_RESET,
+    HttpCycle,
+    TransportWriter,
+    WebSocketCycle,
+)
 from emperor.vassal.asgi_exchange import HttpExchange, date_header
 from emperor.vassal.sockets import Listener
 from emperor.vassal.tls import sites
 
 log = logging.getLogger("emperor.worker")
 
-class HttpCodec(asyncio.Protocol):
+class HttpCodec(TransportWriter, asyncio.Protocol):
     """One HTTP/1.1 connection: requests in order, keep-alive, every error closes."""
 
     def __init__(self, worker: Worker, scheme: str, index: int, served: int = 0) -> None:
@@ -104,14 +109,6 @@ class HttpCodec(asyncio.Protocol):
         if self.counted:
             self.counted = False
             self.w.connection_closed()
-
-    def pause_writing(self) -> None:
-        if self.paused_writing is None or self.paused_writing.done():
-            self.paused_writing = self.w.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self.paused_writing is not None and not self.paused_writing.done():
-            self.paused_writing.set_result(None)
 
     # ---- requests ------------------------------------------------------------------------
     def _process(self) -> None:
@@ -216,24 +213,7 @@ class HttpCodec(asyncio.Protocol):
         self.body_done = True
         self.w.start_websocket(ws, self)
 
-    # ---- the Writer interface ------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        fut = self.paused_writing
-        if fut is None or fut.done():
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), self.w.timeout)
-        except TimeoutError:
-            self.abort()
-            raise ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
-                                         "(socket-timeout)") from None
-        if self.cycle is not None and self.cycle.gone:
-            raise ClientDisconnected("the client went away")
-
+    # ---- the Writer interface: write, drain, pause/resume_writing (asgi_cycles.TransportWriter)
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None and not self.closing:
             self.reading_paused = True

@@ -16,12 +16,18 @@ import socket
 import time
 
 from emperor.protocol import asgi, uwsgi
-from emperor.vassal.asgi_cycles import LINGER_RESET, ClientDisconnected, Host, HttpCycle, WebSocketCycle
+from emperor.vassal.asgi_cycles import (
+    LINGER_RESET,
+    Host,
+    HttpCycle,
+    TransportWriter,
+    WebSocketCycle,
+)
 
 DRAIN_LIMIT = 64 << 20  # unread request body discarded before close; beyond it the connection is cut
 
 
-class UwsgiCodec(asyncio.Protocol):
+class UwsgiCodec(TransportWriter, asyncio.Protocol):
     """One uwsgi connection: the packet, the body stream, the response; then close."""
 
     def __init__(self, worker: Host) -> None:
@@ -119,32 +125,7 @@ class UwsgiCodec(asyncio.Protocol):
             self.paused_writing.set_result(None)
         self.w.connection_done(self)
 
-    def pause_writing(self) -> None:
-        if self.paused_writing is None or self.paused_writing.done():
-            self.paused_writing = self.w.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self.paused_writing is not None and not self.paused_writing.done():
-            self.paused_writing.set_result(None)
-
-    # the Writer interface
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        fut = self.paused_writing
-        if fut is None or fut.done():
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), self.w.timeout)
-        except TimeoutError:
-            self.abort()
-            raise ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
-                                     "(socket-timeout)") from None
-        if self.cycle is not None and self.cycle.gone:
-            raise ClientDisconnected("the client went away")
-
+    # the Writer interface: write, drain, pause/resume_writing (asgi_cycles.TransportWriter)
     def pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
             self.reading_paused = True

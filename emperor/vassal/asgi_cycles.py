@@ -58,6 +58,46 @@ class Codec(Protocol):
     def finish(self, ok: bool) -> None: ...
 
 
+class TransportWriter:
+    """The ``Writer`` half both codecs share (aio_uwsgi.py, aio_http.py): write to the transport,
+    and wait for the client to read (asyncio's flow control) at most ``socket-timeout``.
+
+    The codec sets ``transport``, ``paused_writing``, ``cycle`` and ``w`` and provides ``abort``."""
+
+    transport: asyncio.Transport | None
+    paused_writing: asyncio.Future[None] | None
+    cycle: Any
+    w: Any  # the codec's worker (a Host; aio_http's is richer), typed by each codec
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def pause_writing(self) -> None:
+        if self.paused_writing is None or self.paused_writing.done():
+            self.paused_writing = self.w.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self.paused_writing is not None and not self.paused_writing.done():
+            self.paused_writing.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        fut = self.paused_writing
+        if fut is None or fut.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.w.timeout)
+        except TimeoutError:
+            self.abort()
+            raise ClientDisconnected(f"the client read nothing for {self.w.timeout:g} s "
+                                     "(socket-timeout)") from None
+        if self.cycle is not None and self.cycle.gone:
+            raise ClientDisconnected("the client went away")
+
+
 class Host(Protocol):
     """What a codec asks of the worker that owns it (``aio.Worker`` and its subclasses).
 
