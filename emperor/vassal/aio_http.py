@@ -31,7 +31,6 @@ from typing import Any
 from emperor.protocol import asgi, http
 from emperor.vassal import aio, parking
 from emperor.vassal.asgi_cycles import (
-    LINGER_RESET,
     HttpCycle,
     TransportWriter,
     WebSocketCycle,
@@ -264,14 +263,7 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         """Close at once, dropping unsent data (TCP: with a reset, so a proxy sees a broken reply)."""
         self.closing = True
         self._cancel_timer()
-        if self.transport is not None:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-                except (OSError, AttributeError):
-                    pass
-            self.transport.abort()
+        self.reset_transport()
 
     def stop(self) -> None:
         """The worker stops: an idle connection goes to the master (which hands it to the next

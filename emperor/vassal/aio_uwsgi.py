@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
 from emperor.protocol import asgi, uwsgi
 from emperor.vassal.asgi_cycles import (
-    LINGER_RESET,
     Host,
     HttpCycle,
     TransportWriter,
@@ -158,14 +156,7 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
         """Close at once, dropping unsent data; on TCP with a reset, so the peer sees a broken reply
         (a Unix socket has no reset: the peer sees an ordinary end of stream)."""
         self.closing = True
-        if self.transport is not None:
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-                except (OSError, AttributeError):
-                    pass
-            self.transport.abort()
+        self.reset_transport()
 
     # internals
     def _close(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -71,6 +72,18 @@ class TransportWriter:
 
     def abort(self) -> None:
         raise NotImplementedError
+
+    def reset_transport(self) -> None:
+        """Close at once, dropping unsent data; on TCP with a reset (SO_LINGER 0), so a proxy sees
+        a broken reply rather than a short one that looks complete."""
+        if self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                except (OSError, AttributeError):
+                    pass
+            self.transport.abort()
 
     def pause_writing(self) -> None:
         if self.paused_writing is None or self.paused_writing.done():

@@ -9,6 +9,7 @@ them without importing the worker (and the worker never imports the HTTP modules
 from __future__ import annotations
 
 import _socket
+import logging
 import socket
 import struct
 import time
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from emperor.protocol.wsgi import Response, body_allowed
+
+log = logging.getLogger("emperor.worker")
 
 DONTWAIT = socket.MSG_DONTWAIT
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
@@ -193,3 +196,12 @@ def drain(conn: Conn, unread: int, deadline: float) -> None:
             left -= len(chunk)
     except OSError:
         pass
+
+
+def close_result(close: Callable[[], object], wid: int) -> None:
+    """PEP 3333: the server calls the app iterable's ``close()``; its failure is the app's, logged,
+    never the connection's (the uwsgi and the HTTP path share this)."""
+    try:
+        close()
+    except Exception:
+        log.exception("worker %d: error in the response's close()", wid)

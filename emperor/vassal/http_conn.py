@@ -31,7 +31,7 @@ from emperor.protocol.wsgi import (
 from emperor.proxies import AllowList
 from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
-from emperor.vassal.exchange import ClientGone, Conn
+from emperor.vassal.exchange import ClientGone, Conn, close_result
 from emperor.vassal.http_wire import BadBody, Connection, HTTPExchange, HTTPInput, Site
 from emperor.vassal.tls import sites
 
@@ -273,12 +273,8 @@ class HTTPServer:
         except Exception:
             self._failed(ex, env)
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    log.exception("worker %d: error in the response's close()", worker.wid)
+            if (close := getattr(result, "close", None)) is not None:
+                close_result(close, worker.wid)
 
     def _send_file(self, ex: HTTPExchange, wrapper: FileWrapper) -> None:
         """wsgi.file_wrapper: a Content-Length from the file's size, then sendfile()."""

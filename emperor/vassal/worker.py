@@ -56,7 +56,7 @@ from emperor.protocol.wsgi import (
 )
 from emperor.proxies import AllowList
 from emperor.vassal import scoreboard as sb
-from emperor.vassal.exchange import DONTWAIT, ClientGone, Conn, Exchange, accepter, drain
+from emperor.vassal.exchange import DONTWAIT, ClientGone, Conn, Exchange, accepter, close_result, drain
 from emperor.vassal.loader import AppLoadError, WSGIApp
 from emperor.vassal.peerlog import PeerLog, peer_key
 from emperor.vassal.postbuf import FileInput, buffer_body
@@ -442,12 +442,8 @@ class Worker:
         except Exception:
             self._app_failed(ex, env)
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    log.exception("worker %d: error in the response's close()", self.wid)
+            if (close := getattr(result, "close", None)) is not None:
+                close_result(close, self.wid)
 
     def _send_file(self, ex: Exchange, wrapper: FileWrapper) -> None:
         """wsgi.file_wrapper: head, then sendfile() from the file's current offset."""
