@@ -51,3 +51,25 @@ def test_idle_without_die_on_idle_is_cheap_mode(procs: ProcGroup, nginx: Any, so
     wait_for_log(v, r"cheap: a connection arrived: forking", after=mark)
     assert "upstream" not in ng.error_log(), ng.error_log()[-2000:]
     assert v.alive()
+
+
+def test_cheap_mode_wakes_on_a_kept_alive_http_connection(procs: ProcGroup) -> None:
+    """On an HTTP socket the leaving workers park their keep-alive connections with the master;
+    a request on one of them (no new connection) also brings the workers back and is served."""
+    import http.client
+
+    port = free_port()
+    v = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--idle", str(IDLE), "--processes", "2")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"hello /"), r.status
+        wait_for_log(v, r"idle for \d+ s .*cheap mode", timeout=IDLE + 15)
+        wait_for(lambda: not worker_pids(v), 15, what="cheap mode: every worker gone")
+        conn.request("GET", "/again")  # the same connection, kept alive through cheap mode
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"hello /again"), r.status
+    finally:
+        conn.close()
+    wait_for_log(v, r"cheap: a connection arrived: forking 2 worker")
