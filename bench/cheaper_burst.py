@@ -19,6 +19,7 @@ worker is left (None: not within --tail).
 
   $BENCH_VENV/bin/python bench/cheaper_burst.py                       # the whole matrix
   $BENCH_VENV/bin/python bench/cheaper_burst.py --only emperor-spare-unix,uwsgi-spare-unix
+  $BENCH_VENV/bin/python bench/cheaper_burst.py --emperor-python TREE/.venv/bin/python
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def run_one(a: argparse.Namespace, system: str, algo: str, sock: str) -> dict[st
         f.write(INI.format(socket=addr, algo=algo, apps=B.APPS, delay=a.delay, stats=stats_path))
     target = addr if sock == "tcp" else f"unix:{addr}"
     ng = B.Nginx(rundir, [B.nginx_server(ng_port, B.uwsgi_location(target))]).start()
-    cmd = ([B.venv_python(), "-m", "emperor.vassal", "--ini", ini] if system == "emperor"
+    cmd = ([a.emperor_python, "-m", "emperor.vassal", "--ini", ini] if system == "emperor"
            else [B.venv_bin("uwsgi"), "--ini", ini])
     t_ref = time.monotonic()
     proc = B.Proc(cmd, os.path.join(rundir, "backend.log"), cwd=rundir, stamp=True, t0=t_ref)
@@ -158,6 +159,8 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=16, help="wrk connections")
     ap.add_argument("--tail", type=int, default=45, help="seconds to wait for the way back to 1 worker")
     ap.add_argument("--delay", type=float, default=0.05, help="the app's sleep per request")
+    ap.add_argument("--emperor-python", default=B.venv_python(),
+                    help="the python whose emperor runs (e.g. a worktree's .venv/bin/python)")
     ap.add_argument("--out", default="", help="JSON results (default: a new dir under $BENCH_TMP)")
     a = ap.parse_args()
     wanted = set(filter(None, a.only.split(",")))

@@ -562,11 +562,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("zerg", v.nonempty, None, "Attach to this zerg server and serve the sockets it hands out instead "
          "of binding any (repeatable: the sockets are appended). Those sockets are never removed at exit.",
          group="broodlord", multi=True, metavar="PATH"),
-    _opt("idle", v.integer(0), 0, "Exit (with die-on-idle) after this many seconds without a request "
-         "and with no busy worker (0 = never). In a vassal it pairs with the emperor's on-demand "
-         "mode: the vassal exits and the emperor waits for the next connection (docs/emperor.md); in a "
-         "[zerg] section it frees the zerg's slot. Without die-on-idle it does nothing (uWSGI would "
-         "retire the workers instead).", group="broodlord", metavar="SECONDS"),
+    _opt("idle", v.integer(0), 0, "After this many seconds without a request and with no busy worker "
+         "(0 = never): without die-on-idle, cheap mode as in uWSGI (the workers leave, the master keeps "
+         "the sockets, the next connection brings the workers back and is served; "
+         "docs/autoscaling.md); with die-on-idle, exit (an on-demand vassal goes back to its emperor, "
+         "docs/emperor.md; a [zerg] frees its slot).", group="broodlord", metavar="SECONDS"),
     _opt("die-on-idle", v.boolean, False, "When idle: tell the emperor (an on-demand vassal goes back to "
          "waiting for a connection, a zerg frees its slot), finish any request in flight and exit.",
          group="broodlord", flag=True),

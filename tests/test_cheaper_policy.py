@@ -179,6 +179,31 @@ def test_busyness_retires_after_multiplier_idle_windows() -> None:
     assert "3 window(s) of 2 s" in a.reason
 
 
+@pytest.mark.parametrize("burst", [4.0, 5.5, 6.0])
+def test_busyness_idle_clock_starts_when_the_workers_became_idle(burst: float) -> None:
+    # 8 workers all busy for `burst` seconds (the end lands anywhere in a 3 s window), then idle:
+    # all extra workers retire multiplier x overload = 9 s after the end of the burst, not at the
+    # first window boundary 9 s after it (up to 3 s later before the fix: 11.2 s in the bench)
+    c = policy(algo="busyness", overload=3, multiplier=3, busyness_min=25, busyness_max=50)
+    assert c.hold(burst, workers=8, busy=8, busy_time=2.0) == []  # full: no room to spawn
+    end = c.t
+    acts: list[tuple[float, Action]] = []
+    while c.t < end + 15 and not acts:
+        if (a := c.step(0.25, 8, 0)):
+            acts.append((c.t - end, a))
+    assert [(a.retire, a.rule) for _, a in acts] == [(7, "idle")]
+    assert 9.0 <= acts[0][0] <= 9.25
+
+
+def test_busyness_a_busy_moment_inside_the_idle_span_restarts_the_clock() -> None:
+    c = policy(algo="busyness", overload=1, multiplier=3, busyness_min=25, busyness_max=50)
+    assert c.hold(2.5, workers=4, busy=0) == []
+    assert c.step(0.25, 4, 4, busy_time=1.0) == Action()  # one window at 100 % (the window average)
+    assert c.hold(2.75, workers=4, busy=0) == []  # that window is still in the last three
+    a = c.step(0.25, 4, 0)
+    assert (a.retire, a.rule) == (3, "idle")
+
+
 def test_busyness_keeps_enough_workers_for_the_load() -> None:
     c = policy(algo="busyness", overload=1, multiplier=1, busyness_min=25, busyness_max=50)
     acts = c.hold(1.0, workers=8, busy=1, busy_time=0.25)  # 1 worker-second per second: 12.5 %

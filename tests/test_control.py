@@ -253,7 +253,7 @@ def test_scale_is_answered_by_the_vassal_and_held_vassals_are_not_unknown(rig: R
     r = ctl(endpoint, "scale", "app", "0")  # 0 is a value, not a missing one
     assert r.returncode == 1 and "processes must be 1 to 4096 (got 0)" in r.stderr, r.stderr
     r = ctl(endpoint, "scale", "app", "3")  # accepted: human text, not JSON
-    assert r.returncode == 0 and r.stdout.startswith("scaled: app.ini now runs 3 worker(s)"), r
+    assert r.returncode == 0 and r.stdout.startswith("scaled: app.ini to 3 worker(s)"), r
     wait_for(lambda: len(rig.worker_pids("app")) == 3, 10, what="three workers")
     assert ok(endpoint, "scale", "app", "2")["scaled"] == "app.ini"
 

@@ -131,6 +131,23 @@ def _workers(v: dict[str, Any]) -> str:
     return str(cur) if low == high else f"{cur} ({low}-{high})"
 
 
+def _scaled(reply: dict[str, Any]) -> str:
+    """What a scale set and what runs when the vassal answered: under cheaper the number is the
+    ceiling and cheaper keeps choosing the count; without it, new workers are still starting
+    (and surplus ones finishing) when the answer comes."""
+    name, asked, pid = reply["scaled"], reply["processes"], reply["pid"]
+    cur, low, high = reply.get("workers"), reply.get("workers_min"), reply.get("workers_max")
+    tail = f"master pid {pid}; until its next reload"
+    if cur is None or not high:  # an emperor that does not send the counts
+        return f"scaled: {name} to {asked} worker(s) ({tail})"
+    if low != high:
+        return (f"scaled: {name}: ceiling set to {asked} worker(s); cheaper keeps {low} to {high}, "
+                f"{cur} running now ({tail})")
+    running = "" if cur == asked else f", {cur} running when it answered, the others " + \
+        ("starting" if cur < asked else "finishing their request")
+    return f"scaled: {name} to {asked} worker(s){running} ({tail})"
+
+
 def _human(cmd: Command, reply: dict[str, Any]) -> str:
     if cmd.name == "list":
         rows = [("VASSAL", "PID", "STATE", "LOYAL", "WORKERS", "RESPAWNS", "THROTTLE", "LAST ERROR")]
@@ -155,6 +172,5 @@ def _human(cmd: Command, reply: dict[str, Any]) -> str:
     if cmd.name == "start":
         return f"starting: {reply['starting']}"
     if cmd.name == "scale":
-        return (f"scaled: {reply['scaled']} now runs {reply['processes']} worker(s) (master pid "
-                f"{reply['pid']}; until its next reload)")
+        return _scaled(reply)
     return json.dumps(reply, indent=2)

@@ -243,7 +243,10 @@ def cmd_scale(api: EmperorAPI, props: dict[str, Any]) -> Later:
     ceiling (``processes``): the cheaper algorithm keeps choosing the count below it
     (docs/autoscaling.md).
     The reply waits for the vassal's answer (at most 3 s): ``{"scaled": name, "processes": N,
-    "pid": master pid}``, or the error REFUSED with the vassal's reason.
+    "pid": master pid, "workers": running now, "workers_min": M, "workers_max": N}`` (the
+    counts the vassal reported with its answer: running workers, cheaper's minimum and
+    ceiling; without cheaper both are N, and new workers may still be starting), or the
+    error REFUSED with the vassal's reason.
     """
     name = find(api, props["name"], "scale")
     count = props["processes"]

@@ -251,7 +251,9 @@ class Operator:
         if not pending:
             del self.scaling[v.name]
         if accepted:
-            later.finish({"scaled": v.name, "processes": int(detail), "pid": v.pid})
+            cur, low, high = v.workers[:3]  # its WORKERS line came before SCALED, on the same channel
+            later.finish({"scaled": v.name, "processes": int(detail), "pid": v.pid, "workers": cur,
+                          "workers_min": low, "workers_max": high})
         else:
             later.fail(Errno.REFUSED, f"scale: {v.name} refused: {detail}")
 

@@ -47,6 +47,7 @@ class Host(Protocol):
     cheaper_log: Ledger
     cheaper_next: float
     busy_us: dict[int, int]
+    cheap_waiting: bool  # cheap / cheap mode after idle: no worker until a connection
 
     def wanted(self, wid: int) -> bool: ...
 
@@ -72,6 +73,19 @@ def boot(m: Host) -> None:
              settings.minimum, settings.maximum, settings.initial)
 
 
+def wake(m: Host) -> None:
+    """Out of cheap mode (``idle`` without ``die-on-idle``): cheaper starts afresh, from
+    ``cheaper-initial`` workers, under the ceiling a scale may have moved."""
+    pol = m.cheaper
+    if pol is None:
+        return
+    ceiling = pol.maximum
+    m.cheaper = cheaper.Policy(pol.s, time.monotonic())
+    m.cheaper.maximum = ceiling
+    m.cheaped = set(range(min(pol.s.initial, ceiling) + 1, m.target + 1))
+    m.busy_us = {}
+
+
 def can_grow(m: Host) -> bool:
     """Cheaper may still spawn (an SOS for zergs waits until it cannot)."""
     return m.cheaper is not None and len(m.workers) - len(m.retiring) < m.target
@@ -80,7 +94,7 @@ def can_grow(m: Host) -> bool:
 def tick(m: Host, now: float) -> None:
     """Feed the policy from the scoreboard and the backlog probe, and act on its answer."""
     pol = m.cheaper
-    if pol is None or now < m.cheaper_next:
+    if pol is None or now < m.cheaper_next or m.cheap_waiting:
         return
     b, now_ns = m.board, time.monotonic_ns()
     live = {wid: pid for pid, wid in m.workers.items() if pid not in m.retiring}

@@ -2,7 +2,8 @@
 
 A vassal with ``zerg-server`` hands its listening sockets to zergs; with ``vassal-sos-backlog``
 or ``vassal-sos`` it asks the emperor for zergs while all its workers are busy (only once cheaper,
-if any, cannot grow any more); a zerg with ``idle`` + ``die-on-idle`` leaves when nothing happens.
+if any, cannot grow any more); a zerg or vassal with ``idle`` + ``die-on-idle`` leaves when nothing
+happens, and with ``idle`` alone goes to cheap mode (the master's ``go_cheap``).
 The pieces are in emperor/vassal/zerg.py and emperor/vassal/backlog.py; these functions wire them
 to the master (through ``Host``, so this module does not import it), once a second at most.
 """
@@ -32,6 +33,8 @@ class Host(autoscale.Host, Protocol):
 
     def stop(self, graceful: bool) -> None: ...
 
+    def go_cheap(self, quiet: float) -> None: ...
+
 
 def boot(m: Host, inherited: sockets.Listener | None = None) -> int | None:
     """The zerg server, the SOS watch (a vassal) and the idle watch (a zerg); an exit status on failure."""
@@ -55,11 +58,8 @@ def boot(m: Host, inherited: sockets.Listener | None = None) -> int | None:
         m.sos.PROBE_EVERY = 1.0  # only the log line: once a second is enough
     if cfg.heartbeat and m.chan is None:
         log.warning("%s: heartbeat ignored: not governed by an emperor", m.name)
-    if cfg.idle and cfg.die_on_idle:
+    if cfg.idle:  # with die-on-idle the vassal exits; without, it goes to cheap mode (uWSGI's meaning)
         m.idle = zerg.IdleWatch(cfg.idle, now)
-    elif cfg.idle:
-        log.warning("%s: idle = %d does nothing without die-on-idle (uWSGI's return to cheap mode "
-                    "is not implemented)", m.name, cfg.idle)
     return None
 
 
@@ -71,10 +71,12 @@ def tick(m: Host, now: float) -> None:
         payload = m.sos.check(now, all_busy)  # also logs a full listen queue
         if payload is not None and m.chan is not None and not autoscale.can_grow(m):
             channel.send(m.chan, Msg.SOS, payload)  # zergs only once cheaper reached processes
-    if m.idle is not None:
+    if m.idle is not None and not m.cheap_waiting:
         any_busy = any(m.board.get(wid - 1, scoreboard.BUSY_SINCE) for wid in m.workers.values())
         quiet = m.idle.check(m.board.total_requests(), any_busy, now)
-        if quiet is not None:
+        if quiet is not None and not m.cfg.die_on_idle:
+            m.go_cheap(quiet)  # the workers leave, the master keeps the sockets
+        elif quiet is not None:
             log.info("%s: idle for %.0f s (no request, no busy worker): leaving", m.name, quiet)
             if m.chan is not None:
                 channel.send(m.chan, Msg.IDLE, f"{quiet:.0f}")

@@ -17,7 +17,9 @@ The algorithms keep uWSGI's names and meanings (docs/autoscaling.md), with three
   together (uWSGI retires one per threshold, so 8 -> 1 takes seven periods). "Extra" means above
   both ``cheaper`` and what the trailing threshold needed (the most workers busy at once in it,
   plus the spare workers the algorithm keeps); the window slides, so workers still busy at the
-  end of a burst follow as soon as they too have been idle for the threshold.
+  end of a burst follow as soon as they too have been idle for the threshold. busyness counts
+  its idle windows back from each look instead of at fixed boundaries, so its idle clock too
+  starts when the workers became idle (``_busyness_idle``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from typing import Any
 ALGOS = ("spare", "spare2", "backlog", "busyness")
 BACKLOG_IDLE = 1.0  # backlog: uWSGI retires as soon as a one-second cycle sees a short queue
 RSS_HARD_EVERY = 1.0  # cheaper-rss-limit-hard retires one worker per second, as uWSGI's cycle
-NONIDLE_RESET = 3  # busyness: three non-idle cycles in a row reset the idle count (uWSGI's rule)
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,11 @@ class Policy:
         self.window_busy = 0.0
         self.window_capacity = 0.0
         self.last_now = now
-        self.idle_cycles = 0
-        self.nonidle_streak = 0
+        # busyness's retire rule: (end, busy seconds, worker seconds) of every snapshot in the last
+        # needed x cheaper-overload seconds, and when the idle clock started (at the policy's start,
+        # after a retirement, or at the last look busier than cheaper-busyness-max)
+        self.samples: deque[tuple[float, float, float]] = deque()
+        self.samples_since = now
         self.multiplier = settings.multiplier
         self.emergency = 0  # busyness: workers spawned by the backlog rules, not yet retired
         self.last_cheap: float | None = None
@@ -288,8 +292,12 @@ class Policy:
     def _busyness(self, snap: Snapshot) -> Action:
         s = self.s
         dt = max(0.0, snap.now - self.last_now)
+        capacity = dt * max(1, snap.workers - snap.starting)
         self.window_busy += snap.busy_time
-        self.window_capacity += dt * max(1, snap.workers - snap.starting)
+        self.window_capacity += capacity
+        self.samples.append((snap.now, snap.busy_time, capacity))
+        if capacity and 100.0 * snap.busy_time / capacity > s.busyness_max:
+            self.samples_since = max(self.samples_since, snap.now)  # busy just now: the idle clock restarts
         backlog = snap.backlog or 0
         fast = self._full_house(snap)
         if fast is None and s.backlog_alert and backlog > s.backlog_alert and not snap.starting:
@@ -302,36 +310,51 @@ class Policy:
                                f"{waited:.0f} s (cheaper-busyness-backlog-nonzero {s.backlog_nonzero})")
         if fast:
             self.emergency += fast.spawn
-            self.idle_cycles = 0
             return fast
-        if snap.now - self.window_start < s.overload:
-            return NOTHING
-        busyness = 100.0 * self.window_busy / self.window_capacity if self.window_capacity else 0.0
-        window = snap.now - self.window_start
-        avg_busy = self.window_busy / window if window else 0.0
-        self.window_start, self.window_busy, self.window_capacity = snap.now, 0.0, 0.0
-        self.last_busyness = busyness
-        if busyness > s.busyness_max:
-            self.idle_cycles = self.nonidle_streak = 0
-            if self.last_cheap is not None and snap.now - self.last_cheap < self.multiplier * s.overload:
-                self.multiplier += s.penalty  # retired too early: wait longer next time
-            return self._spawn(snap, s.step, "busyness", f"busyness {busyness:.0f}% over {window:.1f} s > "
-                               f"cheaper-busyness-max {s.busyness_max}%")
-        if busyness >= s.busyness_min:
-            self.nonidle_streak += 1
-            self.idle_cycles = 0 if self.nonidle_streak >= NONIDLE_RESET else max(0, self.idle_cycles - 1)
-            return NOTHING
-        self.nonidle_streak = 0
-        self.idle_cycles += 1
+        if snap.now - self.window_start >= s.overload:  # the spawn rule: one window at a time
+            busyness = 100.0 * self.window_busy / self.window_capacity if self.window_capacity else 0.0
+            window = snap.now - self.window_start
+            self.window_start, self.window_busy, self.window_capacity = snap.now, 0.0, 0.0
+            self.last_busyness = busyness
+            if busyness > s.busyness_max:
+                if self.last_cheap is not None and snap.now - self.last_cheap < self.multiplier * s.overload:
+                    self.multiplier += s.penalty  # retired too early: wait longer next time
+                return self._spawn(snap, s.step, "busyness", f"busyness {busyness:.0f}% over {window:.1f} s "
+                                   f"> cheaper-busyness-max {s.busyness_max}%")
+        return self._busyness_idle(snap)
+
+    def _busyness_idle(self, snap: Snapshot) -> Action:
+        """The retire rule, looked at with every snapshot: the last ``needed`` windows of
+        ``cheaper-overload`` seconds, counted back from now, each below ``cheaper-busyness-min``,
+        and no look among them busier than ``cheaper-busyness-max``. The windows end now rather
+        than at fixed boundaries, so the idle clock starts when the workers became idle, not at
+        the next boundary after that (up to one window later); the second condition keeps the
+        oldest window from starting inside the end of a burst (a window 0.5 s busy of 3 is below
+        25 %, but the workers were not idle then)."""
+        s = self.s
         needed = s.backlog_multiplier if self.emergency else self.multiplier
-        if self.idle_cycles < needed:
+        span = needed * s.overload
+        while self.samples and self.samples[0][0] <= snap.now - span:
+            self.samples.popleft()
+        if snap.now - self.samples_since < span or s.overload <= 0:
             return NOTHING
-        self.idle_cycles = 0
+        busy = [0.0] * needed
+        capacity = [0.0] * needed
+        for t, b, c in self.samples:
+            k = min(needed - 1, int((snap.now - t) / s.overload))  # 0: the window that ends now
+            busy[k] += b
+            capacity[k] += c
+        levels = [100.0 * b / c if c else 0.0 for b, c in zip(busy, capacity, strict=True)]
+        if max(levels) >= s.busyness_min:
+            return NOTHING
+        self.samples.clear()
+        self.samples_since = snap.now  # the next retirement needs a whole idle span again
         self.emergency = 0
         middle = (s.busyness_min + s.busyness_max) / 2
-        keep = math.ceil(avg_busy * 100 / middle) if middle else self.minimum
+        keep = math.ceil(busy[0] / s.overload * 100 / middle) if middle else self.minimum
         return self._retire_to(snap, keep, "idle", f"busyness below cheaper-busyness-min {s.busyness_min}% "
-                               f"for {needed} window(s) of {s.overload} s (last {busyness:.0f}%)")
+                               f"in each of the last {needed} window(s) of {s.overload} s "
+                               f"(at most {max(levels):.0f}%)")
 
 
 def pick_retirees(count: int, workers: list[tuple[int, bool]]) -> list[int]:

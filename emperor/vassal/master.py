@@ -304,20 +304,47 @@ class Master:
                 self._spawn(wid)
 
     def _wait_first_connection(self) -> None:
-        """``cheap``: no worker until a socket is readable (a connection waits in its queue); the
-        vassal counts as ready meanwhile, since the queued connection will be served."""
+        """``cheap``, and ``idle`` without ``die-on-idle``: no worker until a socket is readable (a
+        connection waits in its queue) or a request arrives on a parked keep-alive connection (it
+        waits on the parking socketpair); the vassal counts as ready meanwhile, since what waits
+        will be served."""
         self.cheap_waiting = True
         for lst in self.listeners:
             self.sel.register(lst.sock, selectors.EVENT_READ, self._first_connection)
-        log.info("%s: cheap: no worker until the first connection", self.name)
+        if self.parking is not None:
+            self.sel.register(self.parking.worker_end, selectors.EVENT_READ, self._first_connection)
 
     def _first_connection(self) -> None:
         for lst in self.listeners:
             self.sel.unregister(lst.sock)
+        if self.parking is not None:
+            self.sel.unregister(self.parking.worker_end)
         self.cheap_waiting = False
-        if self.state == RUNNING:
-            log.info("%s: cheap: a connection arrived: forking %d worker(s)", self.name, self.target)
-            self._spawn_all()
+        if self.state != RUNNING:
+            return
+        autoscale.wake(self)
+        if self.idle is not None:
+            self.idle.reset(time.monotonic())
+        held = set(self.workers.values())  # a worker still leaving keeps its slot: respawned when reaped
+        wids = [w for w in range(1, self.target + 1) if self.wanted(w) and w not in held]
+        log.info("%s: cheap: a connection arrived: forking %d worker(s)", self.name, len(wids))
+        for wid in wids:
+            if wid not in self.respawn_at:
+                self._spawn(wid)
+
+    def go_cheap(self, quiet: float) -> None:
+        """``idle`` without ``die-on-idle`` (uWSGI's cheap mode): every worker finishes and exits,
+        the master keeps the sockets, and the next connection brings the workers back."""
+        if self.cheap_waiting or self.state != RUNNING:
+            return
+        log.info("%s: idle for %.0f s (no request, no busy worker): cheap mode: stopping %d worker(s) "
+                 "until the next connection", self.name, quiet, len(self.workers))
+        self.respawn_at.clear()
+        self._wait_first_connection()  # first: wanted() is now False for every worker
+        for pid in list(self.workers):
+            self.retiring.add(pid)
+            health.kill(pid, signal.SIGTERM)  # closes its listeners, then finishes what it has
+        autoscale.tell_workers(self)
 
     def _timeout(self) -> float:
         if not self.ready_sent or self.respawn_at:
@@ -483,8 +510,9 @@ class Master:
 
     # ---- scaling (emperor/vassal/autoscale.py) and logs (emperor/vassal/masterlog.py) -----
     def wanted(self, wid: int) -> bool:
-        """Worker ``wid`` should run: within the worker count and not switched off by cheaper."""
-        return wid <= self.target and wid not in self.cheaped
+        """Worker ``wid`` should run: within the worker count, not switched off by cheaper, and
+        the vassal not waiting for a connection (``cheap``, or cheap mode after ``idle``)."""
+        return wid <= self.target and wid not in self.cheaped and not self.cheap_waiting
 
     def running_workers(self) -> int:
         """Workers alive that are not leaving (for the stats: emperor/vassal/stats.py ``Source``)."""

@@ -193,6 +193,12 @@ class IdleWatch:
         self.since = now  # the clock starts at the first check, as in uWSGI
         self.next_check = now
 
+    def reset(self, now: float) -> None:
+        """Count afresh (cheap mode ended: the workers and their counters are new)."""
+        self.last_total = -1
+        self.since = now
+        self.next_check = now
+
     def check(self, total_requests: int, busy: bool, now: float) -> float | None:
         """Seconds idle once over the limit, else None. Looks at most once a second."""
         if now < self.next_check:
