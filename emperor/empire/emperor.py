@@ -89,7 +89,7 @@ class Emperor:
         self.logreopen = logs.Touched(self.s.touch_logreopen, self.now)
         self.console = Operator(self)  # stats, metrics, control plane, events
         self.zergs = Zergs(settings.broodlord, clock, self.children, self.vassals, self._checked_content,
-                           settings.mercy, self.spawner)  # docs/broodlord.md
+                           settings.mercy, spawner)  # docs/broodlord.md; zergs are always exec'd
         self.zergs.publish = self.console.publish
         self.ondemand = ondemand.OnDemand(settings.on_demand, self.sel, settings.tyrant)  # its sockets
         self.fleet = fleet.Fleet(settings.fleet, list(settings.sources), self.inbox.post)  # docs/fleet.md
@@ -155,7 +155,7 @@ class Emperor:
         if not template.become_subreaper():
             log.warning("template: cannot become a child subreaper; vassals are exec'd")
             self.template = None
-            self.spawner = self.zergs.spawner = spawn.spawn
+            self.spawner = spawn.spawn
             return
         self.template.start()
         self.template.wait_ready()  # bounded (template.READY_TIMEOUT); late: the first vassals are exec'd
@@ -258,6 +258,8 @@ class Emperor:
         if (asked := self.ondemand.deadline()) is not None:
             deadlines.append(asked)  # emperor-on-demand-exec: its answer is overdue then
         deadlines.append(self.fleet.deadline(self.now))
+        if self.template is not None and (due := self.template.deadline()) is not None:
+            deadlines.append(due)  # a lost template's restart
         return min(deadlines)
 
     def _due(self, v: Vassal) -> float | None:
@@ -489,6 +491,8 @@ class Emperor:
                 self.notify.send("WATCHDOG=1")
                 self.next_watchdog = now + self.notify.watchdog_interval
         self.zergs.timers(now)
+        if self.template is not None and self.shutdown_at is None:
+            self.template.check()  # restarts a lost one once its throttle allows
         if self.logreopen.touched(now):
             self.children.reopen_log(self.s.logto, f"{self.s.touch_logreopen} was touched")
 

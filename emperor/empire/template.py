@@ -128,6 +128,10 @@ class Template:
         else:
             self._lost("it closed its socket before it was ready")
 
+    def deadline(self) -> float | None:
+        """When the emperor's loop must call :meth:`check` to start a lost template again."""
+        return self.restart_at if self.popen is None else None
+
     def check(self) -> None:
         """Reap the template if it died (SIGCHLD, or before a spawn), and start another when due."""
         if self.popen is not None and self.popen.poll() is not None:

@@ -20,6 +20,7 @@ from a threaded process is unsafe) and imports only what every vassal needs.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -37,7 +38,16 @@ ENV_FD = "EMPEROR_TEMPLATE_FD"
 MAX_REQUEST = 1 << 20  # argv + environment; the emperor refuses to send more
 MAX_FDS = 8
 REPARENT_WAIT = 5.0  # a vassal waits this long for its intermediate parent to exit
-FDS = ("chan", "ini", "stdin", "stdout", "stderr")  # the order of the fds sent with a request
+COMM = b"emperor-tpl"  # its kernel name (ps -o comm, psutil name()): how tools tell it from a vassal
+PR_SET_NAME = 15
+
+
+def set_comm(name: bytes) -> None:
+    """The kernel's 15-byte process name; a forked vassal puts back the exec'd one."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, name[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def preload() -> None:
@@ -45,6 +55,11 @@ def preload() -> None:
     imports of ``emperor.vassal`` stay lazy for what only some vassals use)."""
     import emperor.vassal.master
     import emperor.vassal.worker  # noqa: F401
+
+    try:  # the master's process title (emperor/vassal/master.py), when installed next to us
+        import setproctitle  # noqa: F401
+    except ImportError:
+        pass
 
 
 def main() -> int:
@@ -55,6 +70,7 @@ def main() -> int:
         return 2
     sock = socket.socket(fileno=int(raw))
     daemon.set_parent_death_signal()  # die with the emperor (its main thread started us)
+    set_comm(COMM)
     preload()
     try:
         sock.send(b"ready")
@@ -133,6 +149,7 @@ def become_vassal(req: dict[str, Any], fds: dict[str, int]) -> None:
     try:
         intermediate = os.getppid()
         os.setsid()  # its own session and process group, as start_new_session does for exec
+        set_comm(os.path.basename(sys.executable).encode())
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         keep = _place_fds(fds)
         env = dict(req["env"])
