@@ -71,6 +71,7 @@ def test_forked_vassal_serves_reloads_stops_and_is_reaped(rig: Rig) -> None:
     wait_for(lambda: gone(master), 10, what="the master reaped")
     wait_for(lambda: not rig.tree(), 10, what="no vassal process left")
     assert template_pid(proc.pid) == tpl  # the template stays for the next one
+    assert "did not exit within" not in rig.log  # the vassal never waited for its intermediate
 
 
 def test_sigkill_of_the_emperor_kills_forked_vassals_and_the_template(rig: Rig, procs: ProcGroup) -> None:

@@ -118,11 +118,12 @@ def serve(sock: socket.socket, msg: bytes, fds: list[int]) -> tuple[bytes, int]:
         status = 1
         try:
             up.close()
+            intermediate = os.getpid()  # not os.getppid() in the vassal: we may be gone already
             vassal_pid = os.fork()
             if vassal_pid == 0:
                 down.close()
                 sock.close()
-                become_vassal(req, named)  # never returns
+                become_vassal(req, named, intermediate)  # never returns
             pidfd = os.pidfd_open(vassal_pid)
             socket.send_fds(down, [str(vassal_pid).encode()], [pidfd])
             status = 0
@@ -143,11 +144,10 @@ def serve(sock: socket.socket, msg: bytes, fds: list[int]) -> tuple[bytes, int]:
     return b"ok " + answer, got[0]
 
 
-def become_vassal(req: dict[str, Any], fds: dict[str, int]) -> None:
+def become_vassal(req: dict[str, Any], fds: dict[str, int], intermediate: int) -> None:
     """In the forked vassal: reset what came from the template, then run the vassal. Never returns."""
     code: object = 1
     try:
-        intermediate = os.getppid()
         os.setsid()  # its own session and process group, as start_new_session does for exec
         set_comm(os.path.basename(sys.executable).encode())
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -206,9 +206,15 @@ def _place_fds(fds: dict[str, int]) -> dict[str, int]:
 
 def _wait_reparent(intermediate: int) -> None:
     """Until the intermediate has exited and this process is the emperor's child (or the emperor is
-    gone: the channel check in ``run_vassal`` then ends the vassal)."""
+    gone: the channel check in ``run_vassal`` then ends the vassal). Its parent-death signal must
+    not be armed against the intermediate, so a vassal still its child after ``REPARENT_WAIT``
+    exits (the emperor respawns it, throttled)."""
     deadline = time.monotonic() + REPARENT_WAIT
-    while os.getppid() == intermediate and time.monotonic() < deadline:
+    while os.getppid() == intermediate:
+        if time.monotonic() > deadline:
+            print(f"emperor.vassal.template: the intermediate (pid {intermediate}) did not exit within "
+                  f"{REPARENT_WAIT:g} s; this vassal gives up", file=sys.stderr)
+            os._exit(1)
         time.sleep(0.0002)
 
 
