@@ -210,3 +210,53 @@ def test_detached_daemon_adopted_by_the_emperor_is_left_running(rig: Rig, tmp_pa
     finally:
         os.kill(daemon, signal.SIGTERM)  # it ends: the emperor reaps it
     wait_for(lambda: gone(daemon), 10, what="the daemon reaped after it exited")
+
+
+def test_stuck_template_is_killed_and_the_vassal_execed(rig: Rig) -> None:
+    """A template that does not answer (SIGSTOP) costs one bounded wait: it is killed, the
+    vassal is exec'd and serves, and a new template takes over."""
+    rig.write("a")
+    rig.enable("a")
+    proc = rig.start()
+    rig.serving("a")
+    tpl = template_pid(proc.pid)
+    assert tpl is not None
+    os.kill(tpl, signal.SIGSTOP)
+    mark = rig.mark()
+    rig.write("b")
+    rig.enable("b")
+    rig.wait_log(r"template: lost \(pid \d+\): no answer within", after=mark)
+    rig.serving("b")
+    b = rig.vassal_pid("b")
+    assert b is not None and not forked(b)  # the fallback: exec
+    wait_for(lambda: gone(tpl), 10, what="the stuck template killed and reaped")
+    wait_for(lambda: template_pid(proc.pid) not in (None, tpl), 20, what="a new template")
+    rig.serving("a")
+
+
+def test_identity_options_apply_to_a_forked_vassal(tmp_path: Path, procs: ProcGroup) -> None:
+    """uid/gid in the vassal's own file (no home venv: forked) are applied as for an exec'd one."""
+    if os.geteuid() != 0:
+        pytest.skip("switching users needs root")
+    import pwd
+
+    from identity_rig import APP, Emperor, get_json, ids, remove, world_dir
+
+    world = world_dir()
+    try:
+        (world / "app.py").write_text(APP)
+        (world / "socks").mkdir(mode=0o755)
+        emp = Emperor(world, procs)
+        nobody = pwd.getpwnam("nobody")
+        emp.write("a", "\n".join(["[uwsgi]", f"socket = {world}/socks/a.sock", f"chdir = {world}",
+                                  "module = app", "processes = 1", "uid = nobody",
+                                  f"gid = {nobody.pw_gid}", f"env = ROOT_FILE={world}/none", ""]))
+        emp.start()
+        info = wait_for(lambda: get_json(world / "socks" / "a.sock"), 20, what="a answering",
+                        ignore=(OSError, AssertionError))
+        assert (info["uid"], info["gid"]) == (nobody.pw_uid, nobody.pw_gid), info
+        worker = int(str(info["pid"]))
+        assert forked(psutil.Process(worker).ppid())  # its master came from the template
+        assert ids(worker)[0] == (nobody.pw_uid,) * 4
+    finally:
+        remove(world)
