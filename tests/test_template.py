@@ -59,6 +59,7 @@ def test_forked_vassal_serves_reloads_stops_and_is_reaped(rig: Rig) -> None:
     assert os.getsid(master) == master  # its own session, as an exec'd vassal
     tpl = template_pid(proc.pid)
     assert tpl is not None
+    assert os.listdir(f"/proc/{tpl}/task") == [str(tpl)]  # one thread: fork() is safe in it
 
     mark = rig.mark()
     rig.write("a", tag="v2")  # the file changes: a graceful reload

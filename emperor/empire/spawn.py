@@ -1,8 +1,9 @@
 """Exec a vassal or a zerg: its command line, its environment, the only OS calls that touch it,
 and the emperor's table of children (``Children``: channel, pidfd, drain, close, kill).
 
-A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``), never a fork of
-the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
+A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``) or, through the
+template (emperor/empire/template.py), a fork of a pre-imported one; never a fork of the
+emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
 extra fds, its end of the channel and a sealed memfd holding the ini bytes the emperor
 checked (``emperor/inifd.py``), and runs in its own session so that the emperor can
 signal its whole process group. Spawning must happen on the main thread: the vassal's
