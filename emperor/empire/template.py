@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -41,6 +42,13 @@ READY_TIMEOUT = 2.0  # at start, the emperor waits this long for the template be
 RESTART_MIN, RESTART_MAX = 1.0, 60.0
 PR_SET_CHILD_SUBREAPER = 36
 OUR_VASSAL = [sys.executable, "-m", "emperor.vassal"]
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """poll, not select: an emperor with many vassals has fds above select's 1024."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def become_subreaper() -> bool:
@@ -107,7 +115,7 @@ class Template:
         deadline = self.clock() + timeout
         while not self.ready and self.sock is not None:
             left = deadline - self.clock()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            if left <= 0 or not _readable(self.sock, left):
                 return False
             self._take_ready()
         return self.ready
@@ -225,7 +233,7 @@ class Template:
             socket.send_fds(self.sock, [request], fds, socket.MSG_DONTWAIT)
         except OSError as exc:
             ours.close()
-            if isinstance(exc, BlockingIOError) or exc.errno in (32, 104, 111):  # full, EPIPE, reset
+            if isinstance(exc, BlockingIOError) or exc.errno in (errno.EPIPE, errno.ECONNRESET):
                 self._lost(f"cannot send a request: {exc}", kill=True)
             return None
         finally:
@@ -244,7 +252,7 @@ class Template:
     def _answer(self) -> tuple[int, int] | None:
         """The template's answer within ``REPLY_TIMEOUT``: (pid, pidfd), else None."""
         assert self.sock is not None
-        if not select.select([self.sock], [], [], REPLY_TIMEOUT)[0]:
+        if not _readable(self.sock, REPLY_TIMEOUT):
             self._lost(f"no answer within {REPLY_TIMEOUT:g} s", kill=True)
             return None
         try:
