@@ -261,3 +261,18 @@ def test_identity_options_apply_to_a_forked_vassal(tmp_path: Path, procs: ProcGr
         assert ids(worker)[0] == (nobody.pw_uid,) * 4
     finally:
         remove(world)
+
+
+def test_orphans_sees_our_children_with_their_session() -> None:
+    """The listing the orphan reaper works from: our children from /proc, each with its session."""
+    from emperor.empire import orphans
+
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert child.pid in orphans.children()
+        stat = orphans._stat(child.pid)
+        assert stat is not None and stat[1] == stat[2] == child.pid  # its own group and session
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in orphans.children()
