@@ -11,8 +11,11 @@ Measures, in one run and on the same machine:
 4. ``bring-up``: N ordinary vassals symlinked into an empty, watched directory at once: time
    from the first symlink until every one answers 200 on its socket.
 
-Each for ``emperor`` (this tree's ``python -m emperor``) and ``uwsgi`` (``$BENCH_VENV/bin/uwsgi``
-when bench/setup.sh installed it). Everything on Unix sockets in a scratch dir; processes are
+Each for ``emperor`` (this tree's ``python -m emperor``: vassals forked from its template),
+``emperor-exec`` (the same with ``emperor-template = false``: every vassal a fresh interpreter)
+and ``uwsgi`` (``$BENCH_VENV/bin/uwsgi`` when bench/setup.sh installed it). The on-demand run
+also reports the CPU (user + sys) of each woken vassal's process tree when its first answer
+has arrived. Everything on Unix sockets in a scratch dir; processes are
 stopped by their own pid. Usage::
 
     .venv/bin/python bench/ondemand_cold.py [--vassals 10] [--bringup 100] [--app hello|flask]
@@ -98,7 +101,9 @@ class Server:
         self.vassals = root / "vassals"
         self.vassals.mkdir(parents=True)
         log = open(root / f"{kind}.log", "wb")  # noqa: SIM115 - closed in stop()
-        if kind == "emperor":
+        if kind.startswith("emperor"):
+            if kind == "emperor-exec":
+                extra = [*extra, "emperor-template = false"]
             ini = root / "emperor.ini"
             ini.write_text("\n".join(["[uwsgi]", f"emperor = {self.vassals}", *extra, ""]))
             env = dict(os.environ, XDG_RUNTIME_DIR=str(root))
@@ -138,7 +143,41 @@ class Server:
         self.log.close()
 
 
-def bench_first_byte(kind: str, n: int, app: Path) -> list[float]:
+def tree_cpu(pids: set[int]) -> float:
+    """CPU seconds (user + sys) of these processes and their descendants."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            top = psutil.Process(pid)
+            for p in [top, *top.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def template_cpu(emperor: object) -> float:
+    """CPU seconds of our emperor's template process, with its reaped children (the intermediates)."""
+    import psutil
+
+    assert isinstance(emperor, psutil.Process)
+    for c in emperor.children():
+        try:
+            if c.name() == "emperor-tpl":
+                t = c.cpu_times()
+                return t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return 0.0
+
+
+def bench_first_byte(kind: str, n: int, app: Path, cpu: list[float] | None = None) -> list[float]:
+    """Connect-to-first-byte of each on-demand vassal; ``cpu`` gets each woken vassal's CPU seconds."""
+    import psutil
+
     root = Path(tempfile.mkdtemp(prefix=f"odc-{kind}-"))
     od = root / "od"
     od.mkdir()
@@ -151,7 +190,16 @@ def bench_first_byte(kind: str, n: int, app: Path) -> list[float]:
         while time.monotonic() < deadline and not all((od / f"v{i}.socket").exists() for i in range(n)):
             time.sleep(0.05)
         time.sleep(1.0)  # let the emperor settle (uWSGI scans every second here)
-        return [first_byte(str(od / f"v{i}.socket")) for i in range(n)]
+        emperor = psutil.Process(srv.proc.pid)
+        out = []
+        for i in range(n):
+            before = {p.pid for p in emperor.children()}
+            spent = template_cpu(emperor)
+            out.append(first_byte(str(od / f"v{i}.socket")))
+            if cpu is not None:  # the template's forks (its reaped intermediates too) count as well
+                cpu.append(tree_cpu({p.pid for p in emperor.children()} - before)
+                           + template_cpu(emperor) - spent)
+        return out
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -193,7 +241,7 @@ def cpu_to_first_answer(kind: str, app: Path, rounds: int) -> float:
     for _ in range(rounds):
         root = Path(tempfile.mkdtemp(prefix=f"odcpu-{kind}-"))
         sock = str(root / "s.sock")
-        if kind == "emperor":
+        if kind.startswith("emperor"):
             argv = [sys.executable, "-m", "emperor.vassal", "--socket", sock, "--wsgi-file", str(app),
                     "--chdir", str(app.parent), "--processes", "1", "--disable-logging", "true"]
         else:
@@ -232,7 +280,7 @@ def main() -> int:
     ap.add_argument("--vassals", type=int, default=10, help="on-demand vassals for first-byte")
     ap.add_argument("--bringup", type=int, default=100, help="vassals symlinked at once (0: skip)")
     ap.add_argument("--app", choices=sorted(APPS), default="hello")
-    ap.add_argument("--only", default="emperor,uwsgi")
+    ap.add_argument("--only", default="emperor,emperor-exec,uwsgi")
     ap.add_argument("--import-rounds", type=int, default=10)
     args = ap.parse_args()
     app = APPS[args.app]
@@ -241,12 +289,15 @@ def main() -> int:
     bare = statistics.median(_bare(sys.executable) for _ in range(5)) * 1000
     print(f"import emperor.vassal.master: median {imp:.0f} ms (python -c pass: {bare:.0f} ms)")
     for kind in kinds:
+        if kind == "emperor-exec":
+            continue  # the same standalone vassal as "emperor"
         cpu = cpu_to_first_answer(kind, app, max(3, args.import_rounds // 2))
         print(f"{kind}: standalone {args.app} vassal, CPU to its first answer: median {cpu * 1000:.0f} ms")
     for kind in kinds:
-        fb = bench_first_byte(kind, args.vassals, app)
+        woken: list[float] = []
+        fb = bench_first_byte(kind, args.vassals, app, woken)
         print(f"{kind}: on-demand {args.app} vassal, connect to first byte ({args.vassals} vassals): "
-              f"{summary(fb)}")
+              f"{summary(fb)}; its CPU by then: median {statistics.median(woken) * 1000:.0f} ms")
     if args.bringup:
         for kind in kinds:
             took = bench_bringup(kind, args.bringup, app)

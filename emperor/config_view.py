@@ -157,3 +157,4 @@ class ConfigView:
     emperor_on_demand_extension: str | None
     emperor_on_demand_directory: str | None
     emperor_on_demand_exec: str | None
+    emperor_template: bool

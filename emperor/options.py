@@ -588,6 +588,12 @@ OPTIONS: tuple[Option, ...] = (
          "file's path as its only argument; the first line it prints is the address to bind (none: the "
          "vassal runs as usual). It must answer within 2 s.", scope=Scope.EMPEROR, group="emperor",
          metavar="COMMAND"),
+    # ---- cold start (docs/emperor.md#the-template): not in uWSGI, whose vassals are exec'd
+    _opt("emperor-template", v.boolean, True, "Start vassals and zergs by forking them from a template "
+         "process that has already imported the vassal runtime (the emperor itself never forks; it "
+         "adopts them as a child subreaper), instead of a fresh interpreter each time. A vassal whose "
+         "home venv needs another interpreter is still exec'd. Off (false): every vassal is exec'd.",
+         scope=Scope.EMPEROR, group="emperor", flag=True),
 )
 
 

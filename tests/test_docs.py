@@ -41,6 +41,7 @@ NOT_OPTIONS = {
     "zerg-fallback": "uWSGI's option, named as not implemented",
     "uwsgi-zerg": "the bytes of uWSGI's zerg handshake",
     "flask-json": "a benchmark workload",
+    "emperor-exec": "a benchmark kind (bench/ondemand_cold.py: our emperor with emperor-template = false)",
     "http-asgi-r2": "a benchmark results directory",
     "nginx-http-ka": "a benchmark front (nginx with upstream keepalive)",
     "emperor-asgi-direct": "a benchmark config",

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from harness import Proc, ProcGroup, request, wait_for, wait_for_log, wsgi_vars
+from harness.procs import vassal_children
 
 pytestmark = pytest.mark.live  # starts real processes (README: Tests)
 
@@ -164,7 +165,7 @@ class Rig:
     def tree(self) -> list[int]:
         assert self.proc is not None
         try:
-            return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+            return [p.pid for c in vassal_children(self.proc.pid) for p in [c, *c.children(recursive=True)]]
         except psutil.Error:
             return []
 

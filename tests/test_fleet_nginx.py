@@ -19,11 +19,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
 from harness import BackgroundLoad, Nginx, ProcGroup, free_port, http_get, wait_for
 from harness.etcd import Cluster, cluster, etcd_binary
 from harness.nginx import uwsgi_params_directive
+from harness.procs import vassal_children
 from test_fleet import TTL, Host, keys, upstreams_cmd
 
 pytestmark = pytest.mark.live  # real processes (README: Tests)
@@ -44,7 +44,7 @@ def served_by(ng: Nginx) -> Callable[[], str]:
 def vassal_master(host: Host) -> int:
     """The host's one vassal master (the emperor's only child)."""
     assert host.proc is not None
-    children = psutil.Process(host.proc.pid).children()
+    children = vassal_children(host.proc.pid)  # not its template process
     assert len(children) == 1, children
     return int(children[0].pid)
 

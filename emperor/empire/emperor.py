@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection
 
 from emperor import __version__, channel, logs, privileges
 from emperor.channel import Msg
-from emperor.empire import access, fleet, ondemand, reconcile, scan, spawn
+from emperor.empire import access, fleet, ondemand, orphans, reconcile, scan, spawn, template
 from emperor.empire.monitor import Inbox, Monitor
 from emperor.empire.notify import Notifier, status_line
 from emperor.empire.operator import BootError, Operator
@@ -47,7 +47,8 @@ MAX_SETTLE = 1.0  # ... or this long after the first one, so a never-ending stre
 READY_TIMEOUT = 20.0  # READY=1 to systemd once the first vassals are up, or after this long
 FINAL_KILL_WAIT = 5.0  # after the last SIGKILL, how long to wait for the kernel to reap
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
-HANDLED_SIGNALS = (*SHUTDOWN_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGURG, signal.SIGWINCH)
+HANDLED_SIGNALS = (*SHUTDOWN_SIGNALS, signal.SIGHUP, signal.SIGUSR1, signal.SIGURG, signal.SIGWINCH,
+                   signal.SIGCHLD)  # SIGCHLD: adopted orphans (emperor/empire/orphans.py)
 
 
 __all__ = ["Emperor", "Settings"]  # Settings: emperor/empire/settings.py, named here as before
@@ -60,7 +61,10 @@ class Emperor:
                  spawner: spawn.Spawner = spawn.spawn) -> None:
         self.s = settings
         self.clock = clock
-        self.spawner = spawner
+        # emperor-template: vassals forked from a pre-imported template (emperor/empire/template.py)
+        self.template = template.Template(clock) if settings.template and spawner is spawn.spawn else None
+        self.spawner = self.template if self.template is not None else spawner
+        self.adopted_daemons: set[int] = set()  # orphans.reap: detached daemons already logged
         self.vassals: dict[str, Vassal] = {}
         self.refused: dict[str, str] = {}
         self.found: dict[str, scan.Found] = {}
@@ -71,6 +75,7 @@ class Emperor:
         self.monitor = Monitor(self.inbox)
         self.notify = Notifier()
         self.signals: list[int] = []
+        self.sigchld = False
         self.shutdown_at: float | None = None  # the shutdown deadline, once Ragnarok began
         self.killed_all = False
         self.now = clock()
@@ -84,7 +89,7 @@ class Emperor:
         self.logreopen = logs.Touched(self.s.touch_logreopen, self.now)
         self.console = Operator(self)  # stats, metrics, control plane, events
         self.zergs = Zergs(settings.broodlord, clock, self.children, self.vassals, self._checked_content,
-                           settings.mercy, spawner)  # docs/broodlord.md
+                           settings.mercy, spawner)  # docs/broodlord.md; zergs are always exec'd
         self.zergs.publish = self.console.publish
         self.ondemand = ondemand.OnDemand(settings.on_demand, self.sel, settings.tyrant)  # its sockets
         self.fleet = fleet.Fleet(settings.fleet, list(settings.sources), self.inbox.post)  # docs/fleet.md
@@ -119,6 +124,7 @@ class Emperor:
                  " in tyrant mode" if self.s.tyrant else "")
         try:
             privileges.drop(self.s.ident)  # uid/gid: everything that needs root is bound (uWSGI's order)
+            self._start_template()
             while not self._finished():
                 self._iterate()
         finally:
@@ -126,6 +132,8 @@ class Emperor:
             self.fleet.stop()
             self.console.close()
             self.ondemand.close()
+            if self.template is not None:
+                self.template.stop()
             for name in self.children:
                 self.children.close(name)
             signal.set_wakeup_fd(old_wakeup)
@@ -139,8 +147,38 @@ class Emperor:
         log.info("exiting: emperor (pid %d): all vassals are gone", os.getpid())
         return 0
 
+    def _start_template(self) -> None:
+        """As the vassals' user (after the drop), before the first scan: a subreaper first, so its
+        vassals become ours; without that, every vassal is exec'd."""
+        if self.template is None:
+            return
+        if not template.become_subreaper():
+            log.warning("template: cannot become a child subreaper; vassals are exec'd")
+            self.template = None
+            self.spawner = spawn.spawn
+            return
+        self.template.start()
+        self.template.wait_ready()  # bounded (template.READY_TIMEOUT); late: the first vassals are exec'd
+
+    def _adopted(self) -> None:
+        """SIGCHLD or a vassal reaped: a dead template is restarted, adopted orphans are reaped or
+        killed (emperor/empire/orphans.py)."""
+        if self.template is None:
+            return  # not a subreaper: orphans go to init as before
+        if self.shutdown_at is None:
+            self.template.check()
+        ours = [self.children.get(n) for n in self.children]
+        sessions = {p.pid for p in ours if p is not None and p.popen.returncode is None}
+        known = {p.pid for p in ours if p is not None} | {a.proc.pid for a in self.ondemand.asking.values()}
+        if self.template.pid is not None:
+            known.add(self.template.pid)
+        orphans.reap(known, sessions, self.adopted_daemons)
+
     def _on_signal(self, signum: int, frame: object) -> None:
-        self.signals.append(signum)  # the work happens in the loop
+        if signum == signal.SIGCHLD:
+            self.sigchld = True  # many at once are one look at our children
+        else:
+            self.signals.append(signum)  # the work happens in the loop
 
     def _finished(self) -> bool:
         return self.shutdown_at is not None and not self.children
@@ -184,6 +222,9 @@ class Emperor:
         self.console.tick()
         while self.signals:
             self._handle_signal(self.signals.pop(0))
+        if self.sigchld:
+            self.sigchld = False
+            self._adopted()
         if self.shutdown_at is None and self._rescan_due():
             self.rescan()
         self._timers()
@@ -217,6 +258,8 @@ class Emperor:
         if (asked := self.ondemand.deadline()) is not None:
             deadlines.append(asked)  # emperor-on-demand-exec: its answer is overdue then
         deadlines.append(self.fleet.deadline(self.now))
+        if self.template is not None and (due := self.template.deadline()) is not None:
+            deadlines.append(due)  # a lost template's restart
         return min(deadlines)
 
     def _due(self, v: Vassal) -> float | None:
@@ -383,6 +426,7 @@ class Emperor:
         returncode = self.children.reap(name)
         if returncode is None:
             return  # not yet: the pidfd fired early (it should not)
+        self._adopted()  # what its group left behind
         if v is None:
             return
         if (v.idle_exit and v.on_demand and returncode == 0 and v.state != State.STOPPING
@@ -447,6 +491,8 @@ class Emperor:
                 self.notify.send("WATCHDOG=1")
                 self.next_watchdog = now + self.notify.watchdog_interval
         self.zergs.timers(now)
+        if self.template is not None and self.shutdown_at is None:
+            self.template.check()  # restarts a lost one once its throttle allows
         if self.logreopen.touched(now):
             self.children.reopen_log(self.s.logto, f"{self.s.touch_logreopen} was touched")
 

@@ -34,6 +34,7 @@ class Settings:
     throttle: float = _default("emperor-throttle", 1000)  # ms in the table
     max_throttle: float = _default("emperor-max-throttle", 1000)
     tyrant: bool = _default("emperor-tyrant")
+    template: bool = _default("emperor-template")  # fork vassals from a template (emperor/empire/template.py)
     vassal_before: list[str] = field(default_factory=list)
     vassal_includes: list[str] = field(default_factory=list)
     logto: str | None = None
@@ -68,7 +69,8 @@ class Settings:
             stats=cfg.emperor_stats, stats_http=cfg.stats_http, control=cfg.emperor_control,
             sources=sources, freq=max(0.1, cfg.emperor_freq), throttle=cfg.emperor_throttle / 1000,
             max_throttle=max(cfg.emperor_max_throttle, cfg.emperor_throttle) / 1000,
-            tyrant=cfg.emperor_tyrant, vassal_before=spawn.vassal_set_args(cfg.vassal_set),
+            tyrant=cfg.emperor_tyrant, template=cfg.emperor_template,
+            vassal_before=spawn.vassal_set_args(cfg.vassal_set),
             vassal_includes=[os.path.join(cwd, p) for p in cfg.vassals_include], mercy=cfg.reload_mercy,
             logto=cfg.logto or cfg.daemonize, touch_logreopen=cfg.touch_logreopen,
             broodlord=cfg.emperor_broodlord, required_heartbeat=cfg.emperor_required_heartbeat,

@@ -1,8 +1,9 @@
 """Exec a vassal or a zerg: its command line, its environment, the only OS calls that touch it,
 and the emperor's table of children (``Children``: channel, pidfd, drain, close, kill).
 
-A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``), never a fork of
-the emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
+A vassal is a fresh interpreter (``python -m emperor.vassal --ini FILE``) or, through the
+template (emperor/empire/template.py), a fork of a pre-imported one; never a fork of the
+emperor, whose watchdog thread must not cross a ``fork()``. It inherits exactly two
 extra fds, its end of the channel and a sealed memfd holding the ini bytes the emperor
 checked (``emperor/inifd.py``), and runs in its own session so that the emperor can
 signal its whole process group. Spawning must happen on the main thread: the vassal's
@@ -140,11 +141,54 @@ def vassal_env(environ: Mapping[str, str], fd: int, name: str) -> dict[str, str]
     return env
 
 
+class Child(Protocol):
+    """What :class:`Process` needs of the process: a ``subprocess.Popen`` (exec'd) or a
+    :class:`Adopted` (forked by the template, then re-parented to the emperor)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
+class Adopted:
+    """A vassal forked by the template (emperor/vassal/template.py): the emperor's child by
+    re-parenting (the emperor is a child subreaper), so it is waited for by pid like a Popen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def _waitpid(self, options: int) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, options)
+            except ChildProcessError:  # reaped elsewhere: the status is lost
+                self.returncode = 255
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._waitpid(os.WNOHANG)
+
+    def wait(self) -> int:
+        code = self._waitpid(0)
+        assert code is not None
+        return code
+
+
 @dataclass
 class Process:
     """A running vassal as the emperor holds it: the process, a pidfd and the channel."""
 
-    popen: subprocess.Popen[bytes]
+    popen: Child
     pidfd: int
     channel: socket.socket
 
@@ -232,11 +276,11 @@ def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | Non
             env[inifd.ENV] = inifd.env_value(ini_fd, os.path.abspath(path))
         kwargs: dict[str, object] = {}
         stdin: int = subprocess.DEVNULL
+        env.update(identity_env(uid, on_demand))
         if on_demand is not None:
-            env[ENV_ON_DEMAND], stdin = on_demand
+            stdin = on_demand[1]
         if uid is not None:
             kwargs.update(user=uid, group=gid, extra_groups=[])
-            env[ENV_TYRANT] = "1"  # the file's own uid/gid lose (emperor/privileges.py)
         popen = subprocess.Popen(argv, pass_fds=fds, env=env, stdin=stdin,
                                  cwd=os.path.dirname(path), start_new_session=True, **kwargs)  # type: ignore[call-overload]
     except BaseException:
@@ -246,16 +290,30 @@ def spawn(name: str, path: str, argv: list[str], uid: int | None, gid: int | Non
         theirs.close()
         if ini_fd >= 0:
             os.close(ini_fd)
+    return watch(popen.pid, popen, ours)
+
+
+def identity_env(uid: int | None, on_demand: tuple[str, int] | None) -> dict[str, str]:
+    """The variables that tell a vassal how it was started, for the exec and the template path."""
+    env: dict[str, str] = {}
+    if on_demand is not None:
+        env[ENV_ON_DEMAND] = on_demand[0]  # its socket is fd 0
+    if uid is not None:
+        env[ENV_TYRANT] = "1"  # the file's own uid/gid lose (emperor/privileges.py)
+    return env
+
+
+def watch(pid: int, child: Child, ours: socket.socket) -> Process:
+    """The emperor's handle on a started child; without a pidfd it is killed, not left unsupervised."""
     try:
-        pidfd = os.pidfd_open(popen.pid)
+        pidfd = os.pidfd_open(pid)
     except OSError as exc:
-        # Cannot watch it: do not leave it running unsupervised.
-        os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait()
+        os.killpg(pid, signal.SIGKILL)
+        child.wait()
         ours.close()
         raise OSError(exc.errno or errno.EMFILE, f"pidfd_open: {exc.strerror}") from None
     ours.setblocking(False)
-    return Process(popen, pidfd, ours)
+    return Process(child, pidfd, ours)
 
 
 class Spawner(Protocol):

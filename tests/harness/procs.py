@@ -120,6 +120,25 @@ def pid_alive(pid: int, create_time: float | None = None) -> bool:
         return False
 
 
+TEMPLATE_COMM = "emperor-tpl"  # emperor/vassal/template.py: the emperor's template process
+
+
+def vassal_children(pid: int) -> list[psutil.Process]:
+    """An emperor's children without its template process (emperor-template): its vassals and zergs."""
+    try:
+        kids = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    out = []
+    for k in kids:
+        try:
+            if k.name() != TEMPLATE_COMM:
+                out.append(k)
+        except psutil.Error:
+            continue
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     """All live descendants of ``pid`` (children, grandchildren...)."""
     try:
