@@ -50,6 +50,15 @@ from emperor.vassal.sockets import Listener
 log = logging.getLogger("emperor.worker")
 
 ACCEPT_BATCH = 16  # connections accepted per wake-up, so that idle sibling workers get their share
+# Accept fairness: all workers wait on the same listen socket, and the one the kernel runs first
+# would take a whole burst of new connections (wrk's 64, nginx's keep-alive pool), leaving its
+# sibling idle for the life of those connections. A worker that already holds FAIR_SLACK more
+# requests in flight than the least busy accepting sibling steps aside for FAIR_PAUSE s, at most
+# FAIR_MAX_WAIT s in a row (a sibling with a blocked loop must not starve the queue).
+FAIR_MIN = 4  # below this many in flight a worker always accepts (no scoreboard reads)
+FAIR_SLACK = 2
+FAIR_PAUSE = 0.001
+FAIR_MAX_WAIT = 0.02
 EXIT_APP_LOAD = 22  # channel.Exit.APP_LOAD: the master stops the vassal, the emperor throttles it
 
 
@@ -86,6 +95,8 @@ class Worker:
         self.idle: asyncio.Event | None = None
         self.lifespan_state: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self.siblings: list[int] = []  # scoreboard bases of the other live workers (heartbeat refreshes)
+        self.deferred_at = 0.0  # when this worker began stepping aside for a sibling (0: it is not)
         self.logged: set[str] = set()
         self.pid = 0
         self.log_second, self.log_prefix = 0, ""  # the request lines' time and vassal prefix
@@ -189,7 +200,26 @@ class Worker:
         ints, slot = self.ints, self.slot
         while True:
             ints[slot + sb.BUSY_SINCE] = time.monotonic_ns() if self.in_flight else 0
+            self.siblings = [b for b in (self.board.base(i) for i in range(self.board.slots))
+                             if b != slot and ints[b + sb.PID]]
             await asyncio.sleep(period)
+
+    def _over_share(self) -> bool:
+        """True if a sibling that accepts holds FAIR_SLACK fewer requests in flight than this one
+        (then this worker leaves the next connection to it; see FAIR_SLACK)."""
+        ints = self.ints
+        least = min((ints[b + sb.IN_FLIGHT] for b in self.siblings if ints[b + sb.ACCEPTING]),
+                    default=self.in_flight)
+        if self.in_flight <= least + FAIR_SLACK:
+            self.deferred_at = 0.0
+            return False
+        now = time.monotonic()
+        if not self.deferred_at:
+            self.deferred_at = now
+        elif now - self.deferred_at > FAIR_MAX_WAIT:  # the sibling does not take it: we do
+            self.deferred_at = 0.0
+            return False
+        return True
 
     # ---- accepting -------------------------------------------------------------------------
     def _accept_on(self) -> None:
@@ -214,6 +244,10 @@ class Worker:
         for _ in range(ACCEPT_BATCH):
             if self.in_flight >= self.cap:
                 self._accept_off()  # the rest waits in the kernel queue
+                return
+            if self.in_flight >= FAIR_MIN and self.siblings and self._over_share():
+                self._accept_off()  # a less busy sibling takes it (or we do, FAIR_PAUSE later)
+                self.loop.call_later(FAIR_PAUSE, self._accept_on)
                 return
             try:
                 conn, _addr = sock.accept()
@@ -341,7 +375,7 @@ class Worker:
             return
         cycle.response.status = 500
         cycle.response.complete = True
-        data = asgi.error_response(500, "Internal Server Error")
+        data = cycle.error_response(500, "Internal Server Error")
         cycle.sent += len(data)
         codec.write(data)
         codec.finish(ok=True)

@@ -117,6 +117,7 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self.unwatch_peer()
         if self.cycle is not None:
             self.cycle.client_gone()
         if self.paused_writing is not None and not self.paused_writing.done():
@@ -125,13 +126,15 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
 
     # the Writer interface: write, drain, pause/resume_writing (asgi_cycles.TransportWriter)
     def pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
+        if not self.reading_paused and self.transport is not None and not self.peer_done:
             self.reading_paused = True
             self.transport.pause_reading()
+            self.watch_peer()  # a client that goes away meanwhile is still noticed
 
     def resume_reading(self) -> None:
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
+            self.unwatch_peer()
             self.transport.resume_reading()
 
     def finish(self, ok: bool) -> None:

@@ -83,6 +83,15 @@ class HttpExchange(HttpCycle):
         if done:
             self.writer.finish(ok=True)
 
+    def error_response(self, status: int, text: str) -> bytes:
+        """The server's own response on an HTTP socket: it ends the connection, so it says
+        ``Connection: close`` (and carries a Date, as every response of ours)."""
+        self.keep_alive = False
+        body = text.encode() + b"\n"
+        return asgi.serialize_head(status, [(b"content-type", b"text/plain"),
+                                            (b"content-length", b"%d" % len(body)),
+                                            (b"date", date_header()), (b"connection", b"close")]) + body
+
     def _framed(self, message: Message) -> list[tuple[bytes, bytes]]:
         """The app's headers, less the framing ones, plus ours (Date, chunked, Connection)."""
         status = message.get("status")
