@@ -53,9 +53,10 @@ ACCEPT_BATCH = 16  # connections accepted per wake-up, so that idle sibling work
 # Accept fairness: all workers wait on the same listen socket, and the one the kernel runs first
 # would take a whole burst of new connections (wrk's 64, nginx's keep-alive pool), leaving its
 # sibling idle for the life of those connections. A worker that already holds FAIR_SLACK more
-# requests in flight than the least busy accepting sibling steps aside for FAIR_PAUSE s, at most
-# FAIR_MAX_WAIT s in a row (a sibling with a blocked loop must not starve the queue).
-FAIR_MIN = 4  # below this many in flight a worker always accepts (no scoreboard reads)
+# open connections than the least loaded accepting sibling (scoreboard CONNS) steps aside for
+# FAIR_PAUSE s, at most FAIR_MAX_WAIT s in a row (a sibling with a blocked loop must not
+# starve the queue).
+FAIR_MIN = 4  # below this many open connections a worker always accepts (no scoreboard reads)
 FAIR_SLACK = 2
 FAIR_PAUSE = 0.001
 FAIR_MAX_WAIT = 0.02
@@ -89,6 +90,7 @@ class Worker:
         self.max_requests = cfg.max_requests + (random.randint(0, delta) if cfg.max_requests and delta else 0)
         self.rss_limit = cfg.reload_on_rss * 1024 * 1024
         self.in_flight = 0
+        self.conns = 0  # open connections (scoreboard CONNS, for the siblings' accept fairness)
         self.accepting = False
         self.stop_reason = ""
         self.stopping: asyncio.Event | None = None
@@ -198,19 +200,22 @@ class Worker:
         """Stamp the slot while requests are in flight: a stale stamp means a blocked loop (harakiri)."""
         period = min(1.0, max(0.05, self.cfg.harakiri / 4)) if self.cfg.harakiri else 1.0
         ints, slot = self.ints, self.slot
+        beats = 0
         while True:
             ints[slot + sb.BUSY_SINCE] = time.monotonic_ns() if self.in_flight else 0
             self.siblings = [b for b in (self.board.base(i) for i in range(self.board.slots))
                              if b != slot and ints[b + sb.PID]]
-            await asyncio.sleep(period)
+            beats += 1
+            # the siblings spawned just after this worker are seen within 0.1 s, not a period
+            await asyncio.sleep(period if beats > 10 else min(period, 0.1))
 
     def _over_share(self) -> bool:
-        """True if a sibling that accepts holds FAIR_SLACK fewer requests in flight than this one
+        """True if a sibling that accepts holds FAIR_SLACK fewer connections than this one
         (then this worker leaves the next connection to it; see FAIR_SLACK)."""
         ints = self.ints
-        least = min((ints[b + sb.IN_FLIGHT] for b in self.siblings if ints[b + sb.ACCEPTING]),
-                    default=self.in_flight)
-        if self.in_flight <= least + FAIR_SLACK:
+        least = min((ints[b + sb.CONNS] for b in self.siblings if ints[b + sb.ACCEPTING]),
+                    default=self.conns)
+        if self.conns <= least + FAIR_SLACK:
             self.deferred_at = 0.0
             return False
         now = time.monotonic()
@@ -245,7 +250,7 @@ class Worker:
             if self.in_flight >= self.cap:
                 self._accept_off()  # the rest waits in the kernel queue
                 return
-            if self.in_flight >= FAIR_MIN and self.siblings and self._over_share():
+            if self.conns >= FAIR_MIN and self.siblings and self._over_share():
                 self._accept_off()  # a less busy sibling takes it (or we do, FAIR_PAUSE later)
                 self.loop.call_later(FAIR_PAUSE, self._accept_on)
                 return
@@ -262,6 +267,7 @@ class Worker:
                 raise
             conn.setblocking(False)
             self._count_in()
+            self.conn_opened()
             self._task(self._connect(conn, lst))
 
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
@@ -280,6 +286,16 @@ class Worker:
         except (OSError, ssl.SSLError, TimeoutError):
             conn.close()
             self._count_out()
+            self.conn_closed()
+
+    def conn_opened(self) -> None:
+        self.conns += 1
+        self.ints[self.slot + sb.CONNS] = self.conns
+
+    def conn_closed(self) -> None:
+        """A connection is gone (its codec's connection_lost, or it never got a codec)."""
+        self.conns -= 1
+        self.ints[self.slot + sb.CONNS] = self.conns
 
     def _count_in(self) -> None:
         self.in_flight += 1
@@ -383,6 +399,7 @@ class Worker:
     def connection_done(self, codec: Codec) -> None:
         """Per-connection bookkeeping (one request per uwsgi connection)."""
         self._count_out()
+        self.conn_closed()
         self.request_done(codec)
 
     def request_done(self, codec: Codec) -> None:

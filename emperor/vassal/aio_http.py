@@ -102,6 +102,7 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self._cancel_timer()
         self.unwatch_peer()
         self.w.http_conns.discard(self)
+        self.w.conn_closed()
         if self.cycle is not None and not self.idle:
             self.cycle.client_gone()
         if self.paused_writing is not None and not self.paused_writing.done():
@@ -446,6 +447,7 @@ class Worker(aio.Worker):
             return
         conn.setblocking(False)
         self._count_in()
+        self.conn_opened()
         self._task(self._adopt(conn, index, served))
 
     async def _adopt(self, conn: socket.socket, index: int, served: int) -> None:
@@ -454,6 +456,7 @@ class Worker(aio.Worker):
         except OSError:
             conn.close()
             self._count_out()
+            self.conn_closed()
 
     def connection_closed(self) -> None:
         self._count_out()
