@@ -91,6 +91,7 @@ class Worker:
         self.rss_limit = cfg.reload_on_rss * 1024 * 1024
         self.in_flight = 0
         self.conns = 0  # open connections (scoreboard CONNS, for the siblings' accept fairness)
+        self.families: dict[int, int] = {}  # id(listener) -> its address family, for accepted sockets
         self.accepting = False
         self.stop_reason = ""
         self.stopping: asyncio.Event | None = None
@@ -255,7 +256,9 @@ class Worker:
                 self.loop.call_later(FAIR_PAUSE, self._accept_on)
                 return
             try:
-                conn, _addr = sock.accept()
+                # the C accept: socket.accept() would also turn family and type into enums, a
+                # cost per request on uwsgi sockets (nginx opens a connection per request)
+                fd, _addr = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return  # another worker took it
             except OSError as exc:
@@ -265,6 +268,10 @@ class Worker:
                     self.loop.call_later(0.1, self._accept_on)
                     return
                 raise
+            family = self.families.get(id(lst))
+            if family is None:
+                family = self.families[id(lst)] = int(sock.family)
+            conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(False)
             self._count_in()
             self.conn_opened()

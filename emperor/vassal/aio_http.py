@@ -341,9 +341,10 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self.discarding = False
         self._cancel_timer()
         if self.transport is not None and not self.transport.is_closing():
+            pending = self.transport.get_write_buffer_size()
             self.transport.close()
-            # a peer that never reads the last bytes must not hold the connection for ever
-            self._set_timer(self.w.timeout, self.abort)
+            if pending:  # a peer that never reads the last bytes must not hold the connection for ever
+                self._set_timer(self.w.timeout, self.abort)
 
     def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` in ``delay`` s. Each request moves the deadline twice (head, then

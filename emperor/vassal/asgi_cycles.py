@@ -40,7 +40,11 @@ class ClientDisconnected(OSError):
 
 
 class Writer(Protocol):
-    """What a codec offers the adapter for one response."""
+    """What a codec offers the adapter for one response. ``paused_writing`` is None until the
+    transport first asked us to pause: until then ``drain()`` has nothing to wait for, and the
+    adapter does not even make its coroutine (one per body chunk otherwise)."""
+
+    paused_writing: asyncio.Future[None] | None
 
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
@@ -251,7 +255,8 @@ class HttpCycle:
         if data:
             self.sent += len(data)
             self.writer.write(data)
-            await self.writer.drain()
+            if self.writer.paused_writing is not None:
+                await self.writer.drain()
         if done:
             self.writer.finish(ok=True)
 

@@ -79,7 +79,8 @@ class HttpExchange(HttpCycle):
         if data:
             self.sent += len(data)
             self.writer.write(data)
-            await self.writer.drain()
+            if self.writer.paused_writing is not None:
+                await self.writer.drain()
         if done:
             self.writer.finish(ok=True)
 
