@@ -52,14 +52,15 @@ log = logging.getLogger("emperor.worker")
 ACCEPT_BATCH = 16  # connections accepted per wake-up, so that idle sibling workers get their share
 # Accept fairness: all workers wait on the same listen socket, and the one the kernel runs first
 # would take a whole burst of new connections (wrk's 64, nginx's keep-alive pool), leaving its
-# sibling idle for the life of those connections. A worker that already holds FAIR_SLACK more
-# open connections than the least loaded accepting sibling (scoreboard CONNS) steps aside for
-# FAIR_PAUSE s, at most FAIR_MAX_WAIT s in a row (a sibling with a blocked loop must not
-# starve the queue).
+# sibling idle for the life of those connections. A worker that already holds FAIR_SLACK (plus
+# a quarter) more open connections than the least loaded accepting sibling (scoreboard CONNS)
+# steps aside for FAIR_PAUSE s, at most FAIR_MAX_WAIT s in a row, and then not for
+# FAIR_BACKOFF s (a sibling with a blocked loop must not starve the queue).
 FAIR_MIN = 4  # below this many open connections a worker always accepts (no scoreboard reads)
 FAIR_SLACK = 2
 FAIR_PAUSE = 0.001
 FAIR_MAX_WAIT = 0.02
+FAIR_BACKOFF = 1.0  # s without stepping aside after a sibling let FAIR_MAX_WAIT pass
 EXIT_APP_LOAD = 22  # channel.Exit.APP_LOAD: the master stops the vassal, the emperor throttles it
 
 
@@ -100,6 +101,8 @@ class Worker:
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
         self.siblings: list[int] = []  # scoreboard bases of the other live workers (heartbeat refreshes)
         self.deferred_at = 0.0  # when this worker began stepping aside for a sibling (0: it is not)
+        self.fair_wait = False  # stepping aside now: accepting resumes at FAIR_PAUSE, not before
+        self.fair_off_until = 0.0  # no stepping aside before this time (a sibling did not take them)
         self.logged: set[str] = set()
         self.pid = 0
         self.log_second, self.log_prefix = 0, ""  # the request lines' time and vassal prefix
@@ -216,14 +219,19 @@ class Worker:
         ints = self.ints
         least = min((ints[b + sb.CONNS] for b in self.siblings if ints[b + sb.ACCEPTING]),
                     default=self.conns)
-        if self.conns <= least + FAIR_SLACK:
+        if self.conns <= least + FAIR_SLACK + least // 4:  # up to a quarter more is fair enough
             self.deferred_at = 0.0
             return False
         now = time.monotonic()
+        if now < self.fair_off_until:
+            return False
         if not self.deferred_at:
             self.deferred_at = now
-        elif now - self.deferred_at > FAIR_MAX_WAIT:  # the sibling does not take it: we do
+        elif now - self.deferred_at > FAIR_MAX_WAIT:
+            # the sibling does not take them (a blocked loop?): this worker accepts everything
+            # for FAIR_BACKOFF s, rather than one connection per FAIR_MAX_WAIT
             self.deferred_at = 0.0
+            self.fair_off_until = now + FAIR_BACKOFF
             return False
         return True
 
@@ -253,7 +261,8 @@ class Worker:
                 return
             if self.conns >= FAIR_MIN and self.siblings and self._over_share():
                 self._accept_off()  # a less busy sibling takes it (or we do, FAIR_PAUSE later)
-                self.loop.call_later(FAIR_PAUSE, self._accept_on)
+                self.fair_wait = True  # and no request that ends meanwhile turns accepting back on
+                self.loop.call_later(FAIR_PAUSE, self._fair_resume)
                 return
             try:
                 # the C accept: socket.accept() would also turn family and type into enums, a
@@ -295,6 +304,11 @@ class Worker:
             self._count_out()
             self.conn_closed()
 
+    def _fair_resume(self) -> None:
+        self.fair_wait = False
+        if self.in_flight < self.cap:
+            self._accept_on()
+
     def conn_opened(self) -> None:
         self.conns += 1
         self.ints[self.slot + sb.CONNS] = self.conns
@@ -319,7 +333,7 @@ class Worker:
             self.ints[self.slot + sb.BUSY_SINCE] = 0
             assert self.idle is not None
             self.idle.set()
-        if not self.accepting and self.in_flight < self.cap:
+        if not self.accepting and self.in_flight < self.cap and not self.fair_wait:
             self._accept_on()
 
     # ---- requests --------------------------------------------------------------------------
@@ -331,7 +345,7 @@ class Worker:
         self._task(self._run_app(cycle, codec))
 
     def _task(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
+        task = self.loop.create_task(coro, name="emperor-asgi")  # a name: not one formatted per task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
