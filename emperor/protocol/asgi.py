@@ -119,17 +119,26 @@ def scope_from_head(head: Head, server: tuple[str, int] | None, client: tuple[st
     """
     headers = [(name.lower(), value) for name, value in head.headers]
     if trusted:
-        xff = b", ".join(v for n, v in headers if n == b"x-forwarded-for")
-        last = xff.rsplit(b",", 1)[-1].strip()
-        if last:
-            client = (last.decode("latin-1"), 0)
-        proto = b"".join(v for n, v in headers if n == b"x-forwarded-proto").strip().lower()
-        if proto in (b"http", b"https"):
-            scheme = proto.decode()
+        xff: list[bytes] = []
+        protos: list[bytes] = []
+        for n, v in headers:  # one pass (a proxied request has both, most others neither)
+            if n[:12] == b"x-forwarded-":
+                if n == b"x-forwarded-for":
+                    xff.append(v)
+                elif n == b"x-forwarded-proto":
+                    protos.append(v)
+        if xff:
+            last = xff[-1].rsplit(b",", 1)[-1].strip()
+            if last:
+                client = (last.decode("latin-1"), 0)
+        if protos:
+            proto = b"".join(protos).strip().lower()
+            if proto in (b"http", b"https"):
+                scheme = proto.decode()
     path = head.path
     return {
         "type": "http",
-        "asgi": dict(ASGI),
+        "asgi": {"version": "3.0", "spec_version": "2.4"},  # ASGI, as a literal: a fresh dict per scope
         "http_version": "1.0" if head.version == "HTTP/1.0" else "1.1",
         "method": head.method,
         "scheme": scheme,
