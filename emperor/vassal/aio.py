@@ -86,6 +86,7 @@ class Worker:
         self.timeout = cfg.socket_timeout
         self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.cap = cfg.asgi_concurrency
+        self.harakiri = cfg.harakiri  # read per request: a ConfigView lookup each time otherwise
         self.log_requests = not cfg.disable_logging
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
         self.max_requests = cfg.max_requests + (random.randint(0, delta) if cfg.max_requests and delta else 0)
@@ -338,7 +339,7 @@ class Worker:
 
     # ---- requests --------------------------------------------------------------------------
     def start_app(self, cycle: HttpCycle, codec: Codec) -> None:
-        if self.cfg.harakiri:
+        if self.harakiri:
             s = cycle.scope
             self.board.set_text(self.index, f"{s['method']} {s['raw_path'].decode('latin-1')} "
                                             f"({self.in_flight} in flight)")
