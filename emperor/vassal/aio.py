@@ -215,8 +215,9 @@ class Worker:
             await asyncio.sleep(period if beats > 10 else min(period, 0.1))
 
     def _over_share(self) -> bool:
-        """True if a sibling that accepts holds FAIR_SLACK fewer connections than this one
-        (then this worker leaves the next connection to it; see FAIR_SLACK)."""
+        """True if this worker holds more than FAIR_SLACK plus a quarter more connections than
+        the least loaded sibling that accepts: it then leaves the next connection to it (see
+        FAIR_SLACK), for at most FAIR_MAX_WAIT s in a row."""
         ints = self.ints
         least = min((ints[b + sb.CONNS] for b in self.siblings if ints[b + sb.ACCEPTING]),
                     default=self.conns)
