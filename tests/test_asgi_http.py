@@ -435,9 +435,12 @@ def test_stats_count_requests_and_idle_keepalive_is_not_in_flight(procs: ProcGro
         for _ in range(3):
             c.send(request_bytes("GET", "/"))
             assert c.response().status == 200
-        w = wait_for(lambda: (d := stats_doc(stats)["workers"][0])["requests"] == 3 and d, 5,
-                     what="3 requests in the stats")
-        assert w["in_flight"] == 0 and w["status"] == "idle"
+        # the master may read the slot between the request count and the in-flight store
+        # (scoreboard.py: no lock), so both are awaited together
+        w = wait_for(lambda: ((d := stats_doc(stats)["workers"][0])["requests"] == 3
+                              and d["in_flight"] == 0 and d), 5,
+                     what="3 requests in the stats, none in flight")
+        assert w["status"] == "idle"
         c.send(request_bytes("GET", "/sleep?s=1"))
         w = wait_for(lambda: (d := stats_doc(stats)["workers"][0])["in_flight"] == 1 and d, 5,
                      what="the slow request in flight")
@@ -497,3 +500,59 @@ def test_protocol_http_socket_and_max_requests(procs: ProcGroup, tmp_path: Path)
             pids.add(scope_of(c)["pid"])
     assert len(pids) >= 2
     wait_for_log(proc, r"recycled: max-requests", timeout=5)
+
+
+# ---- defects of the HTTP codec (each test failed before its fix) ---------------------------
+def test_worker_500_says_connection_close(front: dict[str, object]) -> None:
+    """The worker's own 500 (the app raised, or returned without a response) ends the connection,
+    so its head says so (RFC 9112 9.6), as the codec's 4xx do."""
+    for path in ("/raise", "/nostart"):
+        with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
+            c.send(request_bytes("GET", path))
+            r = c.response()
+            assert r.status == 500 and r.header("Connection") == "close", (path, r.header("Connection"))
+            assert r.header("Date") and c.closed_by_peer()
+
+
+def test_disconnect_reaches_the_app_while_reading_is_paused(front: dict[str, object]) -> None:
+    """A pipelined request waits in the parser with reading paused; the client then goes away:
+    the app, still waiting on receive(), gets http.disconnect all the same."""
+    events = Path(str(front["events"]))
+    before = events.read_text().count("disconnect") if events.exists() else 0
+    with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
+        c.send(request_bytes("GET", "/wait-disconnect"))
+        while b"waiting" not in c.buf:  # the app has read its request and waits on receive()
+            assert c._fill()
+        c.send(request_bytes("GET", "/"))  # pipelined: parsed and held, reading paused (then our close)
+    wait_for(lambda: events.exists() and events.read_text().count("disconnect") > before, 10,
+             what="the app to see http.disconnect while its connection's reading is paused")
+
+
+def _masked_text_frame(text: str) -> bytes:
+    """One client-to-server text frame (RFC 6455 5.2: masked), small payload."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_websocket_frame_in_the_upgrade_packet_is_not_lost(front: dict[str, object]) -> None:
+    """A client may send its first frame right behind the upgrade request, in the same packet:
+    those bytes belong to the WebSocket and must reach the app."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import Request
+
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock = socket.create_connection(front["addr"], timeout=10)  # type: ignore[arg-type]
+    try:
+        sock.sendall(ws.send(Request(host="127.0.0.1", target="/ws")) + _masked_text_frame("early bird"))
+        got: list[Any] = []
+        while not any(isinstance(e, TextMessage) for e in got):
+            data = sock.recv(65536)
+            assert data, f"closed before the echo; events so far: {got}"
+            ws.receive_data(data)
+            got += list(ws.events())
+        assert isinstance(got[0], AcceptConnection)
+        assert [e.data for e in got if isinstance(e, TextMessage)] == ["early bird"]
+    finally:
+        sock.close()

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 ASGI = {"version": "3.0", "spec_version": "2.4"}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _HTTP_VERSIONS = {"HTTP/1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/2.0": "2", "HTTP/2": "2", "HTTP/3": "3"}
 
 
@@ -120,17 +119,26 @@ def scope_from_head(head: Head, server: tuple[str, int] | None, client: tuple[st
     """
     headers = [(name.lower(), value) for name, value in head.headers]
     if trusted:
-        xff = b", ".join(v for n, v in headers if n == b"x-forwarded-for")
-        last = xff.rsplit(b",", 1)[-1].strip()
-        if last:
-            client = (last.decode("latin-1"), 0)
-        proto = b"".join(v for n, v in headers if n == b"x-forwarded-proto").strip().lower()
-        if proto in (b"http", b"https"):
-            scheme = proto.decode()
+        xff: list[bytes] = []
+        protos: list[bytes] = []
+        for n, v in headers:  # one pass (a proxied request has both, most others neither)
+            if n[:12] == b"x-forwarded-":
+                if n == b"x-forwarded-for":
+                    xff.append(v)
+                elif n == b"x-forwarded-proto":
+                    protos.append(v)
+        if xff:
+            last = xff[-1].rsplit(b",", 1)[-1].strip()
+            if last:
+                client = (last.decode("latin-1"), 0)
+        if protos:
+            proto = b"".join(protos).strip().lower()
+            if proto in (b"http", b"https"):
+                scheme = proto.decode()
     path = head.path
     return {
         "type": "http",
-        "asgi": dict(ASGI),
+        "asgi": {"version": "3.0", "spec_version": "2.4"},  # ASGI, as a literal: a fresh dict per scope
         "http_version": "1.0" if head.version == "HTTP/1.0" else "1.1",
         "method": head.method,
         "scheme": scheme,
@@ -158,15 +166,27 @@ def request_event(body: bytes, more: bool) -> dict[str, Any]:
 DISCONNECT = {"type": "http.disconnect"}
 
 
-def serialize_head(status: int, headers: Iterable[Any]) -> bytes:
-    """``HTTP/1.1 <status> <reason>`` + headers + blank line, or ResponseError."""
-    if type(status) is not int or not 100 <= status <= 599:
-        raise ResponseError(f"status must be an int in 100..599, not {status!r}")
+def _status_line(status: int) -> bytes:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}\r\n".encode()]
+    return f"HTTP/1.1 {status} {reason}\r\n".encode()
+
+
+_STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
+_GOOD_NAMES: set[bytes] = set()  # header names already checked against _TOKEN (bounded)
+
+
+def serialize_head(status: int, headers: Iterable[Any]) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` + headers + blank line, or ResponseError.
+
+    On every response: the status lines are made once, a header name is checked against the
+    token grammar once per worker (the first 1024 names), a value with three ``in`` tests."""
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ResponseError(f"status must be an int in 100..599, not {status!r}")
+    lines = [_STATUS_LINES[status]]
+    good = _GOOD_NAMES
     for pair in headers:
         try:
             name, value = pair
@@ -174,11 +194,14 @@ def serialize_head(status: int, headers: Iterable[Any]) -> bytes:
             raise ResponseError(f"a header must be a [name, value] pair, not {pair!r:.80}") from None
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             raise ResponseError(f"header names and values must be bytes, not {pair!r:.80}")
-        if not _TOKEN.match(name):
-            raise ResponseError(f"bad header name {name[:80]!r}")
-        if _BAD_VALUE.search(value):
+        if name not in good:
+            if not _TOKEN.match(name):
+                raise ResponseError(f"bad header name {name[:80]!r}")
+            if len(good) < 1024:
+                good.add(name)
+        if b"\n" in value or b"\r" in value or b"\0" in value:
             raise ResponseError(f"header {name[:80]!r} contains CR, LF or NUL (response splitting)")
-        lines.append(name + b": " + value + b"\r\n")
+        lines += (name, b": ", value, b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
 

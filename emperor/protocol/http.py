@@ -85,7 +85,7 @@ class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
     __slots__ = ("_count", "_dead", "_head", "_head_bytes", "_in_head", "_line", "_line_done",
-                 "_parser", "_url", "events", "max_head", "max_headers", "upgraded")
+                 "_parser", "_url", "events", "max_head", "max_headers", "upgrade_rest", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
         self.max_head = max_head
@@ -101,6 +101,7 @@ class RequestParser:
         self._line = b""  # the first bytes of a head fed at a chunk start (to judge a bad method)
         self._dead = False
         self.upgraded = False  # an Upgrade request ended the stream: close after answering it
+        self.upgrade_rest = b""  # the bytes after an Upgrade request's head (a WebSocket's first frames)
 
     # ---- the consumer's side -------------------------------------------------------------
     @property
@@ -120,6 +121,10 @@ class RequestParser:
     def feed(self, data: bytes | memoryview) -> None:
         """Parse ``data``; events (and at most one final error) are appended to ``events``."""
         if self._dead:
+            if self.upgraded and len(self.upgrade_rest) < self.max_head:
+                # not HTTP any more: kept for the protocol switched to (bounded: a consumer that
+                # does not switch closes the connection after the request and ignores it)
+                self.upgrade_rest += data
             return
         if self._in_head:
             room = self.max_head - self._head_bytes
@@ -127,6 +132,8 @@ class RequestParser:
                 # feed only what fits: if the head is still open after that, it is too large
                 self._feed(memoryview(data)[:room])
                 if self._dead:
+                    if self.upgraded:
+                        self.upgrade_rest += memoryview(data)[room:]
                     return
                 if self._in_head and self._head_bytes >= self.max_head:
                     self._too_large()
@@ -150,12 +157,15 @@ class RequestParser:
                     self._line_done = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
             # llhttp stops after an Upgrade request (CONNECT is refused in on_headers_complete).
-            # We do not switch protocols: it is served as a plain request, then the connection
-            # closes, since nothing after it can be parsed.
+            # The parser does not switch protocols: the request is served as a plain one, then
+            # the connection closes, since nothing after it can be parsed, unless the consumer
+            # switches (a WebSocket), which takes the bytes after the head from upgrade_rest.
             self._dead = True
             self.upgraded = True
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.upgrade_rest += data[offset:]
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
             self._fail(ctx if isinstance(ctx, HTTPError) else HTTPError(400, str(exc)))

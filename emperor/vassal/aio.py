@@ -50,6 +50,17 @@ from emperor.vassal.sockets import Listener
 log = logging.getLogger("emperor.worker")
 
 ACCEPT_BATCH = 16  # connections accepted per wake-up, so that idle sibling workers get their share
+# Accept fairness: all workers wait on the same listen socket, and the one the kernel runs first
+# would take a whole burst of new connections (wrk's 64, nginx's keep-alive pool), leaving its
+# sibling idle for the life of those connections. A worker that already holds FAIR_SLACK (plus
+# a quarter) more open connections than the least loaded accepting sibling (scoreboard CONNS)
+# steps aside for FAIR_PAUSE s, at most FAIR_MAX_WAIT s in a row, and then not for
+# FAIR_BACKOFF s (a sibling with a blocked loop must not starve the queue).
+FAIR_MIN = 4  # below this many open connections a worker always accepts (no scoreboard reads)
+FAIR_SLACK = 2
+FAIR_PAUSE = 0.001
+FAIR_MAX_WAIT = 0.02
+FAIR_BACKOFF = 1.0  # s without stepping aside after a sibling let FAIR_MAX_WAIT pass
 EXIT_APP_LOAD = 22  # channel.Exit.APP_LOAD: the master stops the vassal, the emperor throttles it
 
 
@@ -75,17 +86,24 @@ class Worker:
         self.timeout = cfg.socket_timeout
         self.proxies = AllowList(cfg.forwarded_allow_ips)
         self.cap = cfg.asgi_concurrency
+        self.harakiri = cfg.harakiri  # read per request: a ConfigView lookup each time otherwise
         self.log_requests = not cfg.disable_logging
         delta = cfg.max_requests_delta if cfg.max_requests_delta is not None else cfg.max_requests // 10
         self.max_requests = cfg.max_requests + (random.randint(0, delta) if cfg.max_requests and delta else 0)
         self.rss_limit = cfg.reload_on_rss * 1024 * 1024
         self.in_flight = 0
+        self.conns = 0  # open connections (scoreboard CONNS, for the siblings' accept fairness)
+        self.families: dict[int, int] = {}  # id(listener) -> its address family, for accepted sockets
         self.accepting = False
         self.stop_reason = ""
         self.stopping: asyncio.Event | None = None
         self.idle: asyncio.Event | None = None
         self.lifespan_state: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self.siblings: list[int] = []  # scoreboard bases of the other live workers (heartbeat refreshes)
+        self.deferred_at = 0.0  # when this worker began stepping aside for a sibling (0: it is not)
+        self.fair_wait = False  # stepping aside now: accepting resumes at FAIR_PAUSE, not before
+        self.fair_off_until = 0.0  # no stepping aside before this time (a sibling did not take them)
         self.logged: set[str] = set()
         self.pid = 0
         self.log_second, self.log_prefix = 0, ""  # the request lines' time and vassal prefix
@@ -187,9 +205,37 @@ class Worker:
         """Stamp the slot while requests are in flight: a stale stamp means a blocked loop (harakiri)."""
         period = min(1.0, max(0.05, self.cfg.harakiri / 4)) if self.cfg.harakiri else 1.0
         ints, slot = self.ints, self.slot
+        beats = 0
         while True:
             ints[slot + sb.BUSY_SINCE] = time.monotonic_ns() if self.in_flight else 0
-            await asyncio.sleep(period)
+            self.siblings = [b for b in (self.board.base(i) for i in range(self.board.slots))
+                             if b != slot and ints[b + sb.PID]]
+            beats += 1
+            # the siblings spawned just after this worker are seen within 0.1 s, not a period
+            await asyncio.sleep(period if beats > 10 else min(period, 0.1))
+
+    def _over_share(self) -> bool:
+        """True if this worker holds more than FAIR_SLACK plus a quarter more connections than
+        the least loaded sibling that accepts: it then leaves the next connection to it (see
+        FAIR_SLACK), for at most FAIR_MAX_WAIT s in a row."""
+        ints = self.ints
+        least = min((ints[b + sb.CONNS] for b in self.siblings if ints[b + sb.ACCEPTING]),
+                    default=self.conns)
+        if self.conns <= least + FAIR_SLACK + least // 4:  # up to a quarter more is fair enough
+            self.deferred_at = 0.0
+            return False
+        now = time.monotonic()
+        if now < self.fair_off_until:
+            return False
+        if not self.deferred_at:
+            self.deferred_at = now
+        elif now - self.deferred_at > FAIR_MAX_WAIT:
+            # the sibling does not take them (a blocked loop?): this worker accepts everything
+            # for FAIR_BACKOFF s, rather than one connection per FAIR_MAX_WAIT
+            self.deferred_at = 0.0
+            self.fair_off_until = now + FAIR_BACKOFF
+            return False
+        return True
 
     # ---- accepting -------------------------------------------------------------------------
     def _accept_on(self) -> None:
@@ -215,8 +261,15 @@ class Worker:
             if self.in_flight >= self.cap:
                 self._accept_off()  # the rest waits in the kernel queue
                 return
+            if self.conns >= FAIR_MIN and self.siblings and self._over_share():
+                self._accept_off()  # a less busy sibling takes it (or we do, FAIR_PAUSE later)
+                self.fair_wait = True  # and no request that ends meanwhile turns accepting back on
+                self.loop.call_later(FAIR_PAUSE, self._fair_resume)
+                return
             try:
-                conn, _addr = sock.accept()
+                # the C accept: socket.accept() would also turn family and type into enums, a
+                # cost per request on uwsgi sockets (nginx opens a connection per request)
+                fd, _addr = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return  # another worker took it
             except OSError as exc:
@@ -226,8 +279,13 @@ class Worker:
                     self.loop.call_later(0.1, self._accept_on)
                     return
                 raise
+            family = self.families.get(id(lst))
+            if family is None:
+                family = self.families[id(lst)] = int(sock.family)
+            conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(False)
             self._count_in()
+            self.conn_opened()
             self._task(self._connect(conn, lst))
 
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
@@ -246,6 +304,21 @@ class Worker:
         except (OSError, ssl.SSLError, TimeoutError):
             conn.close()
             self._count_out()
+            self.conn_closed()
+
+    def _fair_resume(self) -> None:
+        self.fair_wait = False
+        if self.in_flight < self.cap:
+            self._accept_on()
+
+    def conn_opened(self) -> None:
+        self.conns += 1
+        self.ints[self.slot + sb.CONNS] = self.conns
+
+    def conn_closed(self) -> None:
+        """A connection is gone (its codec's connection_lost, or it never got a codec)."""
+        self.conns -= 1
+        self.ints[self.slot + sb.CONNS] = self.conns
 
     def _count_in(self) -> None:
         self.in_flight += 1
@@ -262,19 +335,19 @@ class Worker:
             self.ints[self.slot + sb.BUSY_SINCE] = 0
             assert self.idle is not None
             self.idle.set()
-        if not self.accepting and self.in_flight < self.cap:
+        if not self.accepting and self.in_flight < self.cap and not self.fair_wait:
             self._accept_on()
 
     # ---- requests --------------------------------------------------------------------------
     def start_app(self, cycle: HttpCycle, codec: Codec) -> None:
-        if self.cfg.harakiri:
+        if self.harakiri:
             s = cycle.scope
             self.board.set_text(self.index, f"{s['method']} {s['raw_path'].decode('latin-1')} "
                                             f"({self.in_flight} in flight)")
         self._task(self._run_app(cycle, codec))
 
     def _task(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
+        task = self.loop.create_task(coro, name="emperor-asgi")  # a name: not one formatted per task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -341,7 +414,7 @@ class Worker:
             return
         cycle.response.status = 500
         cycle.response.complete = True
-        data = asgi.error_response(500, "Internal Server Error")
+        data = cycle.error_response(500, "Internal Server Error")
         cycle.sent += len(data)
         codec.write(data)
         codec.finish(ok=True)
@@ -349,6 +422,7 @@ class Worker:
     def connection_done(self, codec: Codec) -> None:
         """Per-connection bookkeeping (one request per uwsgi connection)."""
         self._count_out()
+        self.conn_closed()
         self.request_done(codec)
 
     def request_done(self, codec: Codec) -> None:

@@ -63,7 +63,9 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self.pooled = False  # an idle keep-alive connection (not in flight; bounded by the cap)
         self.reading_paused = False
         self.paused_writing: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # armed at or before ``due`` (see _set_timer)
+        self.due = 0.0  # loop time at which ``on_due`` runs
+        self.on_due: Callable[[], None] | None = None
         self.head_due = False  # the timer is the head's deadline (socket-timeout), not keep-alive's
         self.peer: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
@@ -78,6 +80,7 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
             self.peer = (str(peer[0]), int(peer[1]))
             self.trusted = self.w.proxies.allows(peer)
         self.server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+        self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-"}
         self.w.http_conns.add(self)
         self._set_timer(self.w.timeout, self._too_slow)
         self.head_due = True
@@ -95,9 +98,11 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
         self.closing = True
+        self._cancel_timer()
+        self.unwatch_peer()
         self.w.http_conns.discard(self)
+        self.w.conn_closed()
         if self.cycle is not None and not self.idle:
             self.cycle.client_gone()
         if self.paused_writing is not None and not self.paused_writing.done():
@@ -171,8 +176,9 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self.status = 0
         self.served += 1
         w = self.w
-        self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-", "REQUEST_METHOD": head.method,
-                    "REQUEST_URI": head.target, "SERVER_PROTOCOL": head.version}
+        if w.log_requests:  # the request line's fields; without logging only the peer (note_peer)
+            self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-", "REQUEST_METHOD": head.method,
+                        "REQUEST_URI": head.target, "SERVER_PROTOCOL": head.version}
         length = head.content_length or 0
         if w.limit_post and length > w.limit_post:
             self._bad(http.HTTPError(413, f"Content-Length {length} is over limit-post ({w.limit_post})"))
@@ -181,6 +187,11 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
             self._websocket(head)
             return
         has_body = head.chunked or length > 0
+        events = self.parser.events
+        if not has_body and events and events[0] == http.END and type(events[0]) is bytes:
+            # the END of a bodyless request: taken now, so that only a real pipelined request
+            # makes _process pause reading (and finish schedule it)
+            events.popleft()
         keep = (head.keep_alive and not self.parser.upgraded and w.keepalive > 0
                 and self.served < w.keepalive_requests and not w.stop_reason)
         scope = asgi.scope_from_head(head, self.server, self.peer, self.scheme, self.trusted,
@@ -210,17 +221,22 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         ws = WebSocketCycle(scope, self, key, self.w.ws_max_size, self.w.ws_ping)
         self.cycle = ws
         self.body_done = True
+        rest, self.parser.upgrade_rest = self.parser.upgrade_rest, b""
+        if rest:  # frames the client sent right behind its upgrade request
+            ws.feed(rest)
         self.w.start_websocket(ws, self)
 
     # ---- the Writer interface: write, drain, pause/resume_writing (asgi_cycles.TransportWriter)
     def pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None and not self.closing:
+        if not self.reading_paused and self.transport is not None and not self.closing and not self.peer_done:
             self.reading_paused = True
             self.transport.pause_reading()
+            self.watch_peer()  # a client that goes away meanwhile is still noticed
 
     def resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None and not self.closing:
+        if self.reading_paused and self.transport is not None and (not self.closing or self.discarding):
             self.reading_paused = False
+            self.unwatch_peer()
             self.transport.resume_reading()
 
     def finish(self, ok: bool) -> None:
@@ -325,21 +341,43 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self.discarding = False
         self._cancel_timer()
         if self.transport is not None and not self.transport.is_closing():
+            pending = self.transport.get_write_buffer_size()
             self.transport.close()
-            # a peer that never reads the last bytes must not hold the connection for ever
-            self.timer = self.w.loop.call_later(self.w.timeout, self.abort)
+            if pending:  # a peer that never reads the last bytes must not hold the connection for ever
+                self._set_timer(self.w.timeout, self.abort)
 
     def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel_timer()
-        self.timer = self.w.loop.call_later(delay, callback)
+        """Run ``callback`` in ``delay`` s. Each request moves the deadline twice (head, then
+        keep-alive): rather than a new loop timer each time, the armed one is kept when it fires
+        no later than the new deadline, and re-armed for the rest when it fires early."""
+        loop = self.w.loop
+        self.due = loop.time() + delay
+        self.on_due = callback
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= self.due:
+                return
+            timer.cancel()
+        self.timer = loop.call_at(self.due, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self.timer = None
+        callback = self.on_due
+        if callback is None:
+            return
+        if self.w.loop.time() < self.due:
+            self.timer = self.w.loop.call_at(self.due, self._timer_fired)
+            return
+        self.on_due = None
+        callback()
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
+        self.on_due = None  # the armed timer, if any, finds nothing to do (or is re-used)
+        if self.closing and self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def _too_slow(self) -> None:
-        self.timer = None
         if self.parser.head_started:
             self.w.note_peer(self, f"sent only part of a request head in {self.w.timeout:g} s "
                                    "(socket-timeout)")
@@ -410,6 +448,7 @@ class Worker(aio.Worker):
             return
         conn.setblocking(False)
         self._count_in()
+        self.conn_opened()
         self._task(self._adopt(conn, index, served))
 
     async def _adopt(self, conn: socket.socket, index: int, served: int) -> None:
@@ -418,6 +457,7 @@ class Worker(aio.Worker):
         except OSError:
             conn.close()
             self._count_out()
+            self.conn_closed()
 
     def connection_closed(self) -> None:
         self._count_out()

@@ -54,26 +54,30 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
         if self.cycle is not None or self.discarding:
             self._body(data)
             return
-        self.buf += data
+        # the usual case: nginx's whole packet in one read, parsed from ``data`` without a copy
+        buf = data if not self.buf else bytes(self.buf + data)
         end = 0
         try:
-            if len(self.buf) < 4:
+            if len(buf) < 4:
+                self.buf += data
                 return
-            size = uwsgi.check_header(bytes(self.buf[:4]), self.w.buffer_size)
-            if len(self.buf) < 4 + size:
+            size = uwsgi.check_header(buf[:4], self.w.buffer_size)
+            if len(buf) < 4 + size:
+                self.buf += data
                 return
             end = 4 + size
-            self.env = env = uwsgi.parse_vars(bytes(self.buf), 4, end)
+            self.env = env = uwsgi.parse_vars(buf, 4, end)
             length = uwsgi.content_length(env, self.w.limit_post)
             uwsgi.request_method(env, length)
         except uwsgi.ProtocolError as exc:
+            self.buf = bytearray(buf)
             if exc.body_pending and end:
-                exc.body_pending = max(0, exc.body_pending - (len(self.buf) - end))  # minus what we have
+                exc.body_pending = max(0, exc.body_pending - (len(buf) - end))  # minus what we have
             self._reject(exc)
             return
         self._cancel_timer()
-        rest = bytes(self.buf[end:])
-        modifier1 = self.buf[0]
+        rest = buf[end:]
+        modifier1 = buf[0]
         self.buf = bytearray()
         if asgi.is_websocket(env):
             key = env.get("HTTP_SEC_WEBSOCKET_KEY", "")
@@ -117,6 +121,7 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self.unwatch_peer()
         if self.cycle is not None:
             self.cycle.client_gone()
         if self.paused_writing is not None and not self.paused_writing.done():
@@ -125,13 +130,15 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
 
     # the Writer interface: write, drain, pause/resume_writing (asgi_cycles.TransportWriter)
     def pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
+        if not self.reading_paused and self.transport is not None and not self.peer_done:
             self.reading_paused = True
             self.transport.pause_reading()
+            self.watch_peer()  # a client that goes away meanwhile is still noticed
 
     def resume_reading(self) -> None:
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
+            self.unwatch_peer()
             self.transport.resume_reading()
 
     def finish(self, ok: bool) -> None:
@@ -163,9 +170,10 @@ class UwsgiCodec(TransportWriter, asyncio.Protocol):
         self.closing = True
         self._cancel_timer()
         if self.transport is not None:
+            pending = self.transport.get_write_buffer_size()
             self.transport.close()
-            # a peer that never reads the last bytes must not hold the connection forever
-            self.timer = self.w.loop.call_later(self.w.timeout, self.abort)
+            if pending:  # a peer that never reads the last bytes must not hold the connection forever
+                self.timer = self.w.loop.call_later(self.w.timeout, self.abort)
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import struct
 from collections import deque
@@ -30,6 +31,8 @@ Message = dict[str, Any]
 BODY_HIGH_WATER = 256 * 1024  # buffered request body above which reading from the peer pauses
 WS_INBOX_HIGH = 32  # WebSocket messages queued for an app that is not reading; then reading pauses
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST (both codecs' abort)
+PEER_WATCH = 0.25  # s between looks at a connection whose reading is paused: has the peer gone?
+_PEER_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
 
 class ClientDisconnected(OSError):
@@ -37,7 +40,11 @@ class ClientDisconnected(OSError):
 
 
 class Writer(Protocol):
-    """What a codec offers the adapter for one response."""
+    """What a codec offers the adapter for one response. ``paused_writing`` is None until the
+    transport first asked us to pause: until then ``drain()`` has nothing to wait for, and the
+    adapter does not even make its coroutine (one per body chunk otherwise)."""
+
+    paused_writing: asyncio.Future[None] | None
 
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
@@ -63,15 +70,60 @@ class TransportWriter:
     """The ``Writer`` half both codecs share (aio_uwsgi.py, aio_http.py): write to the transport,
     and wait for the client to read (asyncio's flow control) at most ``socket-timeout``.
 
-    The codec sets ``transport``, ``paused_writing``, ``cycle`` and ``w`` and provides ``abort``."""
+    The codec sets ``transport``, ``paused_writing``, ``reading_paused``, ``closing``, ``cycle``
+    and ``w``, provides ``abort`` and ``resume_reading``, and calls ``watch_peer`` when it pauses
+    reading (and ``unwatch_peer`` when it resumes).
+
+    While reading is paused (flow control: a body the app does not read yet, a pipelined request
+    held back, WebSocket messages the app does not take) the loop does not read the socket, so
+    it would not see the client go away and the app would never get its disconnect. A timer
+    looks at the socket every PEER_WATCH s (one poll() for POLLRDHUP: the peer's FIN, even
+    with unread data before it); once the peer has finished sending, reading resumes for good
+    (what is left is bounded by the kernel's receive buffer) and the end of the stream is
+    then read as usual: ``connection_lost``, and the app's ``http.disconnect``."""
 
     transport: asyncio.Transport | None
     paused_writing: asyncio.Future[None] | None
+    reading_paused: bool
+    closing: bool
     cycle: Any
     w: Any  # the codec's worker (a Host; aio_http's is richer), typed by each codec
+    peer_watch: asyncio.TimerHandle | None = None
+    peer_done = False  # the peer sent its FIN (seen while paused): reading is not paused again
 
     def abort(self) -> None:
         raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+    def watch_peer(self) -> None:
+        if self.peer_watch is None:
+            self.peer_watch = self.w.loop.call_later(PEER_WATCH, self._look_at_peer)
+
+    def unwatch_peer(self) -> None:
+        if self.peer_watch is not None:
+            self.peer_watch.cancel()
+            self.peer_watch = None
+
+    def _look_at_peer(self) -> None:
+        self.peer_watch = None
+        if not self.reading_paused or self.closing or self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP)
+        try:
+            gone = any(mask & _PEER_GONE for _fd, mask in poller.poll(0))
+        except OSError:
+            gone = True
+        if gone:
+            self.peer_done = True
+            self.resume_reading()
+        else:
+            self.watch_peer()
 
     def reset_transport(self) -> None:
         """Close at once, dropping unsent data; on TCP with a reset (SO_LINGER 0), so a proxy sees
@@ -144,7 +196,7 @@ class HttpCycle:
     """One HTTP request/response between a codec and the app (codec-independent)."""
 
     __slots__ = ("body", "body_done", "final_sent", "gone", "log_line", "response", "scope", "sent",
-                 "wake", "writer")
+                 "waiter", "writer")
 
     def __init__(self, scope: dict[str, Any], writer: Writer, has_body: bool) -> None:
         self.scope = scope
@@ -155,7 +207,7 @@ class HttpCycle:
         self.final_sent = False
         self.gone = False
         self.sent = 0
-        self.wake = asyncio.Event()
+        self.waiter: asyncio.Future[None] | None = None  # receive() waiting (made only then)
 
     # codec side
     def feed(self, data: bytes, done: bool) -> None:
@@ -163,11 +215,21 @@ class HttpCycle:
         self.body_done = done
         if len(self.body) > BODY_HIGH_WATER:
             self.writer.pause_reading()
-        self.wake.set()
+        self._wake()
 
     def client_gone(self) -> None:
         self.gone = True
-        self.wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def error_response(self, status: int, text: str) -> bytes:
+        """A whole response of the server's own (the 500 after a broken app); behind uwsgi_pass
+        nginx frames it, and the connection closes after it anyway."""
+        return asgi.error_response(status, text)
 
     # app side
     async def receive(self) -> Message:
@@ -180,8 +242,11 @@ class HttpCycle:
                 self.writer.resume_reading()
                 self.final_sent = self.body_done
                 return asgi.request_event(chunk, not self.body_done)
-            self.wake.clear()
-            await self.wake.wait()
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
 
     async def send(self, message: Message) -> None:
         if self.gone:
@@ -190,7 +255,8 @@ class HttpCycle:
         if data:
             self.sent += len(data)
             self.writer.write(data)
-            await self.writer.drain()
+            if self.writer.paused_writing is not None:
+                await self.writer.drain()
         if done:
             self.writer.finish(ok=True)
 

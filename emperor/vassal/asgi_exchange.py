@@ -79,9 +79,19 @@ class HttpExchange(HttpCycle):
         if data:
             self.sent += len(data)
             self.writer.write(data)
-            await self.writer.drain()
+            if self.writer.paused_writing is not None:
+                await self.writer.drain()
         if done:
             self.writer.finish(ok=True)
+
+    def error_response(self, status: int, text: str) -> bytes:
+        """The server's own response on an HTTP socket: it ends the connection, so it says
+        ``Connection: close`` (and carries a Date, as every response of ours)."""
+        self.keep_alive = False
+        body = text.encode() + b"\n"
+        return asgi.serialize_head(status, [(b"content-type", b"text/plain"),
+                                            (b"content-length", b"%d" % len(body)),
+                                            (b"date", date_header()), (b"connection", b"close")]) + body
 
     def _framed(self, message: Message) -> list[tuple[bytes, bytes]]:
         """The app's headers, less the framing ones, plus ours (Date, chunked, Connection)."""

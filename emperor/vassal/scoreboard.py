@@ -15,6 +15,7 @@ PID, REQUESTS, BUSY_SINCE, ACCEPTING, EXCEPTIONS, TX, HARAKIRI, RESPAWNS, LAST_S
     DROPPED_VARS = range(11)
 LOG_GEN = 11  # bumped by the master when it reopened the log: the worker reopens at its next request
 IN_FLIGHT = 12  # ASGI workers: requests in flight now (sync workers leave it at 0)
+CONNS = 13  # ASGI workers: connections open now (their accept fairness compares it between siblings)
 # Request-duration histogram (for Prometheus): HIST + i counts requests that took at most
 # HIST_BOUNDS_US[i] microseconds; HIST + len(HIST_BOUNDS_US) counts the slower ones. The worker
 # finds the bucket with one bisect and does one store, so the hot path stays a few int stores.

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""The ASGI worker's Python work per keep-alive HTTP request, without the kernel or a client.
+
+Feeds one request head (as nginx's proxy_pass sends it) at a time to ``aio_http.HttpCodec``
+over a transport that only counts writes, runs the bench's plain ASGI hello app, and prints
+the CPU time (process_time) per request, two event-loop turns included. In-process,
+single-threaded and timed in CPU rather than wall time, it is far less sensitive to a busy
+machine than a wrk run (CPU caches still suffer from neighbours): use it to compare
+two trees of emperor (PYTHONPATH=<tree>), interleaved, next to run_bench.py's CPU per request.
+
+  PYTHONPATH=OLD_TREE python bench/asgi_codec_micro.py --requests 20000
+  PYTHONPATH=NEW_TREE python bench/asgi_codec_micro.py --profile     # + cProfile, by own time
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps"))
+
+from asgihello import app
+
+from emperor.vassal import aio_http
+
+REQUEST = (b"GET / HTTP/1.1\r\nHost: be\r\nConnection: keep-alive\r\nX-Real-IP: 127.0.0.1\r\n"
+           b"X-Forwarded-For: 127.0.0.1\r\nUser-Agent: wrk\r\n\r\n")
+OPTIONS = {"buffer_size": 65536, "limit_post": 0, "websockets_max_size": 1024, "websockets_ping_freq": 0,
+           "websockets_pong_tolerance": 0, "socket_timeout": 30, "forwarded_allow_ips": "127.0.0.1",
+           "asgi_concurrency": 1000, "disable_logging": True, "max_requests_delta": None,
+           "max_requests": 0, "reload_on_rss": 0, "http_keepalive": 30,
+           "http_keepalive_requests": 10**9, "harakiri": 0}
+
+
+class CountingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
+
+    def write(self, data: Any) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class Board:
+    """A scoreboard stand-in: plain ints, no shared memory."""
+
+    slots = 64
+
+    def __init__(self) -> None:
+        self.ints = [0] * (64 * 64)
+
+    def base(self, index: int) -> int:
+        return index * 64
+
+    def set_text(self, index: int, text: str) -> None:
+        pass
+
+
+class Options:
+    def __getattr__(self, name: str) -> Any:
+        return OPTIONS.get(name)
+
+
+async def run(n: int) -> float:
+    w = aio_http.Worker(1, [], Options(), Board(), app, lambda: app)  # type: ignore[arg-type]
+    w.loop = asyncio.get_running_loop()
+    w.stopping, w.idle = asyncio.Event(), asyncio.Event()
+    codec = aio_http.HttpCodec(w, "http", 0)
+    transport = CountingTransport()
+    codec.connection_made(transport)
+    start = time.process_time()
+    for _ in range(n):
+        codec.data_received(REQUEST)
+        await asyncio.sleep(0)  # the app's task runs
+        await asyncio.sleep(0)
+    took = time.process_time() - start
+    assert transport.writes == n, f"{transport.writes} responses for {n} requests"
+    return took / n * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    times = sorted(loop.run_until_complete(run(args.requests)) for _ in range(args.rounds))
+    print(f"µs per request (median of {args.rounds}): {times[len(times) // 2]:.2f}  "
+          f"(all: {', '.join(f'{t:.2f}' for t in times)})  emperor from {os.path.dirname(aio_http.__file__)}")
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        loop.run_until_complete(run(args.requests))
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
