@@ -27,6 +27,7 @@ from typing import Any
 from emperor.vassal.exchange import accepter
 from emperor.vassal.http_conn import HTTPServer
 from emperor.vassal.http_wire import Connection, Site
+from emperor.vassal.parking import Waiting
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.http")
@@ -41,14 +42,20 @@ class HTTPWorker(Worker):
     """A sync worker of a vassal with at least one HTTP socket (its uwsgi sockets, if any, are
     served by ``Worker.handle`` as in any worker); only its accept loop differs."""
 
+    waiting: Waiting | None = None  # which workers wait for work (set by the master, parking.py)
+
     def serve(self) -> None:
-        loop = serve_threaded if self.cfg.threads > 1 else serve_forever
-        loop(self, self.park)
+        if self.cfg.threads > 1:
+            serve_threaded(self, self.park)
+        else:
+            serve_forever(self, self.park, self.waiting)
 
 
-def serve_forever(worker: Worker, park: socket.socket | None) -> None:
+def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting | None = None) -> None:
     """The accept loop of a worker that has at least one HTTP listener (module docstring)."""
     server = HTTPServer(worker, worker.listeners, park)
+    server.peek = False  # our poll() sees a next request; no recv() to look for one after each response
+    me = worker.index
     poller = select.poll()
     sources: dict[int, Callable[[], Any]] = {}
     for lst in worker.listeners:
@@ -73,8 +80,12 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                 server.park(held[0])
 
     def on_alarm(signum: int, frame: Any) -> None:
-        if armed:  # a late signal after disarm() finds nothing to do
-            release()
+        if not armed:  # a late signal after disarm() finds nothing to do
+            return
+        if waiting is None or not worker.alive or waiting.anyone():
+            release()  # a free worker can serve them (or we are stopping): hand them over
+        else:  # every other worker is busy too: parking would gain nothing; look again later
+            signal.setitimer(signal.ITIMER_REAL, PARK_AFTER)
 
     def arm() -> None:
         """Becoming busy: park the idle connections only if this outlives PARK_AFTER."""
@@ -122,12 +133,17 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             del idle[fd]
             poller.unregister(fd)
             server.close(conn)  # idle past http-keepalive: a clean close (FIN)
+        if waiting is not None:
+            waiting.set(me, True)
         try:
             ready = poller.poll(wait)
         except OSError:
             if not worker.alive:
                 break
             raise
+        finally:
+            if waiting is not None:
+                waiting.set(me, False)
         if not ready:
             continue
         ready_fds = {fd for fd, _ev in ready}
@@ -152,20 +168,14 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                 disarm()
             if not worker.alive or worker.recycle_reason:
                 continue
-        # then, in the same turn, a parked connection and a new one: under load some held
-        # connection is always ready, and serving only those would starve the master's queue
+        # then, in the same turn, the parked connections and a new one: under load some held
+        # connection is always ready, and serving only those would starve the master's queue.
+        # Every parked one waiting is taken (each has a request: the master hands back only
+        # those) and held: the next poll() reports them ready, and they are served in turn with
+        # the others, where the timer can still park them if this worker stays busy.
         if park_fd in ready_fds:
-            got = server.take_parked()
-            if got is not None:
-                arm()
-                try:
-                    keep = server.serve(got, first=False)
-                finally:
-                    disarm()
-                if keep:
-                    hold(got)
-                if not worker.alive or worker.recycle_reason:
-                    continue
+            while len(idle) < IDLE_CAP and (got := server.take_parked()) is not None:
+                hold(got)
         for fd in ready_fds:
             accept = sources.get(fd)
             if accept is None:
@@ -198,6 +208,8 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                 hold(fresh)
             break
     disarm()
+    if waiting is not None:
+        waiting.set(me, False)
     release()  # stopping or recycling: the master keeps them for the next worker
 
 
