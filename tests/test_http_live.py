@@ -442,12 +442,38 @@ def test_threads_keepalive(procs: ProcGroup) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         ports = set()
-        for _ in range(100):  # each one goes through the master's parking lot: none may be lost
+        for _ in range(100):  # none may be lost between threads, the worker and the master
             conn.request("GET", "/env")
             ports.add(json.loads(conn.getresponse().read())["REMOTE_PORT"])
         assert len(ports) == 1
     finally:
         conn.close()
+
+
+def test_threads_hold_idle_connections_in_the_worker(procs: ProcGroup, tmp_path: Path) -> None:
+    """A threaded worker keeps an idle keep-alive connection after the response (its main
+    thread polls it) instead of handing it to the master after every request; while all its
+    threads are busy and no other worker waits, it keeps it too, and serves it afterwards."""
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--threads", "2", "--processes", "1")
+    (wpid,) = worker_pids(proc)
+    addr = ("127.0.0.1", port)
+    with RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as s1, RawHTTP(addr, timeout=10) as s2:
+        for _ in range(10):
+            idle.send(request_bytes("GET", "/pid"))
+            assert idle.response().status == 200
+        wait_for(lambda: _held(wpid, port) == 1, timeout=3)
+        assert _held(proc.pid, port) == 0  # never went through the master
+        marks = [tmp_path / "m1", tmp_path / "m2"]
+        s1.send(request_bytes("GET", f"/sleep?s=1&mark={marks[0]}"))
+        s2.send(request_bytes("GET", f"/sleep?s=1&mark={marks[1]}"))
+        wait_for(lambda: all(m.exists() for m in marks), timeout=5)  # both threads busy
+        watch_until = time.monotonic() + 0.3
+        while time.monotonic() < watch_until:
+            assert _held(proc.pid, port) == 0, "parked although no other worker could take it"
+        idle.send(request_bytes("GET", "/pid"))
+        assert idle.response().status == 200  # served once a thread is free
+        assert s1.response().status == 200 and s2.response().status == 200
 
 
 def test_protocol_http_makes_socket_lines_speak_http(procs: ProcGroup) -> None:
