@@ -74,6 +74,7 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
         poller.register(park_fd, select.POLLIN)
     idle: dict[int, tuple[Connection, float]] = {}
     armed = False  # the park timer runs (only while serving with other idle connections held)
+    carry: list[int] = []  # ready held connections a turn cut short did not reach
 
     def release() -> None:
         """Hand every idle connection to the master (also the SIGALRM handler: work took long)."""
@@ -153,10 +154,11 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
         if not ready:
             continue
         ready_fds = {fd for fd, _ev in ready}
-        # the ready ones we hold, longest idle first (``idle`` is in hold order: a served one
-        # goes to the end), so a turn cut short below resumes with the ones it left
-        own = [fd for fd in idle if fd in ready_fds] if len(ready_fds) > 1 else \
-            [fd for fd in ready_fds if fd in idle]
+        own = [fd for fd in ready_fds if fd in idle]
+        if carry:  # a turn cut short left these (still ready): they go first this time
+            first = set(carry)
+            own = [fd for fd in carry if fd in idle] + [fd for fd in own if fd not in first]
+            carry = []
         if own:  # requests on connections we hold: the fast path, no hand-over
             # Every ready one in turn (a busy connection never starves a quieter one); the
             # others ready wait at most PARK_AFTER before the master can give them elsewhere.
@@ -166,9 +168,10 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             armed_here = False
             turn_ends = time.monotonic() + TURN
             try:
-                for fd in own:
+                for i, fd in enumerate(own):
                     if armed_here and time.monotonic() > turn_ends:
-                        break  # the rest stay ready: the next poll() reports them, first in line
+                        carry = own[i:]  # still ready: the next poll() reports them, first in line
+                        break
                     held = idle.pop(fd, None)
                     if held is None:
                         continue  # parked by the timer meanwhile: the master has it
