@@ -342,29 +342,36 @@ def serve_threaded(worker: Worker, park: socket.socket | None, waiting: Waiting 
                         pass
                 except OSError:
                     pass
+            # First a parked connection and a new one (one each per turn), then the ready
+            # held ones, longest idle first: under load some held connection is always ready,
+            # and serving those first would leave new and parked ones waiting for seconds.
+            if park_fd in fds and (got := server.take_parked()) is not None:
+                pool.submit(task, got, None)
+                slot = False
+            for fd in fds:
+                accept = sources.get(fd)
+                if accept is None:
+                    continue
+                if not slot:
+                    if not free.acquire(blocking=False):
+                        break
+                    slot = True
+                try:
+                    sock = accept()
+                except OSError:
+                    continue  # another worker took it: the slot is still ours
+                pool.submit(task, sock, server.sites.get(fd))
+                slot = False
+                break
             for fd in [fd for fd in idle if fd in fds]:  # longest idle first
-                held = idle[fd]
-                if not slot and not free.acquire(blocking=False):
-                    break  # no thread free: it stays held (and ready: the next poll() says so)
-                del idle[fd]
+                if not slot:
+                    if not free.acquire(blocking=False):
+                        break  # no thread free: it stays held (and ready: the next poll() says so)
+                    slot = True
+                conn = idle.pop(fd)[0]
                 poller.unregister(fd)
-                pool.submit(task, held[0], None)
+                pool.submit(task, conn, None)
                 slot = False
-            if slot and park_fd in fds and (got := server.take_parked()) is not None:
-                pool.submit(task, got, None)  # one per turn, to the free thread (as serve_forever)
-                slot = False
-            if slot:
-                for fd in fds:
-                    accept = sources.get(fd)
-                    if accept is None:
-                        continue
-                    try:
-                        sock = accept()
-                    except OSError:
-                        continue
-                    pool.submit(task, sock, server.sites.get(fd))
-                    slot = False
-                    break
             if slot:
                 free.release()
     while back:  # the threads are done (the pool waited for them)
