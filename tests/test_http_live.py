@@ -370,33 +370,70 @@ def test_idle_connection_never_waits_behind_a_busy_worker(procs: ProcGroup, tmp_
             t.join()
 
 
-def test_fast_requests_leave_idle_connections_in_the_worker(procs: ProcGroup) -> None:
-    """Lazy parking: a fast request does not hand the worker's other idle keep-alive
-    connections to the master (behind nginx that would send nearly every request through the
-    master); a request that outlives PARK_AFTER does, and the parked one is served after."""
+def _held(pid: int, port: int) -> int:
+    """Established connections to ``port`` whose server side this process holds."""
     import psutil
 
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_fast_requests_leave_idle_connections_in_the_worker(procs: ProcGroup, tmp_path: Path) -> None:
+    """Lazy parking: a fast request does not hand the worker's other idle keep-alive
+    connections to the master (behind nginx that would send nearly every request through the
+    master). A slow one does not either while no other worker is free to take them (one worker
+    here): parking would only send them round the master and back to this same worker."""
     port = free_port()
     proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1")
     (wpid,) = worker_pids(proc)
     addr = ("127.0.0.1", port)
-
-    def held(pid: int) -> int:
-        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-                   if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
 
     with RawHTTP(addr) as a, RawHTTP(addr) as b:
         for _ in range(20):
             for c in (a, b):
                 c.send(request_bytes("GET", "/pid"))
                 assert c.response().status == 200
-        wait_for(lambda: held(wpid) == 2, timeout=3)  # both stay with the worker
-        assert held(proc.pid) == 0  # none went through the master
-        a.send(request_bytes("GET", "/sleep?s=1"))
-        wait_for(lambda: held(proc.pid) == 1, timeout=0.8)  # b parked while the worker is busy
+        wait_for(lambda: _held(wpid, port) == 2, timeout=3)  # both stay with the worker
+        assert _held(proc.pid, port) == 0  # none went through the master
+        mark = tmp_path / "inflight"
+        a.send(request_bytes("GET", f"/sleep?s=1&mark={mark}"))
+        wait_for(mark.exists, timeout=5)  # the only worker is busy
+        watch_until = time.monotonic() + 0.5  # 50x PARK_AFTER: the old code parked b within 10 ms
+        while time.monotonic() < watch_until:
+            assert _held(proc.pid, port) == 0, "parked although no other worker could take it"
         assert a.response().status == 200
         b.send(request_bytes("GET", "/pid"))
         assert b.response().status == 200
+        assert _held(proc.pid, port) == 0
+
+
+def test_slow_request_parks_idle_connections_for_a_free_worker(procs: ProcGroup, tmp_path: Path) -> None:
+    """Two workers: the one holding an idle connection gets busy on a slow request while the
+    other waits for work, so the idle connection goes to the master (and on to the free
+    worker), and a request on it is served while the slow one still runs."""
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "2")
+    addr = ("127.0.0.1", port)
+    with RawHTTP(addr, timeout=10) as x, RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as slow:
+        busy = tmp_path / "busy"
+        x.send(request_bytes("GET", f"/sleep?s=1&mark={busy}"))
+        wait_for(busy.exists, timeout=5)  # one worker busy: the other accepts both connections
+        pids = set()
+        for c in (idle, slow):
+            c.send(request_bytes("GET", "/pid"))
+            pids.add(int(c.response().body.split()[0]))
+        assert len(pids) == 1
+        assert x.response().status == 200  # now both workers wait for work
+        mark = tmp_path / "inflight"
+        slow.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))
+        wait_for(mark.exists, timeout=5)
+        wait_for(lambda: _held(proc.pid, port) == 1, timeout=1.0)  # idle parked for the free worker
+        t0 = time.monotonic()
+        idle.send(request_bytes("GET", "/pid"))
+        r = idle.response()
+        assert r.status == 200 and int(r.body.split()[0]) not in pids  # served by the other worker
+        assert time.monotonic() - t0 < 1.0
+        assert slow.response().status == 200
 
 
 def test_threads_keepalive(procs: ProcGroup) -> None:
@@ -405,12 +442,38 @@ def test_threads_keepalive(procs: ProcGroup) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         ports = set()
-        for _ in range(100):  # each one goes through the master's parking lot: none may be lost
+        for _ in range(100):  # none may be lost between threads, the worker and the master
             conn.request("GET", "/env")
             ports.add(json.loads(conn.getresponse().read())["REMOTE_PORT"])
         assert len(ports) == 1
     finally:
         conn.close()
+
+
+def test_threads_hold_idle_connections_in_the_worker(procs: ProcGroup, tmp_path: Path) -> None:
+    """A threaded worker keeps an idle keep-alive connection after the response (its main
+    thread polls it) instead of handing it to the master after every request; while all its
+    threads are busy and no other worker waits, it keeps it too, and serves it afterwards."""
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--threads", "2", "--processes", "1")
+    (wpid,) = worker_pids(proc)
+    addr = ("127.0.0.1", port)
+    with RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as s1, RawHTTP(addr, timeout=10) as s2:
+        for _ in range(10):
+            idle.send(request_bytes("GET", "/pid"))
+            assert idle.response().status == 200
+        wait_for(lambda: _held(wpid, port) == 1, timeout=3)
+        assert _held(proc.pid, port) == 0  # never went through the master
+        marks = [tmp_path / "m1", tmp_path / "m2"]
+        s1.send(request_bytes("GET", f"/sleep?s=1&mark={marks[0]}"))
+        s2.send(request_bytes("GET", f"/sleep?s=1&mark={marks[1]}"))
+        wait_for(lambda: all(m.exists() for m in marks), timeout=5)  # both threads busy
+        watch_until = time.monotonic() + 0.3
+        while time.monotonic() < watch_until:
+            assert _held(proc.pid, port) == 0, "parked although no other worker could take it"
+        idle.send(request_bytes("GET", "/pid"))
+        assert idle.response().status == 200  # served once a thread is free
+        assert s1.response().status == 200 and s2.response().status == 200
 
 
 def test_protocol_http_makes_socket_lines_speak_http(procs: ProcGroup) -> None:

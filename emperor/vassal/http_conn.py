@@ -66,6 +66,11 @@ class HTTPServer:
         self._date_at = 0
         self._date = b""
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
+        # After a response, look (recv MSG_DONTWAIT) for a next request already there? Threads
+        # must (else they park the connection); the sync loop need not: its poll() sees it, and
+        # the peek is a failing syscall and an exception per request. TLS always looks (bytes
+        # the SSL object has already decrypted are invisible to poll()).
+        self.peek = True
 
     def date(self) -> bytes:
         now = int(time.time())
@@ -128,7 +133,8 @@ class HTTPServer:
                     return False
                 if not worker.alive or worker.recycle_reason:
                     return True  # stopping: the loop parks it with the master (never closed under a proxy)
-                if not conn.pending():
+                if not conn.parser.events and not ((self.peek or conn.site.tls is not None)
+                                                   and conn.pending()):
                     return True
         except ClientGone as exc:
             worker._note(exc, None, conn.sock)

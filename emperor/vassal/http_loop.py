@@ -9,9 +9,12 @@ connections it holds stay with it unless the work outlives ``PARK_AFTER``; then 
 ``SIGALRM`` (``setitimer``) hands them all to the master, which gives a request arriving on one
 of them to a free worker. So a fast request costs two ``setitimer`` calls instead of a
 ``sendmsg`` per idle connection (and the master's round trip for each), and a request on an
-idle connection still never waits more than ``PARK_AFTER`` behind a busy worker. Threaded
-workers never hold idle connections: a thread parks the connection after each response unless
-the next (pipelined) request is already there.
+idle connection still never waits more than ``PARK_AFTER`` behind a busy worker while another
+is free. The timer parks only when some other worker waits for work (``parking.Waiting``):
+while every worker is busy, a round trip through the master would only queue the requests
+behind the hand-overs. Threaded workers hold idle connections in their main thread, which
+gives each ready one to a free thread, and park them under the same rule when every thread
+stays busy ``PARK_AFTER``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from emperor.vassal.exchange import accepter
 from emperor.vassal.http_conn import HTTPServer
 from emperor.vassal.http_wire import Connection, Site
+from emperor.vassal.parking import Waiting
 from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.http")
@@ -35,20 +39,29 @@ IDLE_CAP = 64  # idle connections one worker holds; more are parked with the mas
 # Work longer than this parks the worker's other idle connections (the longest a request on one
 # of them waits behind this worker before the master can give it to a free one).
 PARK_AFTER = 0.01
+# One loop turn serves ready held connections for at most about this long before it looks at
+# the listeners and the parking socketpair again.
+TURN = 0.01
 
 
 class HTTPWorker(Worker):
     """A sync worker of a vassal with at least one HTTP socket (its uwsgi sockets, if any, are
     served by ``Worker.handle`` as in any worker); only its accept loop differs."""
 
+    waiting: Waiting | None = None  # which workers wait for work (set by the master, parking.py)
+
     def serve(self) -> None:
-        loop = serve_threaded if self.cfg.threads > 1 else serve_forever
-        loop(self, self.park)
+        if self.cfg.threads > 1:
+            serve_threaded(self, self.park, self.waiting)
+        else:
+            serve_forever(self, self.park, self.waiting)
 
 
-def serve_forever(worker: Worker, park: socket.socket | None) -> None:
+def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting | None = None) -> None:
     """The accept loop of a worker that has at least one HTTP listener (module docstring)."""
     server = HTTPServer(worker, worker.listeners, park)
+    server.peek = False  # our poll() sees a next request; no recv() to look for one after each response
+    me = worker.index
     poller = select.poll()
     sources: dict[int, Callable[[], Any]] = {}
     for lst in worker.listeners:
@@ -61,6 +74,7 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
         poller.register(park_fd, select.POLLIN)
     idle: dict[int, tuple[Connection, float]] = {}
     armed = False  # the park timer runs (only while serving with other idle connections held)
+    carry: list[int] = []  # ready held connections a turn cut short did not reach
 
     def release() -> None:
         """Hand every idle connection to the master (also the SIGALRM handler: work took long)."""
@@ -73,8 +87,12 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                 server.park(held[0])
 
     def on_alarm(signum: int, frame: Any) -> None:
-        if armed:  # a late signal after disarm() finds nothing to do
-            release()
+        if not armed:  # a late signal after disarm() finds nothing to do
+            return
+        if waiting is None or not worker.alive or waiting.anyone():
+            release()  # a free worker can serve them (or we are stopping): hand them over
+        else:  # every other worker is busy too: parking would gain nothing; look again later
+            signal.setitimer(signal.ITIMER_REAL, PARK_AFTER)
 
     def arm() -> None:
         """Becoming busy: park the idle connections only if this outlives PARK_AFTER."""
@@ -122,23 +140,38 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             del idle[fd]
             poller.unregister(fd)
             server.close(conn)  # idle past http-keepalive: a clean close (FIN)
+        if waiting is not None:
+            waiting.set(me, True)
         try:
             ready = poller.poll(wait)
         except OSError:
             if not worker.alive:
                 break
             raise
+        finally:
+            if waiting is not None:
+                waiting.set(me, False)
         if not ready:
             continue
         ready_fds = {fd for fd, _ev in ready}
         own = [fd for fd in ready_fds if fd in idle]
+        if carry:  # a turn cut short left these (still ready): they go first this time
+            first = set(carry)
+            own = [fd for fd in carry if fd in idle] + [fd for fd in own if fd not in first]
+            carry = []
         if own:  # requests on connections we hold: the fast path, no hand-over
             # Every ready one in turn (a busy connection never starves a quieter one); the
             # others ready wait at most PARK_AFTER before the master can give them elsewhere.
             # A served one is held again at once, so the timer parks it too if a later one is slow.
+            # The turn ends after TURN of work, so a new connection (one accept per turn) or a
+            # parked one never waits behind a long queue of long requests (1 MiB uploads).
             armed_here = False
+            turn_ends = time.monotonic() + TURN
             try:
-                for fd in own:
+                for i, fd in enumerate(own):
+                    if armed_here and time.monotonic() > turn_ends:
+                        carry = own[i:]  # still ready: the next poll() reports them, first in line
+                        break
                     held = idle.pop(fd, None)
                     if held is None:
                         continue  # parked by the timer meanwhile: the master has it
@@ -153,7 +186,10 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
             if not worker.alive or worker.recycle_reason:
                 continue
         # then, in the same turn, a parked connection and a new one: under load some held
-        # connection is always ready, and serving only those would starve the master's queue
+        # connection is always ready, and serving only those would starve the master's queue.
+        # One parked connection per turn, served at once: the socketpair is the workers' FIFO
+        # (taking them all and holding them let the timer bounce the unserved ones from
+        # worker to worker under long requests: seconds of tail with 1 MiB uploads).
         if park_fd in ready_fds:
             got = server.take_parked()
             if got is not None:
@@ -198,15 +234,24 @@ def serve_forever(worker: Worker, park: socket.socket | None) -> None:
                 hold(fresh)
             break
     disarm()
+    if waiting is not None:
+        waiting.set(me, False)
     release()  # stopping or recycling: the master keeps them for the next worker
 
 
-def serve_threaded(worker: Worker, park: socket.socket | None) -> None:
-    """Threads: each connection is served in a thread, then parked (threads hold nothing idle)."""
+def serve_threaded(worker: Worker, park: socket.socket | None, waiting: Waiting | None = None) -> None:
+    """Threads: the main thread polls the listeners, the parking socketpair and the idle
+    connections it holds, and gives each ready one to a free thread; the thread gives the
+    connection back after its response (no hand-over to the master per request). When every
+    thread stays busy PARK_AFTER while idle connections are held, they go to the master if
+    another worker waits for work, as the sync loop's timer does."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
     from threading import BoundedSemaphore
 
     server = HTTPServer(worker, worker.listeners, park)
+    server.peek = False  # our poll() sees a next request (TLS still looks: HTTPServer.serve)
+    me = worker.index
     poller = select.poll()
     sources: dict[int, Callable[[], Any]] = {}
     for lst in worker.listeners:
@@ -215,45 +260,122 @@ def serve_threaded(worker: Worker, park: socket.socket | None) -> None:
     park_fd = park.fileno() if park is not None else -1
     if park is not None:
         poller.register(park_fd, select.POLLIN)
+    wake_r, wake_w = socket.socketpair()  # a thread giving a connection back wakes our poll()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    wake_fd = wake_r.fileno()
+    poller.register(wake_fd, select.POLLIN)
     free = BoundedSemaphore(worker.cfg.threads)
+    back: deque[Connection] = deque()  # kept after a response, for the main thread to hold
+    idle: dict[int, tuple[Connection, float]] = {}  # deadline order, as in serve_forever
 
     def task(item: Any, site: Site | None) -> None:
+        keep: Connection | None = None
         try:
             if isinstance(item, Connection):
                 if server.serve(item, first=False):
-                    server.park(item)
+                    keep = item
             elif site is None:
                 worker.handle(item)
             else:
                 conn = server.accept(item, site)
                 if conn is not None and server.serve(conn, first=True):
-                    server.park(conn)
+                    keep = conn
         finally:
+            if keep is not None:
+                back.append(keep)
+                try:
+                    wake_w.send(b"\0")
+                except OSError:
+                    pass  # full: a wake-up is pending anyway
             free.release()
+
+    def hold(conn: Connection) -> None:
+        if len(idle) >= IDLE_CAP:  # the longest idle one goes to the master
+            oldest = next(iter(idle))
+            poller.unregister(oldest)
+            server.park(idle.pop(oldest)[0])
+        fd = conn.sock.fileno()
+        poller.register(fd, select.POLLIN)
+        idle[fd] = (conn, time.monotonic() + server.keepalive)
+
+    def release() -> None:
+        for fd in list(idle):
+            poller.unregister(fd)
+            server.park(idle.pop(fd)[0])
 
     with ThreadPoolExecutor(worker.cfg.threads, thread_name_prefix=f"worker{worker.wid}") as pool:
         while worker.alive and not worker.recycle_reason:
-            free.acquire()
-            submitted = False
+            if not free.acquire(timeout=PARK_AFTER if idle else 1.0):
+                # every thread busy: the held idle connections go where a free worker can
+                # take them (and if none is free, we look again after PARK_AFTER)
+                if idle and (waiting is None or not worker.alive or waiting.anyone()):
+                    release()
+                continue
+            while back:
+                hold(back.popleft())
+            now = time.monotonic()
+            wait = 1000
+            while idle:
+                fd = next(iter(idle))
+                conn, until = idle[fd]
+                if until > now:
+                    wait = min(wait, int((until - now) * 1000) + 1)
+                    break
+                del idle[fd]
+                poller.unregister(fd)
+                server.close(conn)
+            if waiting is not None:
+                waiting.set(me, True)
             try:
-                ready = poller.poll(1000)
+                ready = poller.poll(wait)
             except OSError:
                 ready = []
+            finally:
+                if waiting is not None:
+                    waiting.set(me, False)
+            slot = True  # the thread acquired above, not yet given work
             fds = {fd for fd, _ in ready}
+            if wake_fd in fds:
+                try:
+                    while wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            # First a parked connection and a new one (one each per turn), then the ready
+            # held ones, longest idle first: under load some held connection is always ready,
+            # and serving those first would leave new and parked ones waiting for seconds.
             if park_fd in fds and (got := server.take_parked()) is not None:
                 pool.submit(task, got, None)
-                submitted = True
-            else:
-                for fd in fds:
-                    accept = sources.get(fd)
-                    if accept is None:
-                        continue
-                    try:
-                        sock = accept()
-                    except OSError:
-                        continue
-                    pool.submit(task, sock, server.sites.get(fd))
-                    submitted = True
-                    break
-            if not submitted:
+                slot = False
+            for fd in fds:
+                accept = sources.get(fd)
+                if accept is None:
+                    continue
+                if not slot:
+                    if not free.acquire(blocking=False):
+                        break
+                    slot = True
+                try:
+                    sock = accept()
+                except OSError:
+                    continue  # another worker took it: the slot is still ours
+                pool.submit(task, sock, server.sites.get(fd))
+                slot = False
+                break
+            for fd in [fd for fd in idle if fd in fds]:  # longest idle first
+                if not slot:
+                    if not free.acquire(blocking=False):
+                        break  # no thread free: it stays held (and ready: the next poll() says so)
+                    slot = True
+                conn = idle.pop(fd)[0]
+                poller.unregister(fd)
+                pool.submit(task, conn, None)
+                slot = False
+            if slot:
                 free.release()
+    while back:  # the threads are done (the pool waited for them)
+        server.park(back.popleft())
+    release()  # stopping or recycling: the master keeps them for the next worker
+    wake_r.close()
+    wake_w.close()

@@ -205,7 +205,8 @@ class Master:
             return Exit.CONFIG
         handed = os.environ.pop(parking.ENV, None)
         if bind.accept_mode(self.listeners):  # idle keep-alive connections no worker holds (docs/http.md)
-            self.parking = parking.ParkingLot(cfg.http_keepalive, self.sel, handed)
+            self.parking = parking.ParkingLot(cfg.http_keepalive, self.sel, handed,
+                                              scoreboard.slots_for(cfg.processes))
         else:
             parking.discard(handed)
         self.board = Scoreboard(scoreboard.slots_for(cfg.processes))  # room for `emperor ctl scale`
@@ -437,6 +438,8 @@ class Master:
         cfg = self.cfg
         load = lambda: static.wrap(loader.load(cfg), cfg)  # noqa: E731 - lazy-apps import in the worker
         self.board.reset(wid - 1, 0)  # before fork(): the child may mark itself accepting at once
+        if self.parking is not None:
+            self.parking.waiting.set(wid - 1, False)  # a dead predecessor may have left it set
         worker_class: Any = Worker
         if cfg.asgi:  # an event-loop worker (docs/asgi.md), imported before fork()
             from emperor.vassal import aio
@@ -478,6 +481,7 @@ class Master:
                 if self.parking is not None:
                     self.parking.close_in_worker()
                     worker.park = self.parking.worker_end
+                    worker.waiting = self.parking.waiting
                 _title(self._proc_title(f"emperor: worker {wid} {self.name}", cfg.procname))
                 worker.run()
             finally:

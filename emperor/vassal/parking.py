@@ -14,6 +14,7 @@ import array
 import functools
 import json
 import logging
+import mmap
 import os
 import resource
 import selectors
@@ -61,6 +62,31 @@ def fds_of(anc: list[tuple[int, int, bytes]]) -> list[int]:
     return out
 
 
+class Waiting:
+    """Which workers wait for work: one byte per worker slot in an anonymous shared mmap made by
+    the master before it forks, 1 while that worker blocks in poll() with nothing to serve.
+
+    A busy sync worker hands its idle connections to the master only when some other worker
+    waits (``http_loop``): while every worker is busy, parking would only send the connections
+    round the master and back to a worker no sooner free, at the cost of two hand-overs each
+    (under a loaded 2-core machine this was most of the Flask tail: parked requests queued
+    100-1000 ms). A worker's own byte is 0 whenever it is busy, so "anyone waits" is one
+    ``find`` over the whole map.
+    """
+
+    __slots__ = ("mem",)
+
+    def __init__(self, slots: int) -> None:
+        self.mem = mmap.mmap(-1, max(1, slots))
+
+    def set(self, index: int, waits: bool) -> None:
+        if 0 <= index < len(self.mem):
+            self.mem[index] = 1 if waits else 0
+
+    def anyone(self) -> bool:
+        """True if some worker is waiting in poll() now (the caller's own byte is 0: it is busy)."""
+        return self.mem.find(b"\x01") >= 0
+
 
 class ParkingLot:
     """In the master: idle keep-alive connections that no worker holds, watched for a request.
@@ -70,9 +96,11 @@ class ParkingLot:
     closed after ``http-keepalive`` seconds (counted from when they were parked).
     """
 
-    def __init__(self, keepalive: float, sel: selectors.BaseSelector, inherited: str | None = None) -> None:
+    def __init__(self, keepalive: float, sel: selectors.BaseSelector, inherited: str | None = None,
+                 slots: int = 64) -> None:
         self.keepalive = keepalive
         self.sel = sel
+        self.waiting = Waiting(slots)  # per worker slot: waits for work (shared with the forks)
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         # parked connections are fds of the master: stay well inside its limit
         self.cap = PARK_CAP if soft == resource.RLIM_INFINITY else max(16, min(PARK_CAP, soft // 2))
