@@ -25,7 +25,7 @@ from harness import BackgroundLoad, Nginx, ProcGroup, free_port, http_get, wait_
 from harness.http_client import RawHTTP, request_bytes
 from harness.procs import Proc
 from test_asgi import stats_doc
-from test_asgi_websocket import Client
+from test_asgi_websocket import Client, early_ping_exchange
 from test_http_tls import TLSClient, make_cert
 from vassal_runner import APPS, worker_pids
 from wsproto.events import (
@@ -556,3 +556,27 @@ def test_websocket_frame_in_the_upgrade_packet_is_not_lost(front: dict[str, obje
         assert [e.data for e in got if isinstance(e, TextMessage)] == ["early bird"]
     finally:
         sock.close()
+
+
+def _upgrade(path: str) -> bytes:
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import Request
+
+    return WSConnection(ConnectionType.CLIENT).send(Request(host="127.0.0.1", target=path))
+
+
+def test_ping_behind_the_upgrade_is_answered_after_the_101(front: dict[str, object]) -> None:
+    """A PING in the same packet as the upgrade request: its PONG comes after our 101, never
+    before (a pong ahead of the handshake answer desynchronises the client)."""
+    with socket.create_connection(front["addr"], timeout=10) as sock:  # type: ignore[arg-type]
+        head, rest = early_ping_exchange(sock, _upgrade("/ws"))
+    assert head.startswith(b"HTTP/1.1 101"), f"the first bytes are not the 101: {head[:80]!r}"
+    assert rest.startswith(b"\x8a\x05early"), f"no pong right after the 101: {rest[:40]!r}"
+
+
+def test_early_frames_dropped_when_the_app_refuses(front: dict[str, object]) -> None:
+    """The app refuses (websocket.close before accept): a plain 403, and no pong for the early ping."""
+    with socket.create_connection(front["addr"], timeout=10) as sock:  # type: ignore[arg-type]
+        head, rest = early_ping_exchange(sock, _upgrade("/ws-refuse"))
+    assert head.startswith(b"HTTP/1.1 403"), head[:80]
+    assert rest == b"Forbidden\n", f"WebSocket bytes behind a refused handshake: {rest!r}"

@@ -200,3 +200,59 @@ def test_forwarded_fields_from_a_trusted_peer(fields: bytes, scheme: str, client
     head = _head(b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n")
     s = asgi.scope_from_head(head, None, ("10.0.0.7", 1), "https", True)
     assert s["scheme"] == scheme and s["client"] == client
+
+
+class _Writer:
+    """A writer that keeps what is written (pure logic: no transport)."""
+
+    paused_writing = None
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.finished: bool | None = None
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def finish(self, ok: bool) -> None:
+        self.finished = ok
+
+
+def _exchange(headers: Any, body: bytes, method: str = "GET", keep_alive: bool = True,
+              version: str = "1.1") -> bytes:
+    import asyncio
+
+    from emperor.vassal.asgi_exchange import HttpExchange
+
+    writer = _Writer()
+    ex = HttpExchange({"method": method, "http_version": version}, writer, False, keep_alive, False)
+
+    async def respond() -> None:
+        await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await ex.send({"type": "http.response.body", "body": body})
+
+    asyncio.run(respond())
+    assert writer.finished is True
+    head, _, rest = writer.data.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.startswith(b"date: ")]
+    assert head.count(b"\r\ndate: ") == 1, head
+    return b"\r\n".join(lines) + b"\r\n\r\n" + rest
+
+
+def test_repeated_response_heads_are_framed_each_time_for_their_own_request() -> None:
+    """HttpExchange keeps the heads it built (asgi_exchange._HEADS): the same app headers on a
+    request in another framing state (closing, HTTP/1.0, HEAD) must not get the first one's."""
+    cl = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+    first = _exchange(cl, b"hi")
+    assert _exchange(cl, b"hi") == first and b"connection" not in first
+    assert b"connection: close" in _exchange(cl, b"hi", keep_alive=False)
+    assert b"connection: keep-alive" in _exchange(cl, b"hi", version="1.0")
+    assert _exchange(cl, b"", method="HEAD").endswith(b"\r\n\r\n")
+    plain = [(b"content-type", b"text/plain")]
+    assert b"transfer-encoding: chunked" in _exchange(plain, b"hi")
+    assert _exchange(plain, b"hi").endswith(b"2\r\nhi\r\n0\r\n\r\n")
+    assert b"connection: close" in _exchange(plain, b"hi", version="1.0")  # close-delimited
+    assert b"content-length: 2" in _exchange(iter(cl), b"hi")  # a generator, read once
+    for _ in range(2):  # the Content-Length is still checked when the head comes from the cache
+        with pytest.raises(asgi.ResponseError, match="over the response's Content-Length"):
+            _exchange(cl, b"too long")

@@ -109,11 +109,67 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         ng = Nginx(tmp / "nginx", group=procs)
         ng.add_uwsgi("/", sock, extra=WS_LOCATION)
         ng.start()
-        yield {"port": ng.port, "url": ng.url("/").rstrip("/"), "vassal": vassal, "events": events}
+        yield {"port": ng.port, "url": ng.url("/").rstrip("/"), "vassal": vassal, "events": events,
+               "sock": sock}
     finally:
         procs.stop_all()
         procs.assert_no_orphans()
         shutil.rmtree(socks, ignore_errors=True)
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client-to-server frame (RFC 6455 5.2: masked), payload under 126 bytes."""
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+def early_ping_exchange(sock: socket.socket, upgrade: bytes) -> tuple[bytes, bytes]:
+    """Send ``upgrade`` and a PING frame in ONE send(), read until the peer closes or the
+    pong arrives; return (the HTTP head up to its blank line, every byte after it).
+
+    The head must come first: a pong written before the 101 desynchronises every client."""
+    sock.settimeout(10)
+    sock.sendall(upgrade + masked_frame(0x9, b"early"))
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        data += chunk
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not chunk or (sep and not head.startswith(b"HTTP/1.1 ")):
+            return (head + sep, rest) if sep else (data, b"")  # closed, or not an HTTP head first
+        if sep and head.startswith(b"HTTP/1.1 101") and len(rest) >= 7:  # 2-byte header + "early"
+            return head + sep, rest
+
+
+def uwsgi_upgrade(path: str) -> bytes:
+    """A WebSocket upgrade as nginx's uwsgi_pass sends it (the vars of the handshake)."""
+    from harness.uwsgi_client import pack
+
+    return pack({"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": path, "QUERY_STRING": "",
+                 "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+                 "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "5000", "HTTP_HOST": "127.0.0.1",
+                 "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+                 "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==", "HTTP_SEC_WEBSOCKET_VERSION": "13"})
+
+
+def test_ping_behind_the_upgrade_is_answered_after_the_101_uwsgi(front: dict[str, Any]) -> None:
+    """A PING in the same packet as the upgrade vars: its PONG comes after our 101, never before."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(front["sock"])
+        head, rest = early_ping_exchange(sock, uwsgi_upgrade("/ws"))
+    assert head.startswith(b"HTTP/1.1 101"), f"the first bytes are not the 101: {head[:80]!r}"
+    assert rest.startswith(b"\x8a\x05early"), f"no pong right after the 101: {rest[:40]!r}"
+
+
+def test_early_frames_dropped_when_the_app_refuses_uwsgi(front: dict[str, Any]) -> None:
+    """The app refuses (websocket.close before accept): a plain 403, and no pong for the early ping."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(front["sock"])
+        head, rest = early_ping_exchange(sock, uwsgi_upgrade("/ws-refuse"))
+    assert head.startswith(b"HTTP/1.1 403"), head[:80]
+    assert rest == b"Forbidden\n", f"WebSocket bytes behind a refused handshake: {rest!r}"
 
 
 def test_echo_1000_messages_through_nginx(front: dict[str, Any]) -> None:

@@ -227,6 +227,15 @@ class HttpResponse:
     def head_sent(self) -> bool:
         return self.started and not self.head
 
+    def begin(self, status: int, head: bytes) -> None:
+        """``http.response.start`` with its head already serialized (and ``status`` checked)."""
+        if self.started:
+            raise ResponseError("http.response.start sent twice")
+        self.head = head
+        self.status = status
+        self.started = True
+        self.with_body = self.method != "HEAD" and not (status < 200 or status in (204, 304))
+
     def on_message(self, message: Mapping[str, Any]) -> tuple[bytes, bool]:
         """Check one ``send()`` message; return (bytes to write now, whether the response is done)."""
         try:
@@ -234,13 +243,10 @@ class HttpResponse:
         except (TypeError, KeyError):
             raise ResponseError(f"a message must be a dict with a 'type', not {message!r:.80}") from None
         if kind == "http.response.start":
+            status: int = message.get("status")  # type: ignore[assignment]
             if self.started:
                 raise ResponseError("http.response.start sent twice")
-            status: int = message.get("status")  # type: ignore[assignment]
-            self.head = serialize_head(status, message.get("headers", ()))
-            self.status = status
-            self.started = True
-            self.with_body = self.method != "HEAD" and not (status < 200 or status in (204, 304))
+            self.begin(status, serialize_head(status, message.get("headers", ())))
             return b"", False
         if kind == "http.response.body":
             if not self.started:

@@ -30,6 +30,7 @@ ASGIApp = Callable[..., Awaitable[None]]
 Message = dict[str, Any]
 BODY_HIGH_WATER = 256 * 1024  # buffered request body above which reading from the peer pauses
 WS_INBOX_HIGH = 32  # WebSocket messages queued for an app that is not reading; then reading pauses
+WS_EARLY_HIGH = 64 * 1024  # bytes a peer may send before our 101 (held until accept); then reading pauses
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST (both codecs' abort)
 PEER_WATCH = 0.25  # s between looks at a connection whose reading is paused: has the peer gone?
 _PEER_GONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
@@ -291,6 +292,7 @@ class WebSocketCycle:
         self.sent = 0
         self.parts: list[str | bytes] = []
         self.size = 0
+        self.early = bytearray()  # frames that came before the app accepted: held until the 101
 
     # codec side
     def feed(self, data: bytes, done: bool = False) -> None:
@@ -298,6 +300,11 @@ class WebSocketCycle:
         from wsproto.utilities import ProtocolError as WsError
 
         if self.gone:
+            return
+        if not self.accepted:  # nothing of the WebSocket may be written before our 101
+            self.early += data
+            if len(self.early) > WS_EARLY_HIGH:  # a peer that floods before the handshake
+                self.writer.pause_reading()
             return
         try:
             self.ws.receive_data(data)
@@ -402,8 +409,13 @@ class WebSocketCycle:
             self._write(self._accept_head(message))
             if self.ping_every:
                 self.timer = asyncio.get_running_loop().call_later(self.ping_every, self._ping)
+            if self.early:  # frames the peer sent before the 101: their answers go after it
+                early, self.early = bytes(self.early), bytearray()
+                self.writer.resume_reading()
+                self.feed(early)
         elif kind == "websocket.close" and not self.accepted:
             self.status = 403  # refused before the handshake: a plain HTTP answer
+            self.early = bytearray()  # frames of a WebSocket that never was
             self._write(asgi.error_response(403, "Forbidden"))
             self.closed = True
             self._disconnect(1000)

@@ -20,6 +20,8 @@ from emperor.vassal.asgi_cycles import ClientDisconnected, HttpCycle, Message, W
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})  # ours to set, not the app's
 
+HEAD_CACHE = 256  # distinct response heads kept per worker (``HttpExchange._start``)
+_HEADS: dict[tuple[Any, ...], tuple[bytes, int, bool, bool]] = {}
 _date_at = 0
 _date = b""
 
@@ -63,7 +65,8 @@ class HttpExchange(HttpCycle):
         if kind == "http.response.start" and not response.started:
             if self.continue_due:  # answered without reading: the client must not send the body
                 self.keep_alive = False
-            message = dict(message, headers=self._framed(message))
+            self._start(message)
+            return
         head = response.head
         data, done = response.on_message(message)
         if kind == "http.response.body" and self.left >= 0 and response.with_body:
@@ -93,12 +96,39 @@ class HttpExchange(HttpCycle):
                                             (b"content-length", b"%d" % len(body)),
                                             (b"date", date_header()), (b"connection", b"close")]) + body
 
-    def _framed(self, message: Message) -> list[tuple[bytes, bytes]]:
-        """The app's headers, less the framing ones, plus ours (Date, chunked, Connection)."""
+    def _start(self, message: Message) -> None:
+        """``http.response.start``: the head, framed (``_framed``) and serialized, from
+        ``_HEADS`` when the same status and headers came before in the same framing state
+        (most apps send a handful of distinct heads; checking and joining the headers was
+        the largest single piece of Python work per request). The Date goes last, per second."""
         status = message.get("status")
+        headers: Any = message.get("headers", ())
+        key: tuple[Any, ...] | None = None
+        if type(status) is int:  # 200.0 == 200: only a real int may share 200's entry
+            try:
+                headers = tuple(headers)  # once: a generator is read here only
+                key = (status, headers, self.keep_alive, self.version, self.scope["method"] == "HEAD")
+                hit = _HEADS.get(key)
+            except TypeError:  # not iterable (serialize_head says so) or unhashable: not cached
+                key, hit = None, None
+            if hit is not None:
+                prefix, self.left, self.chunked, self.keep_alive = hit
+                self.response.begin(status, prefix + b"date: " + date_header() + b"\r\n\r\n")
+                return
+        head = asgi.serialize_head(status, self._framed(status, headers))  # type: ignore[arg-type]
+        prefix = head[:-2]  # without the blank line: the Date is appended per response
+        if key is not None:
+            if len(_HEADS) >= HEAD_CACHE:
+                _HEADS.clear()  # bounded: an app with ever-new headers only loses the cache
+            _HEADS[key] = (prefix, self.left, self.chunked, self.keep_alive)
+        self.response.begin(status, prefix + b"date: " + date_header() + b"\r\n\r\n")  # type: ignore[arg-type]
+
+    def _framed(self, status: Any, pairs: Any) -> list[tuple[bytes, bytes]]:
+        """The app's headers, less the framing ones, plus ours (chunked, Connection; the Date
+        is added by ``_start``)."""
         headers: list[tuple[bytes, bytes]] = []
         length = False
-        for pair in message.get("headers", ()):
+        for pair in pairs:
             try:
                 name, value = pair
                 lname = name.lower()
@@ -123,7 +153,6 @@ class HttpExchange(HttpCycle):
                 headers.append((b"transfer-encoding", b"chunked"))
             else:
                 self.keep_alive = False  # close-delimited
-        headers.append((b"date", date_header()))
         if not self.keep_alive:
             headers.append((b"connection", b"close"))
         elif self.version == "1.0":
