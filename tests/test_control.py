@@ -193,6 +193,7 @@ def test_default_endpoint_is_private(rig: Rig, sock_dir: Path, tmp_path: Path) -
     wait_for(path.exists, 10, what="the default control socket")
     assert (runtime / "emperor").stat().st_mode & 0o777 == 0o700
     assert path.stat().st_mode & 0o777 == 0o600
+    rig.serving("app")  # scanned, so listed
     r = subprocess.run([sys.executable, "-m", "emperor", "ctl", "list"], capture_output=True, text=True,
                        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)}, timeout=20)
     assert r.returncode == 0 and "app.ini" in r.stdout, r.stderr
