@@ -57,6 +57,11 @@ def test_forked_vassal_serves_reloads_stops_and_is_reaped(rig: Rig) -> None:
     assert master is not None and forked(master)
     assert psutil.Process(master).ppid() == proc.pid  # re-parented: the emperor's own child
     assert os.getsid(master) == master  # its own session, as an exec'd vassal
+    # its title is its own, not the template's command line (setproctitle set up in the template)
+    wait_for(lambda: psutil.Process(master).cmdline()[0].startswith("emperor: master a"), 10,
+             what="the forked master's title")
+    wait_for(lambda: all(w.cmdline()[0].startswith("emperor: worker")
+                         for w in psutil.Process(master).children()), 10, what="the workers' titles")
     tpl = template_pid(proc.pid)
     assert tpl is not None
     assert os.listdir(f"/proc/{tpl}/task") == [str(tpl)]  # one thread: fork() is safe in it

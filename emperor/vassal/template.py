@@ -57,9 +57,14 @@ def preload() -> None:
     import emperor.vassal.worker  # noqa: F401
 
     try:  # the master's process title (emperor/vassal/master.py), when installed next to us
-        import setproctitle  # noqa: F401
+        import setproctitle
     except ImportError:
-        pass
+        return
+    # setproctitle finds the argv/environ area on its first call; made first in a forked
+    # vassal, after its environment was replaced, it finds nothing and every title is lost
+    # (ps showed forked vassals as "python -m emperor.vassal.template"). Made here, the area
+    # is set up once and the forked vassals' titles work.
+    setproctitle.setproctitle("emperor: template")
 
 
 def main() -> int:
@@ -70,8 +75,8 @@ def main() -> int:
         return 2
     sock = socket.socket(fileno=int(raw))
     daemon.set_parent_death_signal()  # die with the emperor (its main thread started us)
-    set_comm(COMM)
     preload()
+    set_comm(COMM)  # after preload: setproctitle renames the process too
     try:
         sock.send(b"ready")
     except OSError:
