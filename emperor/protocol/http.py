@@ -43,6 +43,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _SINGLETONS = frozenset({b"host", b"content-type", b"transfer-encoding"})
 _SPECIAL = _SINGLETONS | {b"content-length", b"expect"}  # the names the rules look at
+_SPECIAL_LENGTHS = frozenset(len(name) for name in _SPECIAL)
 _REASONS = {
     100: "Continue", 200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Payload Too Large",
     414: "URI Too Long", 417: "Expectation Failed", 431: "Request Header Fields Too Large",
@@ -103,8 +104,9 @@ class RequestParser:
         self.events: deque[Head | bytes | HTTPError] = deque()
         # llhttp's per-field, per-target and per-body-piece callbacks are C callables (httptools
         # looks them up once, in HttpRequestParser()): no Python frame per header field
-        self._fields = FieldSink(max_headers, HTTPError(431, f"more than {max_headers} header fields"))
-        self.on_header = self._fields
+        sink = self._fields = FieldSink(max_headers, HTTPError(431, f"more than {max_headers} header fields"))
+        # the Python twin: its bound method is a cheaper callable than its __call__
+        self.on_header = sink.add if isinstance(sink, _PyFieldSink) else sink
         self._url = bytearray()
         self.on_url = self._url.extend
         self.on_body = self.events.append
@@ -294,10 +296,10 @@ class RequestParser:
 class _PyFieldSink:
     """The Python twin of ``_speedups.FieldSink`` (used when the extension is not built).
 
-    ``sink(name, value)`` counts the field, raises ``error`` once ``count`` exceeds ``limit``,
-    strips the value's trailing SP/HT (OWS, which llhttp keeps) and appends the pair to
-    ``fields`` (and to ``special`` when the rules look at that name), or only counts it while
-    ``fields`` is None (trailer fields).
+    ``sink.add(name, value)`` counts the field, raises ``error`` once ``count`` exceeds
+    ``limit``, strips the value's trailing SP/HT (OWS, which llhttp keeps) and appends the pair
+    to ``fields`` (and to ``special`` when the rules look at that name), or only counts it
+    while ``fields`` is None (trailer fields).
     """
 
     __slots__ = ("count", "error", "fields", "limit", "special")
@@ -309,17 +311,20 @@ class _PyFieldSink:
         self.count = 0
         self.limit = limit
 
-    def __call__(self, name: bytes, value: bytes) -> None:
+    def add(self, name: bytes, value: bytes) -> None:
         self.count += 1
         if self.count > self.limit:
             raise self.error
-        if self.fields is not None:
+        fields = self.fields
+        if fields is not None:
             if value[-1:] in (b" ", b"\t"):
                 value = value.rstrip(b" \t")
             pair = (name, value)
-            self.fields.append(pair)
-            if name.lower() in _SPECIAL:
+            fields.append(pair)
+            if len(name) in _SPECIAL_LENGTHS and name.lower() in _SPECIAL:
                 self.special.append(pair)
+
+    __call__ = add
 
 
 try:  # the optional C extension (emperor/protocol/_speedups.c)
