@@ -149,6 +149,10 @@ sink_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObje
     }
     if (self->fields == Py_None)
         Py_RETURN_NONE;
+    if (self->fields == NULL || !PyList_Check(self->fields)) {
+        PyErr_SetString(PyExc_TypeError, "FieldSink.fields must be a list or None");
+        return NULL;
+    }
     Py_ssize_t len = PyBytes_GET_SIZE(value);
     const char *v = PyBytes_AS_STRING(value);
     Py_ssize_t end = len;
