@@ -226,6 +226,23 @@ def test_forwarded_proto_other_than_http_or_https_is_ignored() -> None:
     assert down["wsgi.url_scheme"] == "http"  # a trusted proxy may say its client spoke http
 
 
+def test_http_environ_of_each_listener_and_worker() -> None:
+    """The constant part (base + site) is merged once per pair of dicts: each listener's
+    environ keeps its own SERVER_PORT and scheme, and an app changing its environ changes
+    nothing in the next request's."""
+    tls_site = site_environ(("127.0.0.1", 8443), tls=True)
+    threaded = base_environ(True)
+    raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    for _ in range(2):
+        plain, tls = _http(raw), _http(raw, site=tls_site)
+        assert (plain["SERVER_PORT"], plain["wsgi.url_scheme"], "HTTPS" in plain) == ("8080", "http", False)
+        assert (tls["SERVER_PORT"], tls["wsgi.url_scheme"], tls["HTTPS"]) == ("8443", "https", "on")
+        assert plain["wsgi.multithread"] is False
+        assert environ_from_http(_head(raw), SITE, threaded, CLIENT, False)["wsgi.multithread"] is True
+        plain["wsgi.url_scheme"] = "https"
+        plain["SERVER_PORT"] = "1"
+
+
 def test_site_environ_is_not_mutated_by_a_request() -> None:
     site = site_environ(("127.0.0.1", 8080), tls=False)
     before = dict(site)

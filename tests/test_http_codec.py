@@ -10,7 +10,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emperor.protocol import http
 from emperor.protocol.http import END, Head, HTTPError, RequestParser
+
+_BUILT = http.FieldSink  # what the import chose
+
+
+@pytest.fixture(autouse=True, scope="module", params=["C", "Python"])
+def field_sink(request: pytest.FixtureRequest) -> object:
+    """Every test of this file runs with the C FieldSink (_speedups.c) and its Python twin."""
+    saved = http.FieldSink
+    http.FieldSink = http._PyFieldSink if request.param == "Python" else saved  # type: ignore[misc]
+    yield request.param
+    http.FieldSink = saved  # type: ignore[misc]
+
+
+def test_c_field_sink_is_built(field_sink: str) -> None:
+    """The optional extension builds wherever the package is installed with a compiler (CI has
+    one): without it every header field costs a Python call. Each run uses the sink it names."""
+    from emperor.protocol import _speedups
+
+    assert _BUILT is _speedups.FieldSink
+    want = _speedups.FieldSink if field_sink == "C" else http._PyFieldSink
+    parser = RequestParser()
+    assert type(parser._fields) is want
+    if field_sink == "C":
+        assert parser.on_header is parser._fields
+    else:
+        assert parser.on_header == parser._fields.add
 
 
 def events(data: bytes, *, split: int = 0, **kw: int) -> list[Head | bytes | HTTPError]:
@@ -186,6 +213,37 @@ def test_header_count_cap() -> None:
     many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(11)) + b"\r\n"
     assert error(many, max_headers=10).status == 431
     assert isinstance(events(many, max_headers=11)[0], Head)
+
+
+def test_trailer_fields_count_against_the_header_cap() -> None:
+    """Trailers are never kept but are counted with the head's fields: a chunked body cannot
+    carry an unbounded trailer section."""
+    head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\n"
+    ok = head + b"X-T: 1\r\n\r\n"
+    assert body_of(events(ok, max_headers=3)) == b"hello"
+    many = head + b"X-T: 1\r\nX-U: 2\r\n\r\n"
+    assert error(many, max_headers=3).status == 431
+
+
+def test_each_pipelined_head_has_its_own_fields_and_count() -> None:
+    """The field list and the count start afresh with every message (no trailer or field of
+    one request leaks into the next, and the cap is per message)."""
+    data = (b"POST /1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n0\r\nX-T: t\r\n\r\n"
+            b"GET /2 HTTP/1.1\r\nX-B: 2 \r\nX-C: 3\r\n\r\nGET /3 HTTP/1.1\r\n\r\n")
+    for split in (0, 1, 5):
+        heads = [e for e in events(data, split=split, max_headers=3) if isinstance(e, Head)]
+        assert [h.headers for h in heads] == [[(b"Transfer-Encoding", b"chunked"), (b"X-A", b"1")],
+                                              [(b"X-B", b"2"), (b"X-C", b"3")], []]
+
+
+def test_rules_see_field_names_in_any_case() -> None:
+    """The sink sets apart the fields the rules look at by a case-insensitive name match."""
+    h = head_of(b"POST /p?a=1&b=2 HTTP/1.1\r\nhOsT: h\r\neXPECT: 100-continue\r\n"
+                b"CONTENT-LENGTH: 2\r\ncontent-TYPE: t/x\r\n\r\nab")
+    assert (h.host, h.expect_continue, h.content_length, h.path, h.query) == (b"h", True, 2, b"/p", "a=1&b=2")
+    assert error(b"POST / HTTP/1.1\r\ntransfer-ENCODING: gzip\r\n\r\n").status == 501
+    assert error(b"GET / HTTP/1.1\r\nEXPECT: bogus\r\n\r\n").status == 417
+    assert error(b"POST / HTTP/1.1\r\nContent-type: a/b\r\nCONTENT-TYPE: c/d\r\n\r\n").status == 400
 
 
 def test_absolute_form_target() -> None:
