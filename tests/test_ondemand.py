@@ -217,3 +217,32 @@ def test_on_demand_vassal_with_its_own_venv_and_user(procs: ProcGroup) -> None:
         assert get_json(od / "v.socket")["uid"] == 65534  # and again after its idle exit
     finally:
         remove(world)
+
+
+def test_idle_without_die_on_idle_is_cheap_mode_on_the_emperors_socket(rig: Rig, sock_dir: Path) -> None:
+    """An on-demand vassal with ``idle`` alone does not exit: its workers leave (cheap mode), the
+    master keeps the socket the emperor handed it, and the next connection is served by the
+    same master with new workers (docs/autoscaling.md, "idle: cheap mode")."""
+    od = sock_dir / "od"
+    od.mkdir()
+    (rig.avail / "app.ini").write_text(f"[uwsgi]\nwsgi-file = {rig.app}\nprocesses = 1\n"
+                                       f"env = APP_TAG=v1\nidle = {IDLE}\n")
+    rig.enable("app")
+    rig.start(f"emperor-on-demand-directory = {od}")
+    addr = str(od / "app.socket")
+    rig.wait_log(rf"on-demand: 'app\.ini' waits for a connection on {re.escape(addr)}")
+    status, body = get(addr)
+    assert status == 200 and body.startswith("v1 "), body
+    master = rig.vassal_pid("app")
+    assert master is not None
+    workers = rig.worker_pids("app")
+    assert workers
+    rig.wait_log(r"idle for \d+ s \(no request, no busy worker\): cheap mode", timeout=IDLE + 10)
+    wait_for(lambda: not rig.worker_pids("app"), 10, what="no worker left in cheap mode")
+    assert rig.vassal_pid("app") == master  # the master stays: this is not die-on-idle
+    assert "after its idle period" not in rig.log
+    status, body = get(addr)  # served through the same socket, by new workers
+    assert status == 200 and body.startswith("v1 "), body
+    assert rig.vassal_pid("app") == master
+    again = rig.worker_pids("app")
+    assert again and not again & workers
