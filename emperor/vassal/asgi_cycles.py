@@ -249,10 +249,16 @@ class HttpCycle:
             finally:
                 self.waiter = None
 
+    def frame(self, message: Message) -> tuple[bytes, bool]:
+        """The bytes one app message puts on the wire, and whether it ends the response. Behind
+        uwsgi_pass nginx frames the body; an HTTP/1.1 codec's cycle frames it here
+        (``asgi_exchange.HttpExchange``), so ``send`` is written once for both."""
+        return self.response.on_message(message)
+
     async def send(self, message: Message) -> None:
         if self.gone:
             raise ClientDisconnected("the client went away")
-        data, done = self.response.on_message(message)
+        data, done = self.frame(message)
         if data:
             self.sent += len(data)
             self.writer.write(data)

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from emperor.protocol import asgi
-from emperor.vassal.asgi_cycles import ClientDisconnected, HttpCycle, Message, Writer
+from emperor.vassal.asgi_cycles import HttpCycle, Message, Writer
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})  # ours to set, not the app's
@@ -57,16 +57,14 @@ class HttpExchange(HttpCycle):
                 self.writer.write(CONTINUE)
         return await super().receive()
 
-    async def send(self, message: Message) -> None:
-        if self.gone:
-            raise ClientDisconnected("the client went away")
+    def frame(self, message: Message) -> tuple[bytes, bool]:
         response = self.response
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "http.response.start" and not response.started:
             if self.continue_due:  # answered without reading: the client must not send the body
                 self.keep_alive = False
             self._start(message)
-            return
+            return b"", False
         head = response.head
         data, done = response.on_message(message)
         if kind == "http.response.body" and self.left >= 0 and response.with_body:
@@ -79,13 +77,7 @@ class HttpExchange(HttpCycle):
             body = data[len(head):]
             framed = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
             data = head + framed + (b"0\r\n\r\n" if done else b"")
-        if data:
-            self.sent += len(data)
-            self.writer.write(data)
-            if self.writer.paused_writing is not None:
-                await self.writer.drain()
-        if done:
-            self.writer.finish(ok=True)
+        return data, done
 
     def error_response(self, status: int, text: str) -> bytes:
         """The server's own response on an HTTP socket: it ends the connection, so it says
