@@ -47,12 +47,11 @@ def parse_only(head: bytes) -> Callable[[], object]:
 
 def with_environ(head: bytes) -> Callable[[], object]:
     parse = parse_only(head)
-    site = wsgi.site_environ(("127.0.0.1", 8080), False)
-    base = wsgi.base_environ(False)
+    constant = {**wsgi.base_environ(False), **wsgi.site_environ(("127.0.0.1", 8080), False)}
     peer = ("127.0.0.1", "5555")
 
     def once() -> object:
-        return wsgi.environ_from_http(parse(), site, base, peer, True)  # type: ignore[arg-type]
+        return wsgi.environ_from_http(parse(), constant, peer, True)  # type: ignore[arg-type]
     return once
 
 

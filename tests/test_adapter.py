@@ -155,7 +155,7 @@ CLIENT = ("127.0.0.1", "50000")
 
 
 def _http(raw: bytes, trusted: bool = False, site: dict[str, Any] = SITE) -> dict[str, Any]:
-    return environ_from_http(_head(raw), site, BASE, CLIENT, trusted)
+    return environ_from_http(_head(raw), {**BASE, **site}, CLIENT, trusted)
 
 
 def test_site_environ() -> None:
@@ -227,9 +227,9 @@ def test_forwarded_proto_other_than_http_or_https_is_ignored() -> None:
 
 
 def test_http_environ_of_each_listener_and_worker() -> None:
-    """The constant part (base + site) is merged once per pair of dicts: each listener's
-    environ keeps its own SERVER_PORT and scheme, and an app changing its environ changes
-    nothing in the next request's."""
+    """The constant part (base + site, merged once per listener by the caller) is copied per
+    request: each listener's environ keeps its own SERVER_PORT and scheme, and an app changing
+    its environ changes nothing in the next request's."""
     tls_site = site_environ(("127.0.0.1", 8443), tls=True)
     threaded = base_environ(True)
     raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -238,7 +238,7 @@ def test_http_environ_of_each_listener_and_worker() -> None:
         assert (plain["SERVER_PORT"], plain["wsgi.url_scheme"], "HTTPS" in plain) == ("8080", "http", False)
         assert (tls["SERVER_PORT"], tls["wsgi.url_scheme"], tls["HTTPS"]) == ("8443", "https", "on")
         assert plain["wsgi.multithread"] is False
-        assert environ_from_http(_head(raw), SITE, threaded, CLIENT, False)["wsgi.multithread"] is True
+        assert environ_from_http(_head(raw), {**threaded, **SITE}, CLIENT, False)["wsgi.multithread"] is True
         plain["wsgi.url_scheme"] = "https"
         plain["SERVER_PORT"] = "1"
 

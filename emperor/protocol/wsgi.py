@@ -328,11 +328,12 @@ def site_environ(sockname: object, tls: bool) -> dict[str, Any]:
     return env
 
 
-def environ_from_http(head: Head, site: dict[str, Any], base: dict[str, Any], peer: tuple[str, str],
+def environ_from_http(head: Head, constant: dict[str, Any], peer: tuple[str, str],
                       trusted: bool) -> dict[str, Any]:
     """The WSGI environ of an HTTP/1.1 request (``http.Head``), without ``wsgi.input``.
 
-    ``site`` is the listener's ``site_environ``, ``base`` is ``base_environ()``; ``peer`` the
+    ``constant`` is ``{**base_environ(), **site_environ()}``, merged once per listener by the
+    caller and copied here (one fast copy, not a literal and two updates); ``peer`` the
     client's (host, port) as strings. Header fields become ``HTTP_*`` keys (repeats joined
     with ", ", cookies with "; "; names with ``_`` dropped); the host of an absolute-form
     target wins over the Host field. A ``trusted`` peer (forwarded-allow-ips) may set the
@@ -341,7 +342,7 @@ def environ_from_http(head: Head, site: dict[str, Any], base: dict[str, Any], pe
     path = head.path
     if b"%" in path:
         path = unquote_to_bytes(path)
-    env = _constant_part(site, base).copy()  # one fast copy, not a literal and two updates
+    env = constant.copy()
     env["REQUEST_METHOD"] = head.method
     env["PATH_INFO"] = path.decode("latin-1") if path != b"*" else ""
     env["QUERY_STRING"] = head.query
@@ -384,21 +385,6 @@ def forwarded(env: dict[str, Any]) -> None:
             env["wsgi.url_scheme"] = proto
             if proto == "https":
                 env["HTTPS"] = "on"
-
-
-# (site, base, {**base, **site}) by id(site): the constant part of every environ of a listener,
-# merged once. Both dicts are made once (per listener, per worker) and never changed; the
-# entry holds them, so an id cannot be reused while it is cached.
-_MERGED: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
-
-
-def _constant_part(site: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    entry = _MERGED.get(id(site))
-    if entry is None or entry[0] is not site or entry[1] is not base:
-        if len(_MERGED) >= 64:
-            _MERGED.clear()
-        entry = _MERGED[id(site)] = (site, base, {**base, **site})
-    return entry[2]
 
 
 _KEYS: dict[bytes, str] = {b"Content-Length": "CONTENT_LENGTH", b"Content-Type": "CONTENT_TYPE"}

@@ -53,8 +53,8 @@ class HTTPServer:
         cfg = worker.cfg
         self.worker = worker
         certs = sites(cfg)
-        self.sites = {lst.sock.fileno(): Site(i, lst, certs.get(lst.name)) for i, lst in enumerate(listeners)
-                      if lst.proto in ("http", "https")}
+        self.sites = {lst.sock.fileno(): Site(i, lst, worker.base_env, certs.get(lst.name))
+                      for i, lst in enumerate(listeners) if lst.proto in ("http", "https")}
         self.by_index = {s.index: s for s in self.sites.values()}
         self.park_sock = park
         self.keepalive = float(cfg.http_keepalive)
@@ -195,7 +195,7 @@ class HTTPServer:
         ex = HTTPExchange(worker, conn, head.method, keep, head.version == "HTTP/1.0", self)
         env: dict[str, Any] | None = None
         try:
-            env = environ_from_http(head, conn.site.env, worker.base_env, conn.peer, conn.trusted)
+            env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
             if worker.limit_post and (head.content_length or 0) > worker.limit_post:
                 self._too_large(conn, head)
                 return False

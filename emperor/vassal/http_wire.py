@@ -38,11 +38,13 @@ class Heads(Protocol):
 
 
 class Site:
-    """What an HTTP listener contributes to every environ (computed once, not per request)."""
+    """What an HTTP listener contributes to every environ (computed once, not per request):
+    ``env`` is the worker's ``base_environ`` merged with the listener's ``site_environ``, the
+    constant part that ``environ_from_http`` copies per request."""
 
     __slots__ = ("env", "index", "scheme", "tls")
 
-    def __init__(self, index: int, lst: Listener, tls: TLSSite | None = None) -> None:
+    def __init__(self, index: int, lst: Listener, base: dict[str, Any], tls: TLSSite | None = None) -> None:
         self.index = index
         self.tls = tls
         self.scheme = "https" if tls is not None else "http"
@@ -50,7 +52,7 @@ class Site:
             name = lst.sock.getsockname()
         except OSError:
             name = ""
-        self.env = site_environ(name, tls is not None)
+        self.env = {**base, **site_environ(name, tls is not None)}
 
 
 class BadBody(ConnectionError):
