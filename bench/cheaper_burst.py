@@ -152,6 +152,34 @@ def table(rows: list[dict[str, Any]], tail: int) -> str:
     return "\n".join(out)
 
 
+# Seconds of quiet after which each algorithm may go back to the minimum, with the (uWSGI
+# default) options this bench leaves in place: spare's cheaper-overload (3), spare2's
+# cheaper-idle (10), backlog's one-second cycle, busyness's cheaper-busyness-multiplier (3)
+# windows of cheaper-overload (3). Issue #13: back to the minimum within 1 s of it.
+IDLE_THRESHOLD = {"spare": 3.0, "spare2": 10.0, "backlog": 1.0, "busyness": 9.0}
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue #13's burst targets for every emperor row, as figure, target and PASS/MISS."""
+    out = []
+
+    def line(config: str, what: str, got: float | None, limit: float) -> None:
+        ok = got is not None and got <= limit
+        shown = "never" if got is None else f"{got:g}"
+        out.append(f"{config:28} {what:42} {shown:>7} (target <= {limit:g}) {'PASS' if ok else 'MISS'}")
+
+    for r in rows:
+        if r["system"] != "emperor":
+            continue
+        line(r["config"], "s to the 2nd worker (full house)", r["to_2"], 1.0)
+        line(r["config"], "s from 1 to 8 workers", r["to_8"], 3.0)
+        back = r["back_to_1"]
+        line(r["config"], "s back to 1 beyond the idle threshold",
+             None if back is None else round(back - IDLE_THRESHOLD[r["algo"]], 2), 1.0)
+        line(r["config"], "failed requests", float(r["failed"]), 0.0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated config names (default: all)")
@@ -173,6 +201,7 @@ def main() -> None:
         B.log(json.dumps({k: v for k, v in r.items() if k not in ("cmd", "ini", "wrk")}))
         rows.append(r)
     print(table(rows, a.tail))
+    print("\n".join(targets(rows)))
     out = a.out or os.path.join(B.make_rundir("emperor-cheaper-out-"), "cheaper.json")
     with open(out, "w") as f:
         json.dump(rows, f, indent=1)

@@ -293,16 +293,26 @@ def main() -> int:
             continue  # the same standalone vassal as "emperor"
         cpu = cpu_to_first_answer(kind, app, max(3, args.import_rounds // 2))
         print(f"{kind}: standalone {args.app} vassal, CPU to its first answer: median {cpu * 1000:.0f} ms")
+    first_byte: dict[str, float] = {}
+    bringup: dict[str, float] = {}
     for kind in kinds:
         woken: list[float] = []
         fb = bench_first_byte(kind, args.vassals, app, woken)
+        first_byte[kind] = statistics.median(fb)
         print(f"{kind}: on-demand {args.app} vassal, connect to first byte ({args.vassals} vassals): "
               f"{summary(fb)}; its CPU by then: median {statistics.median(woken) * 1000:.0f} ms")
     if args.bringup:
         for kind in kinds:
-            took = bench_bringup(kind, args.bringup, app)
+            bringup[kind] = bench_bringup(kind, args.bringup, app)
             print(f"{kind}: {args.bringup} {args.app} vassals symlinked at once, all answering in "
-                  f"{took:.2f} s")
+                  f"{bringup[kind]:.2f} s")
+    # issue #13: cold start and bring-up no slower than uWSGI's in the same run
+    for what, got in ((f"on-demand {args.app} first byte (median)", first_byte),
+                      (f"{args.bringup} {args.app} vassals all answering", bringup)):
+        if "emperor" in got and "uwsgi" in got:
+            ratio = got["emperor"] / got["uwsgi"]
+            print(f"target: {what}: emperor/uwsgi = {ratio:.2f}x (target <= 1.00x) "
+                  f"{'PASS' if ratio <= 1.0 else 'MISS'}")
     return 0
 
 
