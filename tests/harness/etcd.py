@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import ssl
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .procs import Proc, ProcGroup, free_port, wait_for
+from .procs import Proc, ProcGroup, wait_for
 
 
 def etcd_binary() -> str | None:
@@ -51,6 +52,14 @@ class Member:
             return False
 
 
+class _MemberExited(AssertionError):
+    """A member's process ended while the cluster was starting (carries its log tail)."""
+
+    def __init__(self, name: str, log: str) -> None:
+        super().__init__(name)
+        self.name, self.log = name, log
+
+
 @dataclass
 class Cluster:
     procs: ProcGroup
@@ -65,11 +74,34 @@ class Cluster:
         return self.members[0].url
 
     def start(self, extra_env: dict[str, str] | None = None) -> Cluster:
+        """Start every member and wait until all are healthy.
+
+        A loopback member's ports are free when picked (``_two_ports``), which can lose a race with another
+        process (an outgoing connection's ephemeral port, say): etcd then exits with "address
+        already in use". That is retried with fresh ports, twice; any other early exit, or a member
+        still unhealthy at the deadline, fails with the members' log tails.
+        """
+        for attempt in range(3):
+            self._spawn(extra_env)
+            try:
+                wait_for(self._all_healthy, timeout=20, what="etcd healthy")
+                return self
+            except _MemberExited as e:
+                if attempt == 2 or "address already in use" not in e.log or not self._reroll_ports():
+                    raise AssertionError(f"etcd member {e.name} exited before it was healthy:\n"
+                                         f"{e.log}") from None
+                self.stop()
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{self._log_tails()}") from None
+        raise AssertionError("unreachable")
+
+    def _spawn(self, extra_env: dict[str, str] | None) -> None:
         binary = etcd_binary()
         assert binary, "etcd is not installed (bash contrib/demo/setup.sh test installs etcd-server)"
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         token = f"emperor-test-{self.members[0].client_port}"  # one per cluster, the same on each member
         for m in self.members:
+            shutil.rmtree(m.data_dir, ignore_errors=True)  # a retry starts a new cluster
             m.data_dir.mkdir(parents=True, exist_ok=True)
             cmd = [binary, "--name", m.name, "--data-dir", str(m.data_dir),
                    "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
@@ -81,8 +113,24 @@ class Cluster:
                 cmd += ["--cert-file", str(m.tls.server_cert), "--key-file", str(m.tls.server_key),
                         "--trusted-ca-file", str(m.tls.ca), "--client-cert-auth"]
             m.proc = self.procs.start([*m.prefix, *cmd], name=f"etcd-{m.name}", env=extra_env or {})
-        wait_for(lambda: all(m.healthy() for m in self.members), timeout=20, what="etcd healthy")
-        return self
+
+    def _all_healthy(self) -> bool:
+        for m in self.members:
+            if m.proc is not None and not m.proc.alive():
+                raise _MemberExited(m.name, m.proc.log_tail())
+        return all(m.healthy() for m in self.members)
+
+    def _reroll_ports(self) -> bool:
+        """New free ports for loopback members; False when a member's ports are fixed (a netns)."""
+        if any(m.prefix for m in self.members):
+            return False
+        for m in self.members:
+            m.client_port, m.peer_port = _two_ports(m.host)
+        return True
+
+    def _log_tails(self) -> str:
+        return "\n".join(f"--- etcd-{m.name} log tail:\n{m.proc.log_tail()}" for m in self.members
+                         if m.proc is not None)
 
     def leader(self) -> Member:
         """The member that is the raft leader now (asked through the v3 gateway's status call)."""
@@ -152,6 +200,15 @@ class Certs:
         return ctx
 
 
+def _two_ports(host: str) -> tuple[int, int]:
+    """Two distinct free ports: both are held open while the second is taken, so they differ."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as a, socket.socket(fam, socket.SOCK_STREAM) as b:
+        a.bind((host, 0))
+        b.bind((host, 0))
+        return int(a.getsockname()[1]), int(b.getsockname()[1])
+
+
 def cluster(procs: ProcGroup, tmp: Path, size: int = 1,
             hosts: list[tuple[str, list[str]]] | None = None, tls: Certs | None = None) -> Cluster:
     """``size`` members on loopback, or one per ``(address, command prefix)`` of ``hosts`` (a member
@@ -159,6 +216,6 @@ def cluster(procs: ProcGroup, tmp: Path, size: int = 1,
     c = Cluster(procs)
     for i in range(len(hosts) if hosts else size):
         host, prefix = hosts[i] if hosts else ("127.0.0.1", [])
-        ports = (2379, 2380) if prefix else (free_port(host), free_port(host))
+        ports = (2379, 2380) if prefix else _two_ports(host)
         c.members.append(Member(f"m{i}", host, *ports, tmp / f"etcd-m{i}", prefix=list(prefix), tls=tls))
     return c.start()
