@@ -134,17 +134,10 @@ def _read_bytes(path: str) -> bytes:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise _ReadError(f"refusing to read {_kind(st.st_mode)}")
-            chunks: list[bytes] = []
-            size = 0
-            while size <= MAX_FILE_SIZE:
-                chunk = os.read(fd, MAX_FILE_SIZE + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-            if size > MAX_FILE_SIZE:
+            data = read_at_most(fd, MAX_FILE_SIZE)
+            if data is None:
                 raise _ReadError(f"file too large (over {MAX_FILE_SIZE} bytes)")
-            return b"".join(chunks)
+            return data
         finally:
             os.close(fd)
     except OSError as exc:
@@ -163,6 +156,20 @@ def pin(path: str, data: bytes | None) -> None:
         _PINNED.pop(path, None)
     else:
         _PINNED[path] = data
+
+
+def read_at_most(fd: int, limit: int) -> bytes | None:
+    """All of ``fd`` up to ``limit`` bytes, or None when it holds more. The size ``fstat`` gave
+    is not trusted: a file can grow while it is read (and a FIFO has none)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 class _ReadError(Exception):

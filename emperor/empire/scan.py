@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from emperor.empire.vassals import Stamp
+from emperor.ini import read_at_most
 
 EXTENSIONS = (".ini",)
 MAX_NAME = 254
@@ -169,17 +170,10 @@ def examine(name: str, path: str, tyrant: bool) -> Found | None:
 
 
 def _read(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size <= MAX_SIZE:
-        chunk = os.read(fd, MAX_SIZE + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > MAX_SIZE:
+    data = read_at_most(fd, MAX_SIZE)
+    if data is None:
         raise Refused(f"grew past {MAX_SIZE} bytes while read; too large for a vassal ini")
-    return b"".join(chunks)
+    return data
 
 
 def check_target(fd: int, fst: os.stat_result, lst: os.stat_result, tyrant: bool) -> None:
