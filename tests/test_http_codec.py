@@ -190,6 +190,18 @@ def test_hardening_rule(name: str, request_bytes: bytes, status: int) -> None:
         assert str(err)
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+])
+def test_content_length_with_transfer_encoding_is_named_in_either_order(request_bytes: bytes) -> None:
+    """The 400 says what was wrong whichever header came first (llhttp words the two orders
+    differently; one of them used to read "Content-Length is not a decimal number")."""
+    for split in (0, 1):
+        msg = str(error(request_bytes, split=split))
+        assert "together with Transfer-Encoding" in msg and "decimal" not in msg, msg
+
+
 def test_head_limit_431_and_414() -> None:
     big_header = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 300 + b"\r\n\r\n"
     for split in (0, 7, 100):

@@ -356,6 +356,8 @@ def _split_target(head: Head, url: bytes) -> None:
 _ERRORS = (
     ("Transfer-Encoding can't be present with Content-Length", 400,
      "Content-Length together with Transfer-Encoding (request smuggling)"),
+    ("Content-Length can't be present with Transfer-Encoding", 400,  # llhttp's words when CL comes last
+     "Content-Length together with Transfer-Encoding (request smuggling)"),
     ("Duplicate Content-Length", 400, "duplicate Content-Length header"),
     ("Content-Length", 400, "Content-Length is not a decimal number"),
     ("Invalid `Transfer-Encoding` header value", 400, "duplicate or malformed Transfer-Encoding"),
