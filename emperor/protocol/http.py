@@ -52,6 +52,10 @@ _REASONS = {
 
 
 _METHODS: dict[bytes, str] = {}  # llhttp's method names decoded once (a fixed, short list)
+_NUMBERS = re.compile(r"[0-9]+")
+# The "too many header fields" error each parser's sink raises, by limit: built once per
+# process, not once per connection (it is immutable; raising it again only resets its traceback).
+_TOO_MANY: dict[int, HTTPError] = {}
 
 
 def reason(status: int) -> str:
@@ -68,7 +72,12 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.kind = f"http:{status}:{re.sub(r'[0-9]+', '', message)[:48]}"
+
+    @property
+    def kind(self) -> str:
+        # derived when asked (only to log a kind once per peer): every parser builds its
+        # "too many fields" error in advance, and a regex pass per connection was measurable
+        return f"http:{self.status}:{_NUMBERS.sub('', str(self))[:48]}"
 
 
 class Head:
@@ -104,7 +113,10 @@ class RequestParser:
         self.events: deque[Head | bytes | HTTPError] = deque()
         # llhttp's per-field, per-target and per-body-piece callbacks are C callables (httptools
         # looks them up once, in HttpRequestParser()): no Python frame per header field
-        sink = self._fields = FieldSink(max_headers, HTTPError(431, f"more than {max_headers} header fields"))
+        too_many = _TOO_MANY.get(max_headers)
+        if too_many is None:
+            too_many = _TOO_MANY[max_headers] = HTTPError(431, f"more than {max_headers} header fields")
+        sink = self._fields = FieldSink(max_headers, too_many)
         # the Python twin: its bound method is a cheaper callable than its __call__
         self.on_header = sink.add if isinstance(sink, _PyFieldSink) else sink
         self._url = bytearray()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from emperor.protocol import http
 from emperor.protocol.wsgi import (
+    EMPTY_INPUT,
     FileWrapper,
     HeaderError,
     body_allowed,
@@ -32,7 +33,7 @@ from emperor.proxies import AllowList
 from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.exchange import ClientGone, Conn, close_result
-from emperor.vassal.http_wire import BadBody, Connection, HTTPExchange, HTTPInput, Site
+from emperor.vassal.http_wire import BadBody, Connection, HTTPExchange, HTTPInput, Site, peer_of
 from emperor.vassal.tls import sites
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.http")
+HIST_BOUNDS_US = sb.HIST_BOUNDS_US
 
 DRAIN_MAX = 1 << 20  # an unread body up to this is read and dropped to keep the connection
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
@@ -63,6 +65,10 @@ class HTTPServer:
         self.max_head = cfg.buffer_size
         self.proxies = AllowList(cfg.forwarded_allow_ips) if cfg.forwarded_allow_ips else None
         self.heads: dict[tuple[object, ...], tuple[bytes, int, bool]] = {}
+        # this worker's scoreboard cells, indexed once (the slot is fixed for the process)
+        slot = worker.slot
+        self._busy_at, self._requests_at, self._tx_at = slot + sb.BUSY_SINCE, slot + sb.REQUESTS, slot + sb.TX
+        self._rt_at, self._hist_at = slot + sb.RT_SUM_US, slot + sb.HIST
         self._date_at = 0
         self._date = b""
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
@@ -95,25 +101,27 @@ class HTTPServer:
         return out
 
     # ---- connections ---------------------------------------------------------------------
-    def accept(self, sock: Any, site: Site) -> Connection | None:
-        """A freshly accepted connection (after the TLS handshake on an https listener)."""
+    def accept(self, sock: Any, site: Site, addr: object = None) -> Connection | None:
+        """A freshly accepted connection (after the TLS handshake on an https listener);
+        ``addr``: the peer's address as accept() returned it (None: ask getpeername())."""
         if site.tls is not None:
             sock = site.tls.accept(sock, self.timeout)
             if sock is None:
                 return None
         try:
-            return self.adopt(sock, site)
+            return self.adopt(sock, site, 0, None if addr is None else peer_of(addr))
         except OSError:  # reset before we even looked at it
             sock.close()
             return None
 
-    def adopt(self, sock: Any, site: Site, served: int = 0) -> Connection:
+    def adopt(self, sock: Any, site: Site, served: int = 0,
+              peer: tuple[str, str] | None = None) -> Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
-        conn = Connection(sock, site, self.max_head, served)
+        conn = Connection(sock, site, self.max_head, served, peer)
         if self.proxies is not None:
             host = conn.peer[0]  # "unix:" for a Unix-socket peer, always believed
-            conn.trusted = self.proxies.allows(None if host == "unix:" else (host,))
+            conn.trusted = True if host == "unix:" else self.proxies.allows((host,))
         return conn
 
     def serve(self, conn: Connection, first: bool) -> bool:
@@ -148,12 +156,13 @@ class HTTPServer:
         ``Connection: close``): unread data would turn the close into a reset, and a reset can
         destroy the last response before the client has read it."""
         sock = conn.sock
-        try:
-            for _ in range(16):
-                if not sock.recv(65536, socket.MSG_DONTWAIT):
-                    break
-        except OSError:
-            pass
+        if not conn.eof:  # (after the peer's FIN there is nothing left to drop)
+            try:
+                for _ in range(16):
+                    if not sock.recv(65536, socket.MSG_DONTWAIT):
+                        break
+            except OSError:
+                pass
         try:
             sock.close()
         except OSError:
@@ -186,9 +195,9 @@ class HTTPServer:
 
     def request(self, conn: Connection, head: http.Head) -> bool:
         worker = self.worker
-        ints, slot = worker.ints, worker.slot
+        ints = worker.ints
         start = time.monotonic_ns()
-        ints[slot + sb.BUSY_SINCE] = start
+        ints[self._busy_at] = start
         conn.served += 1
         keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive \
             and not conn.parser.upgraded
@@ -196,39 +205,44 @@ class HTTPServer:
         env: dict[str, Any] | None = None
         try:
             env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
-            if worker.limit_post and (head.content_length or 0) > worker.limit_post:
-                self._too_large(conn, head)
-                return False
-            empty = not head.chunked and not head.content_length
-            if empty and conn.parser.next_event() is not http.END:  # llhttp ends it with the head
-                raise BadBody("a request without a body did not end with its head")
-            inp = HTTPInput(conn, ex, worker.limit_post, empty)
-            env["wsgi.input"] = inp
-            conn.continue_due = head.expect_continue and not empty
+            inp: HTTPInput | None = None
+            if not head.chunked and not head.content_length:
+                if conn.parser.next_event() is not http.END:  # llhttp ends it with the head
+                    raise BadBody("a request without a body did not end with its head")
+                env["wsgi.input"] = EMPTY_INPUT  # stateless: one for every bodiless request
+                conn.continue_due = False
+            else:
+                if worker.limit_post and (head.content_length or 0) > worker.limit_post:
+                    self._too_large(conn, head)
+                    return False
+                inp = env["wsgi.input"] = HTTPInput(conn, ex, worker.limit_post, False)
+                conn.continue_due = head.expect_continue
             if worker.harakiri:
                 worker.board.set_text(worker.index, f"{head.method} {head.target}"[:200])
             self.run_app(ex, env)
             # a body left unread: drop it to keep the connection, unless the client still waits
             # for our 100 Continue (it will not send it), or it is too large to be worth it
-            if not inp.done and (conn.continue_due or not ex.keep or not inp.drain(DRAIN_MAX)):
+            if inp is not None and not inp.done and (conn.continue_due or not ex.keep
+                                                     or not inp.drain(DRAIN_MAX)):
                 ex.keep = False
             return ex.keep
         except BadBody as exc:
             if not ex.head_sent:
                 self.reject(conn, http.HTTPError(413 if "limit-post" in str(exc) else 400, str(exc)))
-                ints[slot + sb.REQUESTS] -= 1  # reject() counted it; counted once below
+                ints[self._requests_at] -= 1  # reject() counted it; counted once below
             return False
         finally:
-            ints[slot + sb.REQUESTS] += 1
-            ints[slot + sb.BUSY_SINCE] = 0
-            ints[slot + sb.TX] += ex.sent
+            done = ints[self._requests_at] + 1
+            ints[self._requests_at] = done
+            ints[self._busy_at] = 0
+            ints[self._tx_at] += ex.sent
             if worker.log_requests and env is not None:
                 worker._log_request(env, ex, start)
-            if worker.max_requests and ints[slot + sb.REQUESTS] >= worker.max_requests:
-                worker.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
+            if worker.max_requests and done >= worker.max_requests:
+                worker.recycle_reason = f"max-requests ({done} requests)"
             took = (time.monotonic_ns() - start) // 1000
-            ints[slot + sb.RT_SUM_US] += took
-            ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1
+            ints[self._rt_at] += took
+            ints[self._hist_at + bisect_left(HIST_BOUNDS_US, took)] += 1
 
     def _too_large(self, conn: Connection, head: http.Head) -> None:
         self.reject(conn, http.HTTPError(413, f"request body of {head.content_length} bytes is larger "

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emperor.vassal.exchange import accepter
+from emperor.vassal.exchange import Conn
 from emperor.vassal.http_conn import HTTPServer
 from emperor.vassal.http_wire import Connection, Site
 from emperor.vassal.parking import Waiting
@@ -57,11 +57,26 @@ class HTTPWorker(Worker):
             serve_forever(self, self.park, self.waiting)
 
 
+def accepter(listener: socket.socket) -> Callable[[], tuple[Conn, Any]]:
+    """A fast accept() for ``listener`` (as ``exchange.accepter``) that also returns the peer's
+    address accept() reported: an HTTP connection needs it, and getpeername() would ask again."""
+    raw_accept = listener._accept  # type: ignore[attr-defined]
+    family, kind, proto = int(listener.family), int(listener.type), listener.proto
+
+    def accept() -> tuple[Conn, Any]:
+        fd, addr = raw_accept()
+        return Conn(family, kind, proto, fd), addr
+
+    return accept
+
+
 def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting | None = None) -> None:
     """The accept loop of a worker that has at least one HTTP listener (module docstring)."""
     server = HTTPServer(worker, worker.listeners, park)
     server.peek = False  # our poll() sees a next request; no recv() to look for one after each response
     me = worker.index
+    # our byte in the shared "waits for work" map, written directly (twice per poll() turn)
+    wmem = waiting.mem if waiting is not None and 0 <= me < len(waiting.mem) else None
     poller = select.poll()
     sources: dict[int, Callable[[], Any]] = {}
     for lst in worker.listeners:
@@ -111,7 +126,9 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             armed = False  # first: a signal already pending is now a no-op
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def hold(conn: Connection) -> None:
+    def hold(conn: Connection, now: float) -> None:
+        """Keep an idle connection until ``now`` + http-keepalive (``now``: the end of its last
+        response, or of the turn that served it, so deadlines never go back in ``idle``'s order)."""
         if len(idle) >= IDLE_CAP:  # the longest idle one goes to the master
             oldest = next(iter(idle), -1)
             held = idle.pop(oldest, None)  # None: the SIGALRM handler parked it meanwhile
@@ -120,7 +137,9 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                 server.park(held[0])
         fd = conn.sock.fileno()
         poller.register(fd, select.POLLIN)  # first: the SIGALRM handler parks what ``idle`` has
-        idle[fd] = (conn, time.monotonic() + server.keepalive)
+        idle[fd] = (conn, now + keepalive)
+
+    keepalive = server.keepalive
 
     # An application that installed its own SIGALRM handler keeps it (and we park eagerly).
     lazy = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
@@ -140,8 +159,8 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             del idle[fd]
             poller.unregister(fd)
             server.close(conn)  # idle past http-keepalive: a clean close (FIN)
-        if waiting is not None:
-            waiting.set(me, True)
+        if wmem is not None:
+            wmem[me] = 1
         try:
             ready = poller.poll(wait)
         except OSError:
@@ -149,8 +168,8 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                 break
             raise
         finally:
-            if waiting is not None:
-                waiting.set(me, False)
+            if wmem is not None:
+                wmem[me] = 0
         if not ready:
             continue
         ready_fds = {fd for fd, _ev in ready}
@@ -166,10 +185,11 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             # The turn ends after TURN of work, so a new connection (one accept per turn) or a
             # parked one never waits behind a long queue of long requests (1 MiB uploads).
             armed_here = False
-            turn_ends = time.monotonic() + TURN
+            now = time.monotonic()
+            turn_ends = now + TURN
             try:
                 for i, fd in enumerate(own):
-                    if armed_here and time.monotonic() > turn_ends:
+                    if armed_here and now > turn_ends:
                         carry = own[i:]  # still ready: the next poll() reports them, first in line
                         break
                     held = idle.pop(fd, None)
@@ -179,8 +199,10 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                     if not armed_here:
                         arm()
                         armed_here = True
-                    if server.serve(held[0], first=False):
-                        hold(held[0])
+                    keep = server.serve(held[0], first=False)
+                    now = time.monotonic()
+                    if keep:
+                        hold(held[0], now)
             finally:
                 disarm()
             if not worker.alive or worker.recycle_reason:
@@ -199,7 +221,7 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                 finally:
                     disarm()
                 if keep:
-                    hold(got)
+                    hold(got, time.monotonic())
                 if not worker.alive or worker.recycle_reason:
                     continue
         for fd in ready_fds:
@@ -207,7 +229,7 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             if accept is None:
                 continue
             try:
-                sock = accept()
+                sock, addr = accept()
             except BlockingIOError:
                 continue  # another worker took it
             except OSError as exc:
@@ -225,17 +247,17 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                     worker.handle(sock)  # a uwsgi listener of the same vassal
                     fresh = None
                 else:
-                    fresh = server.accept(sock, site)
+                    fresh = server.accept(sock, site, addr)
                     if fresh is not None and not server.serve(fresh, first=True):
                         fresh = None
             finally:
                 disarm()
             if fresh is not None:
-                hold(fresh)
+                hold(fresh, time.monotonic())
             break
     disarm()
-    if waiting is not None:
-        waiting.set(me, False)
+    if wmem is not None:
+        wmem[me] = 0
     release()  # stopping or recycling: the master keeps them for the next worker
 
 
@@ -269,7 +291,7 @@ def serve_threaded(worker: Worker, park: socket.socket | None, waiting: Waiting 
     back: deque[Connection] = deque()  # kept after a response, for the main thread to hold
     idle: dict[int, tuple[Connection, float]] = {}  # deadline order, as in serve_forever
 
-    def task(item: Any, site: Site | None) -> None:
+    def task(item: Any, site: Site | None, addr: object = None) -> None:
         keep: Connection | None = None
         try:
             if isinstance(item, Connection):
@@ -278,7 +300,7 @@ def serve_threaded(worker: Worker, park: socket.socket | None, waiting: Waiting 
             elif site is None:
                 worker.handle(item)
             else:
-                conn = server.accept(item, site)
+                conn = server.accept(item, site, addr)
                 if conn is not None and server.serve(conn, first=True):
                     keep = conn
         finally:
@@ -357,10 +379,10 @@ def serve_threaded(worker: Worker, park: socket.socket | None, waiting: Waiting 
                         break
                     slot = True
                 try:
-                    sock = accept()
+                    sock, addr = accept()
                 except OSError:
                     continue  # another worker took it: the slot is still ours
-                pool.submit(task, sock, server.sites.get(fd))
+                pool.submit(task, sock, server.sites.get(fd), addr)
                 slot = False
                 break
             for fd in [fd for fd in idle if fd in fds]:  # longest idle first
