@@ -103,8 +103,8 @@ class Head:
 class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
-    __slots__ = ("_dead", "_fields", "_head_bytes", "_in_head", "_line", "_line_done", "_parser",
-                 "_url", "events", "max_head", "max_headers", "on_body", "on_header", "on_url",
+    __slots__ = ("_fields", "_head_bytes", "_in_head", "_line", "_line_done", "_parser",
+                 "_url", "dead", "events", "max_head", "max_headers", "on_body", "on_header", "on_url",
                  "upgrade_rest", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
@@ -127,7 +127,7 @@ class RequestParser:
         self._head_bytes = 0
         self._line_done = False
         self._line = b""  # the first bytes of a head fed at a chunk start (to judge a bad method)
-        self._dead = False
+        self.dead = False  # after an error: feed nothing more; the connection must close
         self.upgraded = False  # an Upgrade request ended the stream: close after answering it
         self.upgrade_rest = b""  # the bytes after an Upgrade request's head (a WebSocket's first frames)
 
@@ -137,18 +137,13 @@ class RequestParser:
         """True while a head is partly received (a client that stops now is a slow one)."""
         return self._in_head and self._head_bytes > 0
 
-    @property
-    def dead(self) -> bool:
-        """True after an error: feed nothing more; the connection must close."""
-        return self._dead
-
     def next_event(self) -> Head | bytes | HTTPError | None:
         events = self.events
         return events.popleft() if events else None
 
     def feed(self, data: bytes | memoryview) -> None:
         """Parse ``data``; events (and at most one final error) are appended to ``events``."""
-        if self._dead:
+        if self.dead:
             if self.upgraded and len(self.upgrade_rest) < self.max_head:
                 # not HTTP any more: kept for the protocol switched to (bounded: a consumer that
                 # does not switch closes the connection after the request and ignores it)
@@ -159,7 +154,7 @@ class RequestParser:
             if len(data) > room:
                 # feed only what fits: if the head is still open after that, it is too large
                 self._feed(memoryview(data)[:room])
-                if self._dead:
+                if self.dead:
                     if self.upgraded:
                         self.upgrade_rest += memoryview(data)[room:]
                     return
@@ -190,7 +185,7 @@ class RequestParser:
             # The parser does not switch protocols: the request is served as a plain one, then
             # the connection closes, since nothing after it can be parsed, unless the consumer
             # switches (a WebSocket), which takes the bytes after the head from upgrade_rest.
-            self._dead = True
+            self.dead = True
             self.upgraded = True
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self.upgrade_rest += data[offset:]
@@ -203,7 +198,7 @@ class RequestParser:
             self._fail(_translate(str(exc)))
 
     def _fail(self, err: HTTPError) -> None:
-        self._dead = True
+        self.dead = True
         self.events.append(err)
 
     def _too_large(self) -> None:

@@ -88,7 +88,8 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
         park_fd = park.fileno()
         poller.register(park_fd, select.POLLIN)
     idle: dict[int, tuple[Connection, float]] = {}
-    armed = False  # the park timer runs (only while serving with other idle connections held)
+    armed = False  # the park timer runs (it may outlive the work that set it: disarm() leaves it)
+    busy_since = 0.0  # when the work now running began (monotonic; 0: not serving)
     carry: list[int] = []  # ready held connections a turn cut short did not reach
 
     def release() -> None:
@@ -102,7 +103,15 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                 server.park(held[0])
 
     def on_alarm(signum: int, frame: Any) -> None:
-        if not armed:  # a late signal after disarm() finds nothing to do
+        nonlocal armed
+        if not armed:  # a late signal after release() finds nothing to do
+            return
+        if not busy_since:  # the work that set it ended: nothing to park for (until the next arm())
+            armed = False
+            return
+        left = busy_since + PARK_AFTER - time.monotonic()
+        if left > 0.0001:  # set by earlier work: the work now running gets its own PARK_AFTER
+            signal.setitimer(signal.ITIMER_REAL, left)
             return
         if waiting is None or not worker.alive or waiting.anyone():
             release()  # a free worker can serve them (or we are stopping): hand them over
@@ -110,17 +119,29 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             signal.setitimer(signal.ITIMER_REAL, PARK_AFTER)
 
     def arm() -> None:
-        """Becoming busy: park the idle connections only if this outlives PARK_AFTER."""
-        nonlocal armed
+        """Becoming busy: park the idle connections only if this outlives PARK_AFTER.
+
+        The timer is set only when none runs: one set by earlier work is left to fire, and its
+        handler then waits for what is left of this work's PARK_AFTER. Under load, work follows
+        work and the timer fires about once per PARK_AFTER, instead of two setitimer() calls
+        per loop turn (measured: ~0.6 per request behind nginx)."""
+        nonlocal armed, busy_since
         if not idle:
             return
         if not lazy:
             release()  # the application owns SIGALRM: park at once, as before
             return
-        armed = True
-        signal.setitimer(signal.ITIMER_REAL, PARK_AFTER)
+        busy_since = time.monotonic()
+        if not armed:
+            armed = True
+            signal.setitimer(signal.ITIMER_REAL, PARK_AFTER)
 
     def disarm() -> None:
+        """The work ended: a timer still running lapses when it fires (no setitimer() here)."""
+        nonlocal busy_since
+        busy_since = 0.0
+
+    def stop_timer() -> None:
         nonlocal armed
         if armed:
             armed = False  # first: a signal already pending is now a no-op
@@ -256,6 +277,7 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                 hold(fresh, time.monotonic())
             break
     disarm()
+    stop_timer()
     if wmem is not None:
         wmem[me] = 0
     release()  # stopping or recycling: the master keeps them for the next worker
