@@ -7,8 +7,10 @@ A sync worker polls its listeners, the parking socketpair and the idle keep-aliv
 it holds, and serves whatever is ready at once. It parks lazily: while it serves, the other idle
 connections it holds stay with it unless the work outlives ``PARK_AFTER``; then a one-shot
 ``SIGALRM`` (``setitimer``) hands them all to the master, which gives a request arriving on one
-of them to a free worker. So a fast request costs two ``setitimer`` calls instead of a
-``sendmsg`` per idle connection (and the master's round trip for each), and a request on an
+of them to a free worker. The timer is left running between pieces of work (it lapses when it
+fires with none running, and waits for the rest of newer work's ``PARK_AFTER``), so under load
+it is set about once per ``PARK_AFTER``, not twice per loop turn; a fast request costs no
+``sendmsg`` per idle connection (nor the master's round trip for each), and a request on an
 idle connection still never waits more than ``PARK_AFTER`` behind a busy worker while another
 is free. The timer parks only when some other worker waits for work (``parking.Waiting``):
 while every worker is busy, a round trip through the master would only queue the requests
