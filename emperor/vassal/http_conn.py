@@ -25,7 +25,6 @@ from emperor.protocol.wsgi import (
     EMPTY_INPUT,
     FileWrapper,
     HeaderError,
-    body_allowed,
     environ_from_http,
     serialize_head,
 )
@@ -272,7 +271,7 @@ class HTTPServer:
                 body = result[0]
                 head = ex.make_head(len(body))
                 ex.head_sent = True
-                if body_allowed(ex.method, ex.status):
+                if not ex.bodyless:
                     if ex.left >= 0:
                         body = ex._frame(body)
                     ex.send_with_head(head, body)
@@ -319,7 +318,7 @@ class HTTPServer:
         head = ex.make_head(size)
         ex.head_sent = True
         ex.send(head)
-        if not body_allowed(ex.method, ex.status):
+        if ex.bodyless:
             return
         if ex.left >= 0:
             size = min(size, ex.left)

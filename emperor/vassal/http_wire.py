@@ -202,7 +202,7 @@ class HTTPInput(LineReader):
 class HTTPExchange(Exchange):
     """One HTTP response: framing (Content-Length, chunked or close), Date, Connection."""
 
-    __slots__ = ("chunked", "client", "keep", "left", "server", "version10")
+    __slots__ = ("bodyless", "chunked", "client", "keep", "left", "server", "version10")
 
     def __init__(self, worker: Worker, conn: Connection, method: str, keep: bool, version10: bool,
                  server: Heads) -> None:
@@ -219,6 +219,7 @@ class HTTPExchange(Exchange):
         self.keep = keep
         self.version10 = version10
         self.chunked = False
+        self.bodyless = False  # HEAD, 1xx, 204, 304 (set by make_head, for the callers after it)
         self.left = -1  # body bytes still owed under the app's Content-Length (-1: no length)
         self.server = server
         self.timeouts_set = True  # SO_RCVTIMEO/SO_SNDTIMEO are set once per connection (adopt)
@@ -231,6 +232,7 @@ class HTTPExchange(Exchange):
         if close or self.client.continue_due:  # (a client still waiting for 100 Continue: the
             self.keep = False                 # body it may send anyway cannot be told from a request)
         if not body_allowed(self.method, self.status):
+            self.bodyless = True
             if self.method == "HEAD" and cl < 0 and length >= 0:
                 extra += b"Content-Length: %d\r\n" % length
         elif cl >= 0:
@@ -254,7 +256,7 @@ class HTTPExchange(Exchange):
                 raise AssertionError("write() before start_response()")
             head = self.make_head()
             self.head_sent = True
-            if not body_allowed(self.method, self.status):
+            if self.bodyless:
                 self.send(head)
                 self.method = "HEAD"
                 return
