@@ -191,7 +191,13 @@ class RequestParser:
             self.upgrade_rest += data[offset:]
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
-            self._fail(ctx if isinstance(ctx, HTTPError) else HTTPError(400, str(exc)))
+            if isinstance(ctx, HTTPError):
+                # the 431 is one shared instance (_TOO_MANY), and a raise extends the traceback
+                # an instance already has: drop it, or every oversized head would grow the chain
+                ctx.__traceback__ = ctx.__context__ = None
+                self._fail(ctx)
+            else:
+                self._fail(HTTPError(400, str(exc)))
         except httptools.HttpParserInvalidMethodError:
             self._fail(self._method_error())
         except httptools.HttpParserError as exc:
