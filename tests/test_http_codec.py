@@ -322,3 +322,18 @@ def test_fuzz_header_values_never_smuggle(value: str) -> None:
     if isinstance(evs[0], Head):
         for _name, val in evs[0].headers:
             assert not any(c in val for c in b"\r\n\x00")
+
+
+def test_the_shared_too_many_fields_error_keeps_no_traceback() -> None:
+    """Every parser raises the same prebuilt 431 instance; a raise adds to the traceback an
+    instance already has, so without clearing it each oversized head would grow one chain
+    (and keep its frames) for the life of the process."""
+    seen = set()
+    for _ in range(3):
+        p = RequestParser(max_headers=2)
+        p.feed(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+        ev = p.next_event()
+        assert isinstance(ev, HTTPError) and ev.status == 431, ev
+        assert ev.__traceback__ is None and ev.__context__ is None
+        seen.add(id(ev))
+    assert len(seen) == 1  # built once per limit, not once per parser

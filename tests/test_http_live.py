@@ -436,6 +436,38 @@ def test_slow_request_parks_idle_connections_for_a_free_worker(procs: ProcGroup,
         assert slow.response().status == 200
 
 
+def test_slow_request_right_after_a_fast_one_still_parks(procs: ProcGroup, tmp_path: Path) -> None:
+    """The park timer is not reset per loop turn: one set by a fast request may still run when
+    a slow request starts a few ms later. It must then wait for what is left of the slow
+    request's own PARK_AFTER and park the idle connection, not lapse with the fast request."""
+    port = free_port()
+    proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "2")
+    addr = ("127.0.0.1", port)
+    for _round in range(3):
+        with RawHTTP(addr, timeout=10) as x, RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as slow:
+            busy = tmp_path / f"busy{_round}"
+            x.send(request_bytes("GET", f"/sleep?s=1&mark={busy}"))
+            wait_for(busy.exists, timeout=5)  # one worker busy: the other accepts both connections
+            pids = set()
+            for c in (idle, slow):
+                c.send(request_bytes("GET", "/pid"))
+                pids.add(int(c.response().body.split()[0]))
+            assert len(pids) == 1
+            assert x.response().status == 200  # now both workers wait for work
+            mark = tmp_path / f"inflight{_round}"
+            slow.send(request_bytes("GET", "/pid"))  # arms the timer (idle is held)...
+            assert slow.response().status == 200
+            slow.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))  # ...still running now
+            wait_for(mark.exists, timeout=5)
+            wait_for(lambda: _held(proc.pid, port) == 1, timeout=1.0)  # idle parked for the free worker
+            t0 = time.monotonic()
+            idle.send(request_bytes("GET", "/pid"))
+            r = idle.response()
+            assert r.status == 200 and int(r.body.split()[0]) not in pids  # served by the other worker
+            assert time.monotonic() - t0 < 1.0
+            assert slow.response().status == 200
+
+
 def test_threads_keepalive(procs: ProcGroup) -> None:
     port = free_port()
     start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--threads", "2")

@@ -52,6 +52,10 @@ _REASONS = {
 
 
 _METHODS: dict[bytes, str] = {}  # llhttp's method names decoded once (a fixed, short list)
+_NUMBERS = re.compile(r"[0-9]+")
+# The "too many header fields" error each parser's sink raises, by limit: built once per
+# process, not once per connection (it is immutable; raising it again only resets its traceback).
+_TOO_MANY: dict[int, HTTPError] = {}
 
 
 def reason(status: int) -> str:
@@ -68,7 +72,12 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.kind = f"http:{status}:{re.sub(r'[0-9]+', '', message)[:48]}"
+
+    @property
+    def kind(self) -> str:
+        # derived when asked (only to log a kind once per peer): every parser builds its
+        # "too many fields" error in advance, and a regex pass per connection was measurable
+        return f"http:{self.status}:{_NUMBERS.sub('', str(self))[:48]}"
 
 
 class Head:
@@ -94,8 +103,8 @@ class Head:
 class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
-    __slots__ = ("_dead", "_fields", "_head_bytes", "_in_head", "_line", "_line_done", "_parser",
-                 "_url", "events", "max_head", "max_headers", "on_body", "on_header", "on_url",
+    __slots__ = ("_fields", "_head_bytes", "_in_head", "_line", "_line_done", "_parser",
+                 "_url", "dead", "events", "max_head", "max_headers", "on_body", "on_header", "on_url",
                  "upgrade_rest", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
@@ -104,7 +113,10 @@ class RequestParser:
         self.events: deque[Head | bytes | HTTPError] = deque()
         # llhttp's per-field, per-target and per-body-piece callbacks are C callables (httptools
         # looks them up once, in HttpRequestParser()): no Python frame per header field
-        sink = self._fields = FieldSink(max_headers, HTTPError(431, f"more than {max_headers} header fields"))
+        too_many = _TOO_MANY.get(max_headers)
+        if too_many is None:
+            too_many = _TOO_MANY[max_headers] = HTTPError(431, f"more than {max_headers} header fields")
+        sink = self._fields = FieldSink(max_headers, too_many)
         # the Python twin: its bound method is a cheaper callable than its __call__
         self.on_header = sink.add if isinstance(sink, _PyFieldSink) else sink
         self._url = bytearray()
@@ -115,7 +127,7 @@ class RequestParser:
         self._head_bytes = 0
         self._line_done = False
         self._line = b""  # the first bytes of a head fed at a chunk start (to judge a bad method)
-        self._dead = False
+        self.dead = False  # after an error: feed nothing more; the connection must close
         self.upgraded = False  # an Upgrade request ended the stream: close after answering it
         self.upgrade_rest = b""  # the bytes after an Upgrade request's head (a WebSocket's first frames)
 
@@ -125,18 +137,13 @@ class RequestParser:
         """True while a head is partly received (a client that stops now is a slow one)."""
         return self._in_head and self._head_bytes > 0
 
-    @property
-    def dead(self) -> bool:
-        """True after an error: feed nothing more; the connection must close."""
-        return self._dead
-
     def next_event(self) -> Head | bytes | HTTPError | None:
         events = self.events
         return events.popleft() if events else None
 
     def feed(self, data: bytes | memoryview) -> None:
         """Parse ``data``; events (and at most one final error) are appended to ``events``."""
-        if self._dead:
+        if self.dead:
             if self.upgraded and len(self.upgrade_rest) < self.max_head:
                 # not HTTP any more: kept for the protocol switched to (bounded: a consumer that
                 # does not switch closes the connection after the request and ignores it)
@@ -147,7 +154,7 @@ class RequestParser:
             if len(data) > room:
                 # feed only what fits: if the head is still open after that, it is too large
                 self._feed(memoryview(data)[:room])
-                if self._dead:
+                if self.dead:
                     if self.upgraded:
                         self.upgrade_rest += memoryview(data)[room:]
                     return
@@ -178,20 +185,26 @@ class RequestParser:
             # The parser does not switch protocols: the request is served as a plain one, then
             # the connection closes, since nothing after it can be parsed, unless the consumer
             # switches (a WebSocket), which takes the bytes after the head from upgrade_rest.
-            self._dead = True
+            self.dead = True
             self.upgraded = True
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self.upgrade_rest += data[offset:]
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
-            self._fail(ctx if isinstance(ctx, HTTPError) else HTTPError(400, str(exc)))
+            if isinstance(ctx, HTTPError):
+                # the 431 is one shared instance (_TOO_MANY), and a raise extends the traceback
+                # an instance already has: drop it, or every oversized head would grow the chain
+                ctx.__traceback__ = ctx.__context__ = None
+                self._fail(ctx)
+            else:
+                self._fail(HTTPError(400, str(exc)))
         except httptools.HttpParserInvalidMethodError:
             self._fail(self._method_error())
         except httptools.HttpParserError as exc:
             self._fail(_translate(str(exc)))
 
     def _fail(self, err: HTTPError) -> None:
-        self._dead = True
+        self.dead = True
         self.events.append(err)
 
     def _too_large(self) -> None:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from emperor.protocol import http
 from emperor.protocol.wsgi import (
+    EMPTY_INPUT,
     FileWrapper,
     HeaderError,
-    body_allowed,
     environ_from_http,
     serialize_head,
 )
@@ -32,7 +32,7 @@ from emperor.proxies import AllowList
 from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.exchange import ClientGone, Conn, close_result
-from emperor.vassal.http_wire import BadBody, Connection, HTTPExchange, HTTPInput, Site
+from emperor.vassal.http_wire import BadBody, Connection, HTTPExchange, HTTPInput, Site, peer_of
 from emperor.vassal.tls import sites
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from emperor.vassal.worker import Worker
 
 log = logging.getLogger("emperor.http")
+HIST_BOUNDS_US = sb.HIST_BOUNDS_US
 
 DRAIN_MAX = 1 << 20  # an unread body up to this is read and dropped to keep the connection
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
@@ -63,6 +64,10 @@ class HTTPServer:
         self.max_head = cfg.buffer_size
         self.proxies = AllowList(cfg.forwarded_allow_ips) if cfg.forwarded_allow_ips else None
         self.heads: dict[tuple[object, ...], tuple[bytes, int, bool]] = {}
+        # this worker's scoreboard cells, indexed once (the slot is fixed for the process)
+        slot = worker.slot
+        self._busy_at, self._requests_at, self._tx_at = slot + sb.BUSY_SINCE, slot + sb.REQUESTS, slot + sb.TX
+        self._rt_at, self._hist_at = slot + sb.RT_SUM_US, slot + sb.HIST
         self._date_at = 0
         self._date = b""
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
@@ -95,25 +100,27 @@ class HTTPServer:
         return out
 
     # ---- connections ---------------------------------------------------------------------
-    def accept(self, sock: Any, site: Site) -> Connection | None:
-        """A freshly accepted connection (after the TLS handshake on an https listener)."""
+    def accept(self, sock: Any, site: Site, addr: object = None) -> Connection | None:
+        """A freshly accepted connection (after the TLS handshake on an https listener);
+        ``addr``: the peer's address as accept() returned it (None: ask getpeername())."""
         if site.tls is not None:
             sock = site.tls.accept(sock, self.timeout)
             if sock is None:
                 return None
         try:
-            return self.adopt(sock, site)
+            return self.adopt(sock, site, 0, None if addr is None else peer_of(addr))
         except OSError:  # reset before we even looked at it
             sock.close()
             return None
 
-    def adopt(self, sock: Any, site: Site, served: int = 0) -> Connection:
+    def adopt(self, sock: Any, site: Site, served: int = 0,
+              peer: tuple[str, str] | None = None) -> Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
-        conn = Connection(sock, site, self.max_head, served)
+        conn = Connection(sock, site, self.max_head, served, peer)
         if self.proxies is not None:
             host = conn.peer[0]  # "unix:" for a Unix-socket peer, always believed
-            conn.trusted = self.proxies.allows(None if host == "unix:" else (host,))
+            conn.trusted = True if host == "unix:" else self.proxies.allows((host,))
         return conn
 
     def serve(self, conn: Connection, first: bool) -> bool:
@@ -123,18 +130,19 @@ class HTTPServer:
         has been closed. ``first``: a fresh connection, whose first request may still be coming.
         """
         worker = self.worker
+        parser = conn.parser
+        events = parser.events
         try:
             while True:
                 if not self.one(conn, first):
                     break
                 first = False
-                if conn.parser.dead and not conn.parser.events:
+                if not events and parser.dead:
                     self.close(conn)
                     return False
                 if not worker.alive or worker.recycle_reason:
                     return True  # stopping: the loop parks it with the master (never closed under a proxy)
-                if not conn.parser.events and not ((self.peek or conn.site.tls is not None)
-                                                   and conn.pending()):
+                if not events and not ((self.peek or conn.site.tls is not None) and conn.pending()):
                     return True
         except ClientGone as exc:
             worker._note(exc, None, conn.sock)
@@ -148,12 +156,13 @@ class HTTPServer:
         ``Connection: close``): unread data would turn the close into a reset, and a reset can
         destroy the last response before the client has read it."""
         sock = conn.sock
-        try:
-            for _ in range(16):
-                if not sock.recv(65536, socket.MSG_DONTWAIT):
-                    break
-        except OSError:
-            pass
+        if not conn.eof:  # (after the peer's FIN there is nothing left to drop)
+            try:
+                for _ in range(16):
+                    if not sock.recv(65536, socket.MSG_DONTWAIT):
+                        break
+            except OSError:
+                pass
         try:
             sock.close()
         except OSError:
@@ -163,14 +172,17 @@ class HTTPServer:
         """One request. False: the connection is finished (the caller closes it)."""
         worker = self.worker
         parser = conn.parser
-        deadline = time.monotonic() + self.timeout
-        while (ev := parser.next_event()) is None:
-            try:
-                conn.fill(deadline)
-            except ClientGone as exc:
-                if parser.head_started or (first and "closed" not in str(exc)):
-                    worker._note(ClientGone(f"{conn.peer[0]}: {exc}"), None, conn.sock)  # slow: once per peer
-                return False
+        events = parser.events  # (parser.next_event() inlined: one call less per request)
+        if not events:
+            deadline = time.monotonic() + self.timeout
+            while not events:
+                try:
+                    conn.fill(deadline)
+                except ClientGone as exc:
+                    if parser.head_started or (first and "closed" not in str(exc)):  # slow: once per peer
+                        worker._note(ClientGone(f"{conn.peer[0]}: {exc}"), None, conn.sock)
+                    return False
+        ev = events.popleft()
         if isinstance(ev, http.HTTPError):
             self.reject(conn, ev)
             return False
@@ -186,9 +198,9 @@ class HTTPServer:
 
     def request(self, conn: Connection, head: http.Head) -> bool:
         worker = self.worker
-        ints, slot = worker.ints, worker.slot
+        ints = worker.ints
         start = time.monotonic_ns()
-        ints[slot + sb.BUSY_SINCE] = start
+        ints[self._busy_at] = start
         conn.served += 1
         keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive \
             and not conn.parser.upgraded
@@ -196,39 +208,45 @@ class HTTPServer:
         env: dict[str, Any] | None = None
         try:
             env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
-            if worker.limit_post and (head.content_length or 0) > worker.limit_post:
-                self._too_large(conn, head)
-                return False
-            empty = not head.chunked and not head.content_length
-            if empty and conn.parser.next_event() is not http.END:  # llhttp ends it with the head
-                raise BadBody("a request without a body did not end with its head")
-            inp = HTTPInput(conn, ex, worker.limit_post, empty)
-            env["wsgi.input"] = inp
-            conn.continue_due = head.expect_continue and not empty
+            inp: HTTPInput | None = None
+            if not head.chunked and not head.content_length:
+                events = conn.parser.events
+                if not events or events.popleft() is not http.END:  # llhttp ends it with the head
+                    raise BadBody("a request without a body did not end with its head")
+                env["wsgi.input"] = EMPTY_INPUT  # stateless: one for every bodiless request
+                conn.continue_due = False
+            else:
+                if worker.limit_post and (head.content_length or 0) > worker.limit_post:
+                    self._too_large(conn, head)
+                    return False
+                inp = env["wsgi.input"] = HTTPInput(conn, ex, worker.limit_post, False)
+                conn.continue_due = head.expect_continue
             if worker.harakiri:
                 worker.board.set_text(worker.index, f"{head.method} {head.target}"[:200])
             self.run_app(ex, env)
             # a body left unread: drop it to keep the connection, unless the client still waits
             # for our 100 Continue (it will not send it), or it is too large to be worth it
-            if not inp.done and (conn.continue_due or not ex.keep or not inp.drain(DRAIN_MAX)):
+            if inp is not None and not inp.done and (conn.continue_due or not ex.keep
+                                                     or not inp.drain(DRAIN_MAX)):
                 ex.keep = False
             return ex.keep
         except BadBody as exc:
             if not ex.head_sent:
                 self.reject(conn, http.HTTPError(413 if "limit-post" in str(exc) else 400, str(exc)))
-                ints[slot + sb.REQUESTS] -= 1  # reject() counted it; counted once below
+                ints[self._requests_at] -= 1  # reject() counted it; counted once below
             return False
         finally:
-            ints[slot + sb.REQUESTS] += 1
-            ints[slot + sb.BUSY_SINCE] = 0
-            ints[slot + sb.TX] += ex.sent
+            done = ints[self._requests_at] + 1
+            ints[self._requests_at] = done
+            ints[self._busy_at] = 0
+            ints[self._tx_at] += ex.sent
             if worker.log_requests and env is not None:
                 worker._log_request(env, ex, start)
-            if worker.max_requests and ints[slot + sb.REQUESTS] >= worker.max_requests:
-                worker.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
+            if worker.max_requests and done >= worker.max_requests:
+                worker.recycle_reason = f"max-requests ({done} requests)"
             took = (time.monotonic_ns() - start) // 1000
-            ints[slot + sb.RT_SUM_US] += took
-            ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1
+            ints[self._rt_at] += took
+            ints[self._hist_at + bisect_left(HIST_BOUNDS_US, took)] += 1
 
     def _too_large(self, conn: Connection, head: http.Head) -> None:
         self.reject(conn, http.HTTPError(413, f"request body of {head.content_length} bytes is larger "
@@ -253,7 +271,7 @@ class HTTPServer:
                 body = result[0]
                 head = ex.make_head(len(body))
                 ex.head_sent = True
-                if body_allowed(ex.method, ex.status):
+                if not ex.bodyless:
                     if ex.left >= 0:
                         body = ex._frame(body)
                     ex.send_with_head(head, body)
@@ -300,7 +318,7 @@ class HTTPServer:
         head = ex.make_head(size)
         ex.head_sent = True
         ex.send(head)
-        if not body_allowed(ex.method, ex.status):
+        if ex.bodyless:
             return
         if ex.left >= 0:
             size = min(size, ex.left)

@@ -55,6 +55,17 @@ class Site:
         self.env = {**base, **site_environ(name, tls is not None)}
 
 
+UNIX_PEER = ("unix:", "")  # a Unix-socket peer (nginx on the same host): always believed
+
+
+def peer_of(name: object) -> tuple[str, str]:
+    """(host, port) as strings from a socket address (accept()'s or getpeername()'s); a Unix
+    socket's address (a path or "") gives ``UNIX_PEER``."""
+    if isinstance(name, tuple):
+        return str(name[0]), str(name[1])
+    return UNIX_PEER
+
+
 class BadBody(ConnectionError):
     """The request body broke the framing (a bad chunk) or the size limit: close the connection."""
 
@@ -62,19 +73,22 @@ class BadBody(ConnectionError):
 class Connection:
     """One client connection: its socket, its parser and what it has served."""
 
-    __slots__ = ("continue_due", "parser", "peer", "served", "site", "sock", "trusted")
+    __slots__ = ("continue_due", "eof", "parser", "peer", "served", "site", "sock", "trusted")
 
-    def __init__(self, sock: Any, site: Site, max_head: int, served: int = 0) -> None:
+    def __init__(self, sock: Any, site: Site, max_head: int, served: int = 0,
+                 peer: tuple[str, str] | None = None) -> None:
         self.sock = sock
         self.site = site
         self.served = served
         self.parser = http.RequestParser(max_head)
         self.continue_due = False
-        try:
-            name = sock.getpeername()
-        except OSError:
-            name = None
-        self.peer = (str(name[0]), str(name[1])) if isinstance(name, tuple) else ("unix:", "")
+        self.eof = False  # the peer closed its side (nothing left to drop before our close)
+        if peer is None:  # a parked connection: accept() told us its address, the master did not
+            try:
+                peer = peer_of(sock.getpeername())
+            except OSError:
+                peer = UNIX_PEER
+        self.peer = peer
         self.trusted = False  # forwarded-allow-ips lists this peer (set by HTTPServer.adopt)
 
     def fill(self, deadline: float | None = None) -> None:
@@ -88,6 +102,7 @@ class Connection:
         except OSError as exc:
             raise ClientGone(exc.strerror or str(exc)) from None
         if not data:
+            self.eof = True
             raise ClientGone("peer closed the connection")
         self.parser.feed(data)
 
@@ -102,6 +117,7 @@ class Connection:
         except OSError as exc:
             raise ClientGone(exc.strerror or str(exc)) from None
         if not data:
+            self.eof = True
             raise ClientGone("peer closed the idle connection")
         self.parser.feed(data)
         return True
@@ -186,15 +202,24 @@ class HTTPInput(LineReader):
 class HTTPExchange(Exchange):
     """One HTTP response: framing (Content-Length, chunked or close), Date, Connection."""
 
-    __slots__ = ("chunked", "client", "keep", "left", "server", "version10")
+    __slots__ = ("bodyless", "chunked", "client", "keep", "left", "server", "version10")
 
     def __init__(self, worker: Worker, conn: Connection, method: str, keep: bool, version10: bool,
                  server: Heads) -> None:
-        super().__init__(worker, conn.sock, method)  # type: ignore[arg-type]
+        # Exchange.__init__ written out (one Python call less per request)
+        self.status = None
+        self.headers = []
+        self.head_sent = False
+        self.conn = conn.sock
+        self.method = method
+        self.sent = 0
+        self.worker = worker  # type: ignore[assignment]
+        self.deadline = 0.0
         self.client = conn
         self.keep = keep
         self.version10 = version10
         self.chunked = False
+        self.bodyless = False  # HEAD, 1xx, 204, 304 (set by make_head, for the callers after it)
         self.left = -1  # body bytes still owed under the app's Content-Length (-1: no length)
         self.server = server
         self.timeouts_set = True  # SO_RCVTIMEO/SO_SNDTIMEO are set once per connection (adopt)
@@ -207,6 +232,7 @@ class HTTPExchange(Exchange):
         if close or self.client.continue_due:  # (a client still waiting for 100 Continue: the
             self.keep = False                 # body it may send anyway cannot be told from a request)
         if not body_allowed(self.method, self.status):
+            self.bodyless = True
             if self.method == "HEAD" and cl < 0 and length >= 0:
                 extra += b"Content-Length: %d\r\n" % length
         elif cl >= 0:
@@ -230,7 +256,7 @@ class HTTPExchange(Exchange):
                 raise AssertionError("write() before start_response()")
             head = self.make_head()
             self.head_sent = True
-            if not body_allowed(self.method, self.status):
+            if self.bodyless:
                 self.send(head)
                 self.method = "HEAD"
                 return
