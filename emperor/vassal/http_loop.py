@@ -44,6 +44,9 @@ PARK_AFTER = 0.01
 # One loop turn serves ready held connections for at most about this long before it looks at
 # the listeners and the parking socketpair again.
 TURN = 0.01
+# New connections one loop turn accepts at most (the kernel's queue is shared by the workers, who
+# all see it readable; each takes what it can while its turn lasts).
+ACCEPTS = 16
 
 
 class HTTPWorker(Worker):
@@ -205,7 +208,7 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             # Every ready one in turn (a busy connection never starves a quieter one); the
             # others ready wait at most PARK_AFTER before the master can give them elsewhere.
             # A served one is held again at once, so the timer parks it too if a later one is slow.
-            # The turn ends after TURN of work, so a new connection (one accept per turn) or a
+            # The turn ends after TURN of work, so a new connection (up to ACCEPTS a turn) or a
             # parked one never waits behind a long queue of long requests (1 MiB uploads).
             armed_here = False
             now = time.monotonic()
@@ -247,37 +250,47 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                     hold(got, time.monotonic())
                 if not worker.alive or worker.recycle_reason:
                     continue
+        # New connections: the kernel's queue is FIFO and its oldest connection has waited at
+        # least a whole turn, so take up to ACCEPTS of them (within TURN) rather than one: one a
+        # turn let nginx's new upstream connections pile up in the backlog (20 deep under Flask
+        # load) and made them the slowest tenth of the requests.
+        accepted = 0
+        accept_ends = time.monotonic() + TURN
         for fd in ready_fds:
             accept = sources.get(fd)
             if accept is None:
                 continue
-            try:
-                sock, addr = accept()
-            except BlockingIOError:
-                continue  # another worker took it
-            except OSError as exc:
-                if not worker.alive:
-                    break
-                if exc.errno in (23, 24):
-                    log.error("worker %d: accept: %s", worker.wid, exc.strerror)
-                    time.sleep(0.1)
-                    continue
-                raise
             site = server.sites.get(fd)
-            arm()
-            try:
-                if site is None:
-                    worker.handle(sock)  # a uwsgi listener of the same vassal
-                    fresh = None
-                else:
-                    fresh = server.accept(sock, site, addr)
-                    if fresh is not None and not server.serve(fresh, first=True):
+            while accepted < ACCEPTS:
+                try:
+                    sock, addr = accept()
+                except BlockingIOError:
+                    break  # none left, or another worker took it
+                except OSError as exc:
+                    if not worker.alive:
+                        break
+                    if exc.errno in (23, 24):
+                        log.error("worker %d: accept: %s", worker.wid, exc.strerror)
+                        time.sleep(0.1)
+                    break
+                accepted += 1
+                arm()
+                try:
+                    if site is None:
+                        worker.handle(sock)  # a uwsgi listener of the same vassal
                         fresh = None
-            finally:
-                disarm()
-            if fresh is not None:
-                hold(fresh, time.monotonic())
-            break
+                    else:
+                        fresh = server.accept(sock, site, addr)
+                        if fresh is not None and not server.serve(fresh, first=True):
+                            fresh = None
+                finally:
+                    disarm()
+                if fresh is not None:
+                    hold(fresh, time.monotonic())
+                if not worker.alive or worker.recycle_reason or time.monotonic() > accept_ends:
+                    accepted = ACCEPTS  # the turn is over: poll() again (held connections wait too)
+            if accepted >= ACCEPTS or not worker.alive:
+                break
     disarm()
     stop_timer()
     if wmem is not None:
