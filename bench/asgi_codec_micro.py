@@ -18,6 +18,12 @@ arrives (its few µs and the kernel's loopback work are counted too, alike for e
 so that the two servers' Python work per request can be compared without nginx or wrk.
 The counting transport above under-reports what a real one costs; compare servers with
 ``--socket``, and read the minimum of the rounds on a busy machine.
+
+With ``--connect K`` the client opens a new connection every K requests (closing the old one),
+on a listening Unix socket: emperor's worker accepts through its own accept path
+(``aio.Worker._on_listener``, a codec per connection), uvicorn through ``loop.create_unix_server``
+as it serves. Behind nginx's ``keepalive 32`` pool with 64 client connections, about one
+request in four to five comes on a new upstream connection (K=4 is close to that).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import os
 import pstats
 import sys
 import time
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps"))
@@ -163,13 +170,77 @@ async def run_socket(n: int, server: str) -> float:
     return took / n * 1e6
 
 
+class _ConnClient(asyncio.Protocol):
+    """K requests on one connection, one at a time, then close; ``lost`` says it is gone."""
+
+    def __init__(self, k: int, lost: asyncio.Future[int]) -> None:
+        self.k, self.lost, self.got = k, lost, 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(REQUEST)
+
+    def data_received(self, data: bytes) -> None:
+        self.got += data.count(b"Hello, World!")
+        if self.got >= self.k:
+            self.transport.close()
+        else:
+            self.transport.write(REQUEST)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(self.got)
+
+
+async def run_connect(n: int, k: int, server: str) -> float:
+    import socket
+    import tempfile
+
+    from emperor.listeners import Listener
+
+    loop = asyncio.get_running_loop()
+    path = os.path.join(tempfile.mkdtemp(prefix="asgi-micro-"), "s.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(128)
+    lsock.setblocking(False)
+    server_obj: Any = None
+    if server == "uvicorn":
+        server_obj = await loop.create_unix_server(_factory("uvicorn"), sock=lsock)
+    else:
+        w = aio_http.Worker(1, [Listener(path, lsock, "unix", path, proto="http")], Options(), Board(),
+                            app, lambda: app)  # type: ignore[arg-type]
+        w.loop = loop
+        w.stopping, w.idle = asyncio.Event(), asyncio.Event()
+        w._accept_on()
+    got = 0
+    start = time.process_time()
+    while got < n:
+        lost: asyncio.Future[int] = loop.create_future()
+        await loop.create_unix_connection(partial(_ConnClient, k, lost), path)
+        got += await lost
+    took = time.process_time() - start
+    if server_obj is not None:
+        server_obj.close()
+    else:
+        w._accept_off()
+        lsock.close()
+    await asyncio.sleep(0.01)
+    os.unlink(path)
+    return took / got * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--socket", action="store_true", help="a real socketpair and an in-process client")
-    ap.add_argument("--server", default="emperor", choices=["emperor", "uvicorn"], help="with --socket")
+    ap.add_argument("--server", default="emperor", choices=["emperor", "uvicorn"],
+                    help="with --socket or --connect")
+    ap.add_argument("--connect", type=int, default=0, metavar="K",
+                    help="a new connection every K requests, accepted from a listening socket")
     args = ap.parse_args()
     try:
         import uvloop
@@ -177,10 +248,14 @@ def main() -> None:
     except ImportError:
         loop = asyncio.new_event_loop()
     def once() -> Any:
+        if args.connect:
+            return run_connect(args.requests, args.connect, args.server)
         return run_socket(args.requests, args.server) if args.socket else run(args.requests)
 
     times = sorted(loop.run_until_complete(once()) for _ in range(args.rounds))
     what = args.server if args.socket else "emperor, counting transport"
+    if args.connect:
+        what = f"{args.server}, a new connection every {args.connect} request(s)"
     print(f"µs per request (median of {args.rounds}): {times[len(times) // 2]:.2f}  min {times[0]:.2f}  "
           f"(all: {', '.join(f'{t:.2f}' for t in times)})  {what}; "
           f"emperor from {os.path.dirname(aio_http.__file__)}")
@@ -189,7 +264,7 @@ def main() -> None:
         prof.enable()
         loop.run_until_complete(once())
         prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(int(os.environ.get("MICRO_TOP", "25")))
 
 
 if __name__ == "__main__":

@@ -580,3 +580,43 @@ def test_early_frames_dropped_when_the_app_refuses(front: dict[str, object]) -> 
         head, rest = early_ping_exchange(sock, _upgrade("/ws-refuse"))
     assert head.startswith(b"HTTP/1.1 403"), head[:80]
     assert rest == b"Forbidden\n", f"WebSocket bytes behind a refused handshake: {rest!r}"
+
+
+def test_unix_http_socket_scope_has_no_addresses_and_trusts_its_peer(procs: ProcGroup,
+                                                                    sock_dir: Path) -> None:
+    """On a Unix http-socket the codec asks the kernel for no peer or server address (the
+    listener's kind says there is none): client and server are None, and the peer is trusted
+    with X-Forwarded-For / -Proto, as nginx's proxy_pass to a Unix socket needs."""
+    sock = str(sock_dir / "asgi-http.sock")
+    start_asgi_http(procs, "--http-socket", sock, "--processes", "1")
+    with RawHTTP(sock) as c:
+        s = scope_of(c)
+        assert s["client"] is None and s["server"] is None and s["scheme"] == "http"
+        s = scope_of(c, headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+        assert s["client"] == ["203.0.113.9", 0] and s["scheme"] == "https"
+
+
+def test_failed_connection_setups_leave_the_worker_clean(procs: ProcGroup, tmp_path: Path,
+                                                         sock_dir: Path) -> None:
+    """A connection whose set-up fails (no TLS handshake on an https-socket: plain bytes, or a
+    close right after connecting) is dropped without a trace: nothing stays in flight, no error
+    is logged for it, and the worker serves the next client (``aio.Worker.open_connection``
+    drives the set-up without a Task)."""
+    cert, key = make_cert(tmp_path, "asgi")
+    port = free_port()
+    stats = sock_dir / "stats.sock"
+    proc = start_asgi_http(procs, "--https-socket", f"127.0.0.1:{port},{cert},{key}", "--processes", "1",
+                           "--stats", str(stats))
+    for i in range(6):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            if i % 2:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not a TLS ClientHello
+                s.settimeout(5)
+                try:
+                    s.recv(100)
+                except OSError:
+                    pass
+    wait_for(lambda: stats_doc(stats)["workers"][0]["in_flight"] == 0, 5, what="nothing in flight")
+    with TLSClient(port, cert) as c:
+        assert scope_of(c)["scheme"] == "https"
+    assert "setting up a connection" not in proc.log_text()

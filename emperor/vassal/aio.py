@@ -34,6 +34,7 @@ import time
 import traceback
 from bisect import bisect_left
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from emperor import logs
@@ -282,29 +283,56 @@ class Worker:
             family = self.families.get(id(lst))
             if family is None:
                 family = self.families[id(lst)] = int(sock.family)
+            # no setblocking(False): the loop makes the socket non-blocking as it wraps it
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            conn.setblocking(False)
             self._count_in()
             self.conn_opened()
-            self._task(self._connect(conn, lst))
+            factory, tls = self.codec_for(lst)
+            self.open_connection(conn, factory, tls)
 
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
         """The codec of a listener's connections (and its TLS context). This worker speaks uwsgi
         only; ``aio_http.Worker`` adds HTTP and HTTPS listeners."""
-        return (lambda: UwsgiCodec(self)), None
+        return self._uwsgi_codec, None
 
-    async def _connect(self, conn: socket.socket, lst: Listener) -> None:
-        factory, tls = self.codec_for(lst)
+    def _uwsgi_codec(self) -> asyncio.Protocol:
+        return UwsgiCodec(self)
+
+    def open_connection(self, conn: socket.socket, factory: Callable[[], asyncio.Protocol],
+                        tls: ssl.SSLContext | None) -> None:
+        """Give an accepted socket its transport and codec (``connect_accepted_socket``).
+
+        The coroutine is driven here rather than by a Task: it runs at once up to its wait for
+        ``connection_made`` and is resumed once from that future's callback. A Task per
+        connection (its registration in asyncio's task set, a loop callback to start it, one
+        to resume it and one for its done-callback) was a large part of what a new connection
+        cost: behind nginx's keep-alive pool about one request in four or five comes on a new
+        upstream connection (docs/benchmarks.md, "Session 4")."""
+        if tls is None:
+            coro = self.loop.connect_accepted_socket(factory, conn)
+        else:
+            coro = self.loop.connect_accepted_socket(factory, conn, ssl=tls,
+                                                     ssl_handshake_timeout=self.timeout)
+        self._drive(coro, conn, None)
+
+    def _drive(self, coro: Any, conn: socket.socket, _done: Any) -> None:
+        """One step of ``open_connection``'s coroutine: it waits for futures only (a bare
+        ``yield``, as ``asyncio.sleep(0)`` makes, is resumed on the next loop turn)."""
         try:
-            if tls is None:
-                await self.loop.connect_accepted_socket(factory, conn)
-            else:
-                await self.loop.connect_accepted_socket(factory, conn, ssl=tls,
-                                                        ssl_handshake_timeout=self.timeout)
-        except (OSError, ssl.SSLError, TimeoutError):
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # a socket gone before it was wrapped, a failed TLS handshake
+            if not isinstance(exc, (OSError, ssl.SSLError, TimeoutError)):
+                log.error("worker %d: setting up a connection: %r", self.wid, exc)
             conn.close()
             self._count_out()
             self.conn_closed()
+            return
+        if waiting is None:
+            self.loop.call_soon(self._drive, coro, conn, None)
+        else:
+            waiting.add_done_callback(partial(self._drive, coro, conn))
 
     def _fair_resume(self) -> None:
         self.fair_wait = False

@@ -44,10 +44,11 @@ log = logging.getLogger("emperor.worker")
 class HttpCodec(TransportWriter, asyncio.Protocol):
     """One HTTP/1.1 connection: requests in order, keep-alive, every error closes."""
 
-    def __init__(self, worker: Worker, scheme: str, index: int, served: int = 0) -> None:
+    def __init__(self, worker: Worker, scheme: str, index: int, served: int = 0, unix: bool = False) -> None:
         self.w = worker
         self.scheme = scheme
         self.index = index  # the listener's, for parking
+        self.unix = unix  # a Unix-socket listener: no peer or server address to ask the kernel for
         self.parser = http.RequestParser(worker.buffer_size)
         self.transport: asyncio.Transport | None = None
         self.cycle: HttpCycle | WebSocketCycle | None = None
@@ -74,12 +75,13 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
     # ---- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        name = transport.get_extra_info("sockname")
-        if isinstance(peer, tuple):
-            self.peer = (str(peer[0]), int(peer[1]))
-            self.trusted = self.w.proxies.allows(peer)
-        self.server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+        if not self.unix:  # a Unix peer has no address (and is trusted: the socket's mode says who)
+            peer = transport.get_extra_info("peername")  # each a system call
+            name = transport.get_extra_info("sockname")
+            if isinstance(peer, tuple):
+                self.peer = (str(peer[0]), int(peer[1]))
+                self.trusted = self.w.proxies.allows(peer)
+            self.server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
         self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-"}
         self.w.http_conns.add(self)
         self._set_timer(self.w.timeout, self._too_slow)
@@ -119,24 +121,7 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         """Consume the parser's events: the current request's body, then the next head."""
         parser = self.parser
         while not self.closing or self.discarding:
-            if not self.body_done:
-                event = parser.next_event()
-                if event is None:
-                    return
-                if isinstance(event, http.HTTPError):
-                    self._bad(event)
-                    return
-                if isinstance(event, bytes) and event:
-                    if not self.discarding:
-                        self.cycle.feed(event, False)  # type: ignore[union-attr]
-                    continue
-                self.body_done = True  # END
-                if self.discarding:
-                    self._close()
-                    return
-                self.cycle.feed(b"", True)  # type: ignore[union-attr]
-                continue
-            if not self.idle:  # a response in progress: a pipelined request waits
+            if self.body_done and not self.idle:  # a response in progress: a pipelined request waits
                 if parser.events:
                     self.pause_reading()
                 return
@@ -146,9 +131,18 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
             if isinstance(event, http.HTTPError):
                 self._bad(event)
                 return
-            if isinstance(event, http.Head):
-                self._request(event)
-            # a stray END or body piece cannot come before a head: the parser orders them
+            if self.body_done:  # between requests: a head (the parser puts no END or body before one)
+                if isinstance(event, http.Head):
+                    self._request(event)
+            elif isinstance(event, bytes) and event:  # a piece of the body
+                if not self.discarding:
+                    self.cycle.feed(event, False)  # type: ignore[union-attr]
+            else:  # its END
+                self.body_done = True
+                if self.discarding:
+                    self._close()
+                    return
+                self.cycle.feed(b"", True)  # type: ignore[union-attr]
 
     def _busy(self) -> None:
         """A request begins: the connection counts as in flight again (harakiri, stats, the cap)."""
@@ -402,14 +396,23 @@ class Worker(aio.Worker):
         self.http_conns: set[HttpCodec] = set()
         self.idle_http = 0  # kept-alive connections between requests (at most asgi-concurrency)
         self.park: socket.socket | None = None  # set by the master when the vassal speaks HTTP
+        self.factories: dict[int, Callable[[], asyncio.Protocol]] = {}  # id(listener) -> plain HTTP codec
 
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
         if lst.proto == "uwsgi":
             return super().codec_for(lst)
         site = self.tls.get(lst.name) if lst.proto == "https" else None
-        scheme = "https" if site is not None else "http"
+        if site is not None:  # the context of the moment (certificates are reloaded)
+            return self._http_codec(lst, "https"), site.current()
+        factory = self.factories.get(id(lst))
+        if factory is None:  # made once per listener, not per connection
+            factory = self.factories[id(lst)] = self._http_codec(lst, "http")
+        return factory, None
+
+    def _http_codec(self, lst: Listener, scheme: str, served: int = 0) -> Callable[[], asyncio.Protocol]:
         index = self.listeners.index(lst)
-        return (lambda: HttpCodec(self, scheme, index)), (site.current() if site is not None else None)
+        unix = lst.kind != "tcp"
+        return lambda: HttpCodec(self, scheme, index, served, unix)
 
     # ---- parked connections: the master hands back idle connections a request arrived on ----
     def _accept_on(self) -> None:
@@ -446,18 +449,9 @@ class Worker(aio.Worker):
         if not 0 <= index < len(self.listeners) or self.listeners[index].proto != "http":
             conn.close()
             return
-        conn.setblocking(False)
         self._count_in()
         self.conn_opened()
-        self._task(self._adopt(conn, index, served))
-
-    async def _adopt(self, conn: socket.socket, index: int, served: int) -> None:
-        try:
-            await self.loop.connect_accepted_socket(lambda: HttpCodec(self, "http", index, served), conn)
-        except OSError:
-            conn.close()
-            self._count_out()
-            self.conn_closed()
+        self.open_connection(conn, self._http_codec(self.listeners[index], "http", served), None)
 
     def connection_closed(self) -> None:
         self._count_out()
