@@ -339,6 +339,38 @@ def test_slowloris_head_releases_the_worker(procs: ProcGroup) -> None:
         slow.close()
 
 
+def test_a_client_trickling_after_an_error_answer_does_not_hold_the_worker(procs: ProcGroup) -> None:
+    """After an error answer the worker reads and drops what the client still sends (so our
+    close does not reset the answer away), but for a bounded time: a client that keeps sending
+    a byte at a time must not pin the only worker (it did: each read restarted the wait)."""
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1")
+    stop = threading.Event()
+    bad = socket.create_connection(("127.0.0.1", port))
+
+    def trickle() -> None:
+        bad.sendall(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")
+        deadline = time.monotonic() + 20
+        while not stop.wait(0.05) and time.monotonic() < deadline:
+            try:
+                bad.sendall(b"x")
+            except OSError:
+                return
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        bad.settimeout(10)
+        assert bad.recv(12) == b"HTTP/1.1 400"  # the error answer, then the worker lingers
+        with RawHTTP(("127.0.0.1", port), timeout=8) as c:  # answered long before the trickle ends
+            c.send(request_bytes("GET", "/fast"))
+            assert c.response().body == b"hello /fast"
+    finally:
+        stop.set()
+        t.join()
+        bad.close()
+
+
 def test_idle_connection_never_waits_behind_a_busy_worker(procs: ProcGroup, tmp_path: Path) -> None:
     """A keep-alive connection idle in worker W; W gets a slow request on another connection:
     the next request on the idle connection is served at once by the other worker."""

@@ -29,7 +29,9 @@ to the event deque, and every rule above is checked once over the whole head.
 
 from __future__ import annotations
 
+import email.utils
 import re
+import time
 from collections import deque
 from typing import Final
 
@@ -391,3 +393,33 @@ def _translate(message: str) -> HTTPError:
         if needle in message:
             return HTTPError(status, f"{text} [{message}]")
     return HTTPError(400, f"malformed request [{message}]")
+
+
+# ---- the Date field ----------------------------------------------------------------------------
+_date_second = -1
+_date_value = b""
+_date_line = b""
+
+
+def _date_refresh(now: int) -> None:
+    global _date_second, _date_value, _date_line
+    _date_value = email.utils.formatdate(now, usegmt=True).encode()
+    _date_line = b"Date: " + _date_value + b"\r\n"
+    _date_second = now
+
+
+def date_value() -> bytes:
+    """The ``Date`` field's value for this second (IMF-fixdate), formatted once a second and
+    shared by every response of the process: the sync HTTP worker and the ASGI worker alike."""
+    now = int(time.time())
+    if now != _date_second:
+        _date_refresh(now)
+    return _date_value
+
+
+def date_line() -> bytes:
+    """``Date: <value>\r\n``, for a head built as bytes (the sync worker's)."""
+    now = int(time.time())
+    if now != _date_second:
+        _date_refresh(now)
+    return _date_line

@@ -35,7 +35,7 @@ from emperor.vassal.asgi_cycles import (
     TransportWriter,
     WebSocketCycle,
 )
-from emperor.vassal.asgi_exchange import HttpExchange, date_header
+from emperor.vassal.asgi_exchange import HttpExchange
 from emperor.vassal.sockets import Listener
 from emperor.vassal.tls import sites
 
@@ -324,7 +324,7 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         body = str(err).encode() + b"\n"
         head = asgi.serialize_head(err.status, [(b"content-type", b"text/plain"),
                                                 (b"content-length", str(len(body)).encode()),
-                                                (b"date", date_header()), (b"connection", b"close")])
+                                                (b"date", http.date_value()), (b"connection", b"close")])
         self.write(head + body)
         self.w.request_done(self)
         self.body_done = True

@@ -10,11 +10,9 @@ this response ends the connection; and the ``100 Continue`` sent on the app's fi
 
 from __future__ import annotations
 
-import email.utils
-import time
 from typing import Any
 
-from emperor.protocol import asgi
+from emperor.protocol import asgi, http
 from emperor.vassal.asgi_cycles import HttpCycle, Message, Writer
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -22,17 +20,6 @@ _FRAMING = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})  # ou
 
 HEAD_CACHE = 256  # distinct response heads kept per worker (``HttpExchange._start``)
 _HEADS: dict[tuple[Any, ...], tuple[bytes, int, bool, bool]] = {}
-_date_at = 0
-_date = b""
-
-
-def date_header() -> bytes:
-    """``Date`` for the current second (formatted once per second)."""
-    global _date_at, _date
-    now = int(time.time())
-    if now != _date_at:
-        _date_at, _date = now, email.utils.formatdate(now, usegmt=True).encode()
-    return _date
 
 
 class HttpExchange(HttpCycle):
@@ -86,7 +73,7 @@ class HttpExchange(HttpCycle):
         body = text.encode() + b"\n"
         return asgi.serialize_head(status, [(b"content-type", b"text/plain"),
                                             (b"content-length", b"%d" % len(body)),
-                                            (b"date", date_header()), (b"connection", b"close")]) + body
+                                            (b"date", http.date_value()), (b"connection", b"close")]) + body
 
     def _start(self, message: Message) -> None:
         """``http.response.start``: the head, framed (``_framed``) and serialized, from
@@ -105,7 +92,7 @@ class HttpExchange(HttpCycle):
                 key, hit = None, None
             if hit is not None:
                 prefix, self.left, self.chunked, self.keep_alive = hit
-                self.response.begin(status, prefix + b"date: " + date_header() + b"\r\n\r\n")
+                self.response.begin(status, prefix + b"date: " + http.date_value() + b"\r\n\r\n")
                 return
         head = asgi.serialize_head(status, self._framed(status, headers))  # type: ignore[arg-type]
         prefix = head[:-2]  # without the blank line: the Date is appended per response
@@ -113,7 +100,7 @@ class HttpExchange(HttpCycle):
             if len(_HEADS) >= HEAD_CACHE:
                 _HEADS.clear()  # bounded: an app with ever-new headers only loses the cache
             _HEADS[key] = (prefix, self.left, self.chunked, self.keep_alive)
-        self.response.begin(status, prefix + b"date: " + date_header() + b"\r\n\r\n")  # type: ignore[arg-type]
+        self.response.begin(status, prefix + b"date: " + http.date_value() + b"\r\n\r\n")  # type: ignore[arg-type]
 
     def _framed(self, status: Any, pairs: Any) -> list[tuple[bytes, bytes]]:
         """The app's headers, less the framing ones, plus ours (chunked, Connection; the Date

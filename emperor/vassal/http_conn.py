@@ -10,7 +10,6 @@ connection stays open. Idle connections go to the master through ``parking``.
 
 from __future__ import annotations
 
-import email.utils
 import errno
 import logging
 import os
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("emperor.http")
 HIST_BOUNDS_US = sb.HIST_BOUNDS_US
 
+LINGER = 1.0  # after an error answer, what the client still sends is read and dropped this long at most
 DRAIN_MAX = 1 << 20  # an unread body up to this is read and dropped to keep the connection
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
                          "proxy-authenticate", "proxy-authorization"})
@@ -68,8 +68,6 @@ class HTTPServer:
         slot = worker.slot
         self._busy_at, self._requests_at, self._tx_at = slot + sb.BUSY_SINCE, slot + sb.REQUESTS, slot + sb.TX
         self._rt_at, self._hist_at = slot + sb.RT_SUM_US, slot + sb.HIST
-        self._date_at = 0
-        self._date = b""
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         # After a response, look (recv MSG_DONTWAIT) for a next request already there? Threads
         # must (else they park the connection); the sync loop need not: its poll() sees it, and
@@ -77,12 +75,6 @@ class HTTPServer:
         # the SSL object has already decrypted are invisible to poll()).
         self.peek = True
 
-    def date(self) -> bytes:
-        now = int(time.time())
-        if now != self._date_at:
-            self._date_at = now
-            self._date = b"Date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
-        return self._date
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:
         """(head without the blank line, the app's Content-Length or -1, app asked to close)."""
@@ -355,7 +347,7 @@ class HTTPServer:
         ex.status = f"{status} {http.reason(status)}"
         body = f"{status} {http.reason(status)}\n".encode()
         head = (f"HTTP/1.1 {ex.status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n").encode() + self.date() + b"\r\n"
+                "Connection: close\r\n").encode() + http.date_line() + b"\r\n"
         try:
             ex.send(head if ex.method == "HEAD" else head + body)
         except ClientGone:
@@ -426,9 +418,14 @@ def send_error(sock: socket.socket, status: int, message: str) -> None:
     try:
         sock.sendall(head + text)
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(0.5)
-        while sock.recv(65536):  # let the client read the answer before our close resets it
-            pass
+        # Read and drop what the client still sends until its FIN, so that our close does not
+        # reset the connection under an answer it has not read yet; but at most LINGER in all,
+        # or a client trickling bytes would hold the worker for ever.
+        deadline = time.monotonic() + LINGER
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
     except OSError:
         pass
 

@@ -30,11 +30,9 @@ RECV_SIZE = 65536
 
 
 class Heads(Protocol):
-    """What a response asks of its server: the checked head (cached) and the Date line."""
+    """What a response asks of its server: the checked head (cached)."""
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]: ...
-
-    def date(self) -> bytes: ...
 
 
 class Site:
@@ -228,7 +226,7 @@ class HTTPExchange(Exchange):
         """The head with our framing; ``length`` >= 0 when the whole body is known."""
         assert self.status is not None
         base, cl, close = self.server.head(self.status, self.headers)
-        extra = self.server.date()
+        extra = http.date_line()
         if close or self.client.continue_due:  # (a client still waiting for 100 Continue: the
             self.keep = False                 # body it may send anyway cannot be told from a request)
         if not body_allowed(self.method, self.status):
