@@ -234,6 +234,23 @@ def test_bad_request_closes_only_that_connection(front: dict[str, object]) -> No
     wait_for_log(front["vassal"], r"bad request", timeout=5)  # type: ignore[arg-type]
 
 
+def test_error_answer_lingers_for_a_client_still_sending(front: dict[str, object]) -> None:
+    """After a 400 the worker half-closes and reads what the client still sends, rather than
+    closing at once: a close with unread bytes makes the kernel reset the client's next segment,
+    which can destroy the answer before it is read (the sync worker's send_error does the same)."""
+    addr: Addr = front["addr"]  # type: ignore[assignment]
+    with socket.create_connection(addr, timeout=10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nBad Name: x\r\nContent-Length: 100000\r\n\r\n")
+        got = b""
+        while chunk := s.recv(65536):  # the answer, then our FIN (write_eof), not a close
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 400")
+        for _ in range(20):  # the rest of the body the client was sending: read and dropped
+            s.sendall(b"x" * 1000)
+            s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)  # EOF (b"") while lingering; a reset raises
+        s.shutdown(socket.SHUT_WR)
+
+
 def test_app_error_is_500_and_closes(front: dict[str, object]) -> None:
     with RawHTTP(front["addr"]) as c:  # type: ignore[arg-type]
         c.send(request_bytes("GET", "/raise"))

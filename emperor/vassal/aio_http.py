@@ -40,6 +40,7 @@ from emperor.vassal.sockets import Listener
 from emperor.vassal.tls import sites
 
 log = logging.getLogger("emperor.worker")
+LINGER = 1.0  # after an error answer, what the client still sends is read and dropped this long at most
 
 class HttpCodec(TransportWriter, asyncio.Protocol):
     """One HTTP/1.1 connection: requests in order, keep-alive, every error closes."""
@@ -328,7 +329,24 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self.write(head + body)
         self.w.request_done(self)
         self.body_done = True
-        self._close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an error answer without losing it: our FIN follows the answer, what the
+        client still sends is read and dropped until its own FIN (the transport then closes) or
+        for LINGER s at most, and only then is the socket closed. Closing at once with unread
+        bytes makes the kernel answer the client's next segment with a reset, which can destroy
+        the answer before the client has read it. The sync worker does the same (send_error)."""
+        t = self.transport
+        if t is None or t.is_closing() or not t.can_write_eof():  # TLS: no half-close
+            self._close()
+            return
+        t.write_eof()
+        self.closing = True
+        self.discarding = True  # data_received reads and drops (the parser is dead)
+        self._cancel_timer()
+        self.resume_reading()
+        self._set_timer(min(self.w.timeout, LINGER), self._close)
 
     def _close(self) -> None:
         self.closing = True
