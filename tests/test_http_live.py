@@ -439,6 +439,20 @@ def test_fast_requests_leave_idle_connections_in_the_worker(procs: ProcGroup, tm
         assert _held(proc.pid, port) == 0
 
 
+def _one_worker_holds(x: RawHTTP, idle: RawHTTP, slow: RawHTTP, busy: Path) -> set[int]:
+    """Two workers: ``x`` keeps one busy for 1 s, so the other accepts ``idle`` and ``slow`` and
+    holds both; returns that worker's pid once ``x`` is answered (both workers then wait)."""
+    x.send(request_bytes("GET", f"/sleep?s=1&mark={busy}"))
+    wait_for(busy.exists, timeout=5)
+    pids = set()
+    for c in (idle, slow):
+        c.send(request_bytes("GET", "/pid"))
+        pids.add(int(c.response().body.split()[0]))
+    assert len(pids) == 1
+    assert x.response().status == 200
+    return pids
+
+
 def test_slow_request_parks_idle_connections_for_a_free_worker(procs: ProcGroup, tmp_path: Path) -> None:
     """Two workers: the one holding an idle connection gets busy on a slow request while the
     other waits for work, so the idle connection goes to the master (and on to the free
@@ -447,15 +461,7 @@ def test_slow_request_parks_idle_connections_for_a_free_worker(procs: ProcGroup,
     proc = start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "2")
     addr = ("127.0.0.1", port)
     with RawHTTP(addr, timeout=10) as x, RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as slow:
-        busy = tmp_path / "busy"
-        x.send(request_bytes("GET", f"/sleep?s=1&mark={busy}"))
-        wait_for(busy.exists, timeout=5)  # one worker busy: the other accepts both connections
-        pids = set()
-        for c in (idle, slow):
-            c.send(request_bytes("GET", "/pid"))
-            pids.add(int(c.response().body.split()[0]))
-        assert len(pids) == 1
-        assert x.response().status == 200  # now both workers wait for work
+        pids = _one_worker_holds(x, idle, slow, tmp_path / "busy")
         mark = tmp_path / "inflight"
         slow.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))
         wait_for(mark.exists, timeout=5)
@@ -477,15 +483,7 @@ def test_slow_request_right_after_a_fast_one_still_parks(procs: ProcGroup, tmp_p
     addr = ("127.0.0.1", port)
     for _round in range(3):
         with RawHTTP(addr, timeout=10) as x, RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as slow:
-            busy = tmp_path / f"busy{_round}"
-            x.send(request_bytes("GET", f"/sleep?s=1&mark={busy}"))
-            wait_for(busy.exists, timeout=5)  # one worker busy: the other accepts both connections
-            pids = set()
-            for c in (idle, slow):
-                c.send(request_bytes("GET", "/pid"))
-                pids.add(int(c.response().body.split()[0]))
-            assert len(pids) == 1
-            assert x.response().status == 200  # now both workers wait for work
+            pids = _one_worker_holds(x, idle, slow, tmp_path / f"busy{_round}")
             mark = tmp_path / f"inflight{_round}"
             slow.send(request_bytes("GET", "/pid"))  # arms the timer (idle is held)...
             assert slow.response().status == 200
