@@ -50,7 +50,7 @@ OPTIONS = {"buffer_size": 65536, "limit_post": 0, "websockets_max_size": 1024, "
            "websockets_pong_tolerance": 0, "socket_timeout": 30, "forwarded_allow_ips": "127.0.0.1",
            "asgi_concurrency": 1000, "disable_logging": True, "max_requests_delta": None,
            "max_requests": 0, "reload_on_rss": 0, "http_keepalive": 30,
-           "http_keepalive_requests": 10**9, "harakiri": 0, "listen": 128}
+           "http_keepalive_requests": 10**9, "harakiri": 0}
 
 
 class CountingTransport(asyncio.Transport):
@@ -212,7 +212,6 @@ async def run_connect(n: int, k: int, server: str) -> float:
         w = aio_http.Worker(1, [Listener(path, lsock, "unix", path, proto="http")], Options(), Board(),
                             app, lambda: app)  # type: ignore[arg-type]
         w.loop = loop
-        w.native = type(loop).__module__.startswith("uvloop")  # as Worker.run sets it
         w.stopping, w.idle = asyncio.Event(), asyncio.Event()
         w._accept_on()
     got = 0

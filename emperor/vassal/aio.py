@@ -62,11 +62,6 @@ FAIR_SLACK = 2
 FAIR_PAUSE = 0.001
 FAIR_MAX_WAIT = 0.02
 FAIR_BACKOFF = 1.0  # s without stepping aside after a sibling let FAIR_MAX_WAIT pass
-# uvloop (libuv) accepts one connection per loop turn. When a connection it accepts waited a
-# whole loop turn longer than LONG_TURN s behind the one before (the app's turns are long: the
-# queue drains one connection per turn), the rest of the queue is taken by the Python accept
-# loop at once (``_on_listener``, up to ACCEPT_BATCH), as the Python loop would have.
-LONG_TURN = 0.001
 EXIT_APP_LOAD = 22  # channel.Exit.APP_LOAD: the master stops the vassal, the emperor throttles it
 
 
@@ -100,10 +95,6 @@ class Worker:
         self.in_flight = 0
         self.conns = 0  # open connections (scoreboard CONNS, for the siblings' accept fairness)
         self.families: dict[int, int] = {}  # id(listener) -> its address family, for accepted sockets
-        self.native = False  # uvloop accepts (``_serve``); set once the loop is made
-        self.servers: dict[int, Any] = {}  # id(listener) -> the loop's server while accepting (``_serve``)
-        self.native_at = 0.0  # when uvloop last accepted a connection (``_native_accepted``)
-        self.turns = 2  # loop turns since then, counted up to 2 (``_tick``)
         self.accepting = False
         self.stop_reason = ""
         self.stopping: asyncio.Event | None = None
@@ -149,7 +140,6 @@ class Worker:
             if loader.kind(self.app) == "wsgi":  # need-app = false: the master's 500 stand-in
                 self.app = not_loaded(self.app)
             self.loop = _new_loop(self.cfg.asgi_loop)
-            self.native = type(self.loop).__module__.startswith("uvloop")
             asyncio.set_event_loop(self.loop)
             code = self.loop.run_until_complete(self._main())
         except BaseException:
@@ -254,116 +244,28 @@ class Worker:
             return
         self.accepting = True
         for lst in self.listeners:
-            if not (self.native and self.native_ok(lst) and self._serve(lst)):
-                self.loop.add_reader(lst.sock.fileno(), self._on_listener, lst)
+            self.loop.add_reader(lst.sock.fileno(), self._on_listener, lst)
 
     def _accept_off(self) -> None:
         if not self.accepting:
             return
         self.accepting = False
         for lst in self.listeners:
-            server = self.servers.pop(id(lst), None)
-            if server is not None:
-                server.close()  # closes its duplicate of the listening socket, not the listener
-                continue
             try:
                 self.loop.remove_reader(lst.sock.fileno())
             except (ValueError, OSError):
                 pass
 
-    def native_ok(self, lst: Listener) -> bool:
-        """Whether uvloop may accept this listener's connections itself (``_serve``); the HTTP
-        worker keeps TLS listeners on ``_on_listener`` (their context is taken per connection)."""
-        return True
-
-    def _serve(self, lst: Listener) -> bool:
-        """Let uvloop accept on (a duplicate of) the listening socket, in C: no Python socket,
-        no coroutine and two system calls less per connection than ``_on_listener``; False if
-        it cannot (``_on_listener`` then does it).
-
-        uvloop (libuv) accepts one connection per loop turn and hands it to
-        ``_native_accepted``, which stops the server (closing the duplicate only) before the
-        next turn when this worker reached asgi-concurrency or holds more than its share, the
-        same rules as ``_on_listener``'s. The duplicate is listen()ed again with the
-        configured backlog, so the queue keeps its size."""
-        sock = lst.sock.dup()
-        factory = partial(self._native_accepted, lst)
-        try:
-            if sock.family == socket.AF_UNIX:
-                extra: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
-                coro = self.loop.create_unix_server(factory, sock=sock, backlog=self.cfg.listen, **extra)
-            else:
-                coro = self.loop.create_server(factory, sock=sock, backlog=self.cfg.listen)
-            coro.send(None)
-        except StopIteration as done:
-            self.servers[id(lst)] = done.value
-            return True
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("worker %d: %s: accepting in Python (%s)", self.wid, lst.name, exc)
-        else:  # it waited for something: not uvloop's way with a socket given; not used then
-            coro.close()
-        sock.close()
-        self.native = False
-        return False
-
-    def _native_accepted(self, lst: Listener) -> asyncio.Protocol:
-        """The protocol factory of ``_serve``'s server: the connection is accepted already.
-
-        A connection accepted in the very next loop turn after the previous one, more than
-        LONG_TURN s later, waited in the queue for a long turn (libuv takes one per turn):
-        the Python accept loop then takes the rest of the queue (``_drain``). A connection
-        that comes later (the queue was empty in between) starts a new count."""
-        self._count_in()
-        self.conn_opened()
-        now = time.monotonic()
-        long_turn = self.turns < 2 and now - self.native_at > LONG_TURN
-        self.native_at = now
-        if self.turns >= 2:
-            self.loop.call_soon(self._tick)
-        self.turns = 0
-        if self.in_flight >= self.cap or (self.conns >= FAIR_MIN and self.siblings and self.over_share_now()):
-            self.loop.call_soon(self._hold_back)  # not in uvloop's accept callback: after it
-        elif long_turn:
-            self.loop.call_soon(self._drain, lst)
-        return self.codec_for(lst)[0]()
-
-    def _tick(self) -> None:
-        """Count loop turns after a native accept, up to 2 (callbacks scheduled in a turn run
-        in the next one): 0 or 1 at the next accept means it was queued behind this one."""
-        self.turns += 1
-        if self.turns < 2:
-            self.loop.call_soon(self._tick)
-
-    def _drain(self, lst: Listener) -> None:
-        """Take the queue after a long loop turn in Python (up to ACCEPT_BATCH), from the
-        master's listening socket (the same queue as the server's duplicate)."""
-        if self.accepting and id(lst) in self.servers:
-            self._on_listener(lst)
-
-    def over_share_now(self) -> bool:
-        """``_over_share`` without its side effects (``_hold_back`` then decides)."""
-        ints = self.ints
-        least = min((ints[b + sb.CONNS] for b in self.siblings if ints[b + sb.ACCEPTING]),
-                    default=self.conns)
-        return self.conns > least + FAIR_SLACK + least // 4 and time.monotonic() >= self.fair_off_until
-
-    def _hold_back(self) -> bool:
-        """Stop accepting for now, if this worker reached asgi-concurrency (until a request
-        ends: ``_count_out``) or holds more than its share (for FAIR_PAUSE: ``_fair_resume``)."""
-        if self.in_flight >= self.cap:
-            self._accept_off()  # the rest waits in the kernel queue
-            return True
-        if self.conns >= FAIR_MIN and self.siblings and self._over_share():
-            self._accept_off()  # a less busy sibling takes it (or we do, FAIR_PAUSE later)
-            self.fair_wait = True  # and no request that ends meanwhile turns accepting back on
-            self.loop.call_later(FAIR_PAUSE, self._fair_resume)
-            return True
-        return False
-
     def _on_listener(self, lst: Listener) -> None:
         sock = lst.sock
         for _ in range(ACCEPT_BATCH):
-            if self._hold_back():
+            if self.in_flight >= self.cap:
+                self._accept_off()  # the rest waits in the kernel queue
+                return
+            if self.conns >= FAIR_MIN and self.siblings and self._over_share():
+                self._accept_off()  # a less busy sibling takes it (or we do, FAIR_PAUSE later)
+                self.fair_wait = True  # and no request that ends meanwhile turns accepting back on
+                self.loop.call_later(FAIR_PAUSE, self._fair_resume)
                 return
             try:
                 # the C accept: socket.accept() would also turn family and type into enums, a

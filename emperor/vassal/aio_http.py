@@ -398,9 +398,6 @@ class Worker(aio.Worker):
         self.park: socket.socket | None = None  # set by the master when the vassal speaks HTTP
         self.factories: dict[int, Callable[[], asyncio.Protocol]] = {}  # id(listener) -> plain HTTP codec
 
-    def native_ok(self, lst: Listener) -> bool:
-        return lst.proto != "https"  # a TLS context is taken per connection (certificates reload)
-
     def codec_for(self, lst: Listener) -> tuple[Callable[[], asyncio.Protocol], ssl.SSLContext | None]:
         if lst.proto == "uwsgi":
             return super().codec_for(lst)
