@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from harness import ProcGroup, free_port, request, wait_for, wsgi_vars
 from harness.http_client import RawHTTP, chunked, request_bytes
+from harness.procs import Proc
 from vassal_runner import start_vassal, worker_pids
 
 pytestmark = pytest.mark.live  # real processes (README: Tests)
@@ -453,6 +454,21 @@ def _one_worker_holds(x: RawHTTP, idle: RawHTTP, slow: RawHTTP, busy: Path) -> s
     return pids
 
 
+def _slow_request_frees_the_idle_one(proc: Proc, port: int, idle: RawHTTP, slow: RawHTTP, pids: set[int],
+                                     mark: Path) -> None:
+    """A 2 s request on ``slow``: the worker holding ``idle`` parks it for the free worker, which
+    serves a request on it while the slow one still runs."""
+    slow.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))
+    wait_for(mark.exists, timeout=5)
+    wait_for(lambda: _held(proc.pid, port) == 1, timeout=1.0)  # idle parked for the free worker
+    t0 = time.monotonic()
+    idle.send(request_bytes("GET", "/pid"))
+    r = idle.response()
+    assert r.status == 200 and int(r.body.split()[0]) not in pids  # served by the other worker
+    assert time.monotonic() - t0 < 1.0
+    assert slow.response().status == 200
+
+
 def test_slow_request_parks_idle_connections_for_a_free_worker(procs: ProcGroup, tmp_path: Path) -> None:
     """Two workers: the one holding an idle connection gets busy on a slow request while the
     other waits for work, so the idle connection goes to the master (and on to the free
@@ -462,16 +478,7 @@ def test_slow_request_parks_idle_connections_for_a_free_worker(procs: ProcGroup,
     addr = ("127.0.0.1", port)
     with RawHTTP(addr, timeout=10) as x, RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as slow:
         pids = _one_worker_holds(x, idle, slow, tmp_path / "busy")
-        mark = tmp_path / "inflight"
-        slow.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))
-        wait_for(mark.exists, timeout=5)
-        wait_for(lambda: _held(proc.pid, port) == 1, timeout=1.0)  # idle parked for the free worker
-        t0 = time.monotonic()
-        idle.send(request_bytes("GET", "/pid"))
-        r = idle.response()
-        assert r.status == 200 and int(r.body.split()[0]) not in pids  # served by the other worker
-        assert time.monotonic() - t0 < 1.0
-        assert slow.response().status == 200
+        _slow_request_frees_the_idle_one(proc, port, idle, slow, pids, tmp_path / "inflight")
 
 
 def test_slow_request_right_after_a_fast_one_still_parks(procs: ProcGroup, tmp_path: Path) -> None:
@@ -484,18 +491,10 @@ def test_slow_request_right_after_a_fast_one_still_parks(procs: ProcGroup, tmp_p
     for _round in range(3):
         with RawHTTP(addr, timeout=10) as x, RawHTTP(addr) as idle, RawHTTP(addr, timeout=10) as slow:
             pids = _one_worker_holds(x, idle, slow, tmp_path / f"busy{_round}")
-            mark = tmp_path / f"inflight{_round}"
             slow.send(request_bytes("GET", "/pid"))  # arms the timer (idle is held)...
             assert slow.response().status == 200
-            slow.send(request_bytes("GET", f"/sleep?s=2&mark={mark}"))  # ...still running now
-            wait_for(mark.exists, timeout=5)
-            wait_for(lambda: _held(proc.pid, port) == 1, timeout=1.0)  # idle parked for the free worker
-            t0 = time.monotonic()
-            idle.send(request_bytes("GET", "/pid"))
-            r = idle.response()
-            assert r.status == 200 and int(r.body.split()[0]) not in pids  # served by the other worker
-            assert time.monotonic() - t0 < 1.0
-            assert slow.response().status == 200
+            # ...still running when the slow request starts
+            _slow_request_frees_the_idle_one(proc, port, idle, slow, pids, tmp_path / f"inflight{_round}")
 
 
 def test_threads_keepalive(procs: ProcGroup) -> None:
