@@ -119,10 +119,12 @@ async def run(n: int) -> float:
 
 
 class _Client(asyncio.Protocol):
-    """One request at a time: the next is sent when the previous response has arrived."""
+    """``n`` requests on one connection, one at a time (the next when the previous response has
+    arrived). ``done`` gets the number of responses: at the n-th, or with ``close``, once the
+    connection we then close is gone."""
 
-    def __init__(self, n: int, done: asyncio.Future[None]) -> None:
-        self.n, self.done, self.got = n, done, 0
+    def __init__(self, n: int, done: asyncio.Future[int], close: bool = False) -> None:
+        self.n, self.done, self.close, self.got = n, done, close, 0
         self.transport: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -131,10 +133,16 @@ class _Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got += data.count(b"Hello, World!")
-        if self.got >= self.n:
-            self.done.set_result(None)
-        else:
+        if self.got < self.n:
             self.transport.write(REQUEST)
+        elif self.close:
+            self.transport.close()
+        elif not self.done.done():
+            self.done.set_result(self.got)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.got)
 
 
 def _factory(server: str) -> Any:
@@ -160,7 +168,7 @@ async def run_socket(n: int, server: str) -> float:
     loop = asyncio.get_running_loop()
     a, b = socket.socketpair()
     await loop.connect_accepted_socket(_factory(server), a)
-    done: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[int] = loop.create_future()
     start = time.process_time()
     transport, _ = await loop.connect_accepted_socket(lambda: _Client(n, done), b)
     await done
@@ -168,29 +176,6 @@ async def run_socket(n: int, server: str) -> float:
     transport.close()
     await asyncio.sleep(0.01)
     return took / n * 1e6
-
-
-class _ConnClient(asyncio.Protocol):
-    """K requests on one connection, one at a time, then close; ``lost`` says it is gone."""
-
-    def __init__(self, k: int, lost: asyncio.Future[int]) -> None:
-        self.k, self.lost, self.got = k, lost, 0
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(REQUEST)
-
-    def data_received(self, data: bytes) -> None:
-        self.got += data.count(b"Hello, World!")
-        if self.got >= self.k:
-            self.transport.close()
-        else:
-            self.transport.write(REQUEST)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(self.got)
 
 
 async def run_connect(n: int, k: int, server: str) -> float:
@@ -218,7 +203,7 @@ async def run_connect(n: int, k: int, server: str) -> float:
     start = time.process_time()
     while got < n:
         lost: asyncio.Future[int] = loop.create_future()
-        await loop.create_unix_connection(partial(_ConnClient, k, lost), path)
+        await loop.create_unix_connection(partial(_Client, k, lost, True), path)
         got += await lost
     took = time.process_time() - start
     if server_obj is not None:
