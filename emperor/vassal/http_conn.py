@@ -75,7 +75,6 @@ class HTTPServer:
         # the SSL object has already decrypted are invisible to poll()).
         self.peek = True
 
-
     def head(self, status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:
         """(head without the blank line, the app's Content-Length or -1, app asked to close)."""
         try:
@@ -112,7 +111,7 @@ class HTTPServer:
         conn = Connection(sock, site, self.max_head, served, peer)
         if self.proxies is not None:
             host = conn.peer[0]  # "unix:" for a Unix-socket peer, always believed
-            conn.trusted = True if host == "unix:" else self.proxies.allows((host,))
+            conn.trusted = self.proxies.allows(None if host == "unix:" else (host,))
         return conn
 
     def serve(self, conn: Connection, first: bool) -> bool:

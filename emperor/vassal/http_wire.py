@@ -204,15 +204,7 @@ class HTTPExchange(Exchange):
 
     def __init__(self, worker: Worker, conn: Connection, method: str, keep: bool, version10: bool,
                  server: Heads) -> None:
-        # Exchange.__init__ written out (one Python call less per request)
-        self.status = None
-        self.headers = []
-        self.head_sent = False
-        self.conn = conn.sock
-        self.method = method
-        self.sent = 0
-        self.worker = worker  # type: ignore[assignment]
-        self.deadline = 0.0
+        super().__init__(worker, conn.sock, method)  # type: ignore[arg-type]
         self.client = conn
         self.keep = keep
         self.version10 = version10
