@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from emperor.protocol import http
 from emperor.protocol.http import END, Head, HTTPError, RequestParser
+from emperor.protocol.wsgi import FIELD_KEYS, environ_from_http
 
 _BUILT = http.FieldSink  # what the import chose
 
@@ -126,7 +127,7 @@ def test_parser_is_dead_after_an_error() -> None:
     assert p.next_event() is None
 
 
-@pytest.mark.parametrize(("name", "request_bytes", "status"), [
+HARDENING_CASES = [
     ("CL+TE", b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ("TE+CL", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 400),
     ("duplicate CL, same", b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400),
@@ -182,7 +183,10 @@ def test_parser_is_dead_after_an_error() -> None:
     ("Expect other", b"POST / HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n", 417),
     ("bad scheme in absolute form", b"GET ftp://a/b HTTP/1.1\r\n\r\n", 400),
     ("userinfo in absolute form", b"GET http://u@a/b HTTP/1.1\r\n\r\n", 400),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "status"), HARDENING_CASES)
 def test_hardening_rule(name: str, request_bytes: bytes, status: int) -> None:
     for split in (0, 1):
         err = error(request_bytes, split=split)
@@ -337,3 +341,167 @@ def test_the_shared_too_many_fields_error_keeps_no_traceback() -> None:
         assert ev.__traceback__ is None and ev.__context__ is None
         seen.add(id(ev))
     assert len(seen) == 1  # built once per limit, not once per parser
+
+
+# ---- the C fast path for plain bodiless heads (RequestParser.build_environ) --------------------
+# It must never decide differently from llhttp and the rules: every case here is parsed with and
+# without it, whole and in pieces, and the events (with each head's environ) must be equal.
+
+PEER = ("10.1.2.3", "40000")
+BASE = {"SERVER_NAME": "be", "SERVER_PORT": "8080", "SCRIPT_NAME": "", "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": PEER[0], "REMOTE_PORT": PEER[1]}
+NGINX_HEAD = (b"GET /api/items?page=2 HTTP/1.1\r\nHost: backend\r\nX-Forwarded-For: 127.0.0.1\r\n"
+              b"X-Forwarded-Proto: http\r\nUser-Agent: wrk\r\n\r\n")
+
+PLAIN_CASES = [
+    NGINX_HEAD,
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: CLOSE \r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close, upgrade\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"GET /a%41b%2fc%zz%4?q=%41&r HTTP/1.1\r\n\r\n",
+    b"GET /p?a=1?b=2 HTTP/1.1\r\n\r\n",
+    b"GET /p#frag HTTP/1.1\r\n\r\n",
+    b"GET /~u/(x)!$&'*+,;=:@ HTTP/1.1\r\n\r\n",
+    b"GET /\"<>\\^`{|} HTTP/1.1\r\n\r\n",
+    b"GET http://h:1/p?q HTTP/1.1\r\nHost: other\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\n\r\n",
+    b"DELETE /r HTTP/1.1\r\n\r\n",
+    b"POST /no-body HTTP/1.1\r\nContent-Type: text/plain\r\n\r\n",
+    b"PUT /r HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"PATCH /r HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\r\nCookie: a=1\r\ncookie: b=2\r\nX-A: 1\r\nx-a: 2\r\nX_A: smuggled\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Empty:\r\nX-Sp:   \t\r\nX-In:  a \t b  \r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Tab: a\tb\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Obs: caf\xe9\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Type: x\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+    b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\n!#$%&'*+-.^_`|~09azAZ: token\r\n\r\n",
+    b"\r\nGET / HTTP/1.1\r\n\r\n",
+    b"GET  / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1 \r\n\r\n",
+    b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+    b"GET /" + b"a" * 90 + b" HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Long: " + b"v" * 90 + b"\r\n\r\n",
+    NGINX_HEAD * 3,
+    NGINX_HEAD + b"POST /u HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi" + NGINX_HEAD,
+    NGINX_HEAD + b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n" + NGINX_HEAD,
+    b"POST /u HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" + NGINX_HEAD + b"GET /b HTTP/1.1\r\nX-A: ",
+    NGINX_HEAD[:-2],
+]
+LIMITS = [{}, {"max_head": 64}, {"max_headers": 3}, {"max_head": 40, "max_headers": 1}]
+
+
+def outcome(data: bytes, *, fast: bool, split: int = 0, **kw: int) -> tuple[list[object], int]:
+    """The events of ``data`` with each head as its environ and flags, and how many heads the
+    fast path built."""
+    p = RequestParser(**kw)
+    if fast:
+        p.build_environ(BASE, FIELD_KEYS)
+    out: list[object] = []
+    built = 0
+    pieces = [data[i : i + split] for i in range(0, len(data), split)] if split else [data]
+    for piece in pieces:
+        p.feed(piece)
+        while (ev := p.next_event()) is not None:
+            if isinstance(ev, Head):
+                env = ev.env
+                if env is None:
+                    env = environ_from_http(ev, BASE, PEER, False)
+                else:
+                    built += 1
+                out.append(("head", env, ev.keep_alive, ev.method, ev.target, ev.version, ev.content_length,
+                            ev.chunked, ev.expect_continue))
+            elif isinstance(ev, HTTPError):
+                out.append(("error", ev.status, str(ev)))
+            else:
+                out.append(ev)
+    return out, built
+
+
+def same_either_way(data: bytes, split: int = 0, **kw: int) -> int:
+    slow, none = outcome(data, fast=False, split=split, **kw)
+    fast, built = outcome(data, fast=True, split=split, **kw)
+    assert none == 0
+    assert fast == slow, (data, split, kw)
+    return built
+
+
+def test_fast_path_builds_the_environ_of_a_plain_head() -> None:
+    """nginx's proxy_pass head takes the fast path (the test below would pass if it never did)."""
+    (ev, end), built = outcome(NGINX_HEAD, fast=True)
+    assert built == 1 and end == END
+    assert isinstance(ev, tuple) and ev[0] == "head"
+    env = ev[1]
+    assert env["PATH_INFO"] == "/api/items" and env["QUERY_STRING"] == "page=2"
+    assert env["HTTP_X_FORWARDED_FOR"] == "127.0.0.1" and env["REMOTE_ADDR"] == PEER[0]
+    assert env["REQUEST_URI"] == "/api/items?page=2" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert ev[2] is True  # keep-alive
+    assert same_either_way(NGINX_HEAD * 3) == 3
+
+
+@pytest.mark.parametrize("request_bytes", PLAIN_CASES + [case[1] for case in HARDENING_CASES])
+def test_fast_path_decides_as_llhttp_and_the_rules(request_bytes: bytes) -> None:
+    for kw in LIMITS:
+        for split in (0, 1, 7, 23):
+            same_either_way(request_bytes, split, **kw)
+
+
+def test_fast_path_waits_for_llhttp_between_messages() -> None:
+    """Bytes that continue a head llhttp has begun are never read as a new head: here the next
+    chunk would be a whole plain request on its own, but it is the value of ``X-A``."""
+    p = RequestParser()
+    p.build_environ(BASE, FIELD_KEYS)
+    p.feed(b"POST /u HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nX-A: ")
+    p.feed(b"GET /evil HTTP/1.1\r\n\r\n")
+    heads = [ev for ev in p.events if isinstance(ev, Head)]
+    assert [h.target for h in heads] == ["/u", "/b"]
+    assert heads[1].env is None and (b"X-A", b"GET /evil HTTP/1.1") in heads[1].headers
+    p.events.clear()
+    p.feed(NGINX_HEAD)  # between messages again: the fast path takes it
+    assert p.events[0].env is not None
+
+
+_BYTES = st.sampled_from([bytes([c]) for c in range(256)] + [b"\r\n", b": ", b" ", b"%", b"%4", b"?"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(NGINX_HEAD)), st.booleans(), _BYTES),
+                min_size=1, max_size=4),
+       st.integers(min_value=0, max_value=40))
+def test_fuzz_fast_path_on_mutated_heads(edits: list[tuple[int, bool, bytes]], split: int) -> None:
+    data = bytearray(NGINX_HEAD)
+    for pos, replace, piece in edits:
+        pos = min(pos, len(data))
+        data[pos : pos + (1 if replace else 0)] = piece
+    same_either_way(bytes(data), split)
+    same_either_way(bytes(data) + NGINX_HEAD, split, max_headers=5)
+
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~abcXYZ019"
+_NAMES = st.one_of(st.sampled_from(["Host", "host", "Content-Type", "Connection", "Cookie", "X_A", "X-A",
+                                    "Upgrade", "Expect", "Content-Length", "Transfer-Encoding"]),
+                   st.text(alphabet=_TOKEN_CHARS + " :(", min_size=0, max_size=8))
+_VALUES = st.one_of(st.sampled_from(["close", "keep-alive", "Close ", "chunked", "100-continue", "1"]),
+                    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=10))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get", "CONNECT", "GE"]),
+       st.text(alphabet="/abc%41?#=&*:@ \"", min_size=0, max_size=12),
+       st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "http/1.1", "HTTP/2.0"]),
+       st.lists(st.tuples(_NAMES, _VALUES), max_size=6),
+       st.integers(min_value=0, max_value=30))
+def test_fuzz_fast_path_on_generated_heads(method: str, target: str, version: str,
+                                           fields: list[tuple[str, str]], split: int) -> None:
+    head = f"{method} {target} {version}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    data = head.encode("latin-1")
+    same_either_way(data, split)
+    same_either_way(data + data, split, max_head=96, max_headers=4)

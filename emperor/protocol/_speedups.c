@@ -259,22 +259,380 @@ static PyTypeObject FieldSinkType = {
     .tp_vectorcall_offset = offsetof(FieldSink, vectorcall),
 };
 
+
+/* parse_head: one whole, plain, bodiless HTTP/1.x request head straight into a WSGI environ.
+ *
+ * The sync HTTP worker's usual request (what nginx's proxy_pass and wrk send: GET or HEAD, an
+ * origin-form target, a handful of ordinary fields, no body) costs llhttp's callbacks, a Head,
+ * a Python pass over the rules and another over the fields to build the environ. This takes
+ * only that shape, checked strictly, and returns None for anything else, so that llhttp and
+ * the rules in http.py (the authority) decide every other request with their precise errors:
+ * an incomplete head or one over max_head, more than max_headers fields, a method other than
+ * GET HEAD POST PUT DELETE OPTIONS PATCH, a target not starting with '/' or with a byte
+ * outside RFC 3986's unreserved, sub-delims and ":@/?%", a version other than HTTP/1.0 and
+ * HTTP/1.1, a field name that is not a token, a value byte outside VCHAR/SP/HT, anything but
+ * CRLF line ends, Content-Length, Transfer-Encoding, Expect or Upgrade fields (a body, a
+ * 100-continue, a protocol switch), a second Host, Content-Type or Connection, a Connection
+ * other than "close" or "keep-alive". tests/test_http_codec.py checks that both paths give
+ * the same environ and events on the same bytes (and random mutations of them).
+ *
+ * The environ is a copy of ``base`` plus what environ_from_http adds (REMOTE_* come from
+ * ``base``, which the connection fills once); ``keys`` is wsgi.py's field name -> environ key
+ * cache, shared with the Python path and filled the same way.
+ */
+static const char *FAST_METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
+static PyObject *method_strs[7];
+static PyObject *str_http11, *str_http10, *str_empty, *key_method, *key_path, *key_query,
+    *key_uri, *key_protocol, *str_comma, *str_semicolon, *key_cookie;
+
+/* RFC 9110 tchar */
+static int
+is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* RFC 3986 unreserved, sub-delims, ':' '@' '/' '?' '%' */
+static int
+is_target_char(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != 0 && strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+}
+
+static int
+name_is(const unsigned char *n, Py_ssize_t len, const char *lower)
+{
+    if ((Py_ssize_t)strlen(lower) != len)
+        return 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (Py_TOLOWER(n[i]) != (unsigned char)lower[i])
+            return 0;
+    }
+    return 1;
+}
+
+static int
+hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* PATH_INFO: the path %-decoded as urllib.parse.unquote_to_bytes does (a '%' not followed by
+ * two hex digits stays), then latin-1 */
+static PyObject *
+decode_path(const unsigned char *p, Py_ssize_t len)
+{
+    if (memchr(p, '%', len) == NULL)
+        return PyUnicode_DecodeLatin1((const char *)p, len, NULL);
+    char small[512];
+    char *out = len <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc(len);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t o = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < len && (hi = hexval(p[i + 1])) >= 0
+                && (lo = hexval(p[i + 2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = (char)p[i];
+        }
+    }
+    PyObject *s = PyUnicode_DecodeLatin1(out, o, NULL);
+    if (out != small)
+        PyMem_Free(out);
+    return s;
+}
+
+#define FAST_MAX_FIELDS 128
+
+typedef struct {
+    const unsigned char *name, *value;
+    Py_ssize_t name_len, value_len;
+} HeadField;
+
+/* the environ key of a field name not in ``keys`` yet, as wsgi._cgi_key computes it */
+static PyObject *
+cgi_key(const unsigned char *n, Py_ssize_t len)
+{
+    if (memchr(n, '_', len) != NULL) {
+        Py_INCREF(str_empty);
+        return str_empty;
+    }
+    char small[256];
+    char *out = len + 5 <= (Py_ssize_t)sizeof(small) ? small : PyMem_Malloc(len + 5);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    memcpy(out, "HTTP_", 5);
+    for (Py_ssize_t i = 0; i < len; i++)
+        out[5 + i] = n[i] == '-' ? '_' : (char)Py_TOUPPER(n[i]);
+    PyObject *key;
+    if (len == 12 && memcmp(out + 5, "CONTENT_TYPE", 12) == 0)
+        key = PyUnicode_DecodeLatin1(out + 5, len, NULL);
+    else
+        key = PyUnicode_DecodeLatin1(out, len + 5, NULL);
+    if (out != small)
+        PyMem_Free(out);
+    return key;
+}
+
+/* env[key] = value, or env[key] += sep + value for a repeated HTTP_* field */
+static int
+store_field(PyObject *env, PyObject *key, PyObject *value)
+{
+    PyObject *old = PyDict_GetItemWithError(env, key);
+    if (old == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        return PyDict_SetItem(env, key, value);
+    }
+    if (PyUnicode_GET_LENGTH(key) < 5 || PyUnicode_KIND(key) != PyUnicode_1BYTE_KIND
+            || memcmp(PyUnicode_1BYTE_DATA(key), "HTTP_", 5) != 0)
+        return PyDict_SetItem(env, key, value);
+    PyObject *sep = PyUnicode_Compare(key, key_cookie) == 0 ? str_semicolon : str_comma;
+    PyObject *joined = PyUnicode_Concat(old, sep);
+    if (joined == NULL)
+        return -1;
+    PyObject *all = PyUnicode_Concat(joined, value);
+    Py_DECREF(joined);
+    if (all == NULL)
+        return -1;
+    int rc = PyDict_SetItem(env, key, all);
+    Py_DECREF(all);
+    return rc;
+}
+
+static int
+set_str(PyObject *env, PyObject *key, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItem(env, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static PyObject *
+parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "parse_head(data, base: dict, keys: dict, max_head, max_headers)");
+        return NULL;
+    }
+    PyObject *base = args[1], *keys = args[2];
+    Py_ssize_t max_head = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t max_headers = PyLong_AsSsize_t(args[4]);
+    if ((max_head == -1 || max_headers == -1) && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = (const unsigned char *)view.buf;
+    Py_ssize_t limit = view.len < max_head ? view.len : max_head;
+    PyObject *env = NULL;
+    HeadField fields[FAST_MAX_FIELDS];
+    Py_ssize_t count = 0, end = -1, i;
+
+    /* the whole head, within max_head */
+    for (i = 0; i + 3 < limit; i++) {
+        const unsigned char *cr = memchr(b + i, '\r', limit - 3 - i);
+        if (cr == NULL)
+            break;
+        i = cr - b;
+        if (b[i + 1] == '\n' && b[i + 2] == '\r' && b[i + 3] == '\n') {
+            end = i + 4;
+            break;
+        }
+    }
+    if (end < 0)
+        goto fallback;
+
+    /* the request line: METHOD SP origin-form SP HTTP/1.x CRLF */
+    int m;
+    Py_ssize_t mlen = 0;
+    for (m = 0; FAST_METHODS[m] != NULL; m++) {
+        mlen = (Py_ssize_t)strlen(FAST_METHODS[m]);
+        if (mlen + 1 < end && memcmp(b, FAST_METHODS[m], mlen) == 0 && b[mlen] == ' ')
+            break;
+    }
+    if (FAST_METHODS[m] == NULL)
+        goto fallback;
+    Py_ssize_t tstart = mlen + 1, query = -1;
+    i = tstart;
+    if (b[i] != '/')
+        goto fallback;
+    while (i < end && b[i] != ' ') {
+        if (!is_target_char(b[i]))
+            goto fallback;
+        if (b[i] == '?' && query < 0)
+            query = i;
+        i++;
+    }
+    Py_ssize_t tend = i;
+    if (i + 11 > end || memcmp(b + i, " HTTP/1.", 8) != 0 || (b[i + 8] != '0' && b[i + 8] != '1')
+            || b[i + 9] != '\r' || b[i + 10] != '\n')
+        goto fallback;
+    int http11 = b[i + 8] == '1';
+    i += 11;
+
+    /* the fields: token ":" OWS value OWS CRLF, then the blank line */
+    int hosts = 0, types = 0, connection = 0;  /* connection: 0 none, 1 close, 2 keep-alive */
+    for (;;) {
+        if (b[i] == '\r') {
+            if (i + 2 == end && b[i + 1] == '\n')
+                break;
+            goto fallback;
+        }
+        Py_ssize_t ns = i;
+        while (i < end && is_tchar(b[i]))
+            i++;
+        if (i == ns || b[i] != ':')
+            goto fallback;
+        Py_ssize_t nl = i - ns;
+        i++;
+        while (b[i] == ' ' || b[i] == '\t')
+            i++;
+        Py_ssize_t vs = i;
+        while (i < end && b[i] != '\r') {
+            unsigned char c = b[i];
+            if (c != '\t' && (c < 0x20 || c >= 0x7f))
+                goto fallback;
+            i++;
+        }
+        if (i + 1 >= end || b[i + 1] != '\n')
+            goto fallback;
+        Py_ssize_t ve = i;
+        while (ve > vs && (b[ve - 1] == ' ' || b[ve - 1] == '\t'))
+            ve--;
+        i += 2;
+        if (++count > max_headers || count > FAST_MAX_FIELDS)
+            goto fallback;
+        const unsigned char *n = b + ns;
+        if (name_is(n, nl, "content-length") || name_is(n, nl, "transfer-encoding")
+                || name_is(n, nl, "expect") || name_is(n, nl, "upgrade"))
+            goto fallback;
+        if (name_is(n, nl, "host") && hosts++)
+            goto fallback;
+        if (name_is(n, nl, "content-type") && types++)
+            goto fallback;
+        if (name_is(n, nl, "connection")) {
+            if (connection)
+                goto fallback;
+            if (name_is(b + vs, ve - vs, "close"))
+                connection = 1;
+            else if (name_is(b + vs, ve - vs, "keep-alive"))
+                connection = 2;
+            else
+                goto fallback;
+        }
+        fields[count - 1] = (HeadField){n, b + vs, nl, ve - vs};
+    }
+
+    /* the environ */
+    env = PyDict_Copy(base);
+    if (env == NULL)
+        goto error;
+    Py_ssize_t path_end = query < 0 ? tend : query;
+    if (PyDict_SetItem(env, key_method, method_strs[m]) < 0
+            || set_str(env, key_path, decode_path(b + tstart, path_end - tstart)) < 0
+            || (query < 0 ? PyDict_SetItem(env, key_query, str_empty)
+                          : set_str(env, key_query, PyUnicode_DecodeLatin1(
+                                (const char *)b + query + 1, tend - query - 1, NULL))) < 0
+            || set_str(env, key_uri, PyUnicode_DecodeLatin1((const char *)b + tstart, tend - tstart, NULL)) < 0
+            || PyDict_SetItem(env, key_protocol, http11 ? str_http11 : str_http10) < 0)
+        goto error;
+    for (Py_ssize_t f = 0; f < count; f++) {
+        PyObject *name = PyBytes_FromStringAndSize((const char *)fields[f].name, fields[f].name_len);
+        if (name == NULL)
+            goto error;
+        PyObject *key = PyDict_GetItemWithError(keys, name);
+        if (key != NULL) {
+            Py_INCREF(key);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(name);
+            goto error;
+        } else {
+            key = cgi_key(fields[f].name, fields[f].name_len);
+            if (key == NULL || (PyDict_GET_SIZE(keys) < 2048 && PyDict_SetItem(keys, name, key) < 0)) {
+                Py_XDECREF(key);
+                Py_DECREF(name);
+                goto error;
+            }
+        }
+        Py_DECREF(name);
+        if (PyUnicode_GET_LENGTH(key) == 0) {  /* a name with '_': dropped */
+            Py_DECREF(key);
+            continue;
+        }
+        PyObject *value = PyUnicode_DecodeLatin1((const char *)fields[f].value, fields[f].value_len, NULL);
+        int rc = value == NULL ? -1 : store_field(env, key, value);
+        Py_DECREF(key);
+        Py_XDECREF(value);
+        if (rc < 0)
+            goto error;
+    }
+    int keep = http11 ? connection != 1 : connection == 2;
+    PyBuffer_Release(&view);
+    PyObject *uri = PyDict_GetItemWithError(env, key_uri);  /* borrowed: env holds it */
+    return Py_BuildValue("(nNOOOO)", end, env, keep ? Py_True : Py_False, method_strs[m], uri,
+                         http11 ? str_http11 : str_http10);
+
+fallback:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(env);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static int
+init_head_strings(void)
+{
+    for (int m = 0; FAST_METHODS[m] != NULL; m++) {
+        if ((method_strs[m] = PyUnicode_InternFromString(FAST_METHODS[m])) == NULL)
+            return -1;
+    }
+    return (str_http11 = PyUnicode_InternFromString("HTTP/1.1")) == NULL
+        || (str_http10 = PyUnicode_InternFromString("HTTP/1.0")) == NULL
+        || (str_empty = PyUnicode_InternFromString("")) == NULL
+        || (str_comma = PyUnicode_InternFromString(", ")) == NULL
+        || (str_semicolon = PyUnicode_InternFromString("; ")) == NULL
+        || (key_cookie = PyUnicode_InternFromString("HTTP_COOKIE")) == NULL
+        || (key_method = PyUnicode_InternFromString("REQUEST_METHOD")) == NULL
+        || (key_path = PyUnicode_InternFromString("PATH_INFO")) == NULL
+        || (key_query = PyUnicode_InternFromString("QUERY_STRING")) == NULL
+        || (key_uri = PyUnicode_InternFromString("REQUEST_URI")) == NULL
+        || (key_protocol = PyUnicode_InternFromString("SERVER_PROTOCOL")) == NULL ? -1 : 0;
+}
+
 static PyMethodDef methods[] = {
     {"parse_vars", parse_vars, METH_VARARGS,
      "parse_vars(buf, start, end, max_vars) -> dict, or None when the Python parser must decide."},
+    {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
+     "parse_head(data, base, keys, max_head, max_headers) -> (length, environ, keep_alive, method, "
+     "target, version), or None when llhttp and the rules in http.py must decide."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "emperor.protocol._speedups",
-    "C fast paths for the uwsgi vars block and HTTP header fields (optional; Python fallbacks).", -1, methods,
+    "C fast paths for the uwsgi vars block, HTTP header fields and plain HTTP heads (optional; Python fallbacks).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&FieldSinkType) < 0)
+    if (PyType_Ready(&FieldSinkType) < 0 || init_head_strings() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

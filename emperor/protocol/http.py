@@ -25,6 +25,13 @@ Per request, llhttp calls back into Python twice (``on_headers_complete``,
 ``on_message_complete``): a header field goes to a ``FieldSink`` (C in ``_speedups.c``, the
 same class in Python as the fallback), the target to a ``bytearray``, a body piece straight
 to the event deque, and every rule above is checked once over the whole head.
+
+A consumer that wants WSGI environs (the sync HTTP worker) can turn on a C fast path with
+``build_environ``: a whole, plain, bodiless head (GET or HEAD as nginx and most clients send
+it) that arrives while llhttp is between messages becomes a ``Head`` whose ``env`` is already
+built, without llhttp or the Python rules; ``_speedups.parse_head`` takes only that shape,
+checked strictly, and leaves every other request (and every error) to the path above, so the
+two cannot disagree on anything but speed (tests/test_http_codec.py compares them).
 """
 
 from __future__ import annotations
@@ -33,9 +40,14 @@ import email.utils
 import re
 import time
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
 import httptools
+
+try:  # the optional C extension (emperor/protocol/_speedups.c)
+    from emperor.protocol._speedups import parse_head as _parse_head
+except ImportError:  # pragma: no cover - built wherever a compiler is
+    _parse_head = None
 
 __all__ = ["END", "HTTPError", "Head", "RequestParser", "reason"]
 
@@ -100,14 +112,15 @@ class Head:
     chunked: bool = False
     keep_alive: bool = True
     expect_continue: bool = False
+    env: dict[str, Any] | None = None  # the WSGI environ, when the C fast path built it
 
 
 class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
-    __slots__ = ("_fields", "_head_bytes", "_in_head", "_line", "_line_done", "_parser",
-                 "_url", "dead", "events", "max_head", "max_headers", "on_body", "on_header", "on_url",
-                 "upgrade_rest", "upgraded")
+    __slots__ = ("_base", "_between", "_fields", "_head_bytes", "_in_head", "_keys", "_line", "_line_done",
+                 "_parser", "_url", "dead", "events", "max_head", "max_headers", "on_body", "on_header",
+                 "on_message_begin", "on_url", "upgrade_rest", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
         self.max_head = max_head
@@ -124,6 +137,13 @@ class RequestParser:
         self._url = bytearray()
         self.on_url = self._url.extend
         self.on_body = self.events.append
+        # llhttp is between messages while this is not empty: on_message_begin (a C callable,
+        # no Python frame) empties it, on_message_complete fills it again. Only then may the
+        # fast path (build_environ) take the next bytes instead of llhttp.
+        self._between = bytearray(b"x")
+        self.on_message_begin = self._between.clear
+        self._base: dict[str, Any] | None = None  # build_environ's
+        self._keys: dict[bytes, str] = {}
         self._parser = httptools.HttpRequestParser(self)
         self._in_head = True  # between messages or inside a head (the byte budget applies)
         self._head_bytes = 0
@@ -139,6 +159,15 @@ class RequestParser:
         """True while a head is partly received (a client that stops now is a slow one)."""
         return self._in_head and self._head_bytes > 0
 
+    def build_environ(self, base: dict[str, Any], keys: dict[bytes, str]) -> None:
+        """Let plain bodiless heads become a ``Head`` with its WSGI ``env`` built in C (module
+        docstring): a copy of ``base`` (the constant environ of the connection, REMOTE_* included)
+        with the request's keys; ``keys`` caches field name -> environ key (wsgi.py's). No-op
+        without the C extension."""
+        if _parse_head is not None:
+            self._base = base
+            self._keys = keys
+
     def next_event(self) -> Head | bytes | HTTPError | None:
         events = self.events
         return events.popleft() if events else None
@@ -151,6 +180,15 @@ class RequestParser:
                 # does not switch closes the connection after the request and ignores it)
                 self.upgrade_rest += data
             return
+        if self._base is not None and self._between:
+            while (got := _parse_head(data, self._base, self._keys, self.max_head,  # type: ignore[misc]
+                                      self.max_headers)) is not None:
+                head = Head()
+                size, head.env, head.keep_alive, head.method, head.target, head.version = got
+                self.events += (head, END)
+                if size == len(data):
+                    return
+                data = data[size:]  # a pipelined request follows
         if self._in_head:
             room = self.max_head - self._head_bytes
             if len(data) > room:
@@ -302,6 +340,7 @@ class RequestParser:
 
     def on_message_complete(self) -> None:
         self.events.append(END)
+        self._between.append(1)
         self._in_head = True
         sink = self._fields
         sink.fields = []  # the next head's

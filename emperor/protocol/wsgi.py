@@ -350,7 +350,7 @@ def environ_from_http(head: Head, constant: dict[str, Any], peer: tuple[str, str
     env["SERVER_PROTOCOL"] = head.version
     env["REMOTE_ADDR"] = peer[0]
     env["REMOTE_PORT"] = peer[1]
-    keys = _KEYS
+    keys = FIELD_KEYS
     for name, value in head.headers:
         key = keys.get(name)
         if key is None:
@@ -387,7 +387,9 @@ def forwarded(env: dict[str, Any]) -> None:
                 env["HTTPS"] = "on"
 
 
-_KEYS: dict[bytes, str] = {b"Content-Length": "CONTENT_LENGTH", b"Content-Type": "CONTENT_TYPE"}
+# field name as sent -> its environ key ("" for a name dropped), shared by environ_from_http and
+# the C fast path of the HTTP codec (RequestParser.build_environ), which fill it alike
+FIELD_KEYS: dict[bytes, str] = {b"Content-Length": "CONTENT_LENGTH", b"Content-Type": "CONTENT_TYPE"}
 
 
 def _cgi_key(name: bytes) -> str:
@@ -398,6 +400,6 @@ def _cgi_key(name: bytes) -> str:
     else:
         upper = name.decode("latin-1").upper().replace("-", "_")
         key = upper if upper in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + upper
-    if len(_KEYS) < 2048:
-        _KEYS[name] = key
+    if len(FIELD_KEYS) < 2048:
+        FIELD_KEYS[name] = key
     return key

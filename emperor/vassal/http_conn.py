@@ -25,6 +25,7 @@ from emperor.protocol.wsgi import (
     FileWrapper,
     HeaderError,
     environ_from_http,
+    forwarded,
     serialize_head,
 )
 from emperor.proxies import AllowList
@@ -198,7 +199,11 @@ class HTTPServer:
         ex = HTTPExchange(worker, conn, head.method, keep, head.version == "HTTP/1.0", self)
         env: dict[str, Any] | None = None
         try:
-            env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
+            env = head.env  # built by the codec's C fast path (a plain bodiless head), else:
+            if env is None:
+                env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
+            elif conn.trusted:
+                forwarded(env)
             inp: HTTPInput | None = None
             if not head.chunked and not head.content_length:
                 events = conn.parser.events

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor.protocol import http
-from emperor.protocol.wsgi import LineReader, body_allowed, site_environ
+from emperor.protocol.wsgi import FIELD_KEYS, LineReader, body_allowed, site_environ
 from emperor.vassal.exchange import ClientGone, Exchange
 from emperor.vassal.tls import TLSSite
 
@@ -88,6 +88,9 @@ class Connection:
                 peer = UNIX_PEER
         self.peer = peer
         self.trusted = False  # forwarded-allow-ips lists this peer (set by HTTPServer.adopt)
+        # plain bodiless heads get their environ from the codec's C fast path: the constant part
+        # of it, this connection's peer included, merged once here rather than per request
+        self.parser.build_environ({**site.env, "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1]}, FIELD_KEYS)
 
     def fill(self, deadline: float | None = None) -> None:
         """recv once (the socket's SO_RCVTIMEO bounds the wait) and feed the parser."""
