@@ -395,16 +395,24 @@ PLAIN_CASES = [
     NGINX_HEAD + b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n" + NGINX_HEAD,
     b"POST /u HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" + NGINX_HEAD + b"GET /b HTTP/1.1\r\nX-A: ",
     NGINX_HEAD[:-2],
+    b"GET / HTTP/1.0\r\n\r\n" * 2,
+    b"GET / HTTP/1.0\r\n\r\n\r\n\n\r\n",
+    b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    NGINX_HEAD + b"\r\n" + NGINX_HEAD,
 ]
 LIMITS = [{}, {"max_head": 64}, {"max_headers": 3}, {"max_head": 40, "max_headers": 1}]
 
 
-def outcome(data: bytes, *, fast: bool, split: int = 0, **kw: int) -> tuple[list[object], int]:
-    """The events of ``data`` with each head as its environ and flags, and how many heads the
-    fast path built."""
+def outcome(data: bytes, mode: str, split: int = 0, **kw: int) -> tuple[list[object], int]:
+    """The events of ``data`` and how many heads the fast path read. ``mode``: "llhttp" (no fast
+    path), "environ" (the sync worker's: each head as its environ and flags) or "head" (the
+    ASGI worker's: each head's fields, names in lower case). An "llhttp" outcome is compared
+    with the other two through ``as_environ`` and ``as_fields``."""
     p = RequestParser(**kw)
-    if fast:
+    if mode == "environ":
         p.build_environ(BASE, FIELD_KEYS)
+    elif mode == "head":
+        p.fast_heads()
     out: list[object] = []
     built = 0
     pieces = [data[i : i + split] for i in range(0, len(data), split)] if split else [data]
@@ -412,13 +420,14 @@ def outcome(data: bytes, *, fast: bool, split: int = 0, **kw: int) -> tuple[list
         p.feed(piece)
         while (ev := p.next_event()) is not None:
             if isinstance(ev, Head):
-                env = ev.env
-                if env is None:
-                    env = environ_from_http(ev, BASE, PEER, False)
-                else:
-                    built += 1
-                out.append(("head", env, ev.keep_alive, ev.method, ev.target, ev.version, ev.content_length,
-                            ev.chunked, ev.expect_continue))
+                built += ev.env is not None or ev.lowered
+                out.append(ev)
+            elif isinstance(ev, HTTPError) and "method" in str(ev):
+                # A bad method in a pipelined head that begins inside a chunk is judged on what
+                # llhttp's path saw of it, which may be nothing (400: "not a token"); when the
+                # fast path took the head before it, the bad head starts a feed and gets the
+                # precise answer (501 for an unknown token). Either closes the connection.
+                out.append(("error", "method"))
             elif isinstance(ev, HTTPError):
                 out.append(("error", ev.status, str(ev)))
             else:
@@ -426,25 +435,49 @@ def outcome(data: bytes, *, fast: bool, split: int = 0, **kw: int) -> tuple[list
     return out, built
 
 
+def as_environ(events: list[object]) -> list[object]:
+    return [("head", ev.env if ev.env is not None else environ_from_http(ev, BASE, PEER, False),
+             ev.keep_alive, ev.method, ev.target, ev.version, ev.content_length, ev.chunked,
+             ev.expect_continue) if isinstance(ev, Head) else ev for ev in events]
+
+
+def as_fields(events: list[object]) -> list[object]:
+    return [("head", [(n.lower(), v) for n, v in ev.headers], ev.keep_alive, ev.method, ev.target, ev.path,
+             ev.query, ev.host, ev.version, ev.content_length, ev.chunked, ev.expect_continue)
+            if isinstance(ev, Head) else ev for ev in events]
+
+
 def same_either_way(data: bytes, split: int = 0, **kw: int) -> int:
-    slow, none = outcome(data, fast=False, split=split, **kw)
-    fast, built = outcome(data, fast=True, split=split, **kw)
-    assert none == 0
-    assert fast == slow, (data, split, kw)
+    slow, none = outcome(data, "llhttp", split, **kw)
+    environ, built = outcome(data, "environ", split, **kw)
+    fields, built_too = outcome(data, "head", split, **kw)
+    assert none == 0 and built == built_too
+    assert as_environ(environ) == as_environ(slow), (data, split, kw)
+    assert as_fields(fields) == as_fields(slow), (data, split, kw)
     return built
 
 
 def test_fast_path_builds_the_environ_of_a_plain_head() -> None:
     """nginx's proxy_pass head takes the fast path (the test below would pass if it never did)."""
-    (ev, end), built = outcome(NGINX_HEAD, fast=True)
+    (head, end), built = outcome(NGINX_HEAD, "environ")
     assert built == 1 and end == END
-    assert isinstance(ev, tuple) and ev[0] == "head"
-    env = ev[1]
+    assert isinstance(head, Head) and head.env is not None
+    env = head.env
     assert env["PATH_INFO"] == "/api/items" and env["QUERY_STRING"] == "page=2"
     assert env["HTTP_X_FORWARDED_FOR"] == "127.0.0.1" and env["REMOTE_ADDR"] == PEER[0]
     assert env["REQUEST_URI"] == "/api/items?page=2" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
-    assert ev[2] is True  # keep-alive
+    assert head.keep_alive and head.method == "GET"
     assert same_either_way(NGINX_HEAD * 3) == 3
+
+
+def test_fast_path_reads_the_fields_of_a_plain_head_for_asgi() -> None:
+    (head, end), built = outcome(NGINX_HEAD, "head")
+    assert built == 1 and end == END
+    assert isinstance(head, Head) and head.lowered and head.env is None
+    assert head.headers == [(b"host", b"backend"), (b"x-forwarded-for", b"127.0.0.1"),
+                            (b"x-forwarded-proto", b"http"), (b"user-agent", b"wrk")]
+    assert (head.path, head.query, head.host, head.target) == (b"/api/items", "page=2", b"backend",
+                                                               "/api/items?page=2")
 
 
 @pytest.mark.parametrize("request_bytes", PLAIN_CASES + [case[1] for case in HARDENING_CASES])
@@ -472,7 +505,7 @@ def test_fast_path_waits_for_llhttp_between_messages() -> None:
 _BYTES = st.sampled_from([bytes([c]) for c in range(256)] + [b"\r\n", b": ", b" ", b"%", b"%4", b"?"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(NGINX_HEAD)), st.booleans(), _BYTES),
                 min_size=1, max_size=4),
        st.integers(min_value=0, max_value=40))
@@ -493,7 +526,7 @@ _VALUES = st.one_of(st.sampled_from(["close", "keep-alive", "Close ", "chunked",
                     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=10))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get", "CONNECT", "GE"]),
        st.text(alphabet="/abc%41?#=&*:@ \"", min_size=0, max_size=12),
        st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "http/1.1", "HTTP/2.0"]),

@@ -420,11 +420,71 @@ set_str(PyObject *env, PyObject *key, PyObject *value)
     return rc;
 }
 
+/* parse_head's result without an environ: what http.Head holds (for the ASGI worker), the
+ * field names in lower case (as an ASGI scope has them) */
+static PyObject *
+head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py_ssize_t tend,
+            Py_ssize_t query, int http11, int connection, HeadField *fields, Py_ssize_t count)
+{
+    PyObject *headers = PyList_New(count), *host = NULL;
+    if (headers == NULL)
+        return NULL;
+    for (Py_ssize_t f = 0; f < count; f++) {
+        PyObject *name = PyBytes_FromStringAndSize(NULL, fields[f].name_len);
+        if (name == NULL)
+            goto error;
+        char *out = PyBytes_AS_STRING(name);
+        for (Py_ssize_t i = 0; i < fields[f].name_len; i++)
+            out[i] = (char)Py_TOLOWER(fields[f].name[i]);
+        PyObject *value = PyBytes_FromStringAndSize((const char *)fields[f].value, fields[f].value_len);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto error;
+        }
+        if (host == NULL && fields[f].name_len == 4 && memcmp(out, "host", 4) == 0) {
+            host = value;
+            Py_INCREF(host);
+        }
+        PyObject *pair = PyTuple_Pack(2, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (pair == NULL)
+            goto error;
+        PyList_SET_ITEM(headers, f, pair);
+    }
+    Py_ssize_t path_end = query < 0 ? tend : query;
+    int keep = http11 ? connection != 1 : connection == 2;
+    PyObject *target = PyUnicode_DecodeLatin1((const char *)b + tstart, tend - tstart, NULL);
+    if (target == NULL)
+        goto error;
+    PyObject *query_str;
+    if (query < 0) {
+        Py_INCREF(str_empty);
+        query_str = str_empty;
+    } else if ((query_str = PyUnicode_DecodeLatin1((const char *)b + query + 1, tend - query - 1, NULL)) == NULL) {
+        Py_DECREF(target);
+        goto error;
+    }
+    if (host == NULL) {
+        Py_INCREF(Py_None);
+        host = Py_None;
+    }
+    /* N steals headers, target, query_str and host, also when building the tuple fails */
+    PyObject *result = Py_BuildValue("(nNOONOy#NN)", end, headers, keep ? Py_True : Py_False, method_strs[m],
+                                     target, http11 ? str_http11 : str_http10, (const char *)b + tstart,
+                                     path_end - tstart, query_str, host);
+    return result;
+error:
+    Py_DECREF(headers);
+    Py_XDECREF(host);
+    return NULL;
+}
+
 static PyObject *
 parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "parse_head(data, base: dict, keys: dict, max_head, max_headers)");
+    if (nargs != 5 || !((PyDict_Check(args[1]) && PyDict_Check(args[2])) || (args[1] == Py_None && args[2] == Py_None))) {
+        PyErr_SetString(PyExc_TypeError, "parse_head(data, base: dict | None, keys: dict | None, max_head, max_headers)");
         return NULL;
     }
     PyObject *base = args[1], *keys = args[2];
@@ -534,6 +594,11 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
                 goto fallback;
         }
         fields[count - 1] = (HeadField){n, b + vs, nl, ve - vs};
+    }
+
+    if (base == Py_None) {
+        PyBuffer_Release(&view);
+        return head_fields(b, end, m, tstart, tend, query, http11, connection, fields, count);
     }
 
     /* the environ */

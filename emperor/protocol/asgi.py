@@ -117,7 +117,7 @@ def scope_from_head(head: Head, server: tuple[str, int] | None, client: tuple[st
     and X-Forwarded-Proto (http or https) then replace ``client`` and ``scheme``, as on the
     WSGI side (``wsgi.forwarded``). ``root_path`` is "": an HTTP socket has no mount point.
     """
-    headers = [(name.lower(), value) for name, value in head.headers]
+    headers = head.headers if head.lowered else [(name.lower(), value) for name, value in head.headers]
     if trusted:
         xff: list[bytes] = []
         protos: list[bytes] = []

@@ -31,7 +31,8 @@ A consumer that wants WSGI environs (the sync HTTP worker) can turn on a C fast 
 it) that arrives while llhttp is between messages becomes a ``Head`` whose ``env`` is already
 built, without llhttp or the Python rules; ``_speedups.parse_head`` takes only that shape,
 checked strictly, and leaves every other request (and every error) to the path above, so the
-two cannot disagree on anything but speed (tests/test_http_codec.py compares them).
+two cannot disagree on anything but speed (tests/test_http_codec.py compares them). The ASGI
+worker takes the same path without the environ (``fast_heads``).
 """
 
 from __future__ import annotations
@@ -113,14 +114,15 @@ class Head:
     keep_alive: bool = True
     expect_continue: bool = False
     env: dict[str, Any] | None = None  # the WSGI environ, when the C fast path built it
+    lowered: bool = False  # the field names in ``headers`` are in lower case (the C fast path's)
 
 
 class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
-    __slots__ = ("_base", "_between", "_fields", "_head_bytes", "_in_head", "_keys", "_line", "_line_done",
-                 "_parser", "_url", "dead", "events", "max_head", "max_headers", "on_body", "on_header",
-                 "on_message_begin", "on_url", "upgrade_rest", "upgraded")
+    __slots__ = ("_base", "_between", "_closed", "_fast", "_fields", "_head_bytes", "_in_head", "_keys",
+                 "_line", "_line_done", "_parser", "_url", "dead", "events", "max_head", "max_headers",
+                 "on_body", "on_header", "on_message_begin", "on_url", "upgrade_rest", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
         self.max_head = max_head
@@ -142,8 +144,10 @@ class RequestParser:
         # fast path (build_environ) take the next bytes instead of llhttp.
         self._between = bytearray(b"x")
         self.on_message_begin = self._between.clear
+        self._fast = False  # build_environ or fast_heads was called
+        self._closed = False  # the fast path read a head without keep-alive: nothing may follow
         self._base: dict[str, Any] | None = None  # build_environ's
-        self._keys: dict[bytes, str] = {}
+        self._keys: dict[bytes, str] | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._in_head = True  # between messages or inside a head (the byte budget applies)
         self._head_bytes = 0
@@ -165,8 +169,15 @@ class RequestParser:
         with the request's keys; ``keys`` caches field name -> environ key (wsgi.py's). No-op
         without the C extension."""
         if _parse_head is not None:
+            self._fast = True
             self._base = base
             self._keys = keys
+
+    def fast_heads(self) -> None:
+        """Let plain bodiless heads be read by the C fast path without an environ (the ASGI
+        worker's): the ``Head`` is the one llhttp's path gives, except that the field names in
+        ``headers`` are in lower case (``lowered``), as an ASGI scope wants them."""
+        self._fast = _parse_head is not None
 
     def next_event(self) -> Head | bytes | HTTPError | None:
         events = self.events
@@ -180,12 +191,27 @@ class RequestParser:
                 # does not switch closes the connection after the request and ignores it)
                 self.upgrade_rest += data
             return
-        if self._base is not None and self._between:
-            while (got := _parse_head(data, self._base, self._keys, self.max_head,  # type: ignore[misc]
+        if self._fast and self._between:
+            if self._closed:  # as llhttp after such a message: line ends are skipped, anything else fails
+                if bytes(data).strip(b"\r\n"):
+                    self._fail(HTTPError(400, _AFTER_CLOSE))
+                return
+            base = self._base
+            while (got := _parse_head(data, base, self._keys, self.max_head,  # type: ignore[misc]
                                       self.max_headers)) is not None:
                 head = Head()
-                size, head.env, head.keep_alive, head.method, head.target, head.version = got
+                if base is not None:
+                    size, head.env, head.keep_alive, head.method, head.target, head.version = got
+                else:
+                    (size, head.headers, head.keep_alive, head.method, head.target, head.version, head.path,
+                     head.query, head.host) = got
+                    head.lowered = True
                 self.events += (head, END)
+                if not head.keep_alive:
+                    self._closed = True
+                    if bytes(data[size:]).strip(b"\r\n"):
+                        self._fail(HTTPError(400, _AFTER_CLOSE))
+                    return
                 if size == len(data):
                     return
                 data = data[size:]  # a pipelined request follows
@@ -424,6 +450,11 @@ _ERRORS = (
     ("HTTP version", 505, "HTTP version not supported"),
     ("chunk", 400, "bad chunked encoding"),
 )
+
+
+# llhttp's error for bytes after a message without keep-alive, as _translate words it (the fast
+# path, which reads such a message without llhttp, gives the same; tests/test_http_codec.py)
+_AFTER_CLOSE = "malformed request [Data after `Connection: close`]"
 
 
 def _translate(message: str) -> HTTPError:

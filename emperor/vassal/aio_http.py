@@ -51,6 +51,7 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
         self.index = index  # the listener's, for parking
         self.unix = unix  # a Unix-socket listener: no peer or server address to ask the kernel for
         self.parser = http.RequestParser(worker.buffer_size)
+        self.parser.fast_heads()  # plain bodiless heads skip llhttp's callbacks (protocol/http.py)
         self.transport: asyncio.Transport | None = None
         self.cycle: HttpCycle | WebSocketCycle | None = None
         self.env: dict[str, str] | None = None
