@@ -399,18 +399,25 @@ PLAIN_CASES = [
     b"GET / HTTP/1.0\r\n\r\n\r\n\n\r\n",
     b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n",
     NGINX_HEAD + b"\r\n" + NGINX_HEAD,
+    b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, \t 2.2.2.2 \t\r\nX-Forwarded-Proto: HTTPS\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1,\r\nX-Forwarded-For: 3.3.3.3\r\n"
+    b"X-Forwarded-Proto: ftp\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1,  \r\nx-forwarded-proto:  http \r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Forwarded-For:\r\nX-Forwarded-Proto:\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n\r\n",
 ]
 LIMITS = [{}, {"max_head": 64}, {"max_headers": 3}, {"max_head": 40, "max_headers": 1}]
 
 
-def outcome(data: bytes, mode: str, split: int = 0, **kw: int) -> tuple[list[object], int]:
+def outcome(data: bytes, mode: str, split: int = 0, trusted: bool = False,
+            **kw: int) -> tuple[list[object], int]:
     """The events of ``data`` and how many heads the fast path read. ``mode``: "llhttp" (no fast
     path), "environ" (the sync worker's: each head as its environ and flags) or "head" (the
     ASGI worker's: each head's fields, names in lower case). An "llhttp" outcome is compared
     with the other two through ``as_environ`` and ``as_fields``."""
     p = RequestParser(**kw)
     if mode == "environ":
-        p.build_environ(BASE, FIELD_KEYS)
+        p.build_environ(BASE, FIELD_KEYS, trusted)
     elif mode == "head":
         p.fast_heads()
     out: list[object] = []
@@ -435,8 +442,8 @@ def outcome(data: bytes, mode: str, split: int = 0, **kw: int) -> tuple[list[obj
     return out, built
 
 
-def as_environ(events: list[object]) -> list[object]:
-    return [("head", ev.env if ev.env is not None else environ_from_http(ev, BASE, PEER, False),
+def as_environ(events: list[object], trusted: bool = False) -> list[object]:
+    return [("head", ev.env if ev.env is not None else environ_from_http(ev, BASE, PEER, trusted),
              ev.keep_alive, ev.method, ev.target, ev.version, ev.content_length, ev.chunked,
              ev.expect_continue) if isinstance(ev, Head) else ev for ev in events]
 
@@ -451,8 +458,10 @@ def same_either_way(data: bytes, split: int = 0, **kw: int) -> int:
     slow, none = outcome(data, "llhttp", split, **kw)
     environ, built = outcome(data, "environ", split, **kw)
     fields, built_too = outcome(data, "head", split, **kw)
-    assert none == 0 and built == built_too
+    trusted, built_trusted = outcome(data, "environ", split, True, **kw)
+    assert none == 0 and built == built_too == built_trusted
     assert as_environ(environ) == as_environ(slow), (data, split, kw)
+    assert as_environ(trusted, True) == as_environ(slow, True), (data, split, kw, "trusted")
     assert as_fields(fields) == as_fields(slow), (data, split, kw)
     return built
 
@@ -520,9 +529,11 @@ def test_fuzz_fast_path_on_mutated_heads(edits: list[tuple[int, bool, bytes]], s
 
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~abcXYZ019"
 _NAMES = st.one_of(st.sampled_from(["Host", "host", "Content-Type", "Connection", "Cookie", "X_A", "X-A",
+                                    "X-Forwarded-For", "x-forwarded-proto",
                                     "Upgrade", "Expect", "Content-Length", "Transfer-Encoding"]),
                    st.text(alphabet=_TOKEN_CHARS + " :(", min_size=0, max_size=8))
-_VALUES = st.one_of(st.sampled_from(["close", "keep-alive", "Close ", "chunked", "100-continue", "1"]),
+_VALUES = st.one_of(st.sampled_from(["close", "keep-alive", "Close ", "chunked", "100-continue", "1", "https",
+                                     " HTTP ", "1.2.3.4, 5.6.7.8", ",", "a ,\tb\t"]),
                     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=10))
 
 

@@ -278,12 +278,14 @@ static PyTypeObject FieldSinkType = {
  *
  * The environ is a copy of ``base`` plus what environ_from_http adds (REMOTE_* come from
  * ``base``, which the connection fills once); ``keys`` is wsgi.py's field name -> environ key
- * cache, shared with the Python path and filled the same way.
+ * cache, shared with the Python path and filled the same way; ``trusted`` (the peer is in
+ * forwarded-allow-ips) applies X-Forwarded-For/-Proto as wsgi.forwarded does.
  */
 static const char *FAST_METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
 static PyObject *method_strs[7];
 static PyObject *str_http11, *str_http10, *str_empty, *key_method, *key_path, *key_query,
-    *key_uri, *key_protocol, *str_comma, *str_semicolon, *key_cookie;
+    *key_uri, *key_protocol, *str_comma, *str_semicolon, *key_cookie, *key_xff, *key_xfp,
+    *key_remote_addr, *key_remote_port, *key_scheme, *key_https, *str_http, *str_https, *str_on;
 
 /* RFC 9110 tchar */
 static int
@@ -410,6 +412,59 @@ store_field(PyObject *env, PyObject *key, PyObject *value)
     return rc;
 }
 
+/* wsgi.forwarded for a trusted peer: X-Forwarded-For's last entry replaces REMOTE_ADDR (and
+ * drops REMOTE_PORT), an X-Forwarded-Proto of http or https replaces wsgi.url_scheme. The
+ * values are the fast path's (visible ASCII, SP, HT), so stripping SP and HT is str.strip(). */
+static int
+forwarded(PyObject *env)
+{
+    PyObject *xff = PyDict_GetItemWithError(env, key_xff);
+    if (xff == NULL && PyErr_Occurred())
+        return -1;
+    if (xff != NULL && PyUnicode_Check(xff) && PyUnicode_IS_ASCII(xff)) {
+        const char *v = (const char *)PyUnicode_1BYTE_DATA(xff);
+        Py_ssize_t end = PyUnicode_GET_LENGTH(xff), start = end;
+        while (start > 0 && v[start - 1] != ',')
+            start--;
+        while (start < end && (v[start] == ' ' || v[start] == '\t'))
+            start++;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end > start) {
+            PyObject *addr = PyUnicode_Substring(xff, start, end);
+            if (addr == NULL || PyDict_SetItem(env, key_remote_addr, addr) < 0) {
+                Py_XDECREF(addr);
+                return -1;
+            }
+            Py_DECREF(addr);
+            if (PyDict_DelItem(env, key_remote_port) < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                    return -1;
+                PyErr_Clear();
+            }
+        }
+    }
+    PyObject *proto = PyDict_GetItemWithError(env, key_xfp);
+    if (proto == NULL && PyErr_Occurred())
+        return -1;
+    if (proto != NULL && PyUnicode_Check(proto) && PyUnicode_IS_ASCII(proto)) {
+        const char *v = (const char *)PyUnicode_1BYTE_DATA(proto);
+        Py_ssize_t start = 0, end = PyUnicode_GET_LENGTH(proto);
+        while (start < end && (v[start] == ' ' || v[start] == '\t'))
+            start++;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (name_is((const unsigned char *)v + start, end - start, "https")) {
+            if (PyDict_SetItem(env, key_scheme, str_https) < 0 || PyDict_SetItem(env, key_https, str_on) < 0)
+                return -1;
+        } else if (name_is((const unsigned char *)v + start, end - start, "http")) {
+            if (PyDict_SetItem(env, key_scheme, str_http) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 set_str(PyObject *env, PyObject *key, PyObject *value)
 {
@@ -483,8 +538,9 @@ error:
 static PyObject *
 parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !((PyDict_Check(args[1]) && PyDict_Check(args[2])) || (args[1] == Py_None && args[2] == Py_None))) {
-        PyErr_SetString(PyExc_TypeError, "parse_head(data, base: dict | None, keys: dict | None, max_head, max_headers)");
+    if (nargs != 6 || !((PyDict_Check(args[1]) && PyDict_Check(args[2])) || (args[1] == Py_None && args[2] == Py_None))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_head(data, base: dict | None, keys: dict | None, max_head, max_headers, trusted)");
         return NULL;
     }
     PyObject *base = args[1], *keys = args[2];
@@ -644,6 +700,8 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         if (rc < 0)
             goto error;
     }
+    if (PyObject_IsTrue(args[5]) && forwarded(env) < 0)
+        goto error;
     int keep = http11 ? connection != 1 : connection == 2;
     PyBuffer_Release(&view);
     PyObject *uri = PyDict_GetItemWithError(env, key_uri);  /* borrowed: env holds it */
@@ -676,15 +734,24 @@ init_head_strings(void)
         || (key_path = PyUnicode_InternFromString("PATH_INFO")) == NULL
         || (key_query = PyUnicode_InternFromString("QUERY_STRING")) == NULL
         || (key_uri = PyUnicode_InternFromString("REQUEST_URI")) == NULL
-        || (key_protocol = PyUnicode_InternFromString("SERVER_PROTOCOL")) == NULL ? -1 : 0;
+        || (key_protocol = PyUnicode_InternFromString("SERVER_PROTOCOL")) == NULL
+        || (key_xff = PyUnicode_InternFromString("HTTP_X_FORWARDED_FOR")) == NULL
+        || (key_xfp = PyUnicode_InternFromString("HTTP_X_FORWARDED_PROTO")) == NULL
+        || (key_remote_addr = PyUnicode_InternFromString("REMOTE_ADDR")) == NULL
+        || (key_remote_port = PyUnicode_InternFromString("REMOTE_PORT")) == NULL
+        || (key_scheme = PyUnicode_InternFromString("wsgi.url_scheme")) == NULL
+        || (key_https = PyUnicode_InternFromString("HTTPS")) == NULL
+        || (str_http = PyUnicode_InternFromString("http")) == NULL
+        || (str_https = PyUnicode_InternFromString("https")) == NULL
+        || (str_on = PyUnicode_InternFromString("on")) == NULL ? -1 : 0;
 }
 
 static PyMethodDef methods[] = {
     {"parse_vars", parse_vars, METH_VARARGS,
      "parse_vars(buf, start, end, max_vars) -> dict, or None when the Python parser must decide."},
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
-     "parse_head(data, base, keys, max_head, max_headers) -> (length, environ, keep_alive, method, "
-     "target, version), or None when llhttp and the rules in http.py must decide."},
+     "parse_head(data, base, keys, max_head, max_headers, trusted) -> (length, environ, keep_alive, "
+     "method, target, version), or None when llhttp and the rules in http.py must decide."},
     {NULL, NULL, 0, NULL},
 };
 

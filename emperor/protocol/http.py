@@ -121,8 +121,9 @@ class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
     __slots__ = ("_base", "_between", "_closed", "_fast", "_fields", "_head_bytes", "_in_head", "_keys",
-                 "_line", "_line_done", "_parser", "_url", "dead", "events", "max_head", "max_headers",
-                 "on_body", "on_header", "on_message_begin", "on_url", "upgrade_rest", "upgraded")
+                 "_line", "_line_done", "_parser", "_trusted", "_url", "dead", "events", "max_head",
+                 "max_headers", "on_body", "on_header", "on_message_begin", "on_url", "upgrade_rest",
+                 "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
         self.max_head = max_head
@@ -148,6 +149,7 @@ class RequestParser:
         self._closed = False  # the fast path read a head without keep-alive: nothing may follow
         self._base: dict[str, Any] | None = None  # build_environ's
         self._keys: dict[bytes, str] | None = None
+        self._trusted = False
         self._parser = httptools.HttpRequestParser(self)
         self._in_head = True  # between messages or inside a head (the byte budget applies)
         self._head_bytes = 0
@@ -163,15 +165,17 @@ class RequestParser:
         """True while a head is partly received (a client that stops now is a slow one)."""
         return self._in_head and self._head_bytes > 0
 
-    def build_environ(self, base: dict[str, Any], keys: dict[bytes, str]) -> None:
+    def build_environ(self, base: dict[str, Any], keys: dict[bytes, str], trusted: bool = False) -> None:
         """Let plain bodiless heads become a ``Head`` with its WSGI ``env`` built in C (module
         docstring): a copy of ``base`` (the constant environ of the connection, REMOTE_* included)
-        with the request's keys; ``keys`` caches field name -> environ key (wsgi.py's). No-op
-        without the C extension."""
+        with the request's keys; ``keys`` caches field name -> environ key (wsgi.py's);
+        ``trusted``: the peer is a proxy whose X-Forwarded-For/-Proto count (as
+        ``wsgi.forwarded``). No-op without the C extension."""
         if _parse_head is not None:
             self._fast = True
             self._base = base
             self._keys = keys
+            self._trusted = trusted
 
     def fast_heads(self) -> None:
         """Let plain bodiless heads be read by the C fast path without an environ (the ASGI
@@ -198,7 +202,7 @@ class RequestParser:
                 return
             base = self._base
             while (got := _parse_head(data, base, self._keys, self.max_head,  # type: ignore[misc]
-                                      self.max_headers)) is not None:
+                                      self.max_headers, self._trusted)) is not None:
                 head = Head()
                 if base is not None:
                     size, head.env, head.keep_alive, head.method, head.target, head.version = got

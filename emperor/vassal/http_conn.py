@@ -25,7 +25,6 @@ from emperor.protocol.wsgi import (
     FileWrapper,
     HeaderError,
     environ_from_http,
-    forwarded,
     serialize_head,
 )
 from emperor.proxies import AllowList
@@ -110,9 +109,8 @@ class HTTPServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
         conn = Connection(sock, site, self.max_head, served, peer)
-        if self.proxies is not None:
-            host = conn.peer[0]  # "unix:" for a Unix-socket peer, always believed
-            conn.trusted = self.proxies.allows(None if host == "unix:" else (host,))
+        host = conn.peer[0]  # "unix:" for a Unix-socket peer, always believed
+        conn.trust(self.proxies is not None and self.proxies.allows(None if host == "unix:" else (host,)))
         return conn
 
     def serve(self, conn: Connection, first: bool) -> bool:
@@ -202,8 +200,6 @@ class HTTPServer:
             env = head.env  # built by the codec's C fast path (a plain bodiless head), else:
             if env is None:
                 env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
-            elif conn.trusted:
-                forwarded(env)
             inp: HTTPInput | None = None
             if not head.chunked and not head.content_length:
                 events = conn.parser.events

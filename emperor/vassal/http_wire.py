@@ -87,10 +87,16 @@ class Connection:
             except OSError:
                 peer = UNIX_PEER
         self.peer = peer
-        self.trusted = False  # forwarded-allow-ips lists this peer (set by HTTPServer.adopt)
-        # plain bodiless heads get their environ from the codec's C fast path: the constant part
-        # of it, this connection's peer included, merged once here rather than per request
-        self.parser.build_environ({**site.env, "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1]}, FIELD_KEYS)
+        self.trusted = False  # forwarded-allow-ips lists this peer (set by trust(), HTTPServer.adopt)
+
+    def trust(self, trusted: bool) -> None:
+        """Whether the peer's X-Forwarded-* count; plain bodiless heads get their environ from
+        the codec's C fast path, whose constant part (the peer included) is merged here once
+        per connection rather than per request."""
+        self.trusted = trusted
+        peer = self.peer
+        self.parser.build_environ({**self.site.env, "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1]},
+                                  FIELD_KEYS, trusted)
 
     def fill(self, deadline: float | None = None) -> None:
         """recv once (the socket's SO_RCVTIMEO bounds the wait) and feed the parser."""
