@@ -42,8 +42,13 @@ REQUEST = (b"GET / HTTP/1.1\r\nHost: be\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwa
            b"User-Agent: wrk\r\n\r\n")  # nginx's proxy_pass head in bench/benchlib.py (Connection "" dropped)
 
 
+ECHO_BODY = bytes(range(256)) * 4096  # 1 MiB, as the rig's flask-echo
+ECHO_REQUEST = (b"POST /echo HTTP/1.1\r\nHost: be\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(ECHO_BODY))
+
+
 def build(app_name: str, rundir: str) -> tuple[HTTPServer, Listener]:
-    if app_name == "flask":
+    if app_name in ("flask", "flask-echo"):
         from flaskapp import app
     else:
         from hello import application as app
@@ -85,6 +90,47 @@ def run(server: HTTPServer, lst: Listener, requests: int, per_conn: int) -> floa
     return (time.process_time() - t0) / requests * 1e6
 
 
+def run_echo(server: HTTPServer, lst: Listener, requests: int) -> float:
+    """flask-echo: a client thread uploads 1 MiB and reads the 1 MiB answer, ``requests`` times
+    on one connection, while this thread serves them (CPU of both, as in run())."""
+    import threading
+
+    site = server.sites[lst.sock.fileno()]
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(lst.sock.getsockname())
+    sock, addr = lst.sock._accept()  # type: ignore[attr-defined]
+    conn = server.accept(socket.socket(fileno=sock), site, addr)
+    assert conn is not None
+    failed: list[str] = []
+
+    def talk() -> None:
+        for _ in range(requests):
+            client.sendall(ECHO_REQUEST + ECHO_BODY)
+            got = bytearray()
+            while True:
+                head_end = got.find(b"\r\n\r\n")
+                if head_end >= 0 and len(got) >= head_end + 4 + len(ECHO_BODY):
+                    break
+                piece = client.recv(1 << 20)
+                if not piece:
+                    failed.append("closed")
+                    return
+                got += piece
+            if not got.startswith(b"HTTP/1.1 200"):
+                failed.append(bytes(got[:80]).decode("latin-1"))
+                return
+
+    t0 = time.process_time()
+    thread = threading.Thread(target=talk)
+    thread.start()
+    for _ in range(requests):
+        assert server.serve(conn, first=False)
+    thread.join()
+    client.close()
+    assert not failed, failed
+    return (time.process_time() - t0) / requests * 1e6
+
+
 def _takes_addr(server: HTTPServer) -> bool:
     return server.accept.__code__.co_argcount > 3
 
@@ -94,12 +140,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-conn", type=int, default=0, help="a new connection every N requests (0: one)")
-    ap.add_argument("--app", choices=["hello", "flask"], default="hello")
+    ap.add_argument("--app", choices=["hello", "flask", "flask-echo"], default="hello",
+                    help="flask-echo: POST 1 MiB, echoed (a client thread; use --requests 300)")
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="http-sync-micro-") as rundir:
         server, lst = build(a.app, rundir)
-        run(server, lst, 2000, a.per_conn)  # warm up
+        if a.app == "flask-echo":
+            def run(server: HTTPServer, lst: Listener, requests: int, per_conn: int) -> float:
+                return run_echo(server, lst, requests)
+        run(server, lst, 2000 if a.app != "flask-echo" else 20, a.per_conn)  # warm up
         if a.profile:
             prof = cProfile.Profile()
             prof.enable()

@@ -437,6 +437,8 @@ def outcome(data: bytes, mode: str, split: int = 0, trusted: bool = False,
                 out.append(("error", "method"))
             elif isinstance(ev, HTTPError):
                 out.append(("error", ev.status, str(ev)))
+            elif ev and out and isinstance(out[-1], bytes) and out[-1]:
+                out[-1] += ev  # how a body is cut into pieces is not part of the contract
             else:
                 out.append(ev)
     return out, built
@@ -454,15 +456,30 @@ def as_fields(events: list[object]) -> list[object]:
             if isinstance(ev, Head) else ev for ev in events]
 
 
+def same_or_stricter(fast: list[object], slow: list[object], why: object) -> None:
+    """Equal, or the same up to a 431/414 where llhttp's path let an oversized pipelined head
+    through: llhttp's path counts a head that begins inside a chunk only from the next chunk on
+    (it cannot see where in the chunk it began), while a head after a message the fast path read
+    starts its chunk remainder and is counted whole. Never the other way round."""
+    if fast == slow:
+        return
+    last = fast[-1]
+    assert isinstance(last, tuple) and last[:2] in (("error", 431), ("error", 414)), (why, fast, slow)
+    assert fast[:-1] == slow[: len(fast) - 1], why
+
+
 def same_either_way(data: bytes, split: int = 0, **kw: int) -> int:
     slow, none = outcome(data, "llhttp", split, **kw)
     environ, built = outcome(data, "environ", split, **kw)
     fields, built_too = outcome(data, "head", split, **kw)
     trusted, built_trusted = outcome(data, "environ", split, True, **kw)
     assert none == 0 and built == built_too == built_trusted
-    assert as_environ(environ) == as_environ(slow), (data, split, kw)
-    assert as_environ(trusted, True) == as_environ(slow, True), (data, split, kw, "trusted")
-    assert as_fields(fields) == as_fields(slow), (data, split, kw)
+    why = (data, split, kw)
+    if "max_head" not in kw:  # (the default limit is far above every case: no leeway then)
+        assert as_environ(environ) == as_environ(slow), why
+    same_or_stricter(as_environ(environ), as_environ(slow), why)
+    same_or_stricter(as_environ(trusted, True), as_environ(slow, True), why)
+    same_or_stricter(as_fields(fields), as_fields(slow), why)
     return built
 
 
@@ -549,3 +566,21 @@ def test_fuzz_fast_path_on_generated_heads(method: str, target: str, version: st
     data = head.encode("latin-1")
     same_either_way(data, split)
     same_either_way(data + data, split, max_head=96, max_headers=4)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from(["POST", "PUT", "PATCH", "GET"]),
+       st.one_of(st.integers(min_value=0, max_value=40).map(str),
+                 st.sampled_from(["", " 3", "3 ", "03", "+3", "3,3", "0x3", "1" * 19, "3\t"])),
+       st.binary(max_size=50), st.booleans(), st.integers(min_value=0, max_value=30))
+def test_fuzz_fast_path_on_content_length_bodies(method: str, length: str, body: bytes, close: bool,
+                                                 split: int) -> None:
+    """A Content-Length body after a head the fast path read is counted by the parser, not by
+    llhttp: where it ends, and what follows it (a next request, junk, or bytes after a
+    ``Connection: close``), must come out as llhttp would have it."""
+    head = f"{method} /up HTTP/1.1\r\nContent-Length: {length}\r\n"
+    head += "Connection: close\r\n" if close else ""
+    data = head.encode() + b"\r\n" + body
+    same_either_way(data, split)
+    same_either_way(data + NGINX_HEAD, split)
+    same_either_way(data + b"\r\n" + NGINX_HEAD, split, max_headers=5)

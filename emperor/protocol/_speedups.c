@@ -260,10 +260,11 @@ static PyTypeObject FieldSinkType = {
 };
 
 
-/* parse_head: one whole, plain, bodiless HTTP/1.x request head straight into a WSGI environ.
+/* parse_head: one whole, plain HTTP/1.x request head straight into a WSGI environ.
  *
  * The sync HTTP worker's usual request (what nginx's proxy_pass and wrk send: GET or HEAD, an
- * origin-form target, a handful of ordinary fields, no body) costs llhttp's callbacks, a Head,
+ * origin-form target, a handful of ordinary fields, no body or a Content-Length one) costs
+ * llhttp's callbacks, a Head,
  * a Python pass over the rules and another over the fields to build the environ. This takes
  * only that shape, checked strictly, and returns None for anything else, so that llhttp and
  * the rules in http.py (the authority) decide every other request with their precise errors:
@@ -271,9 +272,10 @@ static PyTypeObject FieldSinkType = {
  * GET HEAD POST PUT DELETE OPTIONS PATCH, a target not starting with '/' or with a byte
  * outside RFC 3986's unreserved, sub-delims and ":@/?%", a version other than HTTP/1.0 and
  * HTTP/1.1, a field name that is not a token, a value byte outside VCHAR/SP/HT, anything but
- * CRLF line ends, Content-Length, Transfer-Encoding, Expect or Upgrade fields (a body, a
- * 100-continue, a protocol switch), a second Host, Content-Type or Connection, a Connection
- * other than "close" or "keep-alive". tests/test_http_codec.py checks that both paths give
+ * CRLF line ends, Transfer-Encoding, Expect or Upgrade fields (a chunked body, a 100-continue,
+ * a protocol switch), a Content-Length that is not 1 to 18 digits or comes twice, a second
+ * Host, Content-Type or Connection, a Connection other than "close" or "keep-alive". The
+ * body of a Content-Length is the caller's to count (http.py reads it without llhttp). tests/test_http_codec.py checks that both paths give
  * the same environ and events on the same bytes (and random mutations of them).
  *
  * The environ is a copy of ``base`` plus what environ_from_http adds (REMOTE_* come from
@@ -377,7 +379,8 @@ cgi_key(const unsigned char *n, Py_ssize_t len)
     for (Py_ssize_t i = 0; i < len; i++)
         out[5 + i] = n[i] == '-' ? '_' : (char)Py_TOUPPER(n[i]);
     PyObject *key;
-    if (len == 12 && memcmp(out + 5, "CONTENT_TYPE", 12) == 0)
+    if ((len == 12 && memcmp(out + 5, "CONTENT_TYPE", 12) == 0)
+            || (len == 14 && memcmp(out + 5, "CONTENT_LENGTH", 14) == 0))
         key = PyUnicode_DecodeLatin1(out + 5, len, NULL);
     else
         key = PyUnicode_DecodeLatin1(out, len + 5, NULL);
@@ -475,11 +478,20 @@ set_str(PyObject *env, PyObject *key, PyObject *value)
     return rc;
 }
 
+static PyObject *
+length_obj(long long length)
+{
+    if (length < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(length);
+}
+
 /* parse_head's result without an environ: what http.Head holds (for the ASGI worker), the
  * field names in lower case (as an ASGI scope has them) */
 static PyObject *
 head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py_ssize_t tend,
-            Py_ssize_t query, int http11, int connection, HeadField *fields, Py_ssize_t count)
+            Py_ssize_t query, int http11, int connection, long long length, HeadField *fields,
+            Py_ssize_t count)
 {
     PyObject *headers = PyList_New(count), *host = NULL;
     if (headers == NULL)
@@ -524,9 +536,17 @@ head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py
         Py_INCREF(Py_None);
         host = Py_None;
     }
-    /* N steals headers, target, query_str and host, also when building the tuple fails */
-    PyObject *result = Py_BuildValue("(nNOONOy#NN)", end, headers, keep ? Py_True : Py_False, method_strs[m],
-                                     target, http11 ? str_http11 : str_http10, (const char *)b + tstart,
+    PyObject *clen = length_obj(length);
+    if (clen == NULL) {
+        Py_DECREF(target);
+        Py_DECREF(query_str);
+        Py_DECREF(headers);
+        Py_DECREF(host);
+        return NULL;
+    }
+    /* N steals headers, target, query_str, host and clen, also when building the tuple fails */
+    PyObject *result = Py_BuildValue("(nNOONNOy#NN)", end, headers, keep ? Py_True : Py_False, method_strs[m],
+                                     target, clen, http11 ? str_http11 : str_http10, (const char *)b + tstart,
                                      path_end - tstart, query_str, host);
     return result;
 error:
@@ -601,6 +621,7 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 
     /* the fields: token ":" OWS value OWS CRLF, then the blank line */
     int hosts = 0, types = 0, connection = 0;  /* connection: 0 none, 1 close, 2 keep-alive */
+    long long length = -1;  /* Content-Length, -1: none */
     for (;;) {
         if (b[i] == '\r') {
             if (i + 2 == end && b[i + 1] == '\n')
@@ -632,9 +653,18 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         if (++count > max_headers || count > FAST_MAX_FIELDS)
             goto fallback;
         const unsigned char *n = b + ns;
-        if (name_is(n, nl, "content-length") || name_is(n, nl, "transfer-encoding")
-                || name_is(n, nl, "expect") || name_is(n, nl, "upgrade"))
+        if (name_is(n, nl, "transfer-encoding") || name_is(n, nl, "expect") || name_is(n, nl, "upgrade"))
             goto fallback;
+        if (name_is(n, nl, "content-length")) {  /* once, 1 to 18 digits */
+            if (length >= 0 || ve - vs < 1 || ve - vs > 18)
+                goto fallback;
+            length = 0;
+            for (Py_ssize_t d = vs; d < ve; d++) {
+                if (b[d] < '0' || b[d] > '9')
+                    goto fallback;
+                length = length * 10 + (b[d] - '0');
+            }
+        }
         if (name_is(n, nl, "host") && hosts++)
             goto fallback;
         if (name_is(n, nl, "content-type") && types++)
@@ -654,7 +684,7 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 
     if (base == Py_None) {
         PyBuffer_Release(&view);
-        return head_fields(b, end, m, tstart, tend, query, http11, connection, fields, count);
+        return head_fields(b, end, m, tstart, tend, query, http11, connection, length, fields, count);
     }
 
     /* the environ */
@@ -705,7 +735,12 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
     int keep = http11 ? connection != 1 : connection == 2;
     PyBuffer_Release(&view);
     PyObject *uri = PyDict_GetItemWithError(env, key_uri);  /* borrowed: env holds it */
-    return Py_BuildValue("(nNOOOO)", end, env, keep ? Py_True : Py_False, method_strs[m], uri,
+    PyObject *clen = length_obj(length);
+    if (clen == NULL) {
+        Py_DECREF(env);
+        return NULL;
+    }
+    return Py_BuildValue("(nNOOONO)", end, env, keep ? Py_True : Py_False, method_strs[m], uri, clen,
                          http11 ? str_http11 : str_http10);
 
 fallback:
@@ -750,8 +785,8 @@ static PyMethodDef methods[] = {
     {"parse_vars", parse_vars, METH_VARARGS,
      "parse_vars(buf, start, end, max_vars) -> dict, or None when the Python parser must decide."},
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
-     "parse_head(data, base, keys, max_head, max_headers, trusted) -> (length, environ, keep_alive, "
-     "method, target, version), or None when llhttp and the rules in http.py must decide."},
+     "parse_head(data, base, keys, max_head, max_headers, trusted) -> (head size, environ, keep_alive, "
+     "method, target, content_length, version), or None when llhttp and the rules in http.py must decide."},
     {NULL, NULL, 0, NULL},
 };
 

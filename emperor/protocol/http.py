@@ -120,8 +120,8 @@ class Head:
 class RequestParser:
     """Feed bytes with ``feed``; take events with ``next_event`` (None: more bytes needed)."""
 
-    __slots__ = ("_base", "_between", "_closed", "_fast", "_fields", "_head_bytes", "_in_head", "_keys",
-                 "_line", "_line_done", "_parser", "_trusted", "_url", "dead", "events", "max_head",
+    __slots__ = ("_base", "_between", "_body_left", "_closed", "_fast", "_fields", "_head_bytes", "_in_head",
+                 "_keys", "_line", "_line_done", "_parser", "_trusted", "_url", "dead", "events", "max_head",
                  "max_headers", "on_body", "on_header", "on_message_begin", "on_url", "upgrade_rest",
                  "upgraded")
 
@@ -147,6 +147,7 @@ class RequestParser:
         self.on_message_begin = self._between.clear
         self._fast = False  # build_environ or fast_heads was called
         self._closed = False  # the fast path read a head without keep-alive: nothing may follow
+        self._body_left = 0  # bytes still due of the Content-Length body of a head the fast path read
         self._base: dict[str, Any] | None = None  # build_environ's
         self._keys: dict[bytes, str] | None = None
         self._trusted = False
@@ -195,30 +196,39 @@ class RequestParser:
                 # does not switch closes the connection after the request and ignores it)
                 self.upgrade_rest += data
             return
-        if self._fast and self._between:
-            if self._closed:  # as llhttp after such a message: line ends are skipped, anything else fails
-                if bytes(data).strip(b"\r\n"):
-                    self._fail(HTTPError(400, _AFTER_CLOSE))
+        if self._body_left:  # the body of a head the fast path read: counted here, not by llhttp
+            data = self._raw_body(data)
+            if not data:
                 return
+        if self._fast and self._between:
             base = self._base
-            while (got := _parse_head(data, base, self._keys, self.max_head,  # type: ignore[misc]
-                                      self.max_headers, self._trusted)) is not None:
-                head = Head()
-                if base is not None:
-                    size, head.env, head.keep_alive, head.method, head.target, head.version = got
-                else:
-                    (size, head.headers, head.keep_alive, head.method, head.target, head.version, head.path,
-                     head.query, head.host) = got
-                    head.lowered = True
-                self.events += (head, END)
-                if not head.keep_alive:
-                    self._closed = True
-                    if bytes(data[size:]).strip(b"\r\n"):
+            while True:
+                if self._closed:  # as llhttp after such a message: line ends are skipped, anything else fails
+                    if bytes(data).strip(b"\r\n"):
                         self._fail(HTTPError(400, _AFTER_CLOSE))
                     return
-                if size == len(data):
+                got = _parse_head(data, base, self._keys, self.max_head, self.max_headers,  # type: ignore[misc]
+                                  self._trusted)
+                if got is None:
+                    break
+                head = Head()
+                if base is not None:
+                    size, head.env, head.keep_alive, head.method, head.target, head.content_length, \
+                        head.version = got
+                else:
+                    (size, head.headers, head.keep_alive, head.method, head.target, head.content_length,
+                     head.version, head.path, head.query, head.host) = got
+                    head.lowered = True
+                self.events.append(head)
+                self._closed = not head.keep_alive
+                data = data[size:] if size < len(data) else b""
+                if head.content_length:
+                    self._body_left = head.content_length
+                    data = self._raw_body(data) if data else b""
+                else:
+                    self.events.append(END)
+                if not data:
                     return
-                data = data[size:]  # a pipelined request follows
         if self._in_head:
             room = self.max_head - self._head_bytes
             if len(data) > room:
@@ -272,6 +282,20 @@ class RequestParser:
             self._fail(self._method_error())
         except httptools.HttpParserError as exc:
             self._fail(_translate(str(exc)))
+
+    def _raw_body(self, data: bytes | memoryview) -> bytes | memoryview:
+        """The next ``_body_left`` bytes are body pieces, then END; returns what follows them."""
+        left = self._body_left
+        if len(data) <= left:
+            self.events.append(data if type(data) is bytes else bytes(data))
+            left -= len(data)
+            self._body_left = left
+            if not left:
+                self.events.append(END)
+            return b""
+        self.events += (bytes(data[:left]), END)
+        self._body_left = 0
+        return data[left:]
 
     def _fail(self, err: HTTPError) -> None:
         self.dead = True
