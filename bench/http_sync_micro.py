@@ -146,18 +146,19 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="http-sync-micro-") as rundir:
         server, lst = build(a.app, rundir)
+        runner = run
         if a.app == "flask-echo":
-            def run(server: HTTPServer, lst: Listener, requests: int, per_conn: int) -> float:
+            def runner(server: HTTPServer, lst: Listener, requests: int, per_conn: int) -> float:
                 return run_echo(server, lst, requests)
-        run(server, lst, 2000 if a.app != "flask-echo" else 20, a.per_conn)  # warm up
+        runner(server, lst, 2000 if a.app != "flask-echo" else 20, a.per_conn)  # warm up
         if a.profile:
             prof = cProfile.Profile()
             prof.enable()
-            run(server, lst, a.requests, a.per_conn)
+            runner(server, lst, a.requests, a.per_conn)
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return
-        got = [run(server, lst, a.requests, a.per_conn) for _ in range(a.rounds)]
+        got = [runner(server, lst, a.requests, a.per_conn) for _ in range(a.rounds)]
     import emperor
     print(f"{os.path.dirname(emperor.__file__)} app={a.app} per-conn={a.per_conn or '-'}: "
           f"min {min(got):.2f} µs/request, rounds " + " ".join(f"{x:.2f}" for x in got))
