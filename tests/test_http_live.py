@@ -8,6 +8,7 @@ their own.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -204,7 +205,7 @@ def test_length_bodies_cut_anywhere_are_read_whole(addr: object) -> None:
                 body = body.replace(b"\r", b"").replace(b"\n", b"")[:500] + b"\nline two\nlast"
             data = request_bytes("POST", path, body=body) + request_bytes("GET", f"/after{i}")
             cuts = sorted(rng.sample(range(1, len(data)), min(6, len(data) - 1)))
-            for start, end in zip([0, *cuts], [*cuts, len(data)]):
+            for start, end in itertools.pairwise([0, *cuts, len(data)]):
                 c.send(data[start:end])
             r = c.response()
             if path == "/echo-lines":
