@@ -584,3 +584,25 @@ def test_fuzz_fast_path_on_content_length_bodies(method: str, length: str, body:
     same_either_way(data, split)
     same_either_way(data + NGINX_HEAD, split)
     same_either_way(data + b"\r\n" + NGINX_HEAD, split, max_headers=5)
+
+
+def test_a_body_received_by_the_consumer_is_counted_then_ended() -> None:
+    """body_due / body_received: the consumer receives what is left of a fast-path head's
+    Content-Length body itself (http_wire.recv_body); the parser counts it, adds END at its end,
+    and parses what follows as the next request."""
+    p = RequestParser()
+    p.build_environ({}, FIELD_KEYS)
+    p.feed(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n123")
+    head = p.next_event()
+    assert isinstance(head, Head) and head.env is not None and head.content_length == 10
+    assert p.next_event() == b"123" and p.body_due == 7
+    with pytest.raises(ValueError):
+        p.body_received(8)
+    p.body_received(4)
+    assert p.body_due == 3 and not p.events
+    p.body_received(3)
+    assert p.body_due == 0 and p.next_event() is END
+    p.feed(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    nxt = p.next_event()
+    assert isinstance(nxt, Head) and nxt.target == "/next"
+    assert RequestParser().body_due == 0  # llhttp counts the body of a head it read: nothing due here

@@ -193,14 +193,17 @@ def test_pipelining_in_order(addr: object) -> None:
 def test_length_bodies_cut_anywhere_are_read_whole(addr: object) -> None:
     """Content-Length bodies (counted by the parser, not llhttp, after a plain head) sent in
     pieces cut at random points, pipelined with the next request, and read by the app whole,
-    in read(1000) steps and line by line: every byte reaches the right request."""
+    in read(1000) steps, line by line, and in large reads after a small one and a line (the
+    large ones receive straight into the result, http_wire.recv_body): every byte reaches the
+    right request."""
     import random
 
     rng = random.Random(12)
     with RawHTTP(addr) as c:  # type: ignore[arg-type]
-        for i in range(24):
-            body = rng.randbytes(rng.choice([1, 9, 999, 1000, 1001, 70000]))
-            path = rng.choice(["/echo", "/echo-chunks", "/echo-lines"])
+        for i in range(40):
+            body = rng.randbytes(rng.choice([1, 9, 999, 1000, 1001, 70000, 300000]))
+            path = rng.choice(["/echo", "/echo-chunks", "/echo-lines", "/echo-mixed?step=40000",
+                               "/echo-mixed?step=16384", "/echo-mixed?step=1000000"])
             if path == "/echo-lines":
                 body = body.replace(b"\r", b"").replace(b"\n", b"")[:500] + b"\nline two\nlast"
             data = request_bytes("POST", path, body=body) + request_bytes("GET", f"/after{i}")

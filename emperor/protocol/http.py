@@ -184,6 +184,23 @@ class RequestParser:
         ``headers`` are in lower case (``lowered``), as an ASGI scope wants them."""
         self._fast = _parse_head is not None
 
+    @property
+    def body_due(self) -> int:
+        """Bytes of the current Content-Length body not received yet, when the parser counts
+        it itself (a head the fast path read), else 0. The consumer may receive them without
+        feeding them (one large read into the final buffer) and report them with
+        ``body_received``."""
+        return self._body_left
+
+    def body_received(self, n: int) -> None:
+        """``n`` bytes of the body due were received by the consumer itself (not fed): the
+        count goes down, and END follows when the body is complete."""
+        if not 0 < n <= self._body_left:
+            raise ValueError(f"{n} body bytes received, {self._body_left} due")
+        self._body_left -= n
+        if not self._body_left:
+            self.events.append(END)
+
     def next_event(self) -> Head | bytes | HTTPError | None:
         events = self.events
         return events.popleft() if events else None

@@ -10,7 +10,9 @@ to do with a connection (serve, keep, park, close) is ``emperor.vassal.http_conn
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,9 +26,17 @@ if TYPE_CHECKING:
     from emperor.vassal.sockets import Listener
     from emperor.vassal.worker import Worker
 
+try:  # the optional C extension (emperor/vassal/_bodyread.c)
+    from emperor.vassal._bodyread import recv_body as _recv_body
+except ImportError:  # pragma: no cover - built wherever a compiler is
+    _recv_body = None
+
 log = logging.getLogger("emperor.http")
 
 RECV_SIZE = 65536
+# A read of at least this much of a Content-Length body still on its way receives it straight
+# into the bytes object it returns (``recv_body``), not as RECV_SIZE pieces through the parser.
+DIRECT_MIN = 16384
 
 
 class Heads(Protocol):
@@ -130,6 +140,43 @@ class Connection:
         return True
 
 
+def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
+    """``pieces`` joined, then the next ``n`` bytes of ``sock`` (blocking, its SO_RCVTIMEO
+    bounding each wait), in one bytes object; ClientGone if the peer closes or times out first.
+
+    With the C extension the bytes are received into the object returned, one copy in all;
+    without it they go through a bytearray (one copy more)."""
+    if _recv_body is not None:
+        data, err = _recv_body(sock.fileno(), pieces, n)
+    else:
+        have = sum(map(len, pieces))
+        buf = bytearray(have + n)
+        view = memoryview(buf)
+        pos = 0
+        for p in pieces:
+            view[pos:pos + len(p)] = p
+            pos += len(p)
+        err = 0
+        try:
+            while pos < len(buf):
+                got = sock.recv_into(view[pos:])
+                if not got:
+                    break
+                pos += got
+        except BlockingIOError:
+            err = errno.EAGAIN
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        data = bytes(view[:pos])
+    if len(data) == n + sum(map(len, pieces)):
+        return data
+    if err == 0:
+        raise ClientGone("peer closed the connection in the request body")
+    if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+        raise ClientGone("no data within socket-timeout")
+    raise ClientGone(os.strerror(err))
+
+
 class HTTPInput(LineReader):
     """``wsgi.input`` for an HTTP body: reads parser events, de-chunked, then EOF."""
 
@@ -190,7 +237,23 @@ class HTTPInput(LineReader):
         if have:
             pieces.append(bytes(buf))
             buf.clear()
+        conn = self._conn
+        parser = conn.parser
         while want < 0 or have < want:
+            due = parser.body_due
+            if due >= DIRECT_MIN and not parser.events and conn.site.tls is None:
+                # the rest of the body, or what this read wants of it, received in one piece
+                n = due if want < 0 else min(due, want - have)
+                if n >= DIRECT_MIN and not (self._limit and self.received + n > self._limit):
+                    if conn.continue_due:
+                        conn.continue_due = False
+                        self._ex.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    data = recv_body(conn.sock, pieces, n)
+                    parser.body_received(n)
+                    self.received += n
+                    pieces = [data]
+                    have = len(data)
+                    continue
             piece = self._piece()
             if piece is None:
                 break

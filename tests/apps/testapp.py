@@ -49,6 +49,12 @@ def app(environ, start_response):
         while chunk := inp.read(1000):
             parts.append(chunk)
         return _reply(start_response, b"".join(parts))
+    if path == "/echo-mixed":  # a few bytes, a line, then read(step) to the end (buffer, pieces, large reads)
+        inp, step = environ["wsgi.input"], int(_qs(environ, "step", "40000"))
+        parts = [inp.read(7), inp.readline()]
+        while chunk := inp.read(step):
+            parts.append(chunk)
+        return _reply(start_response, b"".join(parts))
     if path == "/ignore-body":
         return _reply(start_response, b"ignored")
     if path == "/big":
