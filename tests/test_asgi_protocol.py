@@ -256,3 +256,24 @@ def test_repeated_response_heads_are_framed_each_time_for_their_own_request() ->
     for _ in range(2):  # the Content-Length is still checked when the head comes from the cache
         with pytest.raises(asgi.ResponseError, match="over the response's Content-Length"):
             _exchange(cl, b"too long")
+
+
+def test_an_accepted_socket_reads_family_and_type_as_ints() -> None:
+    """aio.AcceptedSocket: what the ASGI worker hands to connect_accepted_socket is a real
+    socket.socket (uvloop counts its _io_refs on close) whose family and type are the kernel's
+    ints, without socket.py's enum conversion per read."""
+    import socket
+
+    from emperor.vassal.aio import AcceptedSocket
+
+    a, b = socket.socketpair()
+    s = AcceptedSocket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach())
+    try:
+        assert isinstance(s, socket.socket)
+        assert type(s.family) is int and s.family == socket.AF_UNIX
+        assert type(s.type) is int and s.type == socket.SOCK_STREAM
+        s.sendall(b"ping")
+        assert b.recv(4) == b"ping"
+    finally:
+        s.close()
+        b.close()
