@@ -129,29 +129,19 @@ class RequestParser:
         self.max_head = max_head
         self.max_headers = max_headers
         self.events: deque[Head | bytes | HTTPError] = deque()
-        # llhttp's per-field, per-target and per-body-piece callbacks are C callables (httptools
-        # looks them up once, in HttpRequestParser()): no Python frame per header field
-        too_many = _TOO_MANY.get(max_headers)
-        if too_many is None:
-            too_many = _TOO_MANY[max_headers] = HTTPError(431, f"more than {max_headers} header fields")
-        sink = self._fields = FieldSink(max_headers, too_many)
-        # the Python twin: its bound method is a cheaper callable than its __call__
-        self.on_header = sink.add if isinstance(sink, _PyFieldSink) else sink
-        self._url = bytearray()
-        self.on_url = self._url.extend
-        self.on_body = self.events.append
         # llhttp is between messages while this is not empty: on_message_begin (a C callable,
         # no Python frame) empties it, on_message_complete fills it again. Only then may the
         # fast path (build_environ) take the next bytes instead of llhttp.
         self._between = bytearray(b"x")
-        self.on_message_begin = self._between.clear
         self._fast = False  # build_environ or fast_heads was called
         self._closed = False  # the fast path read a head without keep-alive: nothing may follow
         self._body_left = 0  # bytes still due of the Content-Length body of a head the fast path read
         self._base: dict[str, Any] | None = None  # build_environ's
         self._keys: dict[bytes, str] | None = None
         self._trusted = False
-        self._parser = httptools.HttpRequestParser(self)
+        # llhttp and its callbacks are made when bytes first go to it (_llhttp): a connection
+        # whose requests the fast path reads whole never needs them (about 1 µs a connection)
+        self._parser: httptools.HttpRequestParser | None = None
         self._in_head = True  # between messages or inside a head (the byte budget applies)
         self._head_bytes = 0
         self._line_done = False
@@ -276,7 +266,7 @@ class RequestParser:
                 if b"\n" in raw:
                     self._line_done = True
         try:
-            self._parser.feed_data(data)
+            (self._parser or self._llhttp()).feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             # llhttp stops after an Upgrade request (CONNECT is refused in on_headers_complete).
             # The parser does not switch protocols: the request is served as a plain one, then
@@ -299,6 +289,24 @@ class RequestParser:
             self._fail(self._method_error())
         except httptools.HttpParserError as exc:
             self._fail(_translate(str(exc)))
+
+    def _llhttp(self) -> httptools.HttpRequestParser:
+        """llhttp, set up on first use. Its per-field, per-target and per-body-piece callbacks
+        are C callables (httptools looks them up once, in HttpRequestParser()): no Python frame
+        per header field."""
+        max_headers = self.max_headers
+        too_many = _TOO_MANY.get(max_headers)
+        if too_many is None:
+            too_many = _TOO_MANY[max_headers] = HTTPError(431, f"more than {max_headers} header fields")
+        sink = self._fields = FieldSink(max_headers, too_many)
+        # the Python twin: its bound method is a cheaper callable than its __call__
+        self.on_header = sink.add if isinstance(sink, _PyFieldSink) else sink
+        self._url = bytearray()
+        self.on_url = self._url.extend
+        self.on_body = self.events.append
+        self.on_message_begin = self._between.clear
+        parser = self._parser = httptools.HttpRequestParser(self)
+        return parser
 
     def _raw_body(self, data: bytes | memoryview) -> bytes | memoryview:
         """The next ``_body_left`` bytes are body pieces, then END; returns what follows them."""
@@ -337,7 +345,7 @@ class RequestParser:
             return HTTPError(501, f"method {method[:32].decode('latin-1')!r} is not implemented")
         return HTTPError(400, "the method is not an RFC 9110 token (methods are case-sensitive)")
 
-    # ---- llhttp callbacks (on_header, on_url and on_body are the C callables set in __init__) -----
+    # ---- llhttp callbacks (on_header, on_url and on_body are the C callables set in _llhttp) ------
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
@@ -348,6 +356,7 @@ class RequestParser:
         head.headers = sink.fields
         sink.fields = None  # trailer fields from here on: counted by the sink, never kept
         parser = self._parser
+        assert parser is not None  # (llhttp calls this: _llhttp made it)
         version = parser.get_http_version()
         if version == "1.1":
             pass
