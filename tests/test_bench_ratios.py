@@ -43,12 +43,21 @@ def test_cpu_ratio_is_taken_against_the_best_paths_own_cpu() -> None:
 
 
 def test_targets_without_their_baseline_in_the_run_are_not_judged() -> None:
-    agg = {"asgi-hello": {R.EMPEROR_ASGI: _cfg(100), "uvicorn+nginx": _cfg(200)}}
+    agg = {"asgi-hello": {R.EMPEROR_ASGI_HTTP: _cfg(100), "uvicorn+nginx": _cfg(200)}}
     _lines, recs = R.ratios(agg, None)
     judged = {r["baseline"] for r in recs if r["verdict"] in ("PASS", "MISS", "N/A")}
     assert judged == {"uvicorn+nginx"}  # no gunicorn-asgi or granian line: they did not run
     # an ASGI workload never meets the WSGI (issue #2) targets
-    assert all(r["subject"] == R.EMPEROR_ASGI for r in recs)
+    assert all(r["subject"] == R.EMPEROR_ASGI_HTTP for r in recs)
+
+
+def test_the_asgi_worker_over_uwsgi_pass_is_context_not_a_target() -> None:
+    """nginx keeps no uwsgi connection alive: that path is printed, never judged (#14's
+    equal-terms targets are the HTTP socket's)."""
+    agg = {"asgi-hello": {R.EMPEROR_ASGI: _cfg(100), "uvicorn+nginx": _cfg(200)}}
+    lines, recs = R.ratios(agg, None)
+    assert not [r for r in recs if r["verdict"] in ("PASS", "MISS", "N/A")]
+    assert any("emperor-asgi/uvicorn" in line and "no target" in line for line in lines)
 
 
 def test_configs_run_only_their_kind_of_app() -> None:
