@@ -218,6 +218,28 @@ def test_length_bodies_cut_anywhere_are_read_whole(addr: object) -> None:
             assert c.response().body == f"hello /after{i}".encode(), i
 
 
+def _vm_peak(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmPeak:"))
+
+
+def test_a_huge_announced_body_is_not_reserved_before_it_comes(live: dict[str, object]) -> None:
+    """A read of a large Content-Length body receives into an object allocated up front
+    (http_wire.recv_body), but only up to DIRECT_MAX: a client that announces 2 GB and sends
+    10 bytes must not make a worker reserve 2 GB. The workers' peak address space stays put,
+    and they keep serving."""
+    proc = live["proc"]
+    pids = worker_pids(proc)  # type: ignore[arg-type]
+    before = {pid: _vm_peak(pid) for pid in pids}
+    for _ in range(4):  # reaches both workers
+        with RawHTTP(live["tcp"]) as c:  # type: ignore[arg-type]
+            c.send(request_bytes("POST", "/echo", {"Content-Length": str(2_000_000_000)}) + b"0123456789")
+    assert get_env(live["tcp"])["REQUEST_METHOD"] == "GET"
+    assert worker_pids(proc) == pids  # type: ignore[arg-type]
+    grew = {pid: _vm_peak(pid) - before[pid] for pid in pids}
+    assert all(g < 256 << 20 for g in grew.values()), grew
+
+
 def test_expect_100_continue(addr: object) -> None:
     with RawHTTP(addr) as c:  # type: ignore[arg-type]
         c.send(request_bytes("POST", "/echo", {"Expect": "100-continue", "Content-Length": "5"}))

@@ -37,6 +37,10 @@ RECV_SIZE = 65536
 # A read of at least this much of a Content-Length body still on its way receives it straight
 # into the bytes object it returns (``recv_body``), not as RECV_SIZE pieces through the parser.
 DIRECT_MIN = 16384
+# ... and at most this much per read: the object is allocated before the bytes arrive, so a
+# client announcing a huge Content-Length and sending nothing must not make the worker reserve
+# it; larger reads go piece by piece, growing only as the bytes come.
+DIRECT_MAX = 8 << 20
 
 
 class Heads(Protocol):
@@ -244,7 +248,7 @@ class HTTPInput(LineReader):
             if due >= DIRECT_MIN and not parser.events and conn.site.tls is None:
                 # the rest of the body, or what this read wants of it, received in one piece
                 n = due if want < 0 else min(due, want - have)
-                if n >= DIRECT_MIN and not (self._limit and self.received + n > self._limit):
+                if DIRECT_MIN <= n <= DIRECT_MAX and not (self._limit and self.received + n > self._limit):
                     if conn.continue_due:
                         conn.continue_due = False
                         self._ex.send(b"HTTP/1.1 100 Continue\r\n\r\n")
