@@ -252,19 +252,17 @@ ASGI_HTTP_TARGETS: list[Target] = [
     Target("p99_ms", "p99", "uvicorn+nginx", ASGI_WORKLOADS, "<=", 1.0, EMPEROR_ASGI_HTTP),
     Target("rps", "req/s", "granian-asgi-direct", ASGI_WORKLOADS, ">=", 0.8, EMPEROR_ASGI_DIRECT),
 ]
-# emperor's ASGI worker over uwsgi_pass: printed as context, not as #14's targets. nginx keeps no
-# uwsgi connection alive (the protocol ends a response by closing), so this path pays a connection
-# per request that the others, behind the keepalive upstream, do not; the equal-terms targets are
+# Context, no target. emperor's ASGI worker over uwsgi_pass is here too: nginx keeps no uwsgi
+# connection alive (the protocol ends a response by closing), so that path pays a connection per
+# request that the others, behind the keepalive upstream, do not; #14's equal-terms targets are
 # ASGI_HTTP_TARGETS (decided in docs/benchmarks.md, "ASGI on HTTP sockets, re-measured").
-ASGI_UWSGI_PASS_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = [
+ASGI_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = [
     ("rps", "req/s", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("rps", "req/s", "gunicorn-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("cpu_us", "CPU/req", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("cpu_us", "CPU/req", "gunicorn-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("rps", "req/s", "granian-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("p99_ms", "p99", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
-]
-ASGI_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = [
     ("cpu_us", "CPU/req", "granian-asgi+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("pss_mib", "PSS", "uvicorn+nginx", ASGI_WORKLOADS, EMPEROR_ASGI),
     ("rps", "req/s", "granian-asgi-direct", ASGI_WORKLOADS, EMPEROR_ASGI),
@@ -276,7 +274,7 @@ ASGI_INFO: list[tuple[str, str, str | tuple[str, ...], tuple[str, ...], str]] = 
     ("cpu_us", "CPU/req", "granian-asgi-direct", ASGI_WORKLOADS, EMPEROR_ASGI_DIRECT),
 ]
 ALL_TARGETS = TARGETS + HTTP_TARGETS + ASGI_HTTP_TARGETS
-ALL_INFO = [(m, lb, b, w, SUBJECT) for m, lb, b, w in INFO] + HTTP_INFO + ASGI_UWSGI_PASS_INFO + ASGI_INFO
+ALL_INFO = [(m, lb, b, w, SUBJECT) for m, lb, b, w in INFO] + HTTP_INFO + ASGI_INFO
 
 
 @dataclass

@@ -607,3 +607,9 @@ def test_a_body_received_by_the_consumer_is_counted_then_ended() -> None:
     nxt = p.next_event()
     assert isinstance(nxt, Head) and nxt.target == "/next"
     assert RequestParser().body_due == 0  # llhttp counts the body of a head it read: nothing due here
+    # a client waiting for 100 Continue: Expect is llhttp's, so the consumer never receives its body itself
+    p = RequestParser()
+    p.build_environ({}, FIELD_KEYS)
+    p.feed(b"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n")
+    head = p.next_event()
+    assert isinstance(head, Head) and head.expect_continue and p.body_due == 0

@@ -51,6 +51,7 @@ from emperor.vassal.sockets import Listener
 
 log = logging.getLogger("emperor.worker")
 
+
 class AcceptedSocket(socket.socket):
     """An accepted connection as the loop's ``connect_accepted_socket`` takes it: a real
     ``socket.socket`` (uvloop keeps it as the transport's file object and counts on its

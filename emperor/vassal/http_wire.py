@@ -150,11 +150,11 @@ def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
 
     With the C extension the bytes are received into the object returned, one copy in all;
     without it they go through a bytearray (one copy more)."""
+    total = sum(map(len, pieces)) + n
     if _recv_body is not None:
         data, err = _recv_body(sock.fileno(), pieces, n)
     else:
-        have = sum(map(len, pieces))
-        buf = bytearray(have + n)
+        buf = bytearray(total)
         view = memoryview(buf)
         pos = 0
         for p in pieces:
@@ -162,7 +162,7 @@ def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
             pos += len(p)
         err = 0
         try:
-            while pos < len(buf):
+            while pos < total:
                 got = sock.recv_into(view[pos:])
                 if not got:
                     break
@@ -172,7 +172,7 @@ def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
         except OSError as exc:
             err = exc.errno or errno.EIO
         data = bytes(view[:pos])
-    if len(data) == n + sum(map(len, pieces)):
+    if len(data) == total:
         return data
     if err == 0:
         raise ClientGone("peer closed the connection in the request body")
@@ -220,6 +220,22 @@ class HTTPInput(LineReader):
             raise BadBody(f"request body larger than limit-post {self._limit}")
         return ev
 
+    def _direct_size(self, wanted: int) -> int:
+        """How much of the body a read wanting ``wanted`` more bytes (-1: all) receives straight
+        into its result (``recv_body``): what it wants of the body still due, when that is
+        DIRECT_MIN..DIRECT_MAX, no received piece waits in the parser, the listener is not TLS
+        and limit-post is not crossed (the piece path refuses that one); else 0. (A client
+        waiting for 100 Continue sent Expect, which only llhttp reads: nothing is due then.)"""
+        conn = self._conn
+        parser = conn.parser
+        due = parser.body_due
+        if due < DIRECT_MIN or parser.events or conn.site.tls is not None:
+            return 0
+        n = due if wanted < 0 else min(due, wanted)
+        if n < DIRECT_MIN or n > DIRECT_MAX or (self._limit and self.received + n > self._limit):
+            return 0
+        return n
+
     def _more(self) -> bool:
         piece = self._piece()
         if piece is None:
@@ -241,23 +257,15 @@ class HTTPInput(LineReader):
         if have:
             pieces.append(bytes(buf))
             buf.clear()
-        conn = self._conn
-        parser = conn.parser
         while want < 0 or have < want:
-            due = parser.body_due
-            if due >= DIRECT_MIN and not parser.events and conn.site.tls is None:
-                # the rest of the body, or what this read wants of it, received in one piece
-                n = due if want < 0 else min(due, want - have)
-                if DIRECT_MIN <= n <= DIRECT_MAX and not (self._limit and self.received + n > self._limit):
-                    if conn.continue_due:
-                        conn.continue_due = False
-                        self._ex.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    data = recv_body(conn.sock, pieces, n)
-                    parser.body_received(n)
-                    self.received += n
-                    pieces = [data]
-                    have = len(data)
-                    continue
+            n = self._direct_size(want - have if want >= 0 else -1)
+            if n:  # the rest of the body, or what this read wants of it, received in one piece
+                data = recv_body(self._conn.sock, pieces, n)
+                self._conn.parser.body_received(n)
+                self.received += n
+                pieces = [data]
+                have = len(data)
+                continue
             piece = self._piece()
             if piece is None:
                 break
