@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from emperor.protocol import http
@@ -74,6 +75,9 @@ class HTTPServer:
         # the peek is a failing syscall and an exception per request. TLS always looks (bytes
         # the SSL object has already decrypted are invisible to poll()).
         self.peek = True
+        # The accept loop's "forget this fd" (its epoll set), called before a connection is
+        # closed or parked: the sync loop keeps held connections registered while it serves them.
+        self.unwatch: Callable[[int], None] | None = None
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:
         """(head without the blank line, the app's Content-Length or -1, app asked to close)."""
@@ -146,6 +150,8 @@ class HTTPServer:
         ``Connection: close``): unread data would turn the close into a reset, and a reset can
         destroy the last response before the client has read it."""
         sock = conn.sock
+        if self.unwatch is not None:
+            self.unwatch(sock.fileno())
         if not conn.eof:  # (after the peer's FIN there is nothing left to drop)
             try:
                 for _ in range(16):
@@ -356,6 +362,8 @@ class HTTPServer:
     # ---- parking -------------------------------------------------------------------------
     def park(self, conn: Connection) -> None:
         """Hand an idle connection to the master (which watches it for us); close our copy."""
+        if self.unwatch is not None:
+            self.unwatch(conn.sock.fileno())
         sock = self.park_sock
         if sock is not None and conn.site.tls is None:  # TLS state cannot leave this process
             try:

@@ -82,16 +82,34 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
     me = worker.index
     # our byte in the shared "waits for work" map, written directly (twice per poll() turn)
     wmem = waiting.mem if waiting is not None and 0 <= me < len(waiting.mem) else None
-    poller = select.poll()
+    # epoll, not poll(): a held connection stays registered while it is served and held again
+    # (no register/unregister per request), and a turn costs the kernel the ready fds only, not
+    # all of the ~32 held ones (measured: 0.9 against 2.9 us per turn with 33 connections). A
+    # connection leaves the set before it is closed or parked (``server.unwatch``): a parked
+    # one's file lives on in the master, and epoll would go on reporting it under its old number.
+    poller = select.epoll()
+    watched: set[int] = set()
+
+    def unwatch(fd: int) -> None:
+        if fd in watched:
+            watched.discard(fd)
+            poller.unregister(fd)
+
+    server.unwatch = unwatch
     sources: dict[int, Callable[[], Any]] = {}
     for lst in worker.listeners:
         fd = lst.sock.fileno()
-        poller.register(fd, select.POLLIN)
+        poller.register(fd, select.EPOLLIN)
         sources[fd] = accepter(lst.sock)
     park_fd = -1
     if park is not None:
         park_fd = park.fileno()
-        poller.register(park_fd, select.POLLIN)
+        poller.register(park_fd, select.EPOLLIN)
+    wake_r, wake_w = socket.socketpair()  # SIGTERM/SIGHUP end the wait (Worker._graceful)
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    worker.wakeup = wake_w
+    poller.register(wake_r.fileno(), select.EPOLLIN)
     idle: dict[int, tuple[Connection, float]] = {}
     armed = False  # the park timer runs (it may outlive the work that set it: disarm() leaves it)
     busy_since = 0.0  # when the work now running began (monotonic; 0: not serving)
@@ -104,7 +122,6 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
         for fd in list(idle):
             held = idle.pop(fd, None)  # None: the SIGALRM handler interrupted us and parked it
             if held is not None:
-                poller.unregister(fd)
                 server.park(held[0])
 
     def on_alarm(signum: int, frame: Any) -> None:
@@ -159,10 +176,11 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
             oldest = next(iter(idle), -1)
             held = idle.pop(oldest, None)  # None: the SIGALRM handler parked it meanwhile
             if held is not None:
-                poller.unregister(oldest)
                 server.park(held[0])
         fd = conn.sock.fileno()
-        poller.register(fd, select.POLLIN)  # first: the SIGALRM handler parks what ``idle`` has
+        if fd not in watched:  # first: the SIGALRM handler parks what ``idle`` has
+            poller.register(fd, select.EPOLLIN)
+            watched.add(fd)
         idle[fd] = (conn, now + keepalive)
 
     keepalive = server.keepalive
@@ -175,15 +193,14 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
         signal.siginterrupt(signal.SIGALRM, False)
     while worker.alive and not worker.recycle_reason:
         now = time.monotonic()
-        wait = -1
+        wait = -1.0
         while idle:  # in deadline order (hold() appends now + keepalive): only the head can be due
             fd = next(iter(idle))
             conn, until = idle[fd]
             if until > now:
-                wait = int((until - now) * 1000) + 1
+                wait = until - now + 0.001
                 break
             del idle[fd]
-            poller.unregister(fd)
             server.close(conn)  # idle past http-keepalive: a clean close (FIN)
         if wmem is not None:
             wmem[me] = 1
@@ -221,7 +238,6 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                     held = idle.pop(fd, None)
                     if held is None:
                         continue  # parked by the timer meanwhile: the master has it
-                    poller.unregister(fd)
                     if not armed_here:
                         arm()
                         armed_here = True
@@ -296,6 +312,10 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
     if wmem is not None:
         wmem[me] = 0
     release()  # stopping or recycling: the master keeps them for the next worker
+    poller.close()
+    worker.wakeup = None
+    wake_w.close()
+    wake_r.close()
 
 
 def serve_threaded(worker: Worker, park: socket.socket | None, waiting: Waiting | None = None) -> None:

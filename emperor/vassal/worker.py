@@ -92,6 +92,9 @@ class Worker:
         self.app = app
         self.load_app = load_app
         self.alive = True
+        # an accept loop that waits in epoll (http_loop) registers this socket's peer: closing
+        # the listeners below wakes poll() (POLLNVAL) but not epoll, where they stay registered
+        self.wakeup: socket.socket | None = None
         self.buffer_size = cfg.buffer_size
         self.recv_size = cfg.buffer_size + 4 + 8192  # header, the largest vars block, a small body
         self.limit_post = cfg.limit_post
@@ -179,6 +182,11 @@ class Worker:
         self.alive = False
         for lst in self.listeners:
             lst.sock.close()  # a blocked accept() retries on a closed fd and fails: we leave the loop
+        if self.wakeup is not None:
+            try:
+                self.wakeup.send(b"\0")
+            except OSError:
+                pass  # full: a wake-up is pending anyway
 
     # ---- accept loops --------------------------------------------------------------------
     def serve(self) -> None:
