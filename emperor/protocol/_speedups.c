@@ -10,6 +10,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <string.h>
+#include <time.h>
 
 /* nginx sends the same keys in the same order on every request: keep the key objects by
  * position and reuse them when the bytes match (no allocation, and their hash is cached).
@@ -752,6 +753,403 @@ error:
     return NULL;
 }
 
+/* ---- the response head of a plain response (the sync HTTP worker's usual one) ---------------
+ *
+ * heads caches (status, *headers) -> (checked head without its blank line, the app's
+ * Content-Length or -1, the app asked to close), filled by the Python side (http_conn.py's
+ * HTTPServer.head, which checks the app's headers). This adds what HTTPExchange.make_head adds
+ * for a whole body of known length that may have one: Date, Content-Length (unless the app gave
+ * it), Connection. Anything else returns None and the Python path decides: a head not cached
+ * yet, an app's Content-Length other than the body's, an app asking to close, a status without
+ * a body (1xx, 204, 304). */
+static const char *DAYS[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+static const char *MONTHS[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                               "Dec"};
+static time_t date_second = -1;
+static char date_buf[64];
+static int date_len;
+
+static void
+date_refresh(time_t now)
+{
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    date_len = snprintf(date_buf, sizeof(date_buf), "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
+                        DAYS[tm.tm_wday], tm.tm_mday, MONTHS[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+                        tm.tm_min, tm.tm_sec);
+    date_second = now;
+}
+
+/* The head (and, when ``body`` is not NULL, the body after it: one object, one copy) or None
+ * (a new reference either way; NULL on error). */
+static PyObject *
+build_response(PyObject *heads, PyObject *status, PyObject *headers, Py_ssize_t length, int keep, int version10,
+               PyObject *body)
+{
+    if (!PyUnicode_Check(status) || !PyList_CheckExact(headers) || PyUnicode_GET_LENGTH(status) < 3)
+        Py_RETURN_NONE;
+    Py_UCS4 c0 = PyUnicode_READ_CHAR(status, 0);
+    if (c0 == '1' || ((c0 == '2' || c0 == '3') && PyUnicode_READ_CHAR(status, 1) == '0'
+                      && PyUnicode_READ_CHAR(status, 2) == '4'))
+        Py_RETURN_NONE;  /* 1xx, 204, 304: no body */
+    Py_ssize_t n = PyList_GET_SIZE(headers);
+    PyObject *key = PyTuple_New(n + 1);
+    if (key == NULL)
+        return NULL;
+    Py_INCREF(status);
+    PyTuple_SET_ITEM(key, 0, status);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *h = PyList_GET_ITEM(headers, i);
+        Py_INCREF(h);
+        PyTuple_SET_ITEM(key, i + 1, h);
+    }
+    PyObject *hit = PyDict_GetItemWithError(heads, key);  /* borrowed */
+    Py_DECREF(key);
+    if (hit == NULL) {
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError))  /* unhashable: the Python path */
+                return NULL;
+            PyErr_Clear();
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 3 || !PyBytes_CheckExact(PyTuple_GET_ITEM(hit, 0)))
+        Py_RETURN_NONE;
+    PyObject *base = PyTuple_GET_ITEM(hit, 0);
+    Py_ssize_t cl = PyLong_AsSsize_t(PyTuple_GET_ITEM(hit, 1));
+    if (cl == -1 && PyErr_Occurred())
+        return NULL;
+    if ((cl >= 0 && cl != length) || PyTuple_GET_ITEM(hit, 2) != Py_False)
+        Py_RETURN_NONE;
+    time_t now = time(NULL);
+    if (now != date_second)
+        date_refresh(now);
+    char extra[128];
+    int len = 0;
+    memcpy(extra, date_buf, date_len);
+    len = date_len;
+    if (cl < 0)
+        len += snprintf(extra + len, sizeof(extra) - len, "Content-Length: %zd\r\n", length);
+    if (!keep)
+        len += snprintf(extra + len, sizeof(extra) - len, "Connection: close\r\n");
+    else if (version10)
+        len += snprintf(extra + len, sizeof(extra) - len, "Connection: keep-alive\r\n");
+    extra[len++] = '\r';
+    extra[len++] = '\n';
+    Py_ssize_t blen = PyBytes_GET_SIZE(base), bodylen = body == NULL ? 0 : PyBytes_GET_SIZE(body);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, blen + len + bodylen);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    memcpy(o, PyBytes_AS_STRING(base), blen);
+    memcpy(o + blen, extra, len);
+    if (bodylen)
+        memcpy(o + blen + len, PyBytes_AS_STRING(body), bodylen);
+    return out;
+}
+
+static PyObject *
+response_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "response_head(heads: dict, status: str, headers: list, length, keep, version10)");
+        return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[3]);
+    if (length == -1 && PyErr_Occurred())
+        return NULL;
+    int keep = PyObject_IsTrue(args[4]), version10 = PyObject_IsTrue(args[5]);
+    if (keep < 0 || version10 < 0)
+        return NULL;
+    return build_response(args[0], args[1], args[2], length, keep, version10, NULL);
+}
+
+static PyObject *
+date_line(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(args))
+{
+    time_t now = time(NULL);
+    if (now != date_second)
+        date_refresh(now);
+    return PyBytes_FromStringAndSize(date_buf, date_len);
+}
+
+/* ---- a whole plain request in one call (the sync HTTP worker's usual one) -------------------
+ *
+ * plain(data, base, keys, max_head, max_headers, trusted, app, heads, conn, may_keep, late, note):
+ * when ``data`` is exactly one plain bodiless head (parse_head's), builds the environ, calls the
+ * WSGI app with a ``Reply`` as start_response, and when the app returned a list of one bytes
+ * under a head ``heads`` has checked (build_response), returns (head + body, keep, reply): the
+ * bytes to send (and the Reply, for the request log). Still sans-IO: a ``write()`` of the app goes to ``late(reply)``, the Python side's
+ * exchange for this reply, which takes over the response. Returns None when ``data`` is not
+ * such a head (nothing was consumed: feed the parser), and otherwise a Reply (its ``result``,
+ * ``error``, ``environ``, ``method``, ``target`` and ``keep`` set) for the Python side to finish:
+ * an app that raised, that returned anything else, a head not cached yet, HEAD, a write().
+ * ``note``: None, or called with (method, target) before the app (harakiri's record). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *status;    /* what start_response was given (NULL before) */
+    PyObject *headers;
+    PyObject *late;      /* the Python side's late(reply) -> its exchange, on write() */
+    PyObject *exchange;  /* late's result: the response is the Python side's from then on */
+    PyObject *conn;
+    PyObject *method;
+    PyObject *target;
+    PyObject *environ;
+    PyObject *result;    /* what the app returned (NULL: it raised, or not called yet) */
+    PyObject *error;     /* the exception the app raised */
+    char keep, version10;
+} Reply;
+
+static int
+reply_traverse(Reply *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->status);
+    Py_VISIT(r->headers);
+    Py_VISIT(r->late);
+    Py_VISIT(r->exchange);
+    Py_VISIT(r->conn);
+    Py_VISIT(r->environ);
+    Py_VISIT(r->result);
+    Py_VISIT(r->error);
+    return 0;
+}
+
+static int
+reply_clear(Reply *r)
+{
+    Py_CLEAR(r->status);
+    Py_CLEAR(r->headers);
+    Py_CLEAR(r->late);
+    Py_CLEAR(r->exchange);
+    Py_CLEAR(r->conn);
+    Py_CLEAR(r->method);
+    Py_CLEAR(r->target);
+    Py_CLEAR(r->environ);
+    Py_CLEAR(r->result);
+    Py_CLEAR(r->error);
+    return 0;
+}
+
+static void
+reply_dealloc(Reply *r)
+{
+    PyObject_GC_UnTrack(r);
+    reply_clear(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *
+reply_write(Reply *r, PyObject *data)
+{
+    if (r->exchange == NULL) {
+        if (r->status == NULL) {
+            PyErr_SetString(PyExc_AssertionError, "write() before start_response()");
+            return NULL;
+        }
+        PyObject *ex = PyObject_CallOneArg(r->late, (PyObject *)r);
+        if (ex == NULL)
+            return NULL;
+        r->exchange = ex;
+    }
+    return PyObject_CallMethod(r->exchange, "write", "O", data);
+}
+
+static PyObject *
+reply_start_response(Reply *r, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *status = NULL, *headers = NULL, *exc_info = Py_None;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs + nkw < 2 || nargs + nkw > 3) {
+        PyErr_SetString(PyExc_TypeError, "start_response(status, headers, exc_info=None)");
+        return NULL;
+    }
+    PyObject *slots[3] = {NULL, NULL, NULL};
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        slots[i] = args[i];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+        if (name == NULL)
+            return NULL;
+        int at = strcmp(name, "status") == 0 ? 0 : strcmp(name, "headers") == 0 ? 1
+                 : strcmp(name, "exc_info") == 0 ? 2 : -1;
+        if (at < 0 || slots[at] != NULL) {
+            PyErr_Format(PyExc_TypeError, "start_response() got an unexpected or repeated argument '%s'", name);
+            return NULL;
+        }
+        slots[at] = args[nargs + i];
+    }
+    status = slots[0];
+    headers = slots[1];
+    if (slots[2] != NULL)
+        exc_info = slots[2];
+    if (status == NULL || headers == NULL) {
+        PyErr_SetString(PyExc_TypeError, "start_response(status, headers, exc_info=None)");
+        return NULL;
+    }
+    if (r->exchange != NULL)  /* write() was called: the Python exchange decides (a late error) */
+        return PyObject_CallMethod(r->exchange, "start_response", "OOO", status, headers, exc_info);
+    if (exc_info == Py_None && r->status != NULL) {
+        PyErr_SetString(PyExc_AssertionError, "start_response called twice without exc_info");
+        return NULL;
+    }
+    /* with exc_info and nothing sent yet (no write()): the new head replaces the old one */
+    Py_INCREF(status);
+    Py_XSETREF(r->status, status);
+    Py_INCREF(headers);
+    Py_XSETREF(r->headers, headers);
+    return PyObject_GetAttrString((PyObject *)r, "write");
+}
+
+static PyObject *
+reply_get(Reply *r, void *closure)
+{
+    PyObject *v = NULL;
+    switch ((int)(Py_ssize_t)closure) {
+    case 0: v = r->status; break;
+    case 1: v = r->headers; break;
+    case 2: v = r->exchange; break;
+    case 3: v = r->conn; break;
+    case 4: v = r->method; break;
+    case 5: v = r->target; break;
+    case 6: v = r->environ; break;
+    case 7: v = r->result; break;
+    case 8: v = r->error; break;
+    case 9: return PyBool_FromLong(r->keep);
+    case 10: return PyBool_FromLong(r->version10);
+    }
+    if (v == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(v);
+    return v;
+}
+
+static PyGetSetDef reply_getset[] = {
+    {"status", (getter)reply_get, NULL, "the status start_response was given (None before)", (void *)0},
+    {"headers", (getter)reply_get, NULL, "the headers start_response was given", (void *)1},
+    {"exchange", (getter)reply_get, NULL, "the Python side's exchange, after a write()", (void *)2},
+    {"conn", (getter)reply_get, NULL, "the connection (opaque here)", (void *)3},
+    {"method", (getter)reply_get, NULL, "REQUEST_METHOD", (void *)4},
+    {"target", (getter)reply_get, NULL, "the request target", (void *)5},
+    {"environ", (getter)reply_get, NULL, "the WSGI environ", (void *)6},
+    {"result", (getter)reply_get, NULL, "what the app returned (None: it raised)", (void *)7},
+    {"error", (getter)reply_get, NULL, "the exception the app raised, or None", (void *)8},
+    {"keep", (getter)reply_get, NULL, "the connection may stay open after the response", (void *)9},
+    {"version10", (getter)reply_get, NULL, "the request was HTTP/1.0", (void *)10},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef reply_methods[] = {
+    {"start_response", (PyCFunction)(void (*)(void))reply_start_response, METH_FASTCALL | METH_KEYWORDS,
+     "The WSGI start_response."},
+    {"write", (PyCFunction)reply_write, METH_O, "The WSGI write(): the Python side's exchange takes over."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ReplyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "emperor.protocol._speedups.Reply",
+    .tp_basicsize = sizeof(Reply),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One plain request's start_response state (plain()).",
+    .tp_traverse = (traverseproc)reply_traverse,
+    .tp_clear = (inquiry)reply_clear,
+    .tp_dealloc = (destructor)reply_dealloc,
+    .tp_methods = reply_methods,
+    .tp_getset = reply_getset,
+};
+
+static PyObject *parse_head(PyObject *, PyObject *const *, Py_ssize_t);
+
+static PyObject *
+plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "plain(data: bytes, base, keys, max_head, max_headers, trusted, app, "
+                                         "heads: dict, conn, may_keep, late, note)");
+        return NULL;
+    }
+    PyObject *got = parse_head(NULL, args, 6);
+    if (got == NULL || got == Py_None)
+        return got;
+    /* (size, env, keep_alive, method, target, content_length, version) */
+    if (PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 0)) != PyBytes_GET_SIZE(args[0])
+            || PyTuple_GET_ITEM(got, 5) != Py_None) {
+        int bad = PyErr_Occurred() != NULL;
+        Py_DECREF(got);
+        if (bad)
+            return NULL;
+        Py_RETURN_NONE;  /* a body, or more after the head: the parser's */
+    }
+    int may_keep = PyObject_IsTrue(args[9]);
+    if (may_keep < 0) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    Reply *r = PyObject_GC_New(Reply, &ReplyType);
+    if (r == NULL) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    r->status = r->headers = r->exchange = r->result = r->error = NULL;
+    r->environ = PyTuple_GET_ITEM(got, 1);
+    r->method = PyTuple_GET_ITEM(got, 3);
+    r->target = PyTuple_GET_ITEM(got, 4);
+    Py_INCREF(r->environ);
+    Py_INCREF(r->method);
+    Py_INCREF(r->target);
+    r->keep = PyTuple_GET_ITEM(got, 2) == Py_True && may_keep;
+    r->version10 = PyTuple_GET_ITEM(got, 6) == str_http10;
+    Py_DECREF(got);
+    Py_INCREF(args[10]);
+    r->late = args[10];
+    Py_INCREF(args[8]);
+    r->conn = args[8];
+    PyObject_GC_Track(r);
+
+    if (args[11] != Py_None) {  /* note(method, target): harakiri's "what was it doing" */
+        PyObject *noted = PyObject_CallFunctionObjArgs(args[11], r->method, r->target, NULL);
+        if (noted == NULL)
+            goto error;
+        Py_DECREF(noted);
+    }
+    PyObject *start = PyObject_GetAttrString((PyObject *)r, "start_response");
+    if (start == NULL)
+        goto error;
+    PyObject *call[2] = {r->environ, start};
+    PyObject *result = PyObject_Vectorcall(args[6], call, 2, NULL);
+    Py_DECREF(start);
+    if (result == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto error;  /* KeyboardInterrupt, SystemExit: on up, as from the Python path */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        r->error = value;
+        return (PyObject *)r;
+    }
+    r->result = result;
+    if (r->exchange == NULL && r->status != NULL && PyList_CheckExact(result) && PyList_GET_SIZE(result) == 1
+            && PyBytes_CheckExact(PyList_GET_ITEM(result, 0)) && r->method != method_strs[1]) {
+        PyObject *body = PyList_GET_ITEM(result, 0);
+        PyObject *out = build_response(args[7], r->status, r->headers, PyBytes_GET_SIZE(body), r->keep,
+                                       r->version10, body);
+        if (out == NULL)
+            goto error;
+        if (out != Py_None)  /* r: for the request log (status, headers, environ) */
+            return Py_BuildValue("(NON)", out, r->keep ? Py_True : Py_False, (PyObject *)r);
+        Py_DECREF(out);
+    }
+    return (PyObject *)r;
+error:
+    Py_DECREF(r);
+    return NULL;
+}
+
 static int
 init_head_strings(void)
 {
@@ -787,6 +1185,13 @@ static PyMethodDef methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
      "parse_head(data, base, keys, max_head, max_headers, trusted) -> (head size, environ, keep_alive, "
      "method, target, content_length, version), or None when llhttp and the rules in http.py must decide."},
+    {"response_head", (PyCFunction)(void (*)(void))response_head, METH_FASTCALL,
+     "response_head(heads, status, headers, length, keep, version10) -> the whole head of a response "
+     "whose body of `length` bytes follows, or None when the Python path must build it."},
+    {"plain", (PyCFunction)(void (*)(void))plain, METH_FASTCALL,
+     "plain(data, base, keys, max_head, max_headers, trusted, app, heads, conn, may_keep, late, note) -> "
+     "(response bytes, keep, reply), a Reply for the Python side to finish, or None (not a plain request)."},
+    {"date_line", date_line, METH_NOARGS, "date_line() -> b'Date: <IMF-fixdate>\\r\\n' (the C twin of http.date_line)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -799,7 +1204,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&FieldSinkType) < 0 || init_head_strings() < 0)
+    if (PyType_Ready(&FieldSinkType) < 0 || PyType_Ready(&ReplyType) < 0 || init_head_strings() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

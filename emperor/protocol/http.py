@@ -122,8 +122,8 @@ class RequestParser:
 
     __slots__ = ("_base", "_between", "_body_left", "_closed", "_fast", "_fields", "_head_bytes", "_in_head",
                  "_keys", "_line", "_line_done", "_parser", "_trusted", "_url", "dead", "events", "max_head",
-                 "max_headers", "on_body", "on_header", "on_message_begin", "on_url", "upgrade_rest",
-                 "upgraded")
+                 "max_headers", "on_body", "on_header", "on_message_begin", "on_url", "plain_args",
+                 "upgrade_rest", "upgraded")
 
     def __init__(self, max_head: int = 65535, max_headers: int = 100) -> None:
         self.max_head = max_head
@@ -139,6 +139,9 @@ class RequestParser:
         self._base: dict[str, Any] | None = None  # build_environ's
         self._keys: dict[bytes, str] | None = None
         self._trusted = False
+        # parse_head's arguments after the bytes, for the consumer's own call of the C fast path
+        # (set by build_environ): the sync worker's whole-request call, _speedups.plain
+        self.plain_args: tuple[Any, ...] | None = None
         # llhttp and its callbacks are made when bytes first go to it (_llhttp): a connection
         # whose requests the fast path reads whole never needs them (about 1 µs a connection)
         self._parser: httptools.HttpRequestParser | None = None
@@ -167,6 +170,7 @@ class RequestParser:
             self._base = base
             self._keys = keys
             self._trusted = trusted
+            self.plain_args = (base, keys, self.max_head, self.max_headers, trusted)
 
     def fast_heads(self) -> None:
         """Let plain bodiless heads be read by the C fast path without an environ (the ASGI
@@ -190,6 +194,12 @@ class RequestParser:
         self._body_left -= n
         if not self._body_left:
             self.events.append(END)
+
+    def between(self) -> bool:
+        """No request is partly read or waiting: the next bytes start a new one, and may be
+        taken whole by ``_speedups.plain`` with ``plain_args`` (then nothing is fed here)."""
+        return bool(self._between) and not self._closed and not self._body_left and not self.dead \
+            and not self.events
 
     def next_event(self) -> Head | bytes | HTTPError | None:
         events = self.events

@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from emperor.vassal.sockets import Listener
     from emperor.vassal.worker import Worker
 
+try:  # the optional C extension (emperor/protocol/_speedups.c)
+    from emperor.protocol._speedups import plain as _plain
+    from emperor.protocol._speedups import response_head as _response_head
+except ImportError:  # pragma: no cover - built wherever a compiler is
+    _plain = _response_head = None
+
 log = logging.getLogger("emperor.http")
 HIST_BOUNDS_US = sb.HIST_BOUNDS_US
 
@@ -78,6 +84,13 @@ class HTTPServer:
         # The accept loop's "forget this fd" (its epoll set), called before a connection is
         # closed or parked: the sync loop keeps held connections registered while it serves them.
         self.unwatch: Callable[[int], None] | None = None
+        # A whole plain request in C (plain_request); with harakiri, the C side notes
+        # "METHOD target" before the app.
+        self.plain = _plain
+        self.note: Callable[[str, str], None] | None = None
+        if worker.harakiri:
+            board, index = worker.board, worker.index
+            self.note = lambda method, target: board.set_text(index, f"{method} {target}"[:200])
 
     def head(self, status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:
         """(head without the blank line, the app's Content-Length or -1, app asked to close)."""
@@ -166,24 +179,108 @@ class HTTPServer:
 
     def one(self, conn: Connection, first: bool) -> bool:
         """One request. False: the connection is finished (the caller closes it)."""
-        worker = self.worker
         parser = conn.parser
         events = parser.events  # (parser.next_event() inlined: one call less per request)
         if not events:
             deadline = time.monotonic() + self.timeout
             while not events:
                 try:
-                    conn.fill(deadline)
+                    data = conn.receive(deadline)
                 except ClientGone as exc:
                     if parser.head_started or (first and "closed" not in str(exc)):  # slow: once per peer
-                        worker._note(ClientGone(f"{conn.peer[0]}: {exc}"), None, conn.sock)
+                        self.worker._note(ClientGone(f"{conn.peer[0]}: {exc}"), None, conn.sock)
                     return False
+                # the usual keep-alive request, whole in one recv: served in C (_speedups.plain)
+                if self.plain is not None and (args := parser.plain_args) is not None and parser.between():
+                    done = self.plain_request(conn, data, args)
+                    if done is not None:
+                        return done
+                parser.feed(data)
         ev = events.popleft()
         if isinstance(ev, http.HTTPError):
             self.reject(conn, ev)
             return False
         assert isinstance(ev, http.Head)
-        return self.request(conn, ev)
+        env = ev.env  # built by the codec's C fast path (a plain head), else:
+        if env is None:
+            env = environ_from_http(ev, conn.site.env, conn.peer, conn.trusted)
+        return self.exchange(conn, env, ev.method, ev.target, ev.keep_alive and not parser.upgraded,
+                             ev.version == "HTTP/1.0", ev)
+
+    def plain_request(self, conn: Connection, data: bytes, args: tuple[Any, ...]) -> bool | None:
+        """``data`` as one whole plain bodiless request, served by ``_speedups.plain``: it parses
+        the head, builds the environ, calls the app and, for the usual response (a list of one
+        bytes under a head already checked and cached), returns the bytes to send; anything else
+        comes back as a ``Reply`` that ``finish`` completes with an ``HTTPExchange``, as the
+        Python path would have. None: ``data`` is not such a request (nothing consumed)."""
+        worker = self.worker
+        ints = worker.ints
+        start = time.monotonic_ns()
+        ints[self._busy_at] = start
+        served = conn.served + 1
+        conn.continue_due = False
+        got = self.plain(data, *args, worker.app, self.heads, conn,  # type: ignore[misc]
+                         self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
+                         self.note)
+        if got is None:
+            return None
+        conn.served = served
+        ex: HTTPExchange | None = None
+        sent = 0
+        try:
+            if type(got) is tuple:
+                out, keep, reply = got
+                try:
+                    conn.sock.sendall(out)
+                except BlockingIOError:
+                    raise ClientGone("send timed out") from None
+                except OSError as exc:
+                    raise ClientGone(exc.strerror or str(exc)) from None
+                sent = len(out)
+                return bool(keep)
+            reply = got
+            ex = got.exchange or self.late(got)
+            try:
+                if got.error is not None:
+                    self._raised(ex, got.environ, got.error)
+                else:
+                    self.respond(ex, got.environ, got.result)
+            except BadBody as exc:
+                if not ex.head_sent:
+                    self.reject(conn, http.HTTPError(400, str(exc)))
+                    ints[self._requests_at] -= 1  # reject() counted it; counted once below
+                return False
+            return ex.keep
+        finally:
+            done = ints[self._requests_at] + 1
+            ints[self._requests_at] = done
+            ints[self._busy_at] = 0
+            if ex is not None:
+                sent = ex.sent
+            ints[self._tx_at] += sent
+            if worker.log_requests:
+                worker._log_request(reply.environ, ex or Sent(reply, sent), start)  # type: ignore[arg-type]
+            if worker.max_requests and done >= worker.max_requests:
+                worker.recycle_reason = f"max-requests ({done} requests)"
+            took = (time.monotonic_ns() - start) // 1000
+            ints[self._rt_at] += took
+            ints[self._hist_at + bisect_left(HIST_BOUNDS_US, took)] += 1
+
+    def late(self, reply: Any) -> HTTPExchange:
+        """The exchange that takes over a response ``_speedups.plain`` could not finish alone
+        (also its Reply's ``write()``), with what the app gave start_response so far."""
+        ex = HTTPExchange(self.worker, reply.conn, reply.method, reply.keep, reply.version10, self)
+        ex.status = reply.status
+        ex.headers = reply.headers if reply.headers is not None else []
+        return ex
+
+    def _raised(self, ex: HTTPExchange, env: dict[str, Any], exc: BaseException) -> None:
+        """The app raised ``exc`` (as run_app's handlers): a client gone, or a 500."""
+        if isinstance(exc, (ClientGone, BadBody)):
+            raise exc
+        if isinstance(exc, ConnectionError):
+            raise ClientGone(str(exc)) from None
+        self._failed(ex, env, exc)
 
     def reject(self, conn: Connection, err: http.HTTPError) -> None:
         worker = self.worker
@@ -192,25 +289,24 @@ class HTTPServer:
         worker.ints[worker.slot + sb.REQUESTS] += 1
         send_error(conn.sock, err.status, str(err))
 
-    def request(self, conn: Connection, head: http.Head) -> bool:
+    def exchange(self, conn: Connection, env: dict[str, Any], method: str, target: str, keep_alive: bool,
+                 version10: bool, head: http.Head | None) -> bool:
+        """Run the app for one request and answer it; True: the connection stays open.
+        ``head``: the parsed head when the request may have a body (None: a plain bodiless one)."""
         worker = self.worker
         ints = worker.ints
         start = time.monotonic_ns()
         ints[self._busy_at] = start
         conn.served += 1
-        keep = head.keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive \
-            and not conn.parser.upgraded
-        ex = HTTPExchange(worker, conn, head.method, keep, head.version == "HTTP/1.0", self)
-        env: dict[str, Any] | None = None
+        keep = keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive
+        ex = HTTPExchange(worker, conn, method, keep, version10, self)
         try:
-            env = head.env  # built by the codec's C fast path (a plain bodiless head), else:
-            if env is None:
-                env = environ_from_http(head, conn.site.env, conn.peer, conn.trusted)
             inp: HTTPInput | None = None
-            if not head.chunked and not head.content_length:
-                events = conn.parser.events
-                if not events or events.popleft() is not http.END:  # llhttp ends it with the head
-                    raise BadBody("a request without a body did not end with its head")
+            if head is None or (not head.chunked and not head.content_length):
+                if head is not None:
+                    events = conn.parser.events
+                    if not events or events.popleft() is not http.END:  # llhttp ends it with the head
+                        raise BadBody("a request without a body did not end with its head")
                 env["wsgi.input"] = EMPTY_INPUT  # stateless: one for every bodiless request
                 conn.continue_due = False
             else:
@@ -220,7 +316,7 @@ class HTTPServer:
                 inp = env["wsgi.input"] = HTTPInput(conn, ex, worker.limit_post, False)
                 conn.continue_due = head.expect_continue
             if worker.harakiri:
-                worker.board.set_text(worker.index, f"{head.method} {head.target}"[:200])
+                worker.board.set_text(worker.index, f"{method} {target}"[:200])
             self.run_app(ex, env)
             # a body left unread: drop it to keep the connection, unless the client still waits
             # for our 100 Continue (it will not send it), or it is too large to be worth it
@@ -238,7 +334,7 @@ class HTTPServer:
             ints[self._requests_at] = done
             ints[self._busy_at] = 0
             ints[self._tx_at] += ex.sent
-            if worker.log_requests and env is not None:
+            if worker.log_requests:
                 worker._log_request(env, ex, start)
             if worker.max_requests and done >= worker.max_requests:
                 worker.recycle_reason = f"max-requests ({done} requests)"
@@ -261,12 +357,26 @@ class HTTPServer:
             raise
         except ConnectionError as exc:
             raise ClientGone(str(exc)) from None
-        except Exception:
-            self._failed(ex, env)
+        except Exception as exc:
+            self._failed(ex, env, exc)
             return
+        self.respond(ex, env, result)
+
+    def respond(self, ex: HTTPExchange, env: dict[str, Any], result: Any) -> None:
+        """Send what the app returned (``result``: its iterable), then close it."""
+        worker = self.worker
         try:
             if type(result) is list and len(result) == 1 and not ex.head_sent and ex.status is not None:
                 body = result[0]
+                # the usual whole response: its head in C from the cached checked one (None:
+                # not cached yet, HEAD, no body allowed, a framing of the app's: make_head)
+                if (type(body) is bytes and _response_head is not None and ex.method != "HEAD"
+                        and not ex.client.continue_due
+                        and (head := _response_head(self.heads, ex.status, ex.headers, len(body), ex.keep,
+                                                    ex.version10)) is not None):
+                    ex.head_sent = True
+                    ex.send_with_head(head, body)
+                    return
                 head = ex.make_head(len(body))
                 ex.head_sent = True
                 if not ex.bodyless:
@@ -292,8 +402,8 @@ class HTTPServer:
                       env.get("PATH_INFO"), exc)
             worker.ints[worker.slot + sb.EXCEPTIONS] += 1
             self._error_response(ex, 500)
-        except Exception:
-            self._failed(ex, env)
+        except Exception as exc:
+            self._failed(ex, env, exc)
         finally:
             if (close := getattr(result, "close", None)) is not None:
                 close_result(close, worker.wid)
@@ -336,13 +446,13 @@ class HTTPServer:
         if ex.left > 0:
             ex.keep = False
 
-    def _failed(self, ex: HTTPExchange, env: dict[str, Any]) -> None:
+    def _failed(self, ex: HTTPExchange, env: dict[str, Any], exc: BaseException) -> None:
         worker = self.worker
         worker.ints[worker.slot + sb.EXCEPTIONS] += 1
         import traceback
 
         log.error("worker %d: %s %s raised:\n%s", worker.wid, ex.method, env.get("PATH_INFO"),
-                  traceback.format_exc().rstrip())
+                  "".join(traceback.format_exception(exc)).rstrip())
         self._error_response(ex, 500)
 
     def _error_response(self, ex: HTTPExchange, status: int) -> None:
@@ -399,6 +509,20 @@ class HTTPServer:
             pass
         sock.close()
         return None
+
+
+class Sent:
+    """What the request log reads of an exchange (status, headers, method, bytes sent), for a
+    response ``_speedups.plain`` built and sent whole."""
+
+    __slots__ = ("head_sent", "headers", "method", "sent", "status")
+
+    def __init__(self, reply: Any, sent: int) -> None:
+        self.status = reply.status
+        self.headers = reply.headers
+        self.method = reply.method
+        self.head_sent = True
+        self.sent = sent
 
 
 def _make_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int, bool]:

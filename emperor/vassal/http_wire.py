@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor.protocol import http
-from emperor.protocol.wsgi import FIELD_KEYS, LineReader, body_allowed, site_environ
+from emperor.protocol.wsgi import EMPTY_INPUT, FIELD_KEYS, LineReader, body_allowed, site_environ
 from emperor.vassal.exchange import ClientGone, Exchange
 from emperor.vassal.tls import TLSSite
 
@@ -109,15 +109,21 @@ class Connection:
         per connection rather than per request."""
         self.trusted = trusted
         peer = self.peer
-        self.parser.build_environ({**self.site.env, "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1]},
-                                  FIELD_KEYS, trusted)
+        # (wsgi.input: the request without a body that _speedups.plain serves whole; a request
+        # with one gets its own, HTTPServer.exchange)
+        self.parser.build_environ({**self.site.env, "REMOTE_ADDR": peer[0], "REMOTE_PORT": peer[1],
+                                   "wsgi.input": EMPTY_INPUT}, FIELD_KEYS, trusted)
 
     def fill(self, deadline: float | None = None) -> None:
         """recv once (the socket's SO_RCVTIMEO bounds the wait) and feed the parser."""
+        self.parser.feed(self.receive(deadline))
+
+    def receive(self, deadline: float | None = None) -> bytes:
+        """recv once (the socket's SO_RCVTIMEO bounds the wait); ClientGone at EOF or timeout."""
         if deadline is not None and time.monotonic() > deadline:
             raise ClientGone("request head not complete within socket-timeout")
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data: bytes = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
             raise ClientGone("no data within socket-timeout") from None
         except OSError as exc:
@@ -125,7 +131,7 @@ class Connection:
         if not data:
             self.eof = True
             raise ClientGone("peer closed the connection")
-        self.parser.feed(data)
+        return data
 
     def pending(self) -> bool:
         """True if a next request has already (partly) arrived; raises ClientGone on EOF."""
