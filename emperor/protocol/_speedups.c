@@ -950,7 +950,7 @@ reply_write(Reply *r, PyObject *data)
         PyObject *ex = PyObject_CallOneArg(r->late, (PyObject *)r);
         if (ex == NULL)
             return NULL;
-        r->exchange = ex;
+        Py_XSETREF(r->exchange, ex);  /* (late set it too) */
     }
     return PyObject_CallMethod(r->exchange, "write", "O", data);
 }
@@ -1024,10 +1024,23 @@ reply_get(Reply *r, void *closure)
     return v;
 }
 
+static int
+reply_set_exchange(Reply *r, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL || value == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "a Reply's exchange cannot be removed");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(r->exchange, value);
+    return 0;
+}
+
 static PyGetSetDef reply_getset[] = {
     {"status", (getter)reply_get, NULL, "the status start_response was given (None before)", (void *)0},
     {"headers", (getter)reply_get, NULL, "the headers start_response was given", (void *)1},
-    {"exchange", (getter)reply_get, NULL, "the Python side's exchange, after a write()", (void *)2},
+    {"exchange", (getter)reply_get, (setter)reply_set_exchange,
+     "the Python side's exchange: once set, start_response and write() go to it", (void *)2},
     {"conn", (getter)reply_get, NULL, "the connection (opaque here)", (void *)3},
     {"method", (getter)reply_get, NULL, "REQUEST_METHOD", (void *)4},
     {"target", (getter)reply_get, NULL, "the request target", (void *)5},

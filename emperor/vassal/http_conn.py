@@ -272,6 +272,7 @@ class HTTPServer:
         ex = HTTPExchange(self.worker, reply.conn, reply.method, reply.keep, reply.version10, self)
         ex.status = reply.status
         ex.headers = reply.headers if reply.headers is not None else []
+        reply.exchange = ex  # a generator's start_response, called later, reaches the exchange
         return ex
 
     def _raised(self, ex: HTTPExchange, env: dict[str, Any], exc: BaseException) -> None:

@@ -1,0 +1,392 @@
+"""The sync HTTP worker's whole-request C path (``_speedups.plain``, ``HTTPServer.plain_request``)
+against its Python path, over real sockets: for each app behaviour (the usual response, the
+app's own Content-Length or Connection, bodyless statuses, HEAD, HTTP/1.0, iterators, write(),
+exceptions before and after start_response, exc_info, bad bodies, close()), the bytes on the
+wire, the keep-alive decision, the request log line and the counters are the same with the C
+path on and off; the usual response really takes it; harakiri's note is set before the app; a
+long run leaks no objects."""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from emperor import config
+from emperor.listeners import Listener
+from emperor.options import Scope
+from emperor.protocol import _speedups, http
+from emperor.vassal import http_conn
+from emperor.vassal import scoreboard as sb
+from emperor.vassal.http_conn import HTTPServer
+from emperor.vassal.worker import Worker
+
+App = Callable[[dict[str, Any], Any], Any]
+TEXT = [("Content-Type", "text/plain")]
+
+
+class Closing:
+    """A result with close(): the server must call it once, whichever path answers."""
+
+    closed = 0
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        Closing.closed += 1
+
+
+def _ok(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    return [b"hello " + env["PATH_INFO"].encode()]
+
+
+def _own_length(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"12345"]
+
+
+def _short_length(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", [("Content-Length", "9")])
+    return [b"12345"]
+
+
+def _asks_close(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", [("Connection", "close")])
+    return [b"bye"]
+
+
+def _no_content(env: dict[str, Any], sr: Any) -> Any:
+    sr("204 No Content", [])
+    return [b""]
+
+
+def _not_modified(env: dict[str, Any], sr: Any) -> Any:
+    sr("304 Not Modified", [("ETag", '"x"')])
+    return [b""]
+
+
+def _generator(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    yield b"a"
+    yield b"bc"
+
+
+def _two_pieces(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    return [b"a", b"bc"]
+
+
+def _writes(env: dict[str, Any], sr: Any) -> Any:
+    write = sr("200 OK", TEXT)
+    write(b"written ")
+    return [b"returned"]
+
+
+def _writes_only(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", [("Content-Length", "7")])(b"written")
+    return []
+
+
+def _raises_first(env: dict[str, Any], sr: Any) -> Any:
+    raise RuntimeError("before start_response")
+
+
+def _raises_after(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    raise ValueError("after start_response")
+
+
+def _twice(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    sr("200 OK", TEXT)
+    return [b"never"]
+
+
+def _exc_info(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    try:
+        raise KeyError("x")
+    except KeyError:
+        import sys
+
+        sr("503 Service Unavailable", [("Retry-After", "1")], sys.exc_info())
+    return [b"replaced"]
+
+
+def _keyword_args(env: dict[str, Any], sr: Any) -> Any:
+    sr(status="200 OK", headers=TEXT)
+    return [b"kw"]
+
+
+def _str_body(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    return ["not bytes"]
+
+
+def _tuple_headers(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", (("Content-Type", "text/plain"),))
+    return [b"tuple"]
+
+
+def _bad_header(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", [("X-Split", "a\r\nInjected: 1")])
+    return [b"x"]
+
+
+def _no_start(env: dict[str, Any], sr: Any) -> Any:
+    return [b"no head"]
+
+
+def _closing(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", TEXT)
+    return Closing([b"closing"])
+
+
+def _large(env: dict[str, Any], sr: Any) -> Any:  # above SMALL_BODY; within the socket's buffer
+    sr("200 OK", [("Content-Type", "application/octet-stream")])
+    return [bytes(range(256)) * 200]
+
+
+APPS: dict[str, App] = {f.__name__.lstrip("_"): f for f in (
+    _ok, _own_length, _short_length, _asks_close, _no_content, _not_modified, _generator, _two_pieces,
+    _writes, _writes_only, _raises_first, _raises_after, _twice, _exc_info, _keyword_args, _str_body,
+    _tuple_headers, _bad_header, _no_start, _closing, _large)}
+
+REQUESTS = {
+    "get11": b"GET /p?q=1 HTTP/1.1\r\nHost: t\r\n\r\n",
+    "head": b"HEAD /p HTTP/1.1\r\nHost: t\r\n\r\n",
+    "get10": b"GET /p HTTP/1.0\r\nHost: t\r\n\r\n",
+    "get10ka": b"GET /p HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+    "close": b"GET /p HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+}
+_DATE = re.compile(rb"Date: [^\r]*\r\n")
+
+
+class Rig:
+    """One worker's HTTPServer on a Unix listener, and a client connection to it."""
+
+    def __init__(self, tmp: str, app: App, *opts: tuple[str, str]) -> None:
+        path = os.path.join(tmp, "s.sock")
+        cfg = config.from_args([("http-socket", path), *opts], Scope.VASSAL)
+        self.lsock = socket.socket(socket.AF_UNIX)
+        self.lsock.bind(path)
+        self.lsock.listen()
+        lst = Listener("s.sock", self.lsock, "unix", proto="http")
+        self.worker = Worker(1, [lst], cfg, sb.Scoreboard(2), app, lambda: app)
+        self.server = HTTPServer(self.worker, [lst], None)
+        self.server.peek = False
+        self.site = self.server.sites[self.lsock.fileno()]
+        self.client = socket.socket(socket.AF_UNIX)
+        self.client.connect(path)
+        fd, addr = self.lsock._accept()  # type: ignore[attr-defined]
+        conn = self.server.accept(socket.socket(fileno=fd), self.site, addr)
+        assert conn is not None
+        self.conn = conn
+        self.taken: list[str] = []  # what _speedups.plain returned, per request
+        real = self.server.plain
+        if real is not None:
+            def counting(*args: Any) -> Any:
+                got = real(*args)
+                self.taken.append("none" if got is None else "whole" if type(got) is tuple else "reply")
+                return got
+            self.server.plain = counting
+
+    def exchange(self, request: bytes) -> tuple[bytes, bool]:
+        """Send ``request``, serve it, return (the bytes answered, the connection kept)."""
+        self.client.sendall(request)
+        keep = self.server.serve(self.conn, first=False)
+        out = bytearray()
+        self.client.setblocking(False)
+        try:
+            while True:
+                piece = self.client.recv(1 << 20)
+                if not piece:
+                    break
+                out += piece
+        except BlockingIOError:
+            pass
+        finally:
+            self.client.setblocking(True)
+        return _DATE.sub(b"Date: -\r\n", bytes(out)), keep
+
+    def close(self) -> None:
+        self.client.close()
+        self.lsock.close()
+        if self.conn.sock.fileno() >= 0:
+            self.conn.sock.close()
+
+
+QUIET = (("disable-logging", "true"),)
+
+
+def _run(tmp: str, app: App, request: bytes, c_path: bool, times: int = 2,
+         opts: tuple[tuple[str, str], ...] = QUIET) -> tuple[list[Any], list[str], Rig]:
+    """``times`` requests on one connection (the first fills the head cache) while it is kept."""
+    rig = Rig(tmp, app, *opts)
+    if not c_path:
+        rig.server.plain = None
+    got: list[Any] = []
+    try:
+        for _ in range(times):
+            out, keep = rig.exchange(request)
+            got.append((out, keep))
+            if not keep:
+                break
+        counters = rig.worker.ints
+        slot = rig.worker.slot
+        got.append((counters[slot + sb.REQUESTS], counters[slot + sb.TX], counters[slot + sb.EXCEPTIONS],
+                    counters[slot + sb.BUSY_SINCE]))
+    finally:
+        rig.close()
+    return got, rig.taken, rig
+
+
+@pytest.mark.parametrize("request_name", list(REQUESTS))
+@pytest.mark.parametrize("app_name", list(APPS))
+def test_c_path_answers_as_the_python_path(tmp_path: Any, app_name: str, request_name: str) -> None:
+    app, request = APPS[app_name], REQUESTS[request_name]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "py").mkdir()
+    before = Closing.closed
+    with_c, taken, _ = _run(str(tmp_path / "c"), app, request, True)
+    closed_c = Closing.closed - before
+    without_c, _, _ = _run(str(tmp_path / "py"), app, request, False)
+    assert with_c == without_c
+    assert closed_c == Closing.closed - before - closed_c  # close() as often on both paths
+    if app_name == "closing":
+        assert closed_c == len(with_c) - 1  # once per request
+    assert taken and taken[0] in ("whole", "reply")
+    if app_name in ("ok", "own_length", "keyword_args", "large") and request_name in ("get11", "get10ka"):
+        # the usual response: the first fills the head cache, the second is built whole in C
+        assert taken == ["reply", "whole"], taken
+        assert with_c[1][0].endswith(without_c[1][0][-20:])
+
+
+@pytest.fixture
+def tmp_dirs(tmp_path: Any) -> Iterator[Callable[[str], str]]:
+    def make(name: str) -> str:
+        d = tmp_path / name
+        d.mkdir()
+        return str(d)
+    yield make
+
+
+def test_request_log_line_is_the_same(tmp_dirs: Callable[[str], str],
+                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """A response built whole in C is logged from its Reply (http_conn.Sent) as an exchange is."""
+    lines = {}
+    for c_path in (True, False):
+        _run(tmp_dirs(str(c_path)), _ok, REQUESTS["get11"], c_path, times=3, opts=())
+        err = capfd.readouterr().err
+        lines[c_path] = [re.sub(r"^.*?\] | [\d.]+ms", "", ln) for ln in err.splitlines() if "GET /p" in ln]
+    assert len(lines[True]) == 3
+    assert lines[True] == lines[False]
+
+
+def test_plain_reads_only_a_whole_bodiless_head(tmp_dirs: Callable[[str], str]) -> None:
+    """A body, a pipelined second request or a partial head go to the parser (plain returns None)."""
+    for request in (b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab",
+                    REQUESTS["get11"] * 2):
+        with_c, taken, _ = _run(tmp_dirs(str(len(request)) + "c"), _ok, request, True, times=1)
+        without_c, _, _ = _run(tmp_dirs(str(len(request)) + "p"), _ok, request, False, times=1)
+        assert taken == ["none"]
+        assert with_c == without_c
+        assert with_c[0][0].count(b"HTTP/1.1 200 OK") == request.count(b"HTTP/1.1")
+
+
+def test_harakiri_note_is_set_before_the_app(tmp_dirs: Callable[[str], str]) -> None:
+    seen: list[str] = []
+    rig: list[Rig] = []
+
+    def app(env: dict[str, Any], sr: Any) -> Any:
+        w = rig[0].worker
+        seen.append(w.board.text(w.index))
+        return _ok(env, sr)
+
+    r = Rig(tmp_dirs("h"), app, ("harakiri", "30"), ("disable-logging", "true"))
+    rig.append(r)
+    try:
+        for path in ("/first", "/second?x=1"):
+            out, keep = r.exchange(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode())
+            assert keep and out.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        r.close()
+    assert r.taken == ["reply", "whole"]
+    assert seen == ["GET /first", "GET /second?x=1"]
+
+
+def test_max_requests_and_keepalive_cap_apply(tmp_dirs: Callable[[str], str]) -> None:
+    got, taken, rig = _run(tmp_dirs("cap"), _ok, REQUESTS["get11"], True, times=5,
+                           opts=(("disable-logging", "true"), ("http-keepalive-requests", "3"),
+                                 ("max-requests", "2")))
+    assert [keep for _out, keep in got[:-1]] == [True, True, False]
+    assert b"Connection: close" in got[2][0]
+    assert taken == ["reply", "whole", "whole"]
+    assert rig.worker.recycle_reason.startswith("max-requests")
+
+
+def test_date_line_matches_the_python_one() -> None:
+    for _ in range(5):  # (a second may turn between the two)
+        if _speedups.date_line() == http.date_line():
+            return
+    raise AssertionError((_speedups.date_line(), http.date_line()))
+
+
+def test_response_head_declines_what_python_must_decide() -> None:
+    heads: dict[tuple[object, ...], tuple[bytes, int, bool]] = {}
+    head = http_conn._make_head("200 OK", TEXT)
+    heads[("200 OK", *TEXT)] = head
+    rh = _speedups.response_head
+    out = rh(heads, "200 OK", list(TEXT), 5, True, False)
+    assert out is not None and out.startswith(head[0]) and out.endswith(b"Content-Length: 5\r\n\r\n")
+    assert b"Connection: close\r\n" in rh(heads, "200 OK", list(TEXT), 5, False, False)
+    assert b"Connection: keep-alive\r\n" in rh(heads, "200 OK", list(TEXT), 5, True, True)
+    assert rh(heads, "201 Created", list(TEXT), 5, True, False) is None  # not cached
+    assert rh(heads, "200 OK", [["Content-Type", "text/plain"]], 5, True, False) is None  # unhashable
+    for status in ("204 No Content", "304 Not Modified", "101 Switching Protocols"):
+        heads[(status,)] = http_conn._make_head(status, [])
+        assert rh(heads, status, [], 0, True, False) is None
+    heads[("200 OK", ("Content-Length", "3"))] = http_conn._make_head("200 OK", [("Content-Length", "3")])
+    assert rh(heads, "200 OK", [("Content-Length", "3")], 3, True, False) is not None
+    assert rh(heads, "200 OK", [("Content-Length", "3")], 4, True, False) is None
+    heads[("200 OK", ("Connection", "close"))] = http_conn._make_head("200 OK", [("Connection", "close")])
+    assert rh(heads, "200 OK", [("Connection", "close")], 3, True, False) is None
+
+
+def test_no_objects_leak(tmp_dirs: Callable[[str], str]) -> None:
+    """Thousands of requests through every kind of Reply leave no objects behind."""
+    runs = iter(range(100))
+
+    def cycle() -> None:
+        for name in ("ok", "writes", "raises_after", "generator", "exc_info", "no_start"):
+            rig = Rig(tmp_dirs(f"{name}{next(runs)}"), APPS[name], ("disable-logging", "true"))
+            try:
+                for _ in range(400):
+                    _out, keep = rig.exchange(REQUESTS["get11"])
+                    if not keep:
+                        break
+            finally:
+                rig.close()
+
+    import logging
+
+    logging.getLogger("emperor.http").disabled = True
+    try:
+        cycle()
+        gc.collect()
+        before = len(gc.get_objects())
+        cycle()
+        gc.collect()
+        assert len(gc.get_objects()) - before < 200
+    finally:
+        logging.getLogger("emperor.http").disabled = False
