@@ -781,10 +781,11 @@ date_refresh(time_t now)
 }
 
 /* The head (and, when ``body`` is not NULL, the body after it: one object, one copy) or None
- * (a new reference either way; NULL on error). */
+ * (a new reference either way; NULL on error). ``need_cl``: only under the app's own
+ * Content-Length (the first piece of an iterable is the whole body only when it says so). */
 static PyObject *
 build_response(PyObject *heads, PyObject *status, PyObject *headers, Py_ssize_t length, int keep, int version10,
-               PyObject *body)
+               PyObject *body, int need_cl)
 {
     if (!PyUnicode_Check(status) || !PyList_CheckExact(headers) || PyUnicode_GET_LENGTH(status) < 3)
         Py_RETURN_NONE;
@@ -819,7 +820,7 @@ build_response(PyObject *heads, PyObject *status, PyObject *headers, Py_ssize_t 
     Py_ssize_t cl = PyLong_AsSsize_t(PyTuple_GET_ITEM(hit, 1));
     if (cl == -1 && PyErr_Occurred())
         return NULL;
-    if ((cl >= 0 && cl != length) || PyTuple_GET_ITEM(hit, 2) != Py_False)
+    if ((cl >= 0 && cl != length) || (need_cl && cl < 0) || PyTuple_GET_ITEM(hit, 2) != Py_False)
         Py_RETURN_NONE;
     time_t now = time(NULL);
     if (now != date_second)
@@ -862,7 +863,7 @@ response_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs
     int keep = PyObject_IsTrue(args[4]), version10 = PyObject_IsTrue(args[5]);
     if (keep < 0 || version10 < 0)
         return NULL;
-    return build_response(args[0], args[1], args[2], length, keep, version10, NULL);
+    return build_response(args[0], args[1], args[2], length, keep, version10, NULL, 0);
 }
 
 static PyObject *
@@ -876,7 +877,8 @@ date_line(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(args))
 
 /* ---- a whole plain request in one call (the sync HTTP worker's usual one) -------------------
  *
- * plain(data, base, keys, max_head, max_headers, trusted, app, heads, conn, may_keep, late, note):
+ * plain(data, base, keys, max_head, max_headers, trusted, app, heads, conn, may_keep, late, note,
+ *       file_wrapper):
  * when ``data`` is exactly one plain bodiless head (parse_head's), builds the environ, calls the
  * WSGI app with a ``Reply`` as start_response, and when the app returned a list of one bytes
  * under a head ``heads`` has checked (build_response), returns (head + body, keep, reply): the
@@ -885,7 +887,8 @@ date_line(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(args))
  * such a head (nothing was consumed: feed the parser), and otherwise a Reply (its ``result``,
  * ``error``, ``environ``, ``method``, ``target`` and ``keep`` set) for the Python side to finish:
  * an app that raised, that returned anything else, a head not cached yet, HEAD, a write().
- * ``note``: None, or called with (method, target) before the app (harakiri's record). */
+ * ``note``: None, or called with (method, target) before the app (harakiri's record);
+ * ``file_wrapper``: wsgi.file_wrapper's type, whose results are left to the Python side. */
 typedef struct {
     PyObject_HEAD
     PyObject *status;    /* what start_response was given (NULL before) */
@@ -898,7 +901,10 @@ typedef struct {
     PyObject *environ;
     PyObject *result;    /* what the app returned (NULL: it raised, or not called yet) */
     PyObject *error;     /* the exception the app raised */
+    PyObject *rest;      /* the iterator of a result iterated here (its first piece taken) */
+    PyObject *first;     /* that first piece, when the Python side must send it */
     char keep, version10;
+    char sent;           /* the head (and the whole body the app declared) is in plain()'s bytes */
 } Reply;
 
 static int
@@ -912,6 +918,8 @@ reply_traverse(Reply *r, visitproc visit, void *arg)
     Py_VISIT(r->environ);
     Py_VISIT(r->result);
     Py_VISIT(r->error);
+    Py_VISIT(r->rest);
+    Py_VISIT(r->first);
     return 0;
 }
 
@@ -928,6 +936,8 @@ reply_clear(Reply *r)
     Py_CLEAR(r->environ);
     Py_CLEAR(r->result);
     Py_CLEAR(r->error);
+    Py_CLEAR(r->rest);
+    Py_CLEAR(r->first);
     return 0;
 }
 
@@ -1017,6 +1027,9 @@ reply_get(Reply *r, void *closure)
     case 8: v = r->error; break;
     case 9: return PyBool_FromLong(r->keep);
     case 10: return PyBool_FromLong(r->version10);
+    case 11: v = r->rest; break;
+    case 12: v = r->first; break;
+    case 13: return PyBool_FromLong(r->sent);
     }
     if (v == NULL)
         Py_RETURN_NONE;
@@ -1049,6 +1062,9 @@ static PyGetSetDef reply_getset[] = {
     {"error", (getter)reply_get, NULL, "the exception the app raised, or None", (void *)8},
     {"keep", (getter)reply_get, NULL, "the connection may stay open after the response", (void *)9},
     {"version10", (getter)reply_get, NULL, "the request was HTTP/1.0", (void *)10},
+    {"rest", (getter)reply_get, NULL, "the iterator of a result iterated here, its first piece taken", (void *)11},
+    {"first", (getter)reply_get, NULL, "that first piece, when the Python side must send it", (void *)12},
+    {"sent", (getter)reply_get, NULL, "the head and the declared body are in plain()'s bytes", (void *)13},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1077,9 +1093,9 @@ static PyObject *parse_head(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *
 plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 12 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[7])) {
+    if (nargs != 13 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[7]) || !PyType_Check(args[12])) {
         PyErr_SetString(PyExc_TypeError, "plain(data: bytes, base, keys, max_head, max_headers, trusted, app, "
-                                         "heads: dict, conn, may_keep, late, note)");
+                                         "heads: dict, conn, may_keep, late, note, file_wrapper: type)");
         return NULL;
     }
     PyObject *got = parse_head(NULL, args, 6);
@@ -1104,7 +1120,8 @@ plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(got);
         return NULL;
     }
-    r->status = r->headers = r->exchange = r->result = r->error = NULL;
+    r->status = r->headers = r->exchange = r->result = r->error = r->rest = r->first = NULL;
+    r->sent = 0;
     r->environ = PyTuple_GET_ITEM(got, 1);
     r->method = PyTuple_GET_ITEM(got, 3);
     r->target = PyTuple_GET_ITEM(got, 4);
@@ -1132,9 +1149,60 @@ plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
     PyObject *call[2] = {r->environ, start};
     PyObject *result = PyObject_Vectorcall(args[6], call, 2, NULL);
     Py_DECREF(start);
-    if (result == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_Exception))
-            goto error;  /* KeyboardInterrupt, SystemExit: on up, as from the Python path */
+    if (result == NULL)
+        goto raised;  /* (KeyboardInterrupt, SystemExit go on up, as from the Python path) */
+    r->result = result;
+    if (r->exchange != NULL || r->method == method_strs[1])
+        return (PyObject *)r;  /* write(), HEAD */
+    if (PyList_CheckExact(result)) {
+        if (r->status != NULL && PyList_GET_SIZE(result) == 1 && PyBytes_CheckExact(PyList_GET_ITEM(result, 0))) {
+            PyObject *body = PyList_GET_ITEM(result, 0);
+            PyObject *out = build_response(args[7], r->status, r->headers, PyBytes_GET_SIZE(body), r->keep,
+                                           r->version10, body, 0);
+            if (out == NULL)
+                goto error;
+            if (out != Py_None) {  /* r: for the request log (status, headers, environ) */
+                r->sent = 1;
+                return Py_BuildValue("(NON)", out, r->keep ? Py_True : Py_False, (PyObject *)r);
+            }
+            Py_DECREF(out);
+        }
+        return (PyObject *)r;
+    }
+    if (PyObject_TypeCheck(result, (PyTypeObject *)args[12]))
+        return (PyObject *)r;  /* wsgi.file_wrapper: sendfile(), the Python side's */
+    /* Any other iterable (a framework's response: werkzeug's ClosingIterator, Django's
+     * HttpResponse): its first piece is the whole body when the app's Content-Length says so;
+     * then head and body go out at once, and the Python side drains ``rest`` after sending
+     * (anything more is the app's error there, as on the Python path) and calls close(). */
+    PyObject *it = PyObject_GetIter(result);
+    if (it == NULL)
+        goto raised;
+    r->rest = it;
+    PyObject *first = PyIter_Next(it);
+    if (first == NULL) {
+        if (PyErr_Occurred())
+            goto raised;
+        return (PyObject *)r;  /* empty: the Python side answers it (no first piece) */
+    }
+    r->first = first;  /* (a generator calls start_response when first asked for a piece) */
+    if (r->exchange == NULL && r->status != NULL && PyBytes_CheckExact(first) && PyBytes_GET_SIZE(first) > 0) {
+        PyObject *out = build_response(args[7], r->status, r->headers, PyBytes_GET_SIZE(first), r->keep,
+                                       r->version10, first, 1);
+        if (out == NULL)
+            goto error;
+        if (out != Py_None) {
+            r->sent = 1;
+            Py_CLEAR(r->first);
+            return Py_BuildValue("(NON)", out, r->keep ? Py_True : Py_False, (PyObject *)r);
+        }
+        Py_DECREF(out);
+    }
+    return (PyObject *)r;
+raised:
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        goto error;
+    {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
@@ -1143,19 +1211,6 @@ plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(type);
         Py_XDECREF(tb);
         r->error = value;
-        return (PyObject *)r;
-    }
-    r->result = result;
-    if (r->exchange == NULL && r->status != NULL && PyList_CheckExact(result) && PyList_GET_SIZE(result) == 1
-            && PyBytes_CheckExact(PyList_GET_ITEM(result, 0)) && r->method != method_strs[1]) {
-        PyObject *body = PyList_GET_ITEM(result, 0);
-        PyObject *out = build_response(args[7], r->status, r->headers, PyBytes_GET_SIZE(body), r->keep,
-                                       r->version10, body);
-        if (out == NULL)
-            goto error;
-        if (out != Py_None)  /* r: for the request log (status, headers, environ) */
-            return Py_BuildValue("(NON)", out, r->keep ? Py_True : Py_False, (PyObject *)r);
-        Py_DECREF(out);
     }
     return (PyObject *)r;
 error:
@@ -1202,7 +1257,8 @@ static PyMethodDef methods[] = {
      "response_head(heads, status, headers, length, keep, version10) -> the whole head of a response "
      "whose body of `length` bytes follows, or None when the Python path must build it."},
     {"plain", (PyCFunction)(void (*)(void))plain, METH_FASTCALL,
-     "plain(data, base, keys, max_head, max_headers, trusted, app, heads, conn, may_keep, late, note) -> "
+     "plain(data, base, keys, max_head, max_headers, trusted, app, heads, conn, may_keep, late, note, "
+     "file_wrapper) -> "
      "(response bytes, keep, reply), a Reply for the Python side to finish, or None (not a plain request)."},
     {"date_line", date_line, METH_NOARGS, "date_line() -> b'Date: <IMF-fixdate>\\r\\n' (the C twin of http.date_line)."},
     {NULL, NULL, 0, NULL},

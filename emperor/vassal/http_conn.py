@@ -221,7 +221,7 @@ class HTTPServer:
         conn.continue_due = False
         got = self.plain(data, *args, worker.app, self.heads, conn,  # type: ignore[misc]
                          self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
-                         self.note)
+                         self.note, FileWrapper)
         if got is None:
             return None
         conn.served = served
@@ -237,14 +237,20 @@ class HTTPServer:
                 except OSError as exc:
                     raise ClientGone(exc.strerror or str(exc)) from None
                 sent = len(out)
+                if reply.rest is not None:  # an iterable whose first piece was the declared body
+                    keep = self._drain(reply) and keep
                 return bool(keep)
             reply = got
             ex = got.exchange or self.late(got)
             try:
                 if got.error is not None:
-                    self._raised(ex, got.environ, got.error)
+                    try:
+                        self._raised(ex, got.environ, got.error)
+                    finally:
+                        if (close := getattr(got.result, "close", None)) is not None:
+                            close_result(close, worker.wid)
                 else:
-                    self.respond(ex, got.environ, got.result)
+                    self.respond(ex, got.environ, got.result, got.rest, got.first)
             except BadBody as exc:
                 if not ex.head_sent:
                     self.reject(conn, http.HTTPError(400, str(exc)))
@@ -272,8 +278,34 @@ class HTTPServer:
         ex = HTTPExchange(self.worker, reply.conn, reply.method, reply.keep, reply.version10, self)
         ex.status = reply.status
         ex.headers = reply.headers if reply.headers is not None else []
+        if reply.sent:  # the head and the whole declared body went out: more is the app's error
+            ex.head_sent = True
+            ex.left = 0
         reply.exchange = ex  # a generator's start_response, called later, reaches the exchange
         return ex
+
+    def _drain(self, reply: Any) -> bool:
+        """After the declared body of an iterable result went out whole: what the iterator still
+        yields is dropped (logged) as on the Python path, then close(); False: close the
+        connection (the app sent more, or failed)."""
+        keep = True
+        try:
+            for chunk in reply.rest:
+                if chunk:
+                    ex = reply.exchange or self.late(reply)
+                    ex.write(chunk)  # (dropped and logged: nothing is left of the declared length)
+                    keep = keep and ex.keep
+        except (ClientGone, BadBody):
+            raise
+        except ConnectionError as exc:
+            raise ClientGone(str(exc)) from None
+        except Exception as exc:
+            self._failed(reply.exchange or self.late(reply), reply.environ, exc)
+            keep = False
+        finally:
+            if (close := getattr(reply.result, "close", None)) is not None:
+                close_result(close, self.worker.wid)
+        return keep
 
     def _raised(self, ex: HTTPExchange, env: dict[str, Any], exc: BaseException) -> None:
         """The app raised ``exc`` (as run_app's handlers): a client gone, or a 500."""
@@ -363,11 +395,21 @@ class HTTPServer:
             return
         self.respond(ex, env, result)
 
-    def respond(self, ex: HTTPExchange, env: dict[str, Any], result: Any) -> None:
-        """Send what the app returned (``result``: its iterable), then close it."""
+    def respond(self, ex: HTTPExchange, env: dict[str, Any], result: Any, rest: Any = None,
+                first: Any = None) -> None:
+        """Send what the app returned (``result``: its iterable), then close it. ``rest``: its
+        iterator when ``_speedups.plain`` took the first piece already (``first``; None: none)."""
         worker = self.worker
         try:
-            if type(result) is list and len(result) == 1 and not ex.head_sent and ex.status is not None:
+            if rest is not None:
+                write = ex.write
+                if first:
+                    write(first)
+                for chunk in rest:
+                    if chunk:
+                        write(chunk)
+                ex.finish()
+            elif type(result) is list and len(result) == 1 and not ex.head_sent and ex.status is not None:
                 body = result[0]
                 # the usual whole response: its head in C from the cached checked one (None:
                 # not cached yet, HEAD, no body allowed, a framing of the app's: make_head)
