@@ -391,6 +391,28 @@ def test_slowloris_head_releases_the_worker(procs: ProcGroup) -> None:
         slow.close()
 
 
+@pytest.mark.parametrize("path", ["/big?n=16000000", "/file?n=1600000", "/stream?n=400000"])
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_a_client_that_never_reads_releases_the_worker(procs: ProcGroup, tmp_path: Path, path: str,
+                                                        family: str) -> None:
+    """A fresh connection's socket-timeout is set only before a call that would block (a
+    request that comes and goes at once never pays for it): a client that asks for a large
+    answer (whole in C, sendfile, streamed) and never reads it still frees the only worker
+    within socket-timeout. (On a Unix socket an accepted connection inherits no timeout from
+    the listener, as a TCP one does.)"""
+    addr: object = ("127.0.0.1", free_port()) if family == "tcp" else str(tmp_path / "h.sock")
+    bind = f"127.0.0.1:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+    start_vassal(procs, "--http-socket", bind, "--processes", "1", "--socket-timeout", "1")
+    with RawHTTP(addr, timeout=15) as stuck:  # type: ignore[arg-type]
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.send(request_bytes("GET", path))
+        t0 = time.monotonic()
+        with RawHTTP(addr, timeout=15) as c:  # type: ignore[arg-type]
+            c.send(request_bytes("GET", "/fast"))
+            assert c.response().body == b"hello /fast"
+        assert time.monotonic() - t0 < 6  # socket-timeout (1 s) plus slack, not forever
+
+
 def test_a_client_trickling_after_an_error_answer_does_not_hold_the_worker(procs: ProcGroup) -> None:
     """After an error answer the worker reads and drops what the client still sends (so our
     close does not reset the answer away), but for a bounded time: a client that keeps sending

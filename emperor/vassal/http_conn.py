@@ -116,16 +116,22 @@ class HTTPServer:
             if sock is None:
                 return None
         try:
-            return self.adopt(sock, site, 0, None if addr is None else peer_of(addr))
+            return self.adopt(sock, site, 0, None if addr is None else peer_of(addr), site.tls is None)
         except OSError:  # reset before we even looked at it
             sock.close()
             return None
 
-    def adopt(self, sock: Any, site: Site, served: int = 0,
-              peer: tuple[str, str] | None = None) -> Connection:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
-        conn = Connection(sock, site, self.max_head, served, peer)
+    def adopt(self, sock: Any, site: Site, served: int = 0, peer: tuple[str, str] | None = None,
+              lazy: bool = False) -> Connection:
+        """``lazy``: a fresh plain connection, whose socket-timeout is set before its first call
+        that would block (Connection.set_timeouts); a parked one comes back with it set, and a
+        TLS one needs it for the handshake's reads."""
+        if lazy:
+            conn = Connection(sock, site, self.max_head, served, peer, self.timeval)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
+            conn = Connection(sock, site, self.max_head, served, peer)
         host = conn.peer[0]  # "unix:" for a Unix-socket peer, always believed
         conn.trust(self.proxies is not None and self.proxies.allows(None if host == "unix:" else (host,)))
         return conn
@@ -230,12 +236,7 @@ class HTTPServer:
         try:
             if type(got) is tuple:
                 out, keep, reply = got
-                try:
-                    conn.sock.sendall(out)
-                except BlockingIOError:
-                    raise ClientGone("send timed out") from None
-                except OSError as exc:
-                    raise ClientGone(exc.strerror or str(exc)) from None
+                conn.send_all(out)
                 sent = len(out)
                 if reply.rest is not None:  # an iterable whose first piece was the declared body
                     keep = self._drain(reply) and keep
@@ -320,6 +321,7 @@ class HTTPServer:
         if worker._first(conn.peer[0], err.kind):
             log.warning("worker %d: bad HTTP request from %s: %s", worker.wid, conn.peer[0], err)
         worker.ints[worker.slot + sb.REQUESTS] += 1
+        conn.set_timeouts()
         send_error(conn.sock, err.status, str(err))
 
     def exchange(self, conn: Connection, env: dict[str, Any], method: str, target: str, keep_alive: bool,
@@ -466,6 +468,7 @@ class HTTPServer:
             ex.finish()
             return
         assert ex.status is not None
+        ex.set_timeouts()  # (sendfile() below blocks)
         head = ex.make_head(size)
         ex.head_sent = True
         ex.send(head)

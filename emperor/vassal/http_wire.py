@@ -85,13 +85,19 @@ class BadBody(ConnectionError):
 class Connection:
     """One client connection: its socket, its parser and what it has served."""
 
-    __slots__ = ("continue_due", "eof", "parser", "peer", "served", "site", "sock", "trusted")
+    __slots__ = ("continue_due", "eof", "parser", "peer", "served", "site", "sock", "timed", "timeval",
+                 "trusted")
 
     def __init__(self, sock: Any, site: Site, max_head: int, served: int = 0,
-                 peer: tuple[str, str] | None = None) -> None:
+                 peer: tuple[str, str] | None = None, timeval: bytes = b"") -> None:
         self.sock = sock
         self.site = site
         self.served = served
+        # SO_RCVTIMEO/SO_SNDTIMEO are set (socket-timeout bounds every blocking call), or will be
+        # (``timeval``) before the first call that would block: a fresh connection whose requests
+        # come and go without waiting never pays the two setsockopt() (set_timeouts)
+        self.timed = not timeval
+        self.timeval = timeval
         self.parser = http.RequestParser(max_head)
         self.continue_due = False
         self.eof = False  # the peer closed its side (nothing left to drop before our close)
@@ -123,7 +129,14 @@ class Connection:
         if deadline is not None and time.monotonic() > deadline:
             raise ClientGone("request head not complete within socket-timeout")
         try:
-            data: bytes = self.sock.recv(RECV_SIZE)
+            if self.timed:
+                data: bytes = self.sock.recv(RECV_SIZE)
+            else:
+                try:
+                    data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:  # it would wait: from now on socket-timeout bounds that
+                    self.set_timeouts()
+                    data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
             raise ClientGone("no data within socket-timeout") from None
         except OSError as exc:
@@ -132,6 +145,33 @@ class Connection:
             self.eof = True
             raise ClientGone("peer closed the connection")
         return data
+
+    def set_timeouts(self) -> None:
+        """Before a call that may block: socket-timeout bounds it (SO_RCVTIMEO/SO_SNDTIMEO)."""
+        if not self.timed:
+            self.timed = True
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
+
+    def send_all(self, data: bytes) -> None:
+        """Send all of ``data`` (socket-timeout bounding a wait); ClientGone if it cannot."""
+        sock = self.sock
+        try:
+            if not self.timed:
+                try:
+                    n = sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    n = 0
+                if n == len(data):
+                    return
+                self.set_timeouts()
+                sock.sendall(memoryview(data)[n:])
+                return
+            sock.sendall(data)
+        except BlockingIOError:
+            raise ClientGone("send timed out") from None
+        except OSError as exc:
+            raise ClientGone(exc.strerror or str(exc)) from None
 
     def pending(self) -> bool:
         """True if a next request has already (partly) arrived; raises ClientGone on EOF."""
@@ -266,6 +306,7 @@ class HTTPInput(LineReader):
         while want < 0 or have < want:
             n = self._direct_size(want - have if want >= 0 else -1)
             if n:  # the rest of the body, or what this read wants of it, received in one piece
+                self._conn.set_timeouts()
                 data = recv_body(self._conn.sock, pieces, n)
                 self._conn.parser.body_received(n)
                 self.received += n
@@ -325,7 +366,11 @@ class HTTPExchange(Exchange):
         self.bodyless = False  # HEAD, 1xx, 204, 304 (set by make_head, for the callers after it)
         self.left = -1  # body bytes still owed under the app's Content-Length (-1: no length)
         self.server = server
-        self.timeouts_set = True  # SO_RCVTIMEO/SO_SNDTIMEO are set once per connection (adopt)
+        self.timeouts_set = conn.timed  # set once per connection (Connection.set_timeouts)
+
+    def set_timeouts(self) -> None:
+        self.client.set_timeouts()
+        self.timeouts_set = True
 
     def make_head(self, length: int = -1) -> bytes:
         """The head with our framing; ``length`` >= 0 when the whole body is known."""
