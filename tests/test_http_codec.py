@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emperor.protocol import http
+from emperor.protocol.asgi import scope_from_head
 from emperor.protocol.http import END, Head, HTTPError, RequestParser
 from emperor.protocol.wsgi import FIELD_KEYS, environ_from_http
 
@@ -421,6 +422,9 @@ def outcome(data: bytes, mode: str, split: int = 0, trusted: bool = False,
         p.build_environ(BASE, FIELD_KEYS, trusted)
     elif mode == "head":
         p.fast_heads()
+    elif mode == "scope":
+        p.fast_scopes({"type": "http", "scheme": "http", "root_path": "", "client": CLIENT, "server": SERVER,
+                       "state": STATE}, trusted)
     out: list[object] = []
     built = 0
     pieces = [data[i : i + split] for i in range(0, len(data), split)] if split else [data]
@@ -451,6 +455,23 @@ def as_environ(events: list[object], trusted: bool = False) -> list[object]:
              ev.expect_continue) if isinstance(ev, Head) else ev for ev in events]
 
 
+CLIENT, SERVER, STATE = ("10.1.2.3", 40000), ("10.0.0.1", 8080), {"pool": "shared"}
+
+
+def as_scope(events: list[object], trusted: bool = False) -> list[object]:
+    """Each head as its ASGI scope (the C fast path's, or scope_from_head's) and flags."""
+    out: list[object] = []
+    for ev in events:
+        if isinstance(ev, Head):
+            scope = ev.env if ev.env is not None else scope_from_head(ev, SERVER, CLIENT, "http", trusted, STATE)
+            assert scope["state"] == STATE and scope["state"] is not STATE  # a shallow copy per request
+            out.append(("head", scope, ev.keep_alive, ev.method, ev.target, ev.version, ev.content_length,
+                        ev.chunked, ev.expect_continue))
+        else:
+            out.append(ev)
+    return out
+
+
 def as_fields(events: list[object]) -> list[object]:
     return [("head", [(n.lower(), v) for n, v in ev.headers], ev.keep_alive, ev.method, ev.target, ev.path,
              ev.query, ev.host, ev.version, ev.content_length, ev.chunked, ev.expect_continue)
@@ -474,13 +495,17 @@ def same_either_way(data: bytes, split: int = 0, **kw: int) -> int:
     environ, built = outcome(data, "environ", split, **kw)
     fields, built_too = outcome(data, "head", split, **kw)
     trusted, built_trusted = outcome(data, "environ", split, True, **kw)
-    assert none == 0 and built == built_too == built_trusted
+    scopes, built_scopes = outcome(data, "scope", split, **kw)
+    trusted_scopes, built_trusted_scopes = outcome(data, "scope", split, True, **kw)
+    assert none == 0 and built == built_too == built_trusted == built_scopes == built_trusted_scopes
     why = (data, split, kw)
     if "max_head" not in kw:  # (the default limit is far above every case: no leeway then)
         assert as_environ(environ) == as_environ(slow), why
     same_or_stricter(as_environ(environ), as_environ(slow), why)
     same_or_stricter(as_environ(trusted, True), as_environ(slow, True), why)
     same_or_stricter(as_fields(fields), as_fields(slow), why)
+    same_or_stricter(as_scope(scopes), as_scope(slow), why)
+    same_or_stricter(as_scope(trusted_scopes, True), as_scope(slow, True), why)
     return built
 
 
@@ -495,6 +520,20 @@ def test_fast_path_builds_the_environ_of_a_plain_head() -> None:
     assert env["REQUEST_URI"] == "/api/items?page=2" and env["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert head.keep_alive and head.method == "GET"
     assert same_either_way(NGINX_HEAD * 3) == 3
+
+
+def test_fast_path_builds_the_asgi_scope_of_a_plain_head() -> None:
+    """The ASGI worker's scope from C (the differential tests would pass if it never did)."""
+    (head, end), built = outcome(b"GET /caf%C3%A9/%ff?q=%41 HTTP/1.0\r\nHost: b\r\n"
+                                 b"X-Forwarded-For: 9.9.9.9, 8.8.8.8\r\nX-Forwarded-Proto: https\r\n\r\n",
+                                 "scope", trusted=True)
+    assert built == 1 and end == END and isinstance(head, Head) and head.env is not None
+    scope = head.env
+    assert scope["path"] == "/café/\ufffd" and scope["raw_path"] == b"/caf%C3%A9/%ff"
+    assert scope["query_string"] == b"q=%41" and scope["http_version"] == "1.0"
+    assert scope["client"] == ("8.8.8.8", 0) and scope["scheme"] == "https" and scope["server"] == SERVER
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"} and scope["root_path"] == ""
+    assert scope["headers"][0] == (b"host", b"b") and scope["type"] == "http" and scope["method"] == "GET"
 
 
 def test_fast_path_reads_the_fields_of_a_plain_head_for_asgi() -> None:

@@ -332,7 +332,7 @@ hexval(unsigned char c)
 /* PATH_INFO: the path %-decoded as urllib.parse.unquote_to_bytes does (a '%' not followed by
  * two hex digits stays), then latin-1 */
 static PyObject *
-decode_path(const unsigned char *p, Py_ssize_t len)
+decode_path(const unsigned char *p, Py_ssize_t len, int utf8)
 {
     if (memchr(p, '%', len) == NULL)
         return PyUnicode_DecodeLatin1((const char *)p, len, NULL);
@@ -351,7 +351,7 @@ decode_path(const unsigned char *p, Py_ssize_t len)
             out[o++] = (char)p[i];
         }
     }
-    PyObject *s = PyUnicode_DecodeLatin1(out, o, NULL);
+    PyObject *s = utf8 ? PyUnicode_DecodeUTF8(out, o, "replace") : PyUnicode_DecodeLatin1(out, o, NULL);
     if (out != small)
         PyMem_Free(out);
     return s;
@@ -487,12 +487,10 @@ length_obj(long long length)
     return PyLong_FromLongLong(length);
 }
 
-/* parse_head's result without an environ: what http.Head holds (for the ASGI worker), the
- * field names in lower case (as an ASGI scope has them) */
+/* The fields as an ASGI scope has them: (name in lower case, value) bytes pairs; ``host``, when
+ * not NULL, gets the first Host value (a new reference, or NULL when there is none). */
 static PyObject *
-head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py_ssize_t tend,
-            Py_ssize_t query, int http11, int connection, long long length, HeadField *fields,
-            Py_ssize_t count)
+lowered_headers(HeadField *fields, Py_ssize_t count, PyObject **host_out)
 {
     PyObject *headers = PyList_New(count), *host = NULL;
     if (headers == NULL)
@@ -509,7 +507,7 @@ head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py
             Py_DECREF(name);
             goto error;
         }
-        if (host == NULL && fields[f].name_len == 4 && memcmp(out, "host", 4) == 0) {
+        if (host_out != NULL && host == NULL && fields[f].name_len == 4 && memcmp(out, "host", 4) == 0) {
             host = value;
             Py_INCREF(host);
         }
@@ -520,6 +518,26 @@ head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py
             goto error;
         PyList_SET_ITEM(headers, f, pair);
     }
+    if (host_out != NULL)
+        *host_out = host;
+    return headers;
+error:
+    Py_DECREF(headers);
+    Py_XDECREF(host);
+    return NULL;
+}
+
+/* parse_head's result without an environ: what http.Head holds (for the ASGI worker), the
+ * field names in lower case (as an ASGI scope has them) */
+static PyObject *
+head_fields(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py_ssize_t tend,
+            Py_ssize_t query, int http11, int connection, long long length, HeadField *fields,
+            Py_ssize_t count)
+{
+    PyObject *host = NULL;
+    PyObject *headers = lowered_headers(fields, count, &host);
+    if (headers == NULL)
+        return NULL;
     Py_ssize_t path_end = query < 0 ? tend : query;
     int keep = http11 ? connection != 1 : connection == 2;
     PyObject *target = PyUnicode_DecodeLatin1((const char *)b + tstart, tend - tstart, NULL);
@@ -556,10 +574,122 @@ error:
     return NULL;
 }
 
+/* parse_head's result with an ASGI ``http`` scope (the ASGI worker's): a copy of ``base`` (the
+ * connection's constant keys: type, scheme, root_path, client, server, state) with the request's,
+ * as asgi.scope_from_head builds it (state shallow-copied per request; from a trusted peer the
+ * last X-Forwarded-For entry as client and X-Forwarded-Proto as scheme). */
+static PyObject *key_asgi, *key_http_version, *key_s_method, *key_s_path, *key_raw_path, *key_query_string,
+    *key_headers, *key_state, *key_client, *key_s_scheme, *str_v11, *str_v10, *asgi_versions;
+
+static int
+is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int
+scope_forwarded(PyObject *scope, HeadField *fields, Py_ssize_t count)
+{
+    const unsigned char *xff = NULL;
+    Py_ssize_t xff_len = 0;
+    char proto[16];
+    Py_ssize_t plen = 0;
+    int protos = 0, too_long = 0;
+    for (Py_ssize_t f = 0; f < count; f++) {
+        if (name_is(fields[f].name, fields[f].name_len, "x-forwarded-for")) {
+            xff = fields[f].value;
+            xff_len = fields[f].value_len;
+        } else if (name_is(fields[f].name, fields[f].name_len, "x-forwarded-proto")) {
+            protos++;
+            if (plen + fields[f].value_len > (Py_ssize_t)sizeof(proto))
+                too_long = 1;
+            else {
+                memcpy(proto + plen, fields[f].value, fields[f].value_len);
+                plen += fields[f].value_len;
+            }
+        }
+    }
+    if (xff != NULL) {
+        Py_ssize_t start = xff_len;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        Py_ssize_t stop = xff_len;
+        while (start < stop && is_space(xff[start]))
+            start++;
+        while (stop > start && is_space(xff[stop - 1]))
+            stop--;
+        if (stop > start) {
+            PyObject *client = Py_BuildValue("(Ni)", PyUnicode_DecodeLatin1((const char *)xff + start,
+                                                                           stop - start, NULL), 0);
+            if (client == NULL || PyDict_SetItem(scope, key_client, client) < 0) {
+                Py_XDECREF(client);
+                return -1;
+            }
+            Py_DECREF(client);
+        }
+    }
+    if (protos && !too_long) {
+        Py_ssize_t start = 0, stop = plen;
+        while (start < stop && is_space((unsigned char)proto[start]))
+            start++;
+        while (stop > start && is_space((unsigned char)proto[stop - 1]))
+            stop--;
+        const unsigned char *v = (const unsigned char *)proto + start;
+        if (name_is(v, stop - start, "https")) {
+            if (PyDict_SetItem(scope, key_s_scheme, str_https) < 0)
+                return -1;
+        } else if (name_is(v, stop - start, "http")) {
+            if (PyDict_SetItem(scope, key_s_scheme, str_http) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+head_scope(const unsigned char *b, Py_ssize_t end, int m, Py_ssize_t tstart, Py_ssize_t tend,
+           Py_ssize_t query, int http11, int connection, long long length, HeadField *fields,
+           Py_ssize_t count, PyObject *base, int trusted)
+{
+    PyObject *scope = PyDict_Copy(base), *v;
+    if (scope == NULL)
+        return NULL;
+    Py_ssize_t path_end = query < 0 ? tend : query;
+    PyObject *state = PyDict_GetItemWithError(base, key_state);  /* borrowed */
+    if (state == NULL && PyErr_Occurred())
+        goto error;
+    v = PyDict_Copy(asgi_versions);
+    if (set_str(scope, key_asgi, v) < 0
+            || PyDict_SetItem(scope, key_http_version, http11 ? str_v11 : str_v10) < 0
+            || PyDict_SetItem(scope, key_s_method, method_strs[m]) < 0
+            || set_str(scope, key_s_path, decode_path(b + tstart, path_end - tstart, 1)) < 0
+            || set_str(scope, key_raw_path, PyBytes_FromStringAndSize((const char *)b + tstart,
+                                                                    path_end - tstart)) < 0
+            || set_str(scope, key_query_string, query < 0 ? PyBytes_FromStringAndSize(NULL, 0)
+                       : PyBytes_FromStringAndSize((const char *)b + query + 1, tend - query - 1)) < 0
+            || set_str(scope, key_headers, lowered_headers(fields, count, NULL)) < 0
+            || set_str(scope, key_state, state != NULL && PyDict_Check(state) ? PyDict_Copy(state)
+                                                                             : PyDict_New()) < 0)
+        goto error;
+    if (trusted && scope_forwarded(scope, fields, count) < 0)
+        goto error;
+    int keep = http11 ? connection != 1 : connection == 2;
+    PyObject *clen = length_obj(length);
+    if (clen == NULL)
+        goto error;
+    return Py_BuildValue("(nNOONNO)", end, scope, keep ? Py_True : Py_False, method_strs[m],
+                         PyUnicode_DecodeLatin1((const char *)b + tstart, tend - tstart, NULL), clen,
+                         http11 ? str_http11 : str_http10);
+error:
+    Py_DECREF(scope);
+    return NULL;
+}
+
 static PyObject *
 parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !((PyDict_Check(args[1]) && PyDict_Check(args[2])) || (args[1] == Py_None && args[2] == Py_None))) {
+    if (nargs != 6 || !((PyDict_Check(args[1]) && (PyDict_Check(args[2]) || args[2] == Py_None))
+                        || (args[1] == Py_None && args[2] == Py_None))) {
         PyErr_SetString(PyExc_TypeError,
                         "parse_head(data, base: dict | None, keys: dict | None, max_head, max_headers, trusted)");
         return NULL;
@@ -687,6 +817,13 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&view);
         return head_fields(b, end, m, tstart, tend, query, http11, connection, length, fields, count);
     }
+    if (keys == Py_None) {  /* an ASGI scope */
+        int trusted = PyObject_IsTrue(args[5]);
+        PyObject *got = trusted < 0 ? NULL : head_scope(b, end, m, tstart, tend, query, http11, connection,
+                                                        length, fields, count, base, trusted);
+        PyBuffer_Release(&view);
+        return got;
+    }
 
     /* the environ */
     env = PyDict_Copy(base);
@@ -694,7 +831,7 @@ parse_head(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         goto error;
     Py_ssize_t path_end = query < 0 ? tend : query;
     if (PyDict_SetItem(env, key_method, method_strs[m]) < 0
-            || set_str(env, key_path, decode_path(b + tstart, path_end - tstart)) < 0
+            || set_str(env, key_path, decode_path(b + tstart, path_end - tstart, 0)) < 0
             || (query < 0 ? PyDict_SetItem(env, key_query, str_empty)
                           : set_str(env, key_query, PyUnicode_DecodeLatin1(
                                 (const char *)b + query + 1, tend - query - 1, NULL))) < 0
@@ -1244,7 +1381,20 @@ init_head_strings(void)
         || (key_https = PyUnicode_InternFromString("HTTPS")) == NULL
         || (str_http = PyUnicode_InternFromString("http")) == NULL
         || (str_https = PyUnicode_InternFromString("https")) == NULL
-        || (str_on = PyUnicode_InternFromString("on")) == NULL ? -1 : 0;
+        || (str_on = PyUnicode_InternFromString("on")) == NULL
+        || (key_asgi = PyUnicode_InternFromString("asgi")) == NULL
+        || (key_http_version = PyUnicode_InternFromString("http_version")) == NULL
+        || (key_s_method = PyUnicode_InternFromString("method")) == NULL
+        || (key_s_path = PyUnicode_InternFromString("path")) == NULL
+        || (key_raw_path = PyUnicode_InternFromString("raw_path")) == NULL
+        || (key_query_string = PyUnicode_InternFromString("query_string")) == NULL
+        || (key_headers = PyUnicode_InternFromString("headers")) == NULL
+        || (key_state = PyUnicode_InternFromString("state")) == NULL
+        || (key_client = PyUnicode_InternFromString("client")) == NULL
+        || (key_s_scheme = PyUnicode_InternFromString("scheme")) == NULL
+        || (str_v11 = PyUnicode_InternFromString("1.1")) == NULL
+        || (str_v10 = PyUnicode_InternFromString("1.0")) == NULL
+        || (asgi_versions = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.4")) == NULL ? -1 : 0;
 }
 
 static PyMethodDef methods[] = {

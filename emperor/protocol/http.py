@@ -172,6 +172,18 @@ class RequestParser:
             self._trusted = trusted
             self.plain_args = (base, keys, self.max_head, self.max_headers, trusted)
 
+    def fast_scopes(self, base: dict[str, Any], trusted: bool = False) -> None:
+        """Let plain bodiless heads become a ``Head`` with its ASGI ``http`` scope built in C
+        (in ``env``): a copy of ``base`` (the connection's type, scheme, root_path, client,
+        server and state) with the request's keys, as ``asgi.scope_from_head`` builds it;
+        ``trusted`` as there. No-op without the C extension (``fast_heads`` then)."""
+        if _parse_head is not None:
+            self._fast = True
+            self._base = base
+            self._keys = None
+            self._trusted = trusted
+            self.plain_args = None
+
     def fast_heads(self) -> None:
         """Let plain bodiless heads be read by the C fast path without an environ (the ASGI
         worker's): the ``Head`` is the one llhttp's path gives, except that the field names in

@@ -85,6 +85,9 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
                 self.trusted = self.w.proxies.allows(peer)
             self.server = (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
         self.env = {"REMOTE_ADDR": self.peer[0] if self.peer else "-"}
+        # a plain head's scope is built in C from these (scope_from_head's for any other)
+        self.parser.fast_scopes({"type": "http", "scheme": self.scheme, "root_path": "", "client": self.peer,
+                                 "server": self.server, "state": self.w.lifespan_state}, self.trusted)
         self.w.http_conns.add(self)
         self._set_timer(self.w.timeout, self._too_slow)
         self.head_due = True
@@ -190,8 +193,10 @@ class HttpCodec(TransportWriter, asyncio.Protocol):
             events.popleft()
         keep = (head.keep_alive and not self.parser.upgraded and w.keepalive > 0
                 and self.served < w.keepalive_requests and not w.stop_reason)
-        scope = asgi.scope_from_head(head, self.server, self.peer, self.scheme, self.trusted,
-                                     w.lifespan_state)
+        scope = head.env  # the C fast path's (fast_scopes), else:
+        if scope is None:
+            scope = asgi.scope_from_head(head, self.server, self.peer, self.scheme, self.trusted,
+                                         w.lifespan_state)
         self.body_done = not has_body
         cycle = HttpExchange(scope, self, has_body, keep, head.expect_continue and has_body)
         self.cycle = cycle
