@@ -399,9 +399,10 @@ class Worker:
         self._task(self._run_app(cycle, codec))
 
     def _task(self, coro: Any) -> None:
-        task = self.loop.create_task(coro, name="emperor-asgi")  # a name: not one formatted per task
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        """Run a request's (or WebSocket's) coroutine in a Task, strongly referenced in ``tasks``
+        until the coroutine itself drops it as it ends (the ``finally`` of ``_run_app`` and
+        ``_run_websocket``): a done-callback would cost a loop callback per request."""
+        self.tasks.add(self.loop.create_task(coro, name="emperor-asgi"))  # a name: none formatted per task
 
     def start_websocket(self, ws: WebSocketCycle, codec: Codec) -> None:
         if self.stop_reason:
@@ -433,6 +434,7 @@ class Worker:
                 await ws.send({"type": "websocket.close"})
         finally:
             self.websockets.discard(ws)
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _run_app(self, cycle: HttpCycle, codec: Codec) -> None:
         response = cycle.response
@@ -450,6 +452,8 @@ class Worker:
                       traceback.format_exc().rstrip())
             self._fail(cycle, codec)
             return
+        finally:
+            self.tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
         if not response.complete and not cycle.gone:
             self.ints[self.slot + sb.EXCEPTIONS] += 1
             log.error("worker %d: %s %s: the app returned without %s", self.wid, scope["method"],
