@@ -463,7 +463,9 @@ def as_scope(events: list[object], trusted: bool = False) -> list[object]:
     out: list[object] = []
     for ev in events:
         if isinstance(ev, Head):
-            scope = ev.env if ev.env is not None else scope_from_head(ev, SERVER, CLIENT, "http", trusted, STATE)
+            scope = ev.env
+            if scope is None:
+                scope = scope_from_head(ev, SERVER, CLIENT, "http", trusted, STATE)
             assert scope["state"] == STATE and scope["state"] is not STATE  # a shallow copy per request
             out.append(("head", scope, ev.keep_alive, ev.method, ev.target, ev.version, ev.content_length,
                         ev.chunked, ev.expect_continue))

@@ -507,3 +507,37 @@ def test_no_objects_leak(tmp_dirs: Callable[[str], str]) -> None:
         assert len(gc.get_objects()) - before < 200
     finally:
         logging.getLogger("emperor.http").disabled = False
+
+
+def test_a_head_still_coming_leaves_the_slot_idle(tmp_dirs: Callable[[str], str]) -> None:
+    """The C path marks the slot busy before it parses; bytes that are not a whole plain request
+    (here half a head, then nothing until socket-timeout) must not leave it marked: harakiri
+    would take a worker that only waits for a slow client for a stuck one."""
+    rig = Rig(tmp_dirs("half"), _ok, ("disable-logging", "true"), ("socket-timeout", "1"))
+    try:
+        rig.client.sendall(b"GET /p HTTP/1.1\r\nHost: t\r\n")
+        assert not rig.server.serve(rig.conn, first=False)  # gave up after socket-timeout
+        ints, slot = rig.worker.ints, rig.worker.slot
+        assert ints[slot + sb.BUSY_SINCE] == 0 and ints[slot + sb.REQUESTS] == 0
+        assert rig.taken == ["none"]
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_tally_counts_as_the_scoreboard_expects(impl: str) -> None:
+    board = sb.Scoreboard(2)
+    slot = board.base(1)
+    make = sb.Tally if impl == "c" else sb.PyTally
+    assert impl == "python" or make is not sb.PyTally, "the C extension emperor.vassal._tally is not built"
+    t = make(board.ints, slot + sb.BUSY_SINCE, slot + sb.REQUESTS, slot + sb.TX, slot + sb.RT_SUM_US,
+             slot + sb.HIST, sb.HIST_BOUNDS_US)
+    start = t.begin()
+    assert board.get(1, sb.BUSY_SINCE) == start > 0
+    assert t.end(start, 120) == 1
+    assert t.end(start - 2_000_000_000, 30) == 2  # took 2 s: the bucket of "at most 2.5 s"
+    assert board.get(1, sb.BUSY_SINCE) == 0 and board.get(1, sb.TX) == 150
+    hist = board.histogram(1)
+    assert sum(hist) == 2 and hist[0] == 1 and hist[sb.HIST_BOUNDS_US.index(2_500_000)] == 1
+    assert board.get(1, sb.RT_SUM_US) >= 2_000_000
+    assert board.get(0, sb.REQUESTS) == 0  # the other slot is untouched

@@ -16,7 +16,6 @@ import os
 import socket
 import struct
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +72,8 @@ class HTTPServer:
         self.heads: dict[tuple[object, ...], tuple[bytes, int, bool]] = {}
         # this worker's scoreboard cells, indexed once (the slot is fixed for the process)
         slot = worker.slot
-        self._busy_at, self._requests_at, self._tx_at = slot + sb.BUSY_SINCE, slot + sb.REQUESTS, slot + sb.TX
-        self._rt_at, self._hist_at = slot + sb.RT_SUM_US, slot + sb.HIST
+        self._requests_at, self._busy_at = slot + sb.REQUESTS, slot + sb.BUSY_SINCE
+        self.tally = sb.tally(worker.ints, slot)  # begin()/end() of each request's counting
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         # After a response, look (recv MSG_DONTWAIT) for a next request already there? Threads
         # must (else they park the connection); the sync loop need not: its poll() sees it, and
@@ -220,15 +219,15 @@ class HTTPServer:
         comes back as a ``Reply`` that ``finish`` completes with an ``HTTPExchange``, as the
         Python path would have. None: ``data`` is not such a request (nothing consumed)."""
         worker = self.worker
-        ints = worker.ints
-        start = time.monotonic_ns()
-        ints[self._busy_at] = start
+        tally = self.tally
+        start = tally.begin()
         served = conn.served + 1
         conn.continue_due = False
         got = self.plain(data, *args, worker.app, self.heads, conn,  # type: ignore[misc]
                          self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
                          self.note, FileWrapper)
-        if got is None:
+        if got is None:  # not counted, and not busy while the parser waits for the rest of a head
+            worker.ints[self._busy_at] = 0
             return None
         conn.served = served
         ex: HTTPExchange | None = None
@@ -255,23 +254,17 @@ class HTTPServer:
             except BadBody as exc:
                 if not ex.head_sent:
                     self.reject(conn, http.HTTPError(400, str(exc)))
-                    ints[self._requests_at] -= 1  # reject() counted it; counted once below
+                    worker.ints[self._requests_at] -= 1  # reject() counted it; counted once below
                 return False
             return ex.keep
         finally:
-            done = ints[self._requests_at] + 1
-            ints[self._requests_at] = done
-            ints[self._busy_at] = 0
             if ex is not None:
                 sent = ex.sent
-            ints[self._tx_at] += sent
+            done = tally.end(start, sent)
             if worker.log_requests:
                 worker._log_request(reply.environ, ex or Sent(reply, sent), start)  # type: ignore[arg-type]
             if worker.max_requests and done >= worker.max_requests:
                 worker.recycle_reason = f"max-requests ({done} requests)"
-            took = (time.monotonic_ns() - start) // 1000
-            ints[self._rt_at] += took
-            ints[self._hist_at + bisect_left(HIST_BOUNDS_US, took)] += 1
 
     def late(self, reply: Any) -> HTTPExchange:
         """The exchange that takes over a response ``_speedups.plain`` could not finish alone
@@ -330,8 +323,7 @@ class HTTPServer:
         ``head``: the parsed head when the request may have a body (None: a plain bodiless one)."""
         worker = self.worker
         ints = worker.ints
-        start = time.monotonic_ns()
-        ints[self._busy_at] = start
+        start = self.tally.begin()
         conn.served += 1
         keep = keep_alive and self.keepalive > 0 and conn.served < self.max_per_conn and worker.alive
         ex = HTTPExchange(worker, conn, method, keep, version10, self)
@@ -365,17 +357,11 @@ class HTTPServer:
                 ints[self._requests_at] -= 1  # reject() counted it; counted once below
             return False
         finally:
-            done = ints[self._requests_at] + 1
-            ints[self._requests_at] = done
-            ints[self._busy_at] = 0
-            ints[self._tx_at] += ex.sent
+            done = self.tally.end(start, ex.sent)
             if worker.log_requests:
                 worker._log_request(env, ex, start)
             if worker.max_requests and done >= worker.max_requests:
                 worker.recycle_reason = f"max-requests ({done} requests)"
-            took = (time.monotonic_ns() - start) // 1000
-            ints[self._rt_at] += took
-            ints[self._hist_at + bisect_left(HIST_BOUNDS_US, took)] += 1
 
     def _too_large(self, conn: Connection, head: http.Head) -> None:
         self.reject(conn, http.HTTPError(413, f"request body of {head.content_length} bytes is larger "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import time
+from bisect import bisect_left
 
 # int64 fields of a slot
 PID, REQUESTS, BUSY_SINCE, ACCEPTING, EXCEPTIONS, TX, HARAKIRI, RESPAWNS, LAST_SPAWN, RT_SUM_US, \
@@ -81,3 +82,47 @@ class Scoreboard:
 
     def total_requests(self) -> int:
         return sum(int(self.ints[i * (SLOT // 8) + REQUESTS]) for i in range(self.slots))
+
+
+class PyTally:
+    """One worker's per-request counters in its slot: ``begin()`` marks it busy and returns the
+    start (monotonic ns); ``end(start, sent)`` counts the request, its bytes, its time and its
+    histogram bucket, clears busy and returns the request count. The twin of the C ``Tally``
+    (emperor/vassal/_tally.c: the same in two calls instead of about 0.8 µs of memoryview
+    work per request), used when the extension is not built."""
+
+    def __init__(self, ints: memoryview, busy: int, requests: int, tx: int, rt: int, hist: int,
+                 bounds: tuple[int, ...]) -> None:
+        self.ints = ints
+        self.cells = (busy, requests, tx, rt, hist)
+        self.bounds = bounds
+
+    def begin(self) -> int:
+        start = time.monotonic_ns()
+        self.ints[self.cells[0]] = start
+        return start
+
+    def end(self, start: int, sent: int) -> int:
+        ints = self.ints
+        busy, requests, tx, rt, hist = self.cells
+        took = (time.monotonic_ns() - start) // 1000
+        done: int = ints[requests] + 1
+        ints[requests] = done
+        ints[busy] = 0
+        ints[tx] += sent
+        ints[rt] += took
+        ints[hist + bisect_left(self.bounds, took)] += 1
+        return done
+
+
+try:  # the optional C extension
+    from emperor.vassal._tally import Tally
+except ImportError:  # pragma: no cover - built wherever a compiler is
+    Tally = PyTally  # type: ignore[assignment,misc]
+
+
+def tally(ints: memoryview, slot: int) -> PyTally:
+    """The Tally of the worker slot that begins at ``slot`` (an index into ``ints``)."""
+    made: PyTally = Tally(ints, slot + BUSY_SINCE, slot + REQUESTS, slot + TX, slot + RT_SUM_US, slot + HIST,
+                          HIST_BOUNDS_US)
+    return made
