@@ -541,3 +541,5 @@ def test_tally_counts_as_the_scoreboard_expects(impl: str) -> None:
     assert sum(hist) == 2 and hist[0] == 1 and hist[sb.HIST_BOUNDS_US.index(2_500_000)] == 1
     assert board.get(1, sb.RT_SUM_US) >= 2_000_000
     assert board.get(0, sb.REQUESTS) == 0  # the other slot is untouched
+    board.set(1, sb.BUSY_SINCE, 77)  # the ASGI worker's: busy while requests are in flight
+    assert t.count(start, 5) == 3 and board.get(1, sb.BUSY_SINCE) == 77 and board.get(1, sb.TX) == 155

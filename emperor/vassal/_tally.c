@@ -5,7 +5,8 @@
  * request. Tally does the same in two calls: begin() marks the slot busy and returns the start
  * (CLOCK_MONOTONIC ns, time.monotonic_ns()'s clock, which the master's harakiri check reads);
  * end(start, sent) counts the request, its bytes, its time and its histogram bucket, clears
- * busy and returns the request count (for max-requests). scoreboard.PyTally is the twin used
+ * busy and returns the request count (for max-requests); count() is end() without the busy
+ * (the ASGI worker's, busy while any request is in flight). scoreboard.PyTally is the twin used
  * without a compiler; tests/test_scoreboard.py runs both.
  */
 #define PY_SSIZE_T_CLEAN
@@ -96,10 +97,10 @@ tally_begin(Tally *self, PyObject *Py_UNUSED(args))
 }
 
 static PyObject *
-tally_end(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+tally_count(Tally *self, PyObject *const *args, Py_ssize_t nargs, int idle)
 {
     if (nargs != 2 || !self->has_view) {
-        PyErr_SetString(PyExc_TypeError, "end(start, sent)");
+        PyErr_SetString(PyExc_TypeError, "end(start, sent) / count(start, sent)");
         return NULL;
     }
     long long start = PyLong_AsLongLong(args[0]);
@@ -109,7 +110,8 @@ tally_end(Tally *self, PyObject *const *args, Py_ssize_t nargs)
     long long took = (now_ns() - start) / 1000;
     long long done = *self->requests + 1;
     *self->requests = done;
-    *self->busy = 0;
+    if (idle)
+        *self->busy = 0;
     *self->tx += sent;
     *self->rt += took;
     Py_ssize_t b = 0;  /* bisect_left: the first bound >= took */
@@ -119,10 +121,25 @@ tally_end(Tally *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(done);
 }
 
+static PyObject *
+tally_end(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return tally_count(self, args, nargs, 1);
+}
+
+static PyObject *
+tally_count_only(Tally *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return tally_count(self, args, nargs, 0);
+}
+
 static PyMethodDef tally_methods[] = {
     {"begin", (PyCFunction)tally_begin, METH_NOARGS, "Mark the slot busy; the start (monotonic ns)."},
     {"end", (PyCFunction)(void (*)(void))tally_end, METH_FASTCALL,
      "end(start, sent) -> requests: count one request (bytes, time, histogram) and clear busy."},
+    {"count", (PyCFunction)(void (*)(void))tally_count_only, METH_FASTCALL,
+     "count(start, sent) -> requests: as end() but busy is left alone (the ASGI worker's: busy while "
+     "any request is in flight)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -33,7 +33,6 @@ import ssl
 import sys
 import time
 import traceback
-from bisect import bisect_left
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -103,6 +102,7 @@ class Worker:
         self.load_app = load_app
         self.ints = board.ints
         self.slot = board.base(self.index)
+        self.tally = sb.tally(self.ints, self.slot)  # each request's counting (count(): busy is in-flight's)
         self.buffer_size = cfg.buffer_size
         self.limit_post = cfg.limit_post
         self.ws_max_size = cfg.websockets_max_size * 1024
@@ -483,18 +483,12 @@ class Worker:
 
     def request_done(self, codec: Codec) -> None:
         """Per-request bookkeeping, as the sync worker does: counters, log line, recycling."""
-        ints, slot = self.ints, self.slot
-        ints[slot + sb.REQUESTS] += 1
         cycle = codec.cycle
-        if cycle is not None:
-            ints[slot + sb.TX] += cycle.sent
-        took = (time.monotonic_ns() - codec.start) // 1000
-        ints[slot + sb.RT_SUM_US] += took
-        ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1
+        done = self.tally.count(codec.start, cycle.sent if cycle is not None else 0)
         if self.log_requests and codec.env is not None:
-            self._log_request(codec, took)
-        if self.max_requests and ints[slot + sb.REQUESTS] >= self.max_requests:
-            self.begin_stop(f"max-requests ({ints[slot + sb.REQUESTS]} requests)")
+            self._log_request(codec, (time.monotonic_ns() - codec.start) // 1000)
+        if self.max_requests and done >= self.max_requests:
+            self.begin_stop(f"max-requests ({done} requests)")
         elif self.rss_limit and (rss := _rss()) > self.rss_limit:
             self.begin_stop(f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)")
 

@@ -103,12 +103,16 @@ class PyTally:
         return start
 
     def end(self, start: int, sent: int) -> int:
+        self.ints[self.cells[0]] = 0
+        return self.count(start, sent)
+
+    def count(self, start: int, sent: int) -> int:
+        """``end`` without clearing busy (the ASGI worker is busy while any request is in flight)."""
         ints = self.ints
-        busy, requests, tx, rt, hist = self.cells
+        _busy, requests, tx, rt, hist = self.cells
         took = (time.monotonic_ns() - start) // 1000
         done: int = ints[requests] + 1
         ints[requests] = done
-        ints[busy] = 0
         ints[tx] += sent
         ints[rt] += took
         ints[hist + bisect_left(self.bounds, took)] += 1
