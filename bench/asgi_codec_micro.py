@@ -82,12 +82,13 @@ class CountingTransport(asyncio.Transport):
 
 
 class Board:
-    """A scoreboard stand-in: plain ints, no shared memory."""
+    """A scoreboard stand-in: int64 cells as the real one has (the C Tally needs a buffer), no
+    shared memory."""
 
     slots = 64
 
     def __init__(self) -> None:
-        self.ints = [0] * (64 * 64)
+        self.ints = memoryview(bytearray(8 * 64 * 64)).cast("q")
 
     def base(self, index: int) -> int:
         return index * 64
