@@ -215,9 +215,10 @@ class HTTPServer:
     def plain_request(self, conn: Connection, data: bytes, args: tuple[Any, ...]) -> bool | None:
         """``data`` as one whole plain bodiless request, served by ``_speedups.plain``: it parses
         the head, builds the environ, calls the app and, for the usual response (a list of one
-        bytes under a head already checked and cached), returns the bytes to send; anything else
-        comes back as a ``Reply`` that ``finish`` completes with an ``HTTPExchange``, as the
-        Python path would have. None: ``data`` is not such a request (nothing consumed)."""
+        bytes, or an iterable whose first piece is the whole declared body, under a head already
+        checked and cached), returns the bytes to send; anything else comes back as a ``Reply``
+        that ``respond`` (or ``_raised``) completes with the ``HTTPExchange`` from ``late``, as
+        the Python path would have. None: ``data`` is not such a request (nothing consumed)."""
         worker = self.worker
         tally = self.tally
         start = tally.begin()
