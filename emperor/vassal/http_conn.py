@@ -45,7 +45,6 @@ except ImportError:  # pragma: no cover - built wherever a compiler is
     _plain = _response_head = None
 
 log = logging.getLogger("emperor.http")
-HIST_BOUNDS_US = sb.HIST_BOUNDS_US
 
 LINGER = 1.0  # after an error answer, what the client still sends is read and dropped this long at most
 DRAIN_MAX = 1 << 20  # an unread body up to this is read and dropped to keep the connection
@@ -290,12 +289,8 @@ class HTTPServer:
                     ex = reply.exchange or self.late(reply)
                     ex.write(chunk)  # (dropped and logged: nothing is left of the declared length)
                     keep = keep and ex.keep
-        except (ClientGone, BadBody):
-            raise
-        except ConnectionError as exc:
-            raise ClientGone(str(exc)) from None
         except Exception as exc:
-            self._failed(reply.exchange or self.late(reply), reply.environ, exc)
+            self._raised(reply.exchange or self.late(reply), reply.environ, exc)
             keep = False
         finally:
             if (close := getattr(reply.result, "close", None)) is not None:
@@ -303,7 +298,9 @@ class HTTPServer:
         return keep
 
     def _raised(self, ex: HTTPExchange, env: dict[str, Any], exc: BaseException) -> None:
-        """The app raised ``exc`` (as run_app's handlers): a client gone, or a 500."""
+        """The app raised ``exc`` (calling it, or iterating what it returned, on either path): a
+        client gone goes on up as ClientGone, a broken body as BadBody; anything else is the
+        app's failure, logged and answered with a 500 (or a close, after the head)."""
         if isinstance(exc, (ClientGone, BadBody)):
             raise exc
         if isinstance(exc, ConnectionError):
@@ -375,12 +372,8 @@ class HTTPServer:
         assert app is not None
         try:
             result = app(env, ex.start_response)
-        except (ClientGone, BadBody):
-            raise
-        except ConnectionError as exc:
-            raise ClientGone(str(exc)) from None
         except Exception as exc:
-            self._failed(ex, env, exc)
+            self._raised(ex, env, exc)
             return
         self.respond(ex, env, result)
 
