@@ -157,6 +157,8 @@ def main() -> None:
             runner(server, lst, a.requests, a.per_conn)
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            if os.environ.get("PROFILE_OUT"):
+                prof.dump_stats(os.environ["PROFILE_OUT"])
             return
         got = [runner(server, lst, a.requests, a.per_conn) for _ in range(a.rounds)]
     import emperor

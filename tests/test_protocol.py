@@ -516,6 +516,111 @@ def test_c_parser_defers_every_unusual_block(block: bytes) -> None:
     assert _both(block)[0] is None
 
 
+# ---------------------------------------------------------------- the whole usual request in C
+NGINX_GET = [("QUERY_STRING", ""), ("REQUEST_METHOD", "GET"), ("CONTENT_TYPE", ""), ("CONTENT_LENGTH", ""),
+             ("REQUEST_URI", "/a?b"), ("PATH_INFO", "/a"), ("DOCUMENT_ROOT", "/srv"),
+             ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_SCHEME", "http"), ("HTTPS", ""),
+             ("REMOTE_ADDR", "127.0.0.1"), ("REMOTE_PORT", "5"), ("SERVER_PORT", "80"),
+             ("SERVER_NAME", "x"), ("HTTP_HOST", "x"), ("HTTP_CONTENT_TYPE", "t")]
+BASE = {"wsgi.version": (1, 0), "wsgi.multiprocess": True}
+EMPTY = object()  # stands for the worker's EMPTY_INPUT
+
+
+def _c_request(packet: bytes, buffer_size: int = 4096) -> Any:
+    from emperor.protocol._speedups import uwsgi_request
+
+    return uwsgi_request(packet, uwsgi.MAX_VARS, buffer_size, dict(BASE), EMPTY)
+
+
+def _py_request(packet: bytes) -> dict[str, Any]:
+    """What the worker's Python path makes of the same packet (worker._read_request)."""
+    from emperor.protocol.wsgi import environ_from_uwsgi
+
+    end = 4 + uwsgi.check_header(packet, 4096)
+    env = uwsgi.parse_vars(packet, 4, end)
+    uwsgi.request_method(env, uwsgi.content_length(env, 0))
+    environ_from_uwsgi(env, packet[0], dict(BASE), None, lambda peer, claim: False)
+    env["wsgi.input"] = EMPTY
+    return env
+
+
+def test_c_request_builds_the_python_environ() -> None:
+    packet = uwsgi.pack(NGINX_GET)
+    got = _c_request(packet)
+    assert got is not None, "the usual nginx GET must take the C path"
+    env, method = got
+    assert method == "GET"
+    assert env == _py_request(packet)
+    assert env["wsgi.url_scheme"] == "http" and env["SCRIPT_NAME"] == "" and env["wsgi.input"] is EMPTY
+    assert "HTTP_CONTENT_TYPE" not in env  # nginx's copy of a CGI var: one source
+
+
+def test_c_request_keeps_script_name_and_takes_no_scheme_claim() -> None:
+    pairs = [*NGINX_GET, ("SCRIPT_NAME", "/app")]
+    env, _ = _c_request(uwsgi.pack(pairs))
+    assert env == _py_request(uwsgi.pack(pairs)) and env["SCRIPT_NAME"] == "/app"
+    # HTTPS set but REQUEST_SCHEME http: url_scheme() says http before it looks at HTTPS
+    pairs = [(k, "on") if k == "HTTPS" else (k, v) for k, v in NGINX_GET]
+    env, _ = _c_request(uwsgi.pack(pairs))
+    assert env["wsgi.url_scheme"] == "http" == _py_request(uwsgi.pack(pairs))["wsgi.url_scheme"]
+
+
+def _without(*keys: str) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in NGINX_GET if k not in keys]
+
+
+def _with(**vals: str) -> list[tuple[str, str]]:
+    return [(k, vals.get(k, v)) for k, v in NGINX_GET] + [(k, v) for k, v in vals.items()
+                                                          if k not in dict(NGINX_GET)]
+
+
+@pytest.mark.parametrize("packet", [
+    uwsgi.pack(_with(CONTENT_LENGTH="5")) + b"hello",  # a body
+    uwsgi.pack(_with(CONTENT_LENGTH="0")),  # a length to check
+    uwsgi.pack(_with(CONTENT_LENGTH="5x")),  # a bad one: the Python path's 400
+    uwsgi.pack(NGINX_GET) + b"more",  # bytes after the block
+    uwsgi.pack(NGINX_GET)[:-3],  # not all here yet
+    uwsgi.pack(NGINX_GET, modifier1=30),  # SCRIPT_NAME stripping
+    uwsgi.pack(NGINX_GET, modifier1=5),  # unsupported: the Python path's 501
+    uwsgi.pack(NGINX_GET, modifier2=1),
+    uwsgi.pack(_with(REQUEST_SCHEME="https")),  # a claim: the peer must be judged
+    uwsgi.pack([*_without("REQUEST_SCHEME", "HTTPS"), ("HTTPS", "on")]),
+    uwsgi.pack([*_without("REQUEST_SCHEME", "HTTPS"), ("HTTPS", "1")]),
+    uwsgi.pack([*NGINX_GET, ("UWSGI_SCHEME", "https")]),
+    uwsgi.pack([*NGINX_GET, ("UWSGI_FILE", "/x")]),  # dropped and reported by the Python path
+    uwsgi.pack(_without("REQUEST_METHOD")),  # the Python path's 400
+    uwsgi.pack(_without("PATH_INFO")),
+    uwsgi.pack([*NGINX_GET, ("HTTP_COOKIE", "a"), ("HTTP_COOKIE", "b")]),  # joined by Python
+    b"GET / HTTP/1.1\r\n\r\n",  # HTTP on a uwsgi socket: the Python path's helpful 400
+    b"\x00\x00\x00\x00",  # an empty block
+    b"\x00",
+])
+def test_c_request_defers_everything_unusual(packet: bytes) -> None:
+    assert _c_request(packet) is None
+
+
+@settings(deadline=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["REQUEST_SCHEME", "HTTPS", "SCRIPT_NAME", "CONTENT_LENGTH",
+                                           "HTTP_CONTENT_LENGTH", "PATH_INFO", "HTTP_X", "wsgi.version"]),
+                          st.sampled_from(["", "http", "https", "on", "1", "0", "/a", "x"])),
+                max_size=4, unique_by=lambda kv: kv[0]))
+def test_c_request_agrees_with_python(changes: list[tuple[str, str]]) -> None:
+    """Whatever the C path accepts, the Python path builds the same environ from."""
+    pairs = [(k, dict(changes).get(k, v)) for k, v in NGINX_GET]
+    pairs += [(k, v) for k, v in changes if k not in dict(NGINX_GET)]
+    packet = uwsgi.pack(pairs)
+    got = _c_request(packet)
+    if got is not None:
+        assert got[0] == _py_request(packet)
+        assert got[1] == got[0]["REQUEST_METHOD"]
+
+
+def test_c_request_defers_a_block_over_buffer_size() -> None:
+    packet = uwsgi.pack(NGINX_GET)
+    assert _c_request(packet, buffer_size=len(packet) - 5) is None  # BlockTooLarge, from Python
+    assert _c_request(packet, buffer_size=len(packet) - 4) is not None
+
+
 # ---------------------------------------------------------------- wsgi.input
 def _input(body: bytes, prefetched: int, chunk: int) -> tuple[Input, list[int]]:
     """An Input over ``body``: ``prefetched`` bytes came with the vars, the rest arrives from a

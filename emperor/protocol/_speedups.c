@@ -37,23 +37,14 @@ cached_key(Py_ssize_t pos, const unsigned char *k, Py_ssize_t kl)
     return key;
 }
 
+/* The vars block b[start:end] as a new dict; None (a new reference) for anything the
+ * Python parser must judge; NULL with an exception on a memory error. */
 static PyObject *
-parse_vars(PyObject *Py_UNUSED(self), PyObject *args)
+vars_dict(const unsigned char *b, Py_ssize_t start, Py_ssize_t end, Py_ssize_t max_vars)
 {
-    Py_buffer view;
-    Py_ssize_t start, end, max_vars;
-    if (!PyArg_ParseTuple(args, "y*nnn", &view, &start, &end, &max_vars))
-        return NULL;
-    if (start < 0 || end > view.len || start > end) {
-        PyBuffer_Release(&view);
-        Py_RETURN_NONE;
-    }
-    const unsigned char *b = (const unsigned char *)view.buf;
     PyObject *env = PyDict_New();
-    if (env == NULL) {
-        PyBuffer_Release(&view);
+    if (env == NULL)
         return NULL;
-    }
     Py_ssize_t i = start, count = 0;
     int fallback = 0;
     while (i < end) {
@@ -79,18 +70,108 @@ parse_vars(PyObject *Py_UNUSED(self), PyObject *args)
             Py_XDECREF(key);
             Py_XDECREF(value);
             Py_DECREF(env);
-            PyBuffer_Release(&view);
             return NULL;
         }
         Py_DECREF(key);
         Py_DECREF(value);
     }
-    PyBuffer_Release(&view);
     if (fallback || PyDict_GET_SIZE(env) != count) {  /* a repeated key shrinks the dict */
         Py_DECREF(env);
         Py_RETURN_NONE;
     }
     return env;
+}
+
+static PyObject *
+parse_vars(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, end, max_vars;
+    if (!PyArg_ParseTuple(args, "y*nnn", &view, &start, &end, &max_vars))
+        return NULL;
+    if (start < 0 || end > view.len || start > end) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    PyObject *env = vars_dict((const unsigned char *)view.buf, start, end, max_vars);
+    PyBuffer_Release(&view);
+    return env;
+}
+
+/* (defined with the HTTP head's strings below; tentative definitions here) */
+static PyObject *str_empty, *key_method, *key_path, *key_scheme, *key_https, *str_http;
+static PyObject *key_content_length, *key_http_content_length, *key_http_content_type, *key_request_scheme,
+    *key_script_name, *key_input;
+
+static int
+discard(PyObject *d, PyObject *key)
+{
+    if (PyDict_GetItemWithError(d, key) == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    return PyDict_DelItem(d, key);
+}
+
+/* uwsgi_request(data, max_vars, buffer_size, base, empty_input): the usual uwsgi request
+ * (modifier 0/0, nothing after the vars block, no body, REQUEST_METHOD and PATH_INFO there,
+ * no https claim and no UWSGI_* var) as (environ, method), the environ completed as
+ * parse_vars + environ_from_uwsgi complete it (uwsgi.py, wsgi.py) with ``wsgi.input`` =
+ * empty_input. None for anything else (nothing consumed): the worker's Python path then reads
+ * it with its precise checks and errors, so the two cannot disagree but on speed. */
+static PyObject *
+uwsgi_request(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyBytes_CheckExact(args[0]) || !PyDict_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "uwsgi_request(data: bytes, max_vars, buffer_size, base: dict, "
+                                         "empty_input)");
+        return NULL;
+    }
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t max_vars = PyLong_AsSsize_t(args[1]), buffer_size = PyLong_AsSsize_t(args[2]);
+    if ((max_vars == -1 || buffer_size == -1) && PyErr_Occurred())
+        return NULL;
+    if (n < 4 || b[0] != 0 || b[3] != 0)
+        Py_RETURN_NONE;
+    Py_ssize_t size = b[1] | (b[2] << 8);
+    if (size == 0 || size > buffer_size || 4 + size != n)
+        Py_RETURN_NONE;
+    PyObject *env = vars_dict(b, 4, n, max_vars);
+    if (env == NULL || env == Py_None)
+        return env;
+    /* nginx repeats the CGI vars as headers: keep one source (as uwsgi.parse_vars) */
+    if (discard(env, key_http_content_length) < 0 || discard(env, key_http_content_type) < 0)
+        goto error;
+    PyObject *cl = PyDict_GetItemWithError(env, key_content_length);
+    if (cl != NULL && PyUnicode_GET_LENGTH(cl) != 0)
+        goto python;  /* a body (or "0"): the Python path reads and checks it */
+    PyObject *method = PyDict_GetItemWithError(env, key_method);
+    if (method == NULL || PyDict_GetItemWithError(env, key_path) == NULL)
+        goto python;
+    /* wsgi.url_scheme: REQUEST_SCHEME http, else no claim of https (url_scheme in wsgi.py) */
+    PyObject *scheme = PyDict_GetItemWithError(env, key_request_scheme);
+    if (scheme == NULL || PyUnicode_CompareWithASCIIString(scheme, "http") != 0) {
+        if (scheme != NULL && PyUnicode_CompareWithASCIIString(scheme, "https") == 0)
+            goto python;
+        PyObject *https = PyDict_GetItemWithError(env, key_https);
+        if (https != NULL && PyUnicode_GET_LENGTH(https) != 0)
+            goto python;  /* (on, 1, or anything else: the Python path decides) */
+    }
+    if (PyErr_Occurred() || PyDict_Update(env, args[3]) < 0)
+        goto error;
+    if (PyDict_GetItemWithError(env, key_script_name) == NULL
+            && (PyErr_Occurred() || PyDict_SetItem(env, key_script_name, str_empty) < 0))
+        goto error;
+    if (PyDict_SetItem(env, key_scheme, str_http) < 0 || PyDict_SetItem(env, key_input, args[4]) < 0)
+        goto error;
+    return Py_BuildValue("(NO)", env, method);
+python:
+    if (PyErr_Occurred())
+        goto error;
+    Py_DECREF(env);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(env);
+    return NULL;
 }
 
 /* FieldSink: httptools' on_header callback for protocol/http.py's RequestParser, so that a
@@ -1379,6 +1460,12 @@ init_head_strings(void)
         || (key_remote_port = PyUnicode_InternFromString("REMOTE_PORT")) == NULL
         || (key_scheme = PyUnicode_InternFromString("wsgi.url_scheme")) == NULL
         || (key_https = PyUnicode_InternFromString("HTTPS")) == NULL
+        || (key_content_length = PyUnicode_InternFromString("CONTENT_LENGTH")) == NULL
+        || (key_http_content_length = PyUnicode_InternFromString("HTTP_CONTENT_LENGTH")) == NULL
+        || (key_http_content_type = PyUnicode_InternFromString("HTTP_CONTENT_TYPE")) == NULL
+        || (key_request_scheme = PyUnicode_InternFromString("REQUEST_SCHEME")) == NULL
+        || (key_script_name = PyUnicode_InternFromString("SCRIPT_NAME")) == NULL
+        || (key_input = PyUnicode_InternFromString("wsgi.input")) == NULL
         || (str_http = PyUnicode_InternFromString("http")) == NULL
         || (str_https = PyUnicode_InternFromString("https")) == NULL
         || (str_on = PyUnicode_InternFromString("on")) == NULL
@@ -1400,6 +1487,9 @@ init_head_strings(void)
 static PyMethodDef methods[] = {
     {"parse_vars", parse_vars, METH_VARARGS,
      "parse_vars(buf, start, end, max_vars) -> dict, or None when the Python parser must decide."},
+    {"uwsgi_request", (PyCFunction)(void (*)(void))uwsgi_request, METH_FASTCALL,
+     "uwsgi_request(data, max_vars, buffer_size, base, empty_input) -> (environ, method) or None: the usual "
+     "bodiless uwsgi request whole in C (see the C source)."},
     {"parse_head", (PyCFunction)(void (*)(void))parse_head, METH_FASTCALL,
      "parse_head(data, base, keys, max_head, max_headers, trusted) -> (head size, environ, keep_alive, "
      "method, target, content_length, version), or None when llhttp and the rules in http.py must decide."},

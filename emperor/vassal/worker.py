@@ -35,7 +35,6 @@ import struct
 import sys
 import time
 import traceback
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +61,11 @@ from emperor.vassal.peerlog import PeerLog, peer_key
 from emperor.vassal.postbuf import FileInput, buffer_body
 from emperor.vassal.reqlog import RequestLog, RequestWriter, request_sink
 from emperor.vassal.sockets import Listener
+
+try:  # the optional C extension (emperor/protocol/_speedups.c)
+    from emperor.protocol._speedups import uwsgi_request as _uwsgi_request
+except ImportError:  # pragma: no cover - built wherever a compiler is
+    _uwsgi_request = None
 
 log = logging.getLogger("emperor.worker")
 
@@ -114,6 +118,7 @@ class Worker:
         self.recycle_reason = ""
         self.slot = board.base(self.index)
         self.ints = board.ints
+        self.tally = sb.tally(self.ints, self.slot)  # begin()/end() of each request's counting
         self.pid = 0
         self.peer_log = PeerLog(lambda text: log.warning("worker %d: %s", wid, text))
         self.heads: dict[tuple[object, ...], bytes] = {}
@@ -274,84 +279,94 @@ class Worker:
 
     # ---- one request ---------------------------------------------------------------------
     def handle(self, conn: Conn) -> None:
-        """Serve one connection. Never raises: a bad request closes this connection alone."""
+        """Serve one connection. Never raises: a bad request closes this connection alone.
+
+        The usual request (no body, nothing unusual in its vars) is read whole in C
+        (``_speedups.uwsgi_request``): its environ comes back complete; anything else takes
+        the Python path below, which decides every error."""
         ints, slot = self.ints, self.slot
         if ints[slot + sb.LOG_GEN] != self.log_gen:
             self._follow_log()
-        start = time.monotonic_ns()
-        ints[slot + sb.BUSY_SINCE] = start
+        tally = self.tally
+        start = tally.begin()
         ex: Exchange | None = None
         env: dict[str, Any] | None = None
-        unread = end = 0
-        buf = b""
+        unread = extra = 0
+        inp: Input | EmptyInput | FileInput | None = None
         try:
             ex = Exchange(self, conn, "")
             try:
                 buf = conn.recv(self.recv_size, DONTWAIT)
             except BlockingIOError:
                 ex.set_timeouts()
-                buf = self._recv_more(ex, buf, 4)
-            if len(buf) < 4:
-                buf = self._recv_more(ex, buf, 4)
-            size = check_header(buf, self.buffer_size)
-            end = 4 + size
-            if len(buf) < end:
-                buf = self._recv_more(ex, buf, end)
-            env = parse_vars(buf, 4, end)
-            if "emperor.dropped_vars" in env:
-                self._dropped(env, conn)
-            length = content_length(env, self.limit_post)
-            ex.method = method = request_method(env, length)
-            environ_from_uwsgi(env, buf[0], self.base_env, conn, self._believed)
-            if length:
-                body = buf[end : end + length]
-                inp: Input | EmptyInput | FileInput = Input(body, length - len(body), ex.recv_into)
-                extra = len(buf) - end - length
+                buf = self._recv_more(ex, b"", 4)
+            if _uwsgi_request is not None and (got := _uwsgi_request(buf, uwsgi.MAX_VARS, self.buffer_size,
+                                                                     self.base_env, EMPTY_INPUT)) is not None:
+                env, ex.method = got
             else:
-                inp = EMPTY_INPUT
-                extra = len(buf) - end
-            env["wsgi.input"] = inp
-            if length > len(buf) - end and self.body_timeout:  # part of the body is still to come
-                ex.deadline = start / 1e9 + self.body_timeout
-            if self.post_buffering and length:  # read it all before the app runs (vassal/postbuf.py)
-                inp = buffer_body(inp, length, self.post_buffering, self.post_bufsize)
-                env["wsgi.input"] = inp  # type: ignore[assignment]  # (the vars dict holds str)
+                env, inp, extra = self._read_request(ex, conn, buf, start)
             if self.harakiri:
-                self.board.set_text(self.index, f"{method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
+                self.board.set_text(self.index, f"{ex.method} {env.get('REQUEST_URI', env['PATH_INFO'])}")
             self._run_app(ex, env)
-            unread = inp.pending
-            if extra > 0:
-                unread = -1  # bytes after the body: discard what is there, wait for nothing
+            if inp is not None:
+                unread = -1 if extra > 0 else inp.pending  # -1: bytes after the body, wait for none
         except ClientGone as exc:
             self._note(exc, env, conn)
         except uwsgi.ProtocolError as exc:
-            if exc.body_pending and end:
-                exc.body_pending = max(0, exc.body_pending - (len(buf) - end))  # minus what we have
             self._reject(ex, exc, env)
         except Exception:
             log.exception("worker %d: unexpected error", self.wid)
         finally:
-            ints[slot + sb.REQUESTS] += 1
-            ints[slot + sb.BUSY_SINCE] = 0
-            if ex is not None:
-                ints[slot + sb.TX] += ex.sent
+            done = tally.end(start, ex.sent if ex is not None else 0)
             if unread:
                 drain(conn, unread, self._drain_deadline(ex))
             conn.close()
             if self.log_requests and env is not None and ex is not None:
                 self._log_request(env, ex, start)
-            if self.max_requests and ints[slot + sb.REQUESTS] >= self.max_requests:
-                self.recycle_reason = f"max-requests ({ints[slot + sb.REQUESTS]} requests)"
+            if self.max_requests and done >= self.max_requests:
+                self.recycle_reason = f"max-requests ({done} requests)"
             elif self.rss_limit and (rss := _rss()) > self.rss_limit:
                 self.recycle_reason = f"reload-on-rss ({rss >> 20} MB > {self.rss_limit >> 20} MB)"
             elif self.as_limit and (vms := _vms()) > self.as_limit:
                 self.recycle_reason = f"reload-on-as ({vms >> 20} MB > {self.as_limit >> 20} MB)"
-            done = time.monotonic_ns()
-            took = (done - start) // 1000
-            if done / 1e9 >= self.peer_log.next_flush:
+            if start / 1e9 >= self.peer_log.next_flush:
                 self.peer_log.tick()
-            ints[slot + sb.RT_SUM_US] += took
-            ints[slot + sb.HIST + bisect_left(sb.HIST_BOUNDS_US, took)] += 1  # /metrics latency histogram
+
+    def _read_request(self, ex: Exchange, conn: Conn, buf: bytes,
+                      start: int) -> tuple[dict[str, Any], Input | EmptyInput | FileInput, int]:
+        """The Python path of ``handle``: the rest of the header and vars, every check and error,
+        the body. Returns the environ, its ``wsgi.input`` and how many bytes came after the body."""
+        if len(buf) < 4:
+            buf = self._recv_more(ex, buf, 4)
+        size = check_header(buf, self.buffer_size)
+        end = 4 + size
+        if len(buf) < end:
+            buf = self._recv_more(ex, buf, end)
+        env = parse_vars(buf, 4, end)
+        if "emperor.dropped_vars" in env:
+            self._dropped(env, conn)
+        try:
+            length = content_length(env, self.limit_post)
+            ex.method = request_method(env, length)
+        except uwsgi.ProtocolError as exc:
+            if exc.body_pending:  # minus the bytes of it already here
+                exc.body_pending = max(0, exc.body_pending - (len(buf) - end))
+            raise
+        environ_from_uwsgi(env, buf[0], self.base_env, conn, self._believed)
+        if length:
+            body = buf[end : end + length]
+            inp: Input | EmptyInput | FileInput = Input(body, length - len(body), ex.recv_into)
+            extra = len(buf) - end - length
+        else:
+            inp = EMPTY_INPUT
+            extra = len(buf) - end
+        env["wsgi.input"] = inp
+        if length > len(buf) - end and self.body_timeout:  # part of the body is still to come
+            ex.deadline = start / 1e9 + self.body_timeout
+        if self.post_buffering and length:  # read it all before the app runs (vassal/postbuf.py)
+            inp = buffer_body(inp, length, self.post_buffering, self.post_bufsize)
+            env["wsgi.input"] = inp  # type: ignore[assignment]  # (the vars dict holds str)
+        return env, inp, extra
 
     def _drain_deadline(self, ex: Exchange | None) -> float:
         """A drain lasts at most socket-timeout (2 s at most) in all, and never past the body's
