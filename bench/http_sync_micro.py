@@ -69,6 +69,9 @@ def run(server: HTTPServer, lst: Listener, requests: int, per_conn: int) -> floa
     site = server.sites[lst.sock.fileno()]
     path = lst.sock.getsockname()
     conn = client = None
+    # as the sync loop serves a held connection its poll() saw readable (serve_ready; older
+    # trees: serve)
+    serve = getattr(server, "serve_ready", None) or (lambda c: server.serve(c, first=False))
     t0 = time.process_time()
     for i in range(requests):
         if conn is None or (per_conn and i % per_conn == 0):
@@ -84,7 +87,7 @@ def run(server: HTTPServer, lst: Listener, requests: int, per_conn: int) -> floa
             assert fresh is not None
             conn = fresh
         client.sendall(REQUEST)
-        assert server.serve(conn, first=False)
+        assert serve(conn)
         got = client.recv(65536)
         assert got.startswith(b"HTTP/1.1 200"), got[:80]
     return (time.process_time() - t0) / requests * 1e6

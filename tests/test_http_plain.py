@@ -176,6 +176,17 @@ def _iter_raises_first(env: dict[str, Any], sr: Any) -> Any:
     return Raising()
 
 
+class CloseRaises(Closing):
+    def close(self) -> None:
+        Closing.closed += 1
+        raise OSError("close() of the result failed")
+
+
+def _iter_close_raises(env: dict[str, Any], sr: Any) -> Any:
+    sr("200 OK", [("Content-Length", "3")])
+    return CloseRaises([b"abc"])
+
+
 def _iter_in_pieces(env: dict[str, Any], sr: Any) -> Any:
     sr("200 OK", [("Content-Length", "5")])
     return Closing([b"12", b"", b"345"])
@@ -250,8 +261,8 @@ APPS: dict[str, App] = {f.__name__.lstrip("_"): f for f in (
     _ok, _own_length, _short_length, _asks_close, _no_content, _not_modified, _generator, _two_pieces,
     _writes, _writes_only, _raises_first, _raises_after, _twice, _exc_info, _keyword_args, _str_body,
     _tuple_headers, _bad_header, _no_start, _closing, _large, _iter_declared, _iter_more_than_declared,
-    _iter_raises_later, _iter_raises_first, _iter_in_pieces, _iter_empty, _iter_empty_undeclared, _iter_str,
-    _iter_empty_first, _tuple_declared, _file_wrapper, _flask)}
+    _iter_raises_later, _iter_raises_first, _iter_close_raises, _iter_in_pieces, _iter_empty,
+    _iter_empty_undeclared, _iter_str, _iter_empty_first, _tuple_declared, _file_wrapper, _flask)}
 
 REQUESTS = {
     "get11": b"GET /p?q=1 HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -292,10 +303,11 @@ class Rig:
                 return got
             self.server.plain = counting
 
-    def exchange(self, request: bytes) -> tuple[bytes, bool]:
-        """Send ``request``, serve it, return (the bytes answered, the connection kept)."""
+    def exchange(self, request: bytes, ready: bool = False) -> tuple[bytes, bool]:
+        """Send ``request``, serve it, return (the bytes answered, the connection kept).
+        ``ready``: as the sync loop serves a held connection its poll() saw readable."""
         self.client.sendall(request)
-        keep = self.server.serve(self.conn, first=False)
+        keep = self.server.serve_ready(self.conn) if ready else self.server.serve(self.conn, first=False)
         out = bytearray()
         self.client.setblocking(False)
         try:
@@ -321,15 +333,16 @@ QUIET = (("disable-logging", "true"),)
 
 
 def _run(tmp: str, app: App, request: bytes, c_path: bool, times: int = 2,
-         opts: tuple[tuple[str, str], ...] = QUIET) -> tuple[list[Any], list[str], Rig]:
-    """``times`` requests on one connection (the first fills the head cache) while it is kept."""
+         opts: tuple[tuple[str, str], ...] = QUIET, ready: bool = False) -> tuple[list[Any], list[str], Rig]:
+    """``times`` requests on one connection (the first fills the head cache) while it is kept;
+    ``ready``: served by ``serve_ready`` (the sync loop's call for a held connection)."""
     rig = Rig(tmp, app, *opts)
     if not c_path:
         rig.server.plain = None
     got: list[Any] = []
     try:
         for _ in range(times):
-            out, keep = rig.exchange(request)
+            out, keep = rig.exchange(request, ready)
             got.append((out, keep))
             if not keep:
                 break
@@ -348,16 +361,22 @@ def test_c_path_answers_as_the_python_path(tmp_path: Any, app_name: str, request
     app, request = APPS[app_name], REQUESTS[request_name]
     (tmp_path / "c").mkdir()
     (tmp_path / "py").mkdir()
+    (tmp_path / "ready").mkdir()
     before = Closing.closed
     with_c, taken, _ = _run(str(tmp_path / "c"), app, request, True)
     closed_c = Closing.closed - before
     without_c, _, _ = _run(str(tmp_path / "py"), app, request, False)
     assert with_c == without_c
     assert closed_c == Closing.closed - before - closed_c  # close() as often on both paths
-    if app_name in ("closing", "iter_declared", "iter_raises_first"):
+    if app_name in ("closing", "iter_declared", "iter_raises_first", "iter_close_raises"):
         assert closed_c == len(with_c) - 1  # once per request
+    before = Closing.closed
+    ready, taken_ready, _ = _run(str(tmp_path / "ready"), app, request, True, ready=True)
+    assert ready == with_c and taken_ready == taken
+    assert Closing.closed - before == closed_c
     assert taken and taken[0] in ("whole", "reply")
-    whole = ("ok", "own_length", "keyword_args", "large", "iter_declared", "tuple_declared", "flask")
+    whole = ("ok", "own_length", "keyword_args", "large", "iter_declared", "tuple_declared", "flask",
+             "iter_close_raises")
     if app_name in whole and request_name in ("get11", "get10ka"):
         # the usual response: the first fills the head cache, the second is built whole in C
         assert taken[:2] == ["reply", "whole"], taken
@@ -387,6 +406,25 @@ def test_more_than_declared_after_a_whole_first_piece(tmp_path: Any) -> None:
             assert taken == ["reply", "whole"]
     assert got[True] == got[False]
     assert [keep for _out, keep in got[True][:-1]] == [True, False]
+
+
+def test_close_failure_is_logged_once_on_both_paths(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A result whose close() raises after a whole declared body: C calls close() (and the
+    Python side logs the failure) as the Python path does; the connection is kept."""
+    logged = {}
+    for name, c_path, ready in (("c", True, False), ("ready", True, True), ("py", False, False)):
+        (tmp_path / name).mkdir()
+        caplog.clear()
+        got, taken, _ = _run(str(tmp_path / name), _iter_close_raises, REQUESTS["get11"], c_path, times=3,
+                             ready=ready)
+        assert [keep for _out, keep in got[:-1]] == [True, True, True]
+        if c_path:
+            assert taken == ["reply", "whole", "whole"]
+        logged[name] = [r.getMessage() for r in caplog.records if "close()" in r.getMessage()]
+        assert len(logged[name]) == 3, logged
+        assert all(r.exc_info and "close() of the result failed" in str(r.exc_info[1])
+                   for r in caplog.records if "close()" in r.getMessage())
+    assert logged["c"] == logged["ready"] == logged["py"]
 
 
 @pytest.fixture

@@ -1123,6 +1123,7 @@ typedef struct {
     PyObject *first;     /* that first piece, when the Python side must send it */
     char keep, version10;
     char sent;           /* the head (and the whole body the app declared) is in plain()'s bytes */
+    char closed;         /* the result's close() was called here (if it raised: ``error``) */
 } Reply;
 
 static int
@@ -1248,6 +1249,7 @@ reply_get(Reply *r, void *closure)
     case 11: v = r->rest; break;
     case 12: v = r->first; break;
     case 13: return PyBool_FromLong(r->sent);
+    case 14: return PyBool_FromLong(r->closed);
     }
     if (v == NULL)
         Py_RETURN_NONE;
@@ -1283,6 +1285,8 @@ static PyGetSetDef reply_getset[] = {
     {"rest", (getter)reply_get, NULL, "the iterator of a result iterated here, its first piece taken", (void *)11},
     {"first", (getter)reply_get, NULL, "that first piece, when the Python side must send it", (void *)12},
     {"sent", (getter)reply_get, NULL, "the head and the declared body are in plain()'s bytes", (void *)13},
+    {"closed", (getter)reply_get, NULL, "the result's close() was called by plain() (it raised: error)",
+     (void *)14},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1305,6 +1309,61 @@ static PyTypeObject ReplyType = {
     .tp_methods = reply_methods,
     .tp_getset = reply_getset,
 };
+
+/* The exception being raised, kept in r->error for the Python side (the app's failure); -1
+ * for what must go on up instead (not an Exception: KeyboardInterrupt, SystemExit). */
+static int
+keep_error(Reply *r)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    Py_XSETREF(r->error, value);
+    return 0;
+}
+
+static PyObject *str_close;
+
+/* A framework's response whose first piece was its whole declared body: ask its iterator for
+ * the next piece now. None (the usual): close() the result here (``closed``) and clear
+ * ``rest``, so that nothing is left for the Python side to do; if close() raised, the
+ * exception is ``error`` and ``rest`` stays, for the Python side to log it. A piece: it
+ * becomes ``first`` and the Python side drains it and the rest as the Python path does (more
+ * than the declared length is the app's error). An exception: it is ``error``, answered by
+ * the Python side as the app's failure. */
+static int
+finish_rest(Reply *r)
+{
+    PyObject *more = PyIter_Next(r->rest);
+    if (more != NULL) {
+        r->first = more;
+        return 0;
+    }
+    if (PyErr_Occurred())
+        return keep_error(r);
+    PyObject *close = PyObject_GetAttr(r->result, str_close);
+    if (close == NULL) {  /* none (or a broken attribute: the Python path's getattr would fail too) */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+    }
+    else {
+        r->closed = 1;
+        PyObject *done = PyObject_CallNoArgs(close);
+        Py_DECREF(close);
+        if (done == NULL)
+            return keep_error(r);  /* (``rest`` kept: the Python side looks, and logs it) */
+        Py_DECREF(done);
+    }
+    Py_CLEAR(r->rest);
+    return 0;
+}
 
 static PyObject *parse_head(PyObject *, PyObject *const *, Py_ssize_t);
 
@@ -1339,7 +1398,7 @@ plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     r->status = r->headers = r->exchange = r->result = r->error = r->rest = r->first = NULL;
-    r->sent = 0;
+    r->sent = r->closed = 0;
     r->environ = PyTuple_GET_ITEM(got, 1);
     r->method = PyTuple_GET_ITEM(got, 3);
     r->target = PyTuple_GET_ITEM(got, 4);
@@ -1412,24 +1471,18 @@ plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
         if (out != Py_None) {
             r->sent = 1;
             Py_CLEAR(r->first);
+            if (finish_rest(r) < 0) {
+                Py_DECREF(out);
+                goto error;
+            }
             return Py_BuildValue("(NON)", out, r->keep ? Py_True : Py_False, (PyObject *)r);
         }
         Py_DECREF(out);
     }
     return (PyObject *)r;
 raised:
-    if (!PyErr_ExceptionMatches(PyExc_Exception))
+    if (keep_error(r) < 0)
         goto error;
-    {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(value, tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        r->error = value;
-    }
     return (PyObject *)r;
 error:
     Py_DECREF(r);
@@ -1460,6 +1513,7 @@ init_head_strings(void)
         || (key_remote_port = PyUnicode_InternFromString("REMOTE_PORT")) == NULL
         || (key_scheme = PyUnicode_InternFromString("wsgi.url_scheme")) == NULL
         || (key_https = PyUnicode_InternFromString("HTTPS")) == NULL
+        || (str_close = PyUnicode_InternFromString("close")) == NULL
         || (key_content_length = PyUnicode_InternFromString("CONTENT_LENGTH")) == NULL
         || (key_http_content_length = PyUnicode_InternFromString("HTTP_CONTENT_LENGTH")) == NULL
         || (key_http_content_type = PyUnicode_InternFromString("HTTP_CONTENT_TYPE")) == NULL

@@ -11,6 +11,7 @@ connection stays open. Idle connections go to the master through ``parking``.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import socket
@@ -31,7 +32,7 @@ from emperor.proxies import AllowList
 from emperor.vassal import parking
 from emperor.vassal import scoreboard as sb
 from emperor.vassal.exchange import ClientGone, Conn, close_result
-from emperor.vassal.http_wire import BadBody, Connection, HTTPExchange, HTTPInput, Site, peer_of
+from emperor.vassal.http_wire import RECV_SIZE, BadBody, Connection, HTTPExchange, HTTPInput, Site, peer_of
 from emperor.vassal.tls import sites
 
 if TYPE_CHECKING:
@@ -162,6 +163,42 @@ class HTTPServer:
         self.close(conn)
         return False
 
+    def serve_ready(self, conn: Connection) -> bool:
+        """``serve(conn, first=False)`` for a held plain connection the loop's poll() saw
+        readable, with the usual keep-alive request's path unrolled: one recv, the whole request
+        in C (``plain_request``), and the answer; no ``one``/``receive`` frames per request
+        (with Flask under load, every Python frame of ours costs about three times what it
+        costs alone: its code and data are out of the caches by then). Anything else goes on
+        through ``serve`` with the bytes fed to the parser. Same result as ``serve``."""
+        parser = conn.parser
+        if self.plain is None or conn.site.tls is not None or (args := parser.plain_args) is None \
+                or not parser.between():
+            return self.serve(conn, first=False)
+        try:
+            data = conn.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing after all: still idle
+        except OSError:
+            data = b""  # reset between requests: as the peer's close (nothing to note)
+        if not data:
+            conn.eof = True
+            self.close(conn)
+            return False
+        try:
+            done = self.plain_request(conn, data, args)
+        except ClientGone as exc:
+            self.worker._note(exc, None, conn.sock)
+            done = False
+        except Exception:
+            log.exception("worker %d: unexpected error on an HTTP connection", self.worker.wid)
+            done = False
+        if done is None:  # not the usual request: the parser reads it
+            parser.feed(data)
+            return self.serve(conn, first=False)
+        if not done:
+            self.close(conn)
+        return done
+
     def close(self, conn: Connection) -> None:
         """Close, first dropping bytes already received (a pipelined request after a
         ``Connection: close``): unread data would turn the close into a reset, and a reset can
@@ -279,12 +316,20 @@ class HTTPServer:
         return ex
 
     def _drain(self, reply: Any) -> bool:
-        """After the declared body of an iterable result went out whole: what the iterator still
-        yields is dropped (logged) as on the Python path, then close(); False: close the
-        connection (the app sent more, or failed)."""
+        """After the declared body of an iterable result went out whole, what ``_speedups.plain``
+        found after it: usually nothing (the iterator ended, close() was called there, and this
+        is not called at all). Else: close() raised (``closed``), logged here; or the iterator
+        raised (``error``), answered as the app's failure; or it gave a piece more (``first``),
+        which with the rest is dropped (logged) as on the Python path, then close().
+        False: close the connection (the app sent more, or failed)."""
+        if reply.closed:
+            log.error("worker %d: error in the response's close()", self.worker.wid, exc_info=reply.error)
+            return True
         keep = True
         try:
-            for chunk in reply.rest:
+            if reply.error is not None:
+                raise reply.error
+            for chunk in itertools.chain((reply.first,), reply.rest):
                 if chunk:
                     ex = reply.exchange or self.late(reply)
                     ex.write(chunk)  # (dropped and logged: nothing is left of the declared length)

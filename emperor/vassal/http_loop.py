@@ -184,6 +184,7 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
         idle[fd] = (conn, now + keepalive)
 
     keepalive = server.keepalive
+    serve_ready = server.serve_ready
 
     # An application that installed its own SIGALRM handler keeps it (and we park eagerly).
     lazy = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
@@ -241,10 +242,14 @@ def serve_forever(worker: Worker, park: socket.socket | None, waiting: Waiting |
                     if not armed_here:
                         arm()
                         armed_here = True
-                    keep = server.serve(held[0], first=False)
+                    conn = held[0]
+                    keep = serve_ready(conn)
                     now = time.monotonic()
-                    if keep:
-                        hold(held[0], now)
+                    if keep:  # hold() for a connection still registered, inlined
+                        if len(idle) < IDLE_CAP and fd in watched:
+                            idle[fd] = (conn, now + keepalive)
+                        else:
+                            hold(conn, now)
             finally:
                 disarm()
             if not worker.alive or worker.recycle_reason:
