@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps"))
 
-from asgihello import app
+from asgihello import app  # (--app fastapi: replaced in main())
 
 from emperor.vassal import aio_http
 
@@ -227,7 +227,12 @@ def main() -> None:
                     help="with --socket or --connect")
     ap.add_argument("--connect", type=int, default=0, metavar="K",
                     help="a new connection every K requests, accepted from a listening socket")
+    ap.add_argument("--app", default="hello", choices=["hello", "fastapi"],
+                    help="the bench's plain ASGI hello, or its FastAPI JSON endpoint (with --socket)")
     args = ap.parse_args()
+    if args.app == "fastapi":
+        global app
+        from fastapiapp import app
     try:
         import uvloop
         loop = uvloop.new_event_loop()
@@ -251,6 +256,8 @@ def main() -> None:
         loop.run_until_complete(once())
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(int(os.environ.get("MICRO_TOP", "25")))
+        if os.environ.get("PROFILE_OUT"):
+            prof.dump_stats(os.environ["PROFILE_OUT"])
 
 
 if __name__ == "__main__":
