@@ -295,6 +295,7 @@ class Rig:
         assert conn is not None
         self.conn = conn
         self.taken: list[str] = []  # what _speedups.plain returned, per request
+        self.io_calls = 0  # serve_plain's calls
         real = self.server.plain
         if real is not None:
             def counting(*args: Any) -> Any:
@@ -302,6 +303,19 @@ class Rig:
                 self.taken.append("none" if got is None else "whole" if type(got) is tuple else "reply")
                 return got
             self.server.plain = counting
+        real_io = self.server.io
+        if real_io is not None:  # serve_plain (serve_ready's): plain with its recv() and send()
+            def counting_io(*args: Any) -> Any:
+                self.io_calls += 1
+                got = real_io(*args)
+                if type(got) is int:
+                    self.taken.append("whole")
+                elif type(got) is bytes:
+                    self.taken.append("none" if got else "eof")
+                elif type(got) is tuple:
+                    self.taken.append("whole" if type(got[0]) is tuple else "reply")
+                return got
+            self.server.io = counting_io
 
     def exchange(self, request: bytes, ready: bool = False) -> tuple[bytes, bool]:
         """Send ``request``, serve it, return (the bytes answered, the connection kept).
@@ -371,8 +385,9 @@ def test_c_path_answers_as_the_python_path(tmp_path: Any, app_name: str, request
     if app_name in ("closing", "iter_declared", "iter_raises_first", "iter_close_raises"):
         assert closed_c == len(with_c) - 1  # once per request
     before = Closing.closed
-    ready, taken_ready, _ = _run(str(tmp_path / "ready"), app, request, True, ready=True)
+    ready, taken_ready, rig = _run(str(tmp_path / "ready"), app, request, True, ready=True)
     assert ready == with_c and taken_ready == taken
+    assert rig.io_calls == len(taken)  # every request through serve_plain (recv, plain, send in C)
     assert Closing.closed - before == closed_c
     assert taken and taken[0] in ("whole", "reply")
     whole = ("ok", "own_length", "keyword_args", "large", "iter_declared", "tuple_declared", "flask",
@@ -454,9 +469,91 @@ def test_plain_reads_only_a_whole_bodiless_head(tmp_dirs: Callable[[str], str]) 
                     REQUESTS["get11"] * 2):
         with_c, taken, _ = _run(tmp_dirs(str(len(request)) + "c"), _ok, request, True, times=1)
         without_c, _, _ = _run(tmp_dirs(str(len(request)) + "p"), _ok, request, False, times=1)
-        assert taken == ["none"]
-        assert with_c == without_c
+        ready, taken_ready, _ = _run(tmp_dirs(str(len(request)) + "r"), _ok, request, True, times=1,
+                                     ready=True)
+        assert taken == taken_ready == ["none"]
+        assert with_c == without_c == ready
         assert with_c[0][0].count(b"HTTP/1.1 200 OK") == request.count(b"HTTP/1.1")
+
+
+def test_half_a_head_through_serve_ready_leaves_the_slot_idle(tmp_dirs: Callable[[str], str]) -> None:
+    """serve_plain marks the slot busy before it parses (as plain_request does): half a head goes
+    to the parser with the slot idle again, and the rest completes the request."""
+    rig = Rig(tmp_dirs("half"), _ok, ("disable-logging", "true"), ("socket-timeout", "1"))
+    try:
+        ints, slot = rig.worker.ints, rig.worker.slot
+        rig.client.sendall(b"GET /p HTTP/1.1\r\nHost: t\r\n")
+        seen: list[int] = []
+        real = rig.server.serve
+
+        def serve(conn: Any, first: bool) -> bool:
+            seen.append(ints[slot + sb.BUSY_SINCE])  # what the parser's path starts with
+            rig.client.sendall(b"\r\n")
+            return real(conn, first)
+
+        rig.server.serve = serve  # type: ignore[method-assign]
+        assert rig.server.serve_ready(rig.conn)
+        assert rig.taken == ["none"] and seen == [0]
+        assert rig.client.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        assert ints[slot + sb.BUSY_SINCE] == 0 and ints[slot + sb.REQUESTS] == 1
+    finally:
+        rig.close()
+
+
+def test_serve_ready_on_a_closed_or_quiet_connection(tmp_dirs: Callable[[str], str]) -> None:
+    """Nothing to read after all: the connection stays held; the peer's close: it is closed."""
+    rig = Rig(tmp_dirs("eof"), _ok, ("disable-logging", "true"))
+    try:
+        assert rig.server.serve_ready(rig.conn)  # a spurious wake-up: still idle
+        assert rig.taken == []
+        rig.client.close()
+        assert not rig.server.serve_ready(rig.conn)
+        assert rig.taken == ["eof"] and rig.conn.sock.fileno() == -1
+        assert rig.worker.ints[rig.worker.slot + sb.REQUESTS] == 0
+    finally:
+        rig.lsock.close()
+
+
+def test_serve_ready_answer_larger_than_the_socket_buffer(tmp_dirs: Callable[[str], str]) -> None:
+    """serve_plain's one non-blocking send() takes what the socket buffer holds; the Python side
+    sends the rest (finish_plain) and the request is counted with every byte."""
+    import threading
+
+    body = bytes(range(256)) * 16384  # 4 MiB
+
+    def big(env: dict[str, Any], sr: Any) -> Any:
+        sr("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+
+    rig = Rig(tmp_dirs("big"), big, ("disable-logging", "true"))
+    got = bytearray()
+
+    def read() -> None:
+        while True:
+            head_end = got.find(b"\r\n\r\n")
+            if head_end >= 0 and len(got) >= head_end + 4 + len(body):
+                return
+            piece = rig.client.recv(1 << 20)
+            if not piece:
+                return
+            got.extend(piece)
+
+    try:
+        for _ in range(2):  # the first fills the head cache; the second is built whole in C
+            got.clear()
+            reader = threading.Thread(target=read)
+            rig.client.sendall(REQUESTS["get11"])
+            reader.start()
+            assert rig.server.serve_ready(rig.conn)
+            reader.join(10)
+            head, _, rest = bytes(got).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK") and rest == body
+        assert rig.taken == ["reply", "whole"]
+        ints, slot = rig.worker.ints, rig.worker.slot
+        assert ints[slot + sb.REQUESTS] == 2 and ints[slot + sb.BUSY_SINCE] == 0
+        assert ints[slot + sb.TX] == 2 * (len(head) + 4 + len(body))
+    finally:
+        rig.close()
 
 
 def test_harakiri_note_is_set_before_the_app(tmp_dirs: Callable[[str], str]) -> None:

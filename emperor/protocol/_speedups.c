@@ -9,7 +9,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* nginx sends the same keys in the same order on every request: keep the key objects by
@@ -1489,6 +1491,104 @@ error:
     return NULL;
 }
 
+static PyObject *str_begin, *str_end, *str_idle;
+
+/* serve_plain(fd, recv_size, tally, base, keys, max_head, max_headers, trusted, app, heads, conn,
+ * may_keep, late, note, file_wrapper): the sync HTTP loop's usual keep-alive request with its
+ * I/O, for a connection its poll() saw readable (http_conn.HTTPServer.serve_ready): one
+ * non-blocking recv() of up to recv_size bytes, ``plain`` (its arguments after the data are
+ * this function's from ``base`` on), the answer sent with one non-blocking send(), and the
+ * request counted (``tally``: begin() before the app, end() after the send). Returns
+ *   an int: answered whole; the request count from tally.end(), negated when the connection
+ *     is to be closed;
+ *   None: nothing to read after all (the connection stays idle);
+ *   b"": the peer closed (or reset) the connection;
+ *   the bytes read: not a plain request (nothing consumed, nothing counted: the parser's);
+ *   (got, start, sent): plain()'s result for the Python side to finish from where this
+ *     stopped (http_conn.HTTPServer.finish_plain): a Reply, or a whole answer of which
+ *     ``sent`` bytes went out (the socket's buffer was full), or one whose iterable has more. */
+static PyObject *
+serve_plain(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "serve_plain(fd, recv_size, tally, base, keys, max_head, max_headers, "
+                                         "trusted, app, heads, conn, may_keep, late, note, file_wrapper)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if ((fd == -1 || size == -1) && PyErr_Occurred())
+        return NULL;
+    if (size <= 0 || fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "serve_plain: a bad fd or recv_size");
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL)
+        return NULL;
+    ssize_t n = recv((int)fd, PyBytes_AS_STRING(data), (size_t)size, MSG_DONTWAIT);
+    if (n <= 0) {
+        Py_DECREF(data);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            Py_RETURN_NONE;
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (n < size && _PyBytes_Resize(&data, n) < 0)
+        return NULL;
+    PyObject *start = PyObject_CallMethodNoArgs(args[2], str_begin);
+    if (start == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyObject *call[13];
+    call[0] = data;
+    for (int i = 0; i < 12; i++)
+        call[i + 1] = args[i + 3];
+    PyObject *got = plain(NULL, call, 13);
+    if (got == Py_None) {  /* not a plain request: busy again cleared, the bytes for the parser */
+        Py_DECREF(got);
+        Py_DECREF(start);
+        PyObject *idle = PyObject_CallMethodNoArgs(args[2], str_idle);
+        if (idle == NULL) {
+            Py_DECREF(data);
+            return NULL;
+        }
+        Py_DECREF(idle);
+        return data;
+    }
+    Py_DECREF(data);
+    if (got == NULL) {
+        Py_DECREF(start);
+        return NULL;
+    }
+    Py_ssize_t sent = 0;
+    if (PyTuple_CheckExact(got) && ((Reply *)PyTuple_GET_ITEM(got, 2))->rest == NULL) {
+        PyObject *out = PyTuple_GET_ITEM(got, 0);
+        Py_ssize_t len = PyBytes_GET_SIZE(out);
+        ssize_t w = send((int)fd, PyBytes_AS_STRING(out), (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w == len) {
+            int keep = PyTuple_GET_ITEM(got, 1) == Py_True;
+            Py_DECREF(got);
+            PyObject *sent_obj = PyLong_FromSsize_t(len);
+            if (sent_obj == NULL) {
+                Py_DECREF(start);
+                return NULL;
+            }
+            PyObject *done = PyObject_CallMethodObjArgs(args[2], str_end, start, sent_obj, NULL);
+            Py_DECREF(start);
+            Py_DECREF(sent_obj);
+            if (done == NULL || keep)
+                return done;
+            PyObject *negated = PyNumber_Negative(done);
+            Py_DECREF(done);
+            return negated;
+        }
+        if (w > 0)
+            sent = w;  /* (an error or a full buffer: the Python side sends, and raises, as before) */
+    }
+    return Py_BuildValue("(NNn)", got, start, sent);
+}
+
 static int
 init_head_strings(void)
 {
@@ -1514,6 +1614,9 @@ init_head_strings(void)
         || (key_scheme = PyUnicode_InternFromString("wsgi.url_scheme")) == NULL
         || (key_https = PyUnicode_InternFromString("HTTPS")) == NULL
         || (str_close = PyUnicode_InternFromString("close")) == NULL
+        || (str_begin = PyUnicode_InternFromString("begin")) == NULL
+        || (str_end = PyUnicode_InternFromString("end")) == NULL
+        || (str_idle = PyUnicode_InternFromString("idle")) == NULL
         || (key_content_length = PyUnicode_InternFromString("CONTENT_LENGTH")) == NULL
         || (key_http_content_length = PyUnicode_InternFromString("HTTP_CONTENT_LENGTH")) == NULL
         || (key_http_content_type = PyUnicode_InternFromString("HTTP_CONTENT_TYPE")) == NULL
@@ -1541,6 +1644,9 @@ init_head_strings(void)
 static PyMethodDef methods[] = {
     {"parse_vars", parse_vars, METH_VARARGS,
      "parse_vars(buf, start, end, max_vars) -> dict, or None when the Python parser must decide."},
+    {"serve_plain", (PyCFunction)(void (*)(void))serve_plain, METH_FASTCALL,
+     "serve_plain(fd, recv_size, tally, *plain's arguments after the data) -> the usual keep-alive request "
+     "with its recv() and send() (see the C source)."},
     {"uwsgi_request", (PyCFunction)(void (*)(void))uwsgi_request, METH_FASTCALL,
      "uwsgi_request(data, max_vars, buffer_size, base, empty_input) -> (environ, method) or None: the usual "
      "bodiless uwsgi request whole in C (see the C source)."},

@@ -133,8 +133,21 @@ tally_count_only(Tally *self, PyObject *const *args, Py_ssize_t nargs)
     return tally_count(self, args, nargs, 0);
 }
 
+static PyObject *
+tally_idle(Tally *self, PyObject *Py_UNUSED(args))
+{
+    if (!self->has_view) {
+        PyErr_SetString(PyExc_ValueError, "Tally not initialised");
+        return NULL;
+    }
+    *self->busy = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef tally_methods[] = {
     {"begin", (PyCFunction)tally_begin, METH_NOARGS, "Mark the slot busy; the start (monotonic ns)."},
+    {"idle", (PyCFunction)tally_idle, METH_NOARGS,
+     "Clear busy without counting: what began was not a request after all (half a head)."},
     {"end", (PyCFunction)(void (*)(void))tally_end, METH_FASTCALL,
      "end(start, sent) -> requests: count one request (bytes, time, histogram) and clear busy."},
     {"count", (PyCFunction)(void (*)(void))tally_count_only, METH_FASTCALL,

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 try:  # the optional C extension (emperor/protocol/_speedups.c)
     from emperor.protocol._speedups import plain as _plain
     from emperor.protocol._speedups import response_head as _response_head
+    from emperor.protocol._speedups import serve_plain as _serve_plain
 except ImportError:  # pragma: no cover - built wherever a compiler is
-    _plain = _response_head = None
+    _plain = _response_head = _serve_plain = None
 
 log = logging.getLogger("emperor.http")
 
@@ -86,6 +87,7 @@ class HTTPServer:
         # A whole plain request in C (plain_request); with harakiri, the C side notes
         # "METHOD target" before the app.
         self.plain = _plain
+        self.io = _serve_plain  # plain with its recv() and send(), for the sync loop's ready connections
         self.note: Callable[[str, str], None] | None = None
         if worker.harakiri:
             board, index = worker.board, worker.index
@@ -165,32 +167,60 @@ class HTTPServer:
 
     def serve_ready(self, conn: Connection) -> bool:
         """``serve(conn, first=False)`` for a held plain connection the loop's poll() saw
-        readable, with the usual keep-alive request's path unrolled: one recv, the whole request
-        in C (``plain_request``), and the answer; no ``one``/``receive`` frames per request
-        (with Flask under load, every Python frame of ours costs about three times what it
-        costs alone: its code and data are out of the caches by then). Anything else goes on
-        through ``serve`` with the bytes fed to the parser. Same result as ``serve``."""
+        readable, with the usual keep-alive request's path in C (``_speedups.serve_plain``: the
+        recv(), ``plain``, the send() and the counting) and no ``serve``/``one``/``receive``
+        frames: with Flask under load, every Python frame of ours costs about three times what
+        it costs alone (its code and data are out of the caches by then). Anything else goes on
+        through ``serve`` with the bytes fed to the parser, or through ``finish_plain``. A
+        worker that logs requests takes ``plain_request`` (the log line is built in Python).
+        Same result as ``serve``."""
         parser = conn.parser
         if self.plain is None or conn.site.tls is not None or (args := parser.plain_args) is None \
                 or not parser.between():
             return self.serve(conn, first=False)
+        worker = self.worker
+        served = conn.served + 1
         try:
-            data = conn.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True  # nothing after all: still idle
-        except OSError:
-            data = b""  # reset between requests: as the peer's close (nothing to note)
-        if not data:
-            conn.eof = True
-            self.close(conn)
-            return False
-        try:
-            done = self.plain_request(conn, data, args)
+            if (io := self.io) is not None and not worker.log_requests:
+                conn.continue_due = False
+                got = io(conn.sock.fileno(), RECV_SIZE, self.tally, *args, worker.app, self.heads, conn,
+                         self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
+                         self.note, FileWrapper)
+                if type(got) is int:  # answered whole: the request count, negated to close
+                    conn.served = served
+                    if worker.max_requests and abs(got) >= worker.max_requests:
+                        worker.recycle_reason = f"max-requests ({abs(got)} requests)"
+                    if got > 0:
+                        return True
+                    done: bool | None = False
+                elif got is None:
+                    return True  # nothing to read after all: still idle
+                elif type(got) is bytes:
+                    if not got:
+                        conn.eof = True  # closed or reset between requests (nothing to note)
+                        done = False
+                    else:
+                        done = None  # not the usual request
+                        data = got
+                else:
+                    done = self.finish_plain(conn, got[0], got[1], served, got[2])
+            else:
+                try:
+                    data = conn.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return True
+                except OSError:
+                    data = b""
+                if not data:
+                    conn.eof = True
+                    done = False
+                else:
+                    done = self.plain_request(conn, data, args)
         except ClientGone as exc:
-            self.worker._note(exc, None, conn.sock)
+            worker._note(exc, None, conn.sock)
             done = False
         except Exception:
-            log.exception("worker %d: unexpected error on an HTTP connection", self.worker.wid)
+            log.exception("worker %d: unexpected error on an HTTP connection", worker.wid)
             done = False
         if done is None:  # not the usual request: the parser reads it
             parser.feed(data)
@@ -256,8 +286,7 @@ class HTTPServer:
         that ``respond`` (or ``_raised``) completes with the ``HTTPExchange`` from ``late``, as
         the Python path would have. None: ``data`` is not such a request (nothing consumed)."""
         worker = self.worker
-        tally = self.tally
-        start = tally.begin()
+        start = self.tally.begin()
         served = conn.served + 1
         conn.continue_due = False
         got = self.plain(data, *args, worker.app, self.heads, conn,  # type: ignore[misc]
@@ -266,13 +295,21 @@ class HTTPServer:
         if got is None:  # not counted, and not busy while the parser waits for the rest of a head
             worker.ints[self._busy_at] = 0
             return None
+        return self.finish_plain(conn, got, start, served, 0)
+
+    def finish_plain(self, conn: Connection, got: Any, start: int, served: int, already: int) -> bool:
+        """The rest of a request ``_speedups.plain`` took (its result ``got``; ``start``: when the
+        tally began; ``served``: the connection's count with it; ``already``: bytes of a whole
+        answer ``serve_plain`` sent before the socket's buffer filled): send or finish the
+        response, count it, log it. True: keep the connection."""
+        worker = self.worker
         conn.served = served
         ex: HTTPExchange | None = None
         sent = 0
         try:
             if type(got) is tuple:
                 out, keep, reply = got
-                conn.send_all(out)
+                conn.send_all(memoryview(out)[already:] if already else out)
                 sent = len(out)
                 if reply.rest is not None:  # an iterable whose first piece was the declared body
                     keep = self._drain(reply) and keep
@@ -297,7 +334,7 @@ class HTTPServer:
         finally:
             if ex is not None:
                 sent = ex.sent
-            done = tally.end(start, sent)
+            done = self.tally.end(start, sent)
             if worker.log_requests:
                 worker._log_request(reply.environ, ex or Sent(reply, sent), start)  # type: ignore[arg-type]
             if worker.max_requests and done >= worker.max_requests:

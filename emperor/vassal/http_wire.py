@@ -153,7 +153,7 @@ class Connection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.timeval)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.timeval)
 
-    def send_all(self, data: bytes) -> None:
+    def send_all(self, data: bytes | memoryview) -> None:
         """Send all of ``data`` (socket-timeout bounding a wait); ClientGone if it cannot."""
         sock = self.sock
         try:

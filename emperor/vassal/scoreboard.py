@@ -87,9 +87,9 @@ class Scoreboard:
 class PyTally:
     """One worker's per-request counters in its slot: ``begin()`` marks it busy and returns the
     start (monotonic ns); ``end(start, sent)`` counts the request, its bytes, its time and its
-    histogram bucket, clears busy and returns the request count. The twin of the C ``Tally``
-    (emperor/vassal/_tally.c: the same in two calls instead of about 0.8 µs of memoryview
-    work per request), used when the extension is not built."""
+    histogram bucket, clears busy and returns the request count; ``idle()`` clears busy alone.
+    The twin of the C ``Tally`` (emperor/vassal/_tally.c: the same in two calls instead of
+    about 0.8 µs of memoryview work per request), used when the extension is not built."""
 
     def __init__(self, ints: memoryview, busy: int, requests: int, tx: int, rt: int, hist: int,
                  bounds: tuple[int, ...]) -> None:
@@ -105,6 +105,10 @@ class PyTally:
     def end(self, start: int, sent: int) -> int:
         self.ints[self.cells[0]] = 0
         return self.count(start, sent)
+
+    def idle(self) -> None:
+        """Clear busy without counting: what began was not a request after all (half a head)."""
+        self.ints[self.cells[0]] = 0
 
     def count(self, start: int, sent: int) -> int:
         """``end`` without clearing busy (the ASGI worker is busy while any request is in flight)."""
