@@ -526,6 +526,7 @@ def test_serve_ready_answer_larger_than_the_socket_buffer(tmp_dirs: Callable[[st
         return [body]
 
     rig = Rig(tmp_dirs("big"), big, ("disable-logging", "true"))
+    sndbuf = rig.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
     got = bytearray()
 
     def read() -> None:
@@ -552,8 +553,35 @@ def test_serve_ready_answer_larger_than_the_socket_buffer(tmp_dirs: Callable[[st
         ints, slot = rig.worker.ints, rig.worker.slot
         assert ints[slot + sb.REQUESTS] == 2 and ints[slot + sb.BUSY_SINCE] == 0
         assert ints[slot + sb.TX] == 2 * (len(head) + 4 + len(body))
+        # the answer was larger than the send buffer: it was raised (exchange.fit_sndbuf)
+        assert rig.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > sndbuf
     finally:
         rig.close()
+
+
+def test_fit_sndbuf_raises_unix_buffers_only() -> None:
+    """A large answer raises a Unix-socket connection's send buffer (bounded by SNDBUF_MAX and
+    the kernel's wmem_max); a TCP connection keeps the kernel's own tuning."""
+    from emperor.vassal.exchange import fit_sndbuf
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    try:
+        before = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        fit_sndbuf(a, 1 << 20)
+        assert a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > before
+        tcp_before = server.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        fit_sndbuf(server, 1 << 20)
+        assert server.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == tcp_before
+        b.close()
+        fit_sndbuf(a, 1 << 20)  # a peer gone: no error here (the send reports it)
+        a.close()
+        fit_sndbuf(a, 1 << 20)  # a closed socket: no error either
+    finally:
+        for s in (a, b, listener, client, server):
+            s.close()
 
 
 def test_harakiri_note_is_set_before_the_app(tmp_dirs: Callable[[str], str]) -> None:

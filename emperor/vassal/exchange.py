@@ -23,6 +23,9 @@ log = logging.getLogger("emperor.worker")
 DONTWAIT = socket.MSG_DONTWAIT
 DRAIN_LIMIT = 64 << 20  # beyond this a refused upload is cut off (nginx may then show 502)
 SMALL_BODY = 8192  # up to this, head + body are joined; above, sendmsg gathers them without a copy
+# A write larger than this on a Unix-socket connection first raises its send buffer (fit_sndbuf).
+SNDBUF_FIT = 160 << 10
+SNDBUF_MAX = 4 << 20  # the most asked for (the kernel also caps it at net.core.wmem_max, doubled)
 Conn = _socket.socket  # accepted connections: the C type, without socket.py's Python-level wrapper
 
 
@@ -86,6 +89,8 @@ class Exchange(Response):
         if len(body) <= SMALL_BODY:
             self.send(head + body if body else head)
             return
+        if len(body) > SNDBUF_FIT:
+            fit_sndbuf(self.conn, len(head) + len(body))
         try:
             n = self.conn.sendmsg((head, body), (), 0 if self.timeouts_set else DONTWAIT)
         except BlockingIOError:
@@ -101,6 +106,8 @@ class Exchange(Response):
 
     def send(self, data: bytes | memoryview) -> None:
         conn = self.conn
+        if len(data) > SNDBUF_FIT:
+            fit_sndbuf(conn, len(data))
         try:
             if not self.timeouts_set:
                 n = conn.send(data, DONTWAIT)
@@ -169,6 +176,24 @@ def accepter(listener: socket.socket) -> Callable[[], Conn]:
         return Conn(family, kind, proto, raw_accept()[0])
 
     return accept
+
+
+def fit_sndbuf(conn: Conn, size: int) -> None:
+    """Let the kernel take a large answer (``size`` bytes, at most SNDBUF_MAX) at once on a
+    Unix-socket connection: raise its send buffer (SO_SNDBUF) from the default, about 208 KiB.
+
+    With the default, a 1 MiB answer goes out in five rounds: the worker fills the buffer,
+    sleeps until the peer (nginx) has read it, and is woken to write the next part; the worker
+    stays busy until the peer has read most of it, and both sides pay the wake-ups. Held in the
+    kernel, the answer costs one copy, and the worker is free for the next request at once.
+    Memory is only what is queued: the same bytes the worker held. TCP connections are left
+    to the kernel's own send-buffer tuning, which a fixed SO_SNDBUF would turn off. The
+    kernel caps the value at net.core.wmem_max (and doubles it for its bookkeeping)."""
+    try:
+        if conn.family == socket.AF_UNIX:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(size, SNDBUF_MAX))
+    except (OSError, AttributeError):  # (a socket gone meanwhile: the send says so)
+        pass
 
 
 def drain(conn: Conn, unread: int, deadline: float) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor.protocol import http
 from emperor.protocol.wsgi import EMPTY_INPUT, FIELD_KEYS, LineReader, body_allowed, site_environ
-from emperor.vassal.exchange import ClientGone, Exchange
+from emperor.vassal.exchange import SNDBUF_FIT, ClientGone, Exchange, fit_sndbuf
 from emperor.vassal.tls import TLSSite
 
 if TYPE_CHECKING:
@@ -164,9 +164,13 @@ class Connection:
                     n = 0
                 if n == len(data):
                     return
+                if len(data) - n > SNDBUF_FIT:
+                    fit_sndbuf(sock, len(data) - n)
                 self.set_timeouts()
                 sock.sendall(memoryview(data)[n:])
                 return
+            if len(data) > SNDBUF_FIT:
+                fit_sndbuf(sock, len(data))
             sock.sendall(data)
         except BlockingIOError:
             raise ClientGone("send timed out") from None
