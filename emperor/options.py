@@ -642,6 +642,10 @@ COMPAT: tuple[Option, ...] = (
             "reload-on-rss recycles it after the response that crossed the limit", flag=False),
     _compat("cpu-affinity", _I, "workers are not pinned to CPUs", flag=False),
     _compat("so-keepalive", _I, "TCP keepalive is left at the kernel's default on accepted connections"),
+    _compat("socket-sndbuf", _I, "the kernel's default send buffer is kept, except that a write of more than "
+            "160 KiB on a Unix-socket connection raises that connection's buffer to fit it (docs/http.md, "
+            "Responses)", flag=False),
+    _compat("socket-rcvbuf", _I, "the kernel's default receive buffer is kept", flag=False),
     _compat("tcp-nodelay", _I, "responses are written in as few sends as possible; Nagle's delay does "
             "not hold them back"),
     _compat("pcre-jit", _I, "there is no internal routing, so no regular expressions to compile"),
