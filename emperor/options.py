@@ -128,11 +128,13 @@ OPTIONS: tuple[Option, ...] = (
          "and each read of the body) or to accept each write of the response.",
          group="sockets", metavar="SECONDS"),
     _opt("body-read-timeout", v.seconds, 30.0, "Seconds the whole request body may take to arrive, "
-         "counted from the accept (0 = no total bound). socket-timeout bounds each read only, so a "
-         "peer trickling a byte now and then could hold a worker for as long as the body lasts; past "
-         "this deadline the read fails (the app sees a ConnectionError) and the connection is closed. "
-         "It also ends the drain of a body the app did not read (which never lasts more than "
-         "socket-timeout, at most 2 s). Not in uWSGI (whose harakiri covers it bluntly).",
+         "counted from the accept on uwsgi sockets and from the request's start on HTTP sockets "
+         "(0 = no total bound). socket-timeout bounds each read only, so a peer trickling a byte now "
+         "and then could hold a sync worker for as long as the body lasts; past this deadline the "
+         "read fails (the app sees an exception) and the connection is closed. It also ends the "
+         "drain of a body the app did not read (which never lasts more than socket-timeout, at most "
+         "2 s). ASGI workers are not held by a slow body (other requests go on meanwhile) and do "
+         "not apply it. Not in uWSGI (whose harakiri covers it bluntly).",
          group="sockets", metavar="SECONDS"),
     _opt("post-buffering", v.integer(0), 0, "Read the whole request body before calling the app when "
          "it has one (0 = off: the app reads it from the socket as it comes): up to this many bytes "

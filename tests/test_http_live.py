@@ -413,6 +413,43 @@ def test_a_client_that_never_reads_releases_the_worker(procs: ProcGroup, tmp_pat
         assert time.monotonic() - t0 < 6  # socket-timeout (1 s) plus slack, not forever
 
 
+@pytest.mark.parametrize("path", ["/echo", "/echo-chunks"])
+def test_a_body_trickling_past_body_read_timeout_releases_the_worker(procs: ProcGroup, path: str) -> None:
+    """body-read-timeout bounds the whole body on an http-socket too: a client sending a byte
+    now and then, each within socket-timeout, loses the only worker once the deadline has
+    passed (looked at before each read: one large read in C for /echo, the parser's pieces for
+    /echo-chunks), and the next client is served."""
+    port = free_port()
+    start_vassal(procs, "--http-socket", f"127.0.0.1:{port}", "--processes", "1",
+                 "--socket-timeout", "2", "--body-read-timeout", "1")
+    stop = threading.Event()
+    slow = socket.create_connection(("127.0.0.1", port))
+
+    # connected and sent first: the only worker accepts in the kernel queue's order
+    slow.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n")
+
+    def trickle() -> None:
+        deadline = time.monotonic() + 30
+        while not stop.wait(0.2) and time.monotonic() < deadline:
+            try:
+                slow.sendall(b"x" * 50)
+            except OSError:
+                return
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        with RawHTTP(("127.0.0.1", port), timeout=15) as c:
+            c.send(request_bytes("GET", "/fast"))
+            assert c.response().body == b"hello /fast"
+        assert time.monotonic() - t0 < 6  # body-read-timeout (1 s) + a wait, not the 20 s of trickle
+    finally:
+        stop.set()
+        t.join()
+        slow.close()
+
+
 def test_a_client_trickling_after_an_error_answer_does_not_hold_the_worker(procs: ProcGroup) -> None:
     """After an error answer the worker reads and drops what the client still sends (so our
     close does not reset the answer away), but for a bounded time: a client that keeps sending

@@ -8,20 +8,29 @@
  * start and lets recv() fill the rest, as large as the socket buffer allows per call.
  *
  * Only I/O lives here; the HTTP parser (emperor/protocol) stays sans-IO. The socket keeps its
- * SO_RCVTIMEO (socket-timeout): a recv() that times out ends the read like a closed peer.
+ * SO_RCVTIMEO (socket-timeout): a recv() that times out ends the read like a closed peer. The
+ * optional deadline (body-read-timeout) is looked at before each recv(): a peer that trickles
+ * a byte now and then, each within socket-timeout, cannot hold the worker past it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 static PyObject *
 recv_body(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "recv_body(fd, pieces, n) takes 3 arguments");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "recv_body(fd, pieces, n[, deadline]) takes 3 or 4 arguments");
         return NULL;
+    }
+    double deadline = 0.0;  /* CLOCK_MONOTONIC seconds (Python's time.monotonic()); 0: none */
+    if (nargs == 4) {
+        deadline = PyFloat_AsDouble(args[3]);
+        if (deadline == -1.0 && PyErr_Occurred())
+            return NULL;
     }
     long fd = PyLong_AsLong(args[0]);
     if (fd == -1 && PyErr_Occurred())
@@ -62,6 +71,14 @@ recv_body(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t got = 0;
     int err = 0;
     while (got < n) {
+        if (deadline > 0.0) {  /* body-read-timeout: looked at before each wait */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9 > deadline) {
+                err = ETIMEDOUT;
+                break;
+            }
+        }
         ssize_t r;
         Py_BEGIN_ALLOW_THREADS
         r = recv((int)fd, buf + got, (size_t)(n - got), 0);
@@ -89,8 +106,9 @@ recv_body(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"recv_body", (PyCFunction)(void (*)(void))recv_body, METH_FASTCALL,
-     "recv_body(fd, pieces, n) -> (bytes, errno): the pieces joined, then n bytes received from fd "
-     "into the same object; shorter when the peer closed (errno 0) or recv failed (errno)."},
+     "recv_body(fd, pieces, n[, deadline]) -> (bytes, errno): the pieces joined, then n bytes received from "
+     "fd into the same object; shorter when the peer closed (errno 0), recv failed (errno) or the monotonic "
+     "deadline passed before a wait (ETIMEDOUT)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -420,7 +420,9 @@ class HTTPServer:
                 if worker.limit_post and (head.content_length or 0) > worker.limit_post:
                     self._too_large(conn, head)
                     return False
-                inp = env["wsgi.input"] = HTTPInput(conn, ex, worker.limit_post, False)
+                slow = worker.body_timeout  # body-read-timeout, counted from the request's start
+                inp = env["wsgi.input"] = HTTPInput(conn, ex, worker.limit_post, False,
+                                                    start / 1e9 + slow if slow else 0.0, slow)
                 conn.continue_due = head.expect_continue
             if worker.harakiri:
                 worker.board.set_text(worker.index, f"{method} {target}"[:200])

@@ -194,15 +194,17 @@ class Connection:
         return True
 
 
-def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
+def recv_body(sock: Any, pieces: list[bytes], n: int, deadline: float = 0.0, limit: float = 0.0) -> bytes:
     """``pieces`` joined, then the next ``n`` bytes of ``sock`` (blocking, its SO_RCVTIMEO
-    bounding each wait), in one bytes object; ClientGone if the peer closes or times out first.
+    bounding each wait), in one bytes object; ClientGone if the peer closes or times out first,
+    or if ``deadline`` (monotonic; 0: none) has passed before a wait (body-read-timeout,
+    ``limit`` seconds: for the message).
 
     With the C extension the bytes are received into the object returned, one copy in all;
     without it they go through a bytearray (one copy more)."""
     total = sum(map(len, pieces)) + n
     if _recv_body is not None:
-        data, err = _recv_body(sock.fileno(), pieces, n)
+        data, err = _recv_body(sock.fileno(), pieces, n, deadline)
     else:
         buf = bytearray(total)
         view = memoryview(buf)
@@ -213,6 +215,9 @@ def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
         err = 0
         try:
             while pos < total:
+                if deadline and time.monotonic() > deadline:
+                    err = errno.ETIMEDOUT
+                    break
                 got = sock.recv_into(view[pos:])
                 if not got:
                     break
@@ -228,20 +233,33 @@ def recv_body(sock: Any, pieces: list[bytes], n: int) -> bytes:
         raise ClientGone("peer closed the connection in the request body")
     if err in (errno.EAGAIN, errno.EWOULDBLOCK):
         raise ClientGone("no data within socket-timeout")
+    if err == errno.ETIMEDOUT and deadline:
+        raise body_too_slow(limit)
     raise ClientGone(os.strerror(err))
+
+
+def body_too_slow(limit: float) -> ClientGone:
+    """The error of a body not complete within body-read-timeout (``limit`` s)."""
+    return ClientGone(f"request body not complete after {limit:g} s (body-read-timeout)")
 
 
 class HTTPInput(LineReader):
     """``wsgi.input`` for an HTTP body: reads parser events, de-chunked, then EOF."""
 
-    __slots__ = ("_buf", "_conn", "_done", "_ex", "_limit", "received")
+    __slots__ = ("_buf", "_conn", "_deadline", "_done", "_ex", "_limit", "_slow", "received")
 
-    def __init__(self, conn: Connection, ex: HTTPExchange, limit: int, empty: bool) -> None:
+    def __init__(self, conn: Connection, ex: HTTPExchange, limit: int, empty: bool,
+                 deadline: float = 0.0, slow: float = 0.0) -> None:
+        """``deadline``: the monotonic time the whole body must have arrived by (0: none;
+        body-read-timeout, ``slow`` seconds), looked at before each read: socket-timeout bounds
+        each wait, and a peer trickling a byte now and then must not hold the worker longer."""
         self._buf = bytearray()
         self._conn = conn
         self._ex = ex
         self._done = empty
         self._limit = limit
+        self._deadline = deadline
+        self._slow = slow
         self.received = 0
 
     @property
@@ -258,6 +276,8 @@ class HTTPInput(LineReader):
             self._ex.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         events = conn.parser.events
         while not events:
+            if self._deadline and time.monotonic() > self._deadline:
+                raise body_too_slow(self._slow)
             conn.fill()
         ev = events.popleft()
         if not isinstance(ev, bytes):  # an HTTPError (the parser puts no head inside a body)
@@ -311,7 +331,7 @@ class HTTPInput(LineReader):
             n = self._direct_size(want - have if want >= 0 else -1)
             if n:  # the rest of the body, or what this read wants of it, received in one piece
                 self._conn.set_timeouts()
-                data = recv_body(self._conn.sock, pieces, n)
+                data = recv_body(self._conn.sock, pieces, n, self._deadline, self._slow)
                 self._conn.parser.body_received(n)
                 self.received += n
                 pieces = [data]
