@@ -165,6 +165,9 @@ uwsgi_request(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs
         goto error;
     if (PyDict_SetItem(env, key_scheme, str_http) < 0 || PyDict_SetItem(env, key_input, args[4]) < 0)
         goto error;
+    method = PyDict_GetItemWithError(env, key_method);  /* (again: the update could have replaced it) */
+    if (method == NULL)
+        goto python;
     return Py_BuildValue("(NO)", env, method);
 python:
     if (PyErr_Occurred())
