@@ -159,8 +159,7 @@ class Exchange(Response):
             self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
 
     def _late(self) -> None:
-        raise ClientGone(f"request body not complete after {self.worker.body_timeout:g} s "
-                         "(body-read-timeout)")
+        raise body_too_slow(self.worker.body_timeout)
 
 
 def accepter(listener: socket.socket) -> Callable[[], Conn]:
@@ -176,6 +175,11 @@ def accepter(listener: socket.socket) -> Callable[[], Conn]:
         return Conn(family, kind, proto, raw_accept()[0])
 
     return accept
+
+
+def body_too_slow(limit: float) -> ClientGone:
+    """A body not complete within body-read-timeout (``limit`` s): both sync paths' error."""
+    return ClientGone(f"request body not complete after {limit:g} s (body-read-timeout)")
 
 
 def fit_sndbuf(conn: Conn, size: int) -> None:

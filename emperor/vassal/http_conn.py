@@ -73,7 +73,7 @@ class HTTPServer:
         self.heads: dict[tuple[object, ...], tuple[bytes, int, bool]] = {}
         # this worker's scoreboard cells, indexed once (the slot is fixed for the process)
         slot = worker.slot
-        self._requests_at, self._busy_at = slot + sb.REQUESTS, slot + sb.BUSY_SINCE
+        self._requests_at = slot + sb.REQUESTS
         self.tally = sb.tally(worker.ints, slot)  # begin()/end() of each request's counting
         self.timeval = struct.pack("ll", int(self.timeout), int((self.timeout % 1) * 1_000_000))
         # After a response, look (recv MSG_DONTWAIT) for a next request already there? Threads
@@ -172,62 +172,43 @@ class HTTPServer:
         frames: with Flask under load, every Python frame of ours costs about three times what
         it costs alone (its code and data are out of the caches by then). Anything else goes on
         through ``serve`` with the bytes fed to the parser, or through ``finish_plain``. A
-        worker that logs requests takes ``plain_request`` (the log line is built in Python).
-        Same result as ``serve``."""
+        worker that logs requests (the log line is built in Python) or a TLS connection takes
+        ``serve``. Same result as ``serve``."""
         parser = conn.parser
-        if self.plain is None or conn.site.tls is not None or (args := parser.plain_args) is None \
-                or not parser.between():
-            return self.serve(conn, first=False)
         worker = self.worker
+        if (io := self.io) is None or self.plain is None or worker.log_requests or conn.site.tls is not None \
+                or (args := parser.plain_args) is None or not parser.between():
+            return self.serve(conn, first=False)
         served = conn.served + 1
+        conn.continue_due = False
         try:
-            if (io := self.io) is not None and not worker.log_requests:
-                conn.continue_due = False
-                got = io(conn.sock.fileno(), RECV_SIZE, self.tally, *args, worker.app, self.heads, conn,
-                         self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
-                         self.note, FileWrapper)
-                if type(got) is int:  # answered whole: the request count, negated to close
-                    conn.served = served
-                    if worker.max_requests and abs(got) >= worker.max_requests:
-                        worker.recycle_reason = f"max-requests ({abs(got)} requests)"
-                    if got > 0:
-                        return True
-                    done: bool | None = False
-                elif got is None:
-                    return True  # nothing to read after all: still idle
-                elif type(got) is bytes:
-                    if not got:
-                        conn.eof = True  # closed or reset between requests (nothing to note)
-                        done = False
-                    else:
-                        done = None  # not the usual request
-                        data = got
-                else:
-                    done = self.finish_plain(conn, got[0], got[1], served, got[2])
+            got = io(conn.sock.fileno(), RECV_SIZE, self.tally, *args, worker.app, self.heads, conn,
+                     self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
+                     self.note, FileWrapper)
+            if type(got) is int:  # answered whole: the request count, negated to close
+                conn.served = served
+                if worker.max_requests and abs(got) >= worker.max_requests:
+                    worker.recycle_reason = f"max-requests ({abs(got)} requests)"
+                keep = got > 0
+            elif got is None:
+                return True  # nothing to read after all: still idle
+            elif type(got) is bytes:
+                if got:  # not the usual request: the parser reads it
+                    parser.feed(got)
+                    return self.serve(conn, first=False)
+                conn.eof = True  # closed or reset between requests (nothing to note)
+                keep = False
             else:
-                try:
-                    data = conn.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    return True
-                except OSError:
-                    data = b""
-                if not data:
-                    conn.eof = True
-                    done = False
-                else:
-                    done = self.plain_request(conn, data, args)
+                keep = self.finish_plain(conn, got[0], got[1], served, got[2])
         except ClientGone as exc:
             worker._note(exc, None, conn.sock)
-            done = False
+            keep = False
         except Exception:
             log.exception("worker %d: unexpected error on an HTTP connection", worker.wid)
-            done = False
-        if done is None:  # not the usual request: the parser reads it
-            parser.feed(data)
-            return self.serve(conn, first=False)
-        if not done:
+            keep = False
+        if not keep:
             self.close(conn)
-        return done
+        return keep
 
     def close(self, conn: Connection) -> None:
         """Close, first dropping bytes already received (a pipelined request after a
@@ -293,7 +274,7 @@ class HTTPServer:
                          self.keepalive > 0 and served < self.max_per_conn and worker.alive, self.late,
                          self.note, FileWrapper)
         if got is None:  # not counted, and not busy while the parser waits for the rest of a head
-            worker.ints[self._busy_at] = 0
+            self.tally.idle()
             return None
         return self.finish_plain(conn, got, start, served, 0)
 
@@ -422,7 +403,7 @@ class HTTPServer:
                     return False
                 slow = worker.body_timeout  # body-read-timeout, counted from the request's start
                 inp = env["wsgi.input"] = HTTPInput(conn, ex, worker.limit_post, False,
-                                                    start / 1e9 + slow if slow else 0.0, slow)
+                                                    start / 1e9 + slow if slow else 0.0)
                 conn.continue_due = head.expect_continue
             if worker.harakiri:
                 worker.board.set_text(worker.index, f"{method} {target}"[:200])

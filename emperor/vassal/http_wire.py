@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from emperor.protocol import http
 from emperor.protocol.wsgi import EMPTY_INPUT, FIELD_KEYS, LineReader, body_allowed, site_environ
-from emperor.vassal.exchange import SNDBUF_FIT, ClientGone, Exchange, fit_sndbuf
+from emperor.vassal.exchange import SNDBUF_FIT, ClientGone, Exchange, body_too_slow, fit_sndbuf
 from emperor.vassal.tls import TLSSite
 
 if TYPE_CHECKING:
@@ -156,6 +156,8 @@ class Connection:
     def send_all(self, data: bytes | memoryview) -> None:
         """Send all of ``data`` (socket-timeout bounding a wait); ClientGone if it cannot."""
         sock = self.sock
+        if len(data) > SNDBUF_FIT:
+            fit_sndbuf(sock, len(data))
         try:
             if not self.timed:
                 try:
@@ -164,13 +166,9 @@ class Connection:
                     n = 0
                 if n == len(data):
                     return
-                if len(data) - n > SNDBUF_FIT:
-                    fit_sndbuf(sock, len(data) - n)
                 self.set_timeouts()
                 sock.sendall(memoryview(data)[n:])
                 return
-            if len(data) > SNDBUF_FIT:
-                fit_sndbuf(sock, len(data))
             sock.sendall(data)
         except BlockingIOError:
             raise ClientGone("send timed out") from None
@@ -238,28 +236,22 @@ def recv_body(sock: Any, pieces: list[bytes], n: int, deadline: float = 0.0, lim
     raise ClientGone(os.strerror(err))
 
 
-def body_too_slow(limit: float) -> ClientGone:
-    """The error of a body not complete within body-read-timeout (``limit`` s)."""
-    return ClientGone(f"request body not complete after {limit:g} s (body-read-timeout)")
-
-
 class HTTPInput(LineReader):
     """``wsgi.input`` for an HTTP body: reads parser events, de-chunked, then EOF."""
 
-    __slots__ = ("_buf", "_conn", "_deadline", "_done", "_ex", "_limit", "_slow", "received")
+    __slots__ = ("_buf", "_conn", "_deadline", "_done", "_ex", "_limit", "received")
 
     def __init__(self, conn: Connection, ex: HTTPExchange, limit: int, empty: bool,
-                 deadline: float = 0.0, slow: float = 0.0) -> None:
+                 deadline: float = 0.0) -> None:
         """``deadline``: the monotonic time the whole body must have arrived by (0: none;
-        body-read-timeout, ``slow`` seconds), looked at before each read: socket-timeout bounds
-        each wait, and a peer trickling a byte now and then must not hold the worker longer."""
+        body-read-timeout), looked at before each read: socket-timeout bounds each wait, and a
+        peer trickling a byte now and then must not hold the worker longer."""
         self._buf = bytearray()
         self._conn = conn
         self._ex = ex
         self._done = empty
         self._limit = limit
         self._deadline = deadline
-        self._slow = slow
         self.received = 0
 
     @property
@@ -277,7 +269,7 @@ class HTTPInput(LineReader):
         events = conn.parser.events
         while not events:
             if self._deadline and time.monotonic() > self._deadline:
-                raise body_too_slow(self._slow)
+                raise body_too_slow(self._ex.worker.body_timeout)
             conn.fill()
         ev = events.popleft()
         if not isinstance(ev, bytes):  # an HTTPError (the parser puts no head inside a body)
@@ -331,7 +323,7 @@ class HTTPInput(LineReader):
             n = self._direct_size(want - have if want >= 0 else -1)
             if n:  # the rest of the body, or what this read wants of it, received in one piece
                 self._conn.set_timeouts()
-                data = recv_body(self._conn.sock, pieces, n, self._deadline, self._slow)
+                data = recv_body(self._conn.sock, pieces, n, self._deadline, self._ex.worker.body_timeout)
                 self._conn.parser.body_received(n)
                 self.received += n
                 pieces = [data]
